@@ -1,0 +1,32 @@
+# The README's two commands: `make demo` (main job end to end) and
+# `make test` (install and run the test suite). Both set everything up.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+PRESET ?= demo
+
+.PHONY: demo test install lint bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip wheel "setuptools>=61"
+
+$(VENV)/.installed: setup.py $(BIN)/python
+	$(BIN)/pip install --quiet -e ".[test,plots]"
+	$(BIN)/python -m pipelines.check_stack
+	touch $@
+
+install: $(VENV)/.installed
+
+demo: install
+	$(BIN)/hisac-demo --config=$(PRESET)
+
+test: install
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest -q
+
+bench: install
+	$(BIN)/python benchmarks/input_pipeline.py
+
+clean:
+	rm -rf runs .pytest_cache

@@ -1,0 +1,352 @@
+"""`FeatureSpec`: the one data contract of hisac_tf (DESIGN §4).
+
+A record is one *request*: one user, that user's history at request time
+(oldest first) and the C candidates shown in that request with their labels.
+The same spec drives TFRecord writing and parsing, the model's inputs, the
+serving signatures and the gRPC client.
+
+Padded batch layout produced by `FeatureSpec.pad_batch` (B requests):
+
+    user_id, request_time, <user features>   [B]        int64
+    hist_item_ids, hist_category_ids,
+    hist_behaviors, hist_timestamps          [B, N]     int64, 0 = padding
+    hist_length                              [B]        int32
+    cand_item_ids, cand_category_ids         [B, C]     int64, 0 = padding
+    cand_count                               [B]        int32
+    labels                                   [B, C]     float32
+    true_ctr (synthetic data only)           [B, C]     float32
+
+Histories are truncated to their newest N items and padded at the end;
+candidates are padded to C = `max_candidates`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Mapping, Sequence
+
+import hisac_tf  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TF loads)
+import numpy as np
+import tensorflow as tf
+
+HISTORY_FEATURES = (
+    "hist_item_ids",
+    "hist_category_ids",
+    "hist_behaviors",
+    "hist_timestamps",
+)
+CANDIDATE_FEATURES = ("cand_item_ids", "cand_category_ids")
+LABEL = "labels"
+TRUE_CTR = "true_ctr"
+# Ids that must be >= 1 wherever they are present (0 is padding).
+POSITIVE_ID_FEATURES = (
+    "user_id",
+    "hist_item_ids",
+    "hist_category_ids",
+    "hist_behaviors",
+    "cand_item_ids",
+    "cand_category_ids",
+)
+# Item table: one record per item.
+ITEM_ID = "item_id"
+ITEM_CATEGORY = "category_id"
+ITEM_EMBEDDING = "content_embedding"
+ITEM_SUBTOPIC = "subtopic_id"  # Synthetic data only: the true sub-topic.
+
+
+class DataError(ValueError):
+    """A record that breaks the data contract; names file, record, field."""
+
+
+@dataclasses.dataclass(frozen=True)
+class FeatureSpec:
+    """Names, dtypes and padded shapes of every request-level feature.
+
+    Attributes:
+      max_history: N, the newest items kept of each history.
+      max_candidates: C, candidates per request after padding.
+      user_features: categorical int64 user features besides `user_id`.
+      with_true_ctr: whether records carry the true click probability
+        (synthetic data).
+    """
+
+    max_history: int
+    max_candidates: int
+    user_features: tuple[str, ...] = ("gender", "age_bucket")
+    with_true_ctr: bool = False
+
+    def __post_init__(self):
+        if self.max_history < 1:
+            raise ValueError(
+                f"max_history must be >= 1, got {self.max_history}"
+            )
+        if self.max_candidates < 1:
+            raise ValueError(
+                f"max_candidates must be >= 1, got {self.max_candidates}"
+            )
+        clash = set(self.user_features) & set(self.scalar_features[:2])
+        if clash:
+            raise ValueError(f"user_features may not include {sorted(clash)}")
+
+    @classmethod
+    def from_config(cls, data_cfg, with_true_ctr: bool = False):
+        return cls(
+            max_history=data_cfg.max_history,
+            max_candidates=data_cfg.max_candidates,
+            user_features=tuple(data_cfg.user_features),
+            with_true_ctr=with_true_ctr,
+        )
+
+    # ---------------------------------------------------------------- names
+    @property
+    def scalar_features(self) -> tuple[str, ...]:
+        return ("user_id", "request_time") + tuple(self.user_features)
+
+    @property
+    def list_features(self) -> tuple[str, ...]:
+        return HISTORY_FEATURES + CANDIDATE_FEATURES + (LABEL,)
+
+    @property
+    def float_list_features(self) -> tuple[str, ...]:
+        return (TRUE_CTR,) if self.with_true_ctr else ()
+
+    # -------------------------------------------------------------- parsing
+    def raw_parse_spec(self) -> dict:
+        """`tf.io.parse_example` spec: scalars dense, lists ragged."""
+        spec = {
+            name: tf.io.FixedLenFeature([], tf.int64)
+            for name in self.scalar_features
+        }
+        for name in self.list_features:
+            spec[name] = tf.io.RaggedFeature(tf.int64)
+        for name in self.float_list_features:
+            spec[name] = tf.io.RaggedFeature(tf.float32)
+        return spec
+
+    def parse(self, serialized: tf.Tensor) -> dict:
+        """Parses serialized requests [B] into ragged/dense tensors."""
+        return tf.io.parse_example(serialized, self.raw_parse_spec())
+
+    def pad_batch(self, raw: Mapping[str, tf.Tensor]) -> dict:
+        """Truncates histories to the newest N and pads to the layout above.
+
+        Args:
+          raw: output of `parse` for B requests (ragged lists).
+        Returns:
+          dict of dense tensors (see module docstring).
+        """
+        n, c = self.max_history, self.max_candidates
+        out = {name: raw[name] for name in self.scalar_features}
+        hist_len = raw["hist_item_ids"].row_lengths()  # [B]
+        out["hist_length"] = tf.cast(tf.minimum(hist_len, n), tf.int32)
+        out["hist_raw_length"] = tf.cast(hist_len, tf.int32)
+        for name in HISTORY_FEATURES:
+            newest = raw[name][:, -n:]  # [B, <=N] keeps the newest items.
+            out[name] = newest.to_tensor(0, shape=[None, n])  # [B, N]
+        cand_len = raw["cand_item_ids"].row_lengths()
+        out["cand_count"] = tf.cast(cand_len, tf.int32)
+        for name in CANDIDATE_FEATURES:
+            out[name] = raw[name].to_tensor(0, shape=[None, c])  # [B, C]
+        out[LABEL] = tf.cast(
+            raw[LABEL].to_tensor(0, shape=[None, c]), tf.float32
+        )  # [B, C]
+        if self.with_true_ctr:
+            out[TRUE_CTR] = raw[TRUE_CTR].to_tensor(0.0, shape=[None, c])
+        return out
+
+    def check_ops(self, raw: Mapping[str, tf.Tensor], where: tf.Tensor):
+        """In-graph contract checks on a parsed batch.
+
+        Args:
+          raw: output of `parse` for B requests.
+          where: string tensor [B], "file:record" of each request, used in
+            the error messages.
+        Returns:
+          list of assert ops; each failure names the field, the offending
+          request's file and record, and the value.
+        """
+        checks = []
+        first = lambda bad: where[tf.argmax(tf.cast(bad, tf.int32))]  # noqa
+        for name in POSITIVE_ID_FEATURES:
+            t = raw[name]
+            values = t.flat_values if isinstance(t, tf.RaggedTensor) else t
+            rows = (
+                t.value_rowids() if isinstance(t, tf.RaggedTensor)
+                else tf.range(tf.shape(t)[0], dtype=tf.int64)
+            )
+            bad = values < 1
+            checks.append(
+                tf.debugging.Assert(
+                    tf.logical_not(tf.reduce_any(bad)),
+                    [
+                        f"field {name} must hold ids >= 1; bad value",
+                        tf.reduce_min(values),
+                        "in",
+                        tf.gather(where, tf.gather(rows, tf.argmax(
+                            tf.cast(bad, tf.int32)))),
+                    ],
+                    name=f"check_{name}",
+                )
+            )
+        hist_len = raw["hist_item_ids"].row_lengths()
+        for name in HISTORY_FEATURES[1:]:
+            bad = tf.not_equal(raw[name].row_lengths(), hist_len)
+            checks.append(tf.debugging.Assert(
+                tf.logical_not(tf.reduce_any(bad)),
+                [f"field {name} must have as many entries as "
+                 "hist_item_ids; first bad request", first(bad)],
+                name=f"check_len_{name}",
+            ))
+        cand_len = raw["cand_item_ids"].row_lengths()
+        lists = [CANDIDATE_FEATURES[1], LABEL] + list(self.float_list_features)
+        for name in lists:
+            bad = tf.not_equal(raw[name].row_lengths(), cand_len)
+            checks.append(tf.debugging.Assert(
+                tf.logical_not(tf.reduce_any(bad)),
+                [f"field {name} must have as many entries as "
+                 "cand_item_ids; first bad request", first(bad)],
+                name=f"check_len_{name}",
+            ))
+        bad = tf.logical_or(cand_len < 1, cand_len > self.max_candidates)
+        checks.append(tf.debugging.Assert(
+            tf.logical_not(tf.reduce_any(bad)),
+            [f"field cand_item_ids must hold 1..{self.max_candidates} "
+             "candidates (data.max_candidates); got",
+             tf.gather(cand_len, tf.argmax(tf.cast(bad, tf.int32))),
+             "in", first(bad)],
+            name="check_cand_count",
+        ))
+        labels = raw[LABEL].flat_values
+        bad_label = tf.logical_and(labels != 0, labels != 1)
+        checks.append(tf.debugging.Assert(
+            tf.logical_not(tf.reduce_any(bad_label)),
+            ["field labels must be 0 or 1; got",
+             tf.gather(labels, tf.argmax(tf.cast(bad_label, tf.int32))),
+             "in", tf.gather(where, tf.gather(
+                 raw[LABEL].value_rowids(),
+                 tf.argmax(tf.cast(bad_label, tf.int32))))],
+            name="check_labels",
+        ))
+        ts = raw["hist_timestamps"]
+        # Decreasing step inside a row: compare each entry to its successor.
+        vals = ts.flat_values
+        rows = ts.value_rowids()
+        same_row = tf.equal(rows[1:], rows[:-1])
+        decreasing = tf.logical_and(same_row, vals[1:] < vals[:-1])
+        after_request = vals > tf.gather(raw["request_time"], rows)
+        checks.append(tf.debugging.Assert(
+            tf.logical_not(tf.reduce_any(decreasing)),
+            ["field hist_timestamps must be sorted oldest first; unsorted "
+             "in", tf.gather(where, tf.gather(rows, tf.argmax(
+                 tf.cast(decreasing, tf.int32))))],
+            name="check_sorted_timestamps",
+        ))
+        checks.append(tf.debugging.Assert(
+            tf.logical_not(tf.reduce_any(after_request)),
+            ["field hist_timestamps must be <= request_time (history "
+             "before the request only); violated in",
+             tf.gather(where, tf.gather(rows, tf.argmax(
+                 tf.cast(after_request, tf.int32))))],
+            name="check_history_before_request",
+        ))
+        return checks
+
+    # ------------------------------------------------------------- writing
+    def to_example(self, request: Mapping[str, object]) -> tf.train.Example:
+        """Builds a request-level `tf.train.Example` from plain values.
+
+        Args:
+          request: mapping with every scalar feature (int) and list feature
+            (sequence of int; `true_ctr` floats when `with_true_ctr`).
+        Raises:
+          DataError: naming the field that is missing or has the wrong
+            type.
+        """
+        feats = {}
+        for name in self.scalar_features:
+            value = _get(request, name)
+            feats[name] = _int_feature(name, [value])
+        for name in self.list_features:
+            feats[name] = _int_feature(name, _get(request, name))
+        for name in self.float_list_features:
+            values = np.asarray(_get(request, name), np.float32).ravel()
+            feats[name] = tf.train.Feature(
+                float_list=tf.train.FloatList(value=values)
+            )
+        return tf.train.Example(features=tf.train.Features(feature=feats))
+
+    # ------------------------------------------------------- model inputs
+    def input_signature(self, include_labels: bool = False) -> dict:
+        """`tf.TensorSpec`s of the padded request-level model inputs.
+
+        The request and history axes are left unknown ([None, None]) so
+        that serving can batch requests of different N; the model truncates
+        to the newest `max_history` itself.
+        """
+        spec = {
+            name: tf.TensorSpec([None], tf.int64, name)
+            for name in self.scalar_features
+        }
+        for name in HISTORY_FEATURES:
+            spec[name] = tf.TensorSpec([None, None], tf.int64, name)
+        spec["hist_length"] = tf.TensorSpec([None], tf.int32, "hist_length")
+        for name in CANDIDATE_FEATURES:
+            spec[name] = tf.TensorSpec([None, None], tf.int64, name)
+        spec["cand_count"] = tf.TensorSpec([None], tf.int32, "cand_count")
+        if include_labels:
+            spec[LABEL] = tf.TensorSpec([None, None], tf.float32, LABEL)
+        return spec
+
+    def model_feature_names(self) -> tuple[str, ...]:
+        return tuple(self.input_signature())
+
+
+def _get(request: Mapping[str, object], name: str):
+    if name not in request:
+        raise DataError(f"request is missing field {name!r}")
+    return request[name]
+
+
+def _int_feature(name: str, values: Sequence) -> tf.train.Feature:
+    arr = np.asarray(values)
+    if arr.size and not np.issubdtype(arr.dtype, np.integer):
+        raise DataError(
+            f"field {name!r} must hold integers, got dtype {arr.dtype} "
+            f"(first value {arr.ravel()[0]!r})"
+        )
+    return tf.train.Feature(
+        int64_list=tf.train.Int64List(value=arr.astype(np.int64).ravel())
+    )
+
+
+def item_table_parse_spec(content_dim: int) -> dict:
+    """Parse spec of the item table (one record per item)."""
+    return {
+        ITEM_ID: tf.io.FixedLenFeature([], tf.int64),
+        ITEM_CATEGORY: tf.io.FixedLenFeature([], tf.int64),
+        ITEM_EMBEDDING: tf.io.FixedLenFeature([content_dim], tf.float32),
+        ITEM_SUBTOPIC: tf.io.FixedLenFeature([], tf.int64, default_value=0),
+    }
+
+
+def item_example(
+    item_id: int,
+    category_id: int,
+    embedding: Sequence[float],
+    subtopic_id: int = 0,
+) -> tf.train.Example:
+    """One item-table record."""
+    if item_id < 1:
+        raise DataError(f"field item_id must be >= 1, got {item_id}")
+    feats = {
+        ITEM_ID: tf.train.Feature(int64_list=tf.train.Int64List(
+            value=[item_id])),
+        ITEM_CATEGORY: tf.train.Feature(int64_list=tf.train.Int64List(
+            value=[category_id])),
+        ITEM_EMBEDDING: tf.train.Feature(float_list=tf.train.FloatList(
+            value=np.asarray(embedding, np.float32).ravel())),
+    }
+    if subtopic_id:
+        feats[ITEM_SUBTOPIC] = tf.train.Feature(
+            int64_list=tf.train.Int64List(value=[subtopic_id]))
+    return tf.train.Example(features=tf.train.Features(feature=feats))

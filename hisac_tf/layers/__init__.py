@@ -1,0 +1,1 @@
+"""HiSAC layers: one paper component per file."""

@@ -1,0 +1,1 @@
+"""HiSAC models: the RQ-VAE tokenizer and the ranker."""
