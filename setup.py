@@ -20,7 +20,7 @@ EXTRAS_REQUIRE = {
     "test": [
         "pytest==9.2.0",
         "moto[server]==5.2.5",
-        "pyarrow==26.0.1",
+        "pyarrow==17.0.0",
         "ruff==0.17.6",
     ],
     "plots": ["matplotlib==3.11.2"],

@@ -184,7 +184,7 @@ class TrainingConfig:
     embedding_learning_rate: float = 1e-3
     strategy: str = "default"
     seed: int = 0
-    mixed_precision: bool = False
+    log_every: int = 20
 
     def validate(self) -> None:
         if self.mode not in ("train", "eval", "train_and_eval"):
@@ -192,14 +192,12 @@ class TrainingConfig:
                 "training.mode must be 'train', 'eval' or "
                 f"'train_and_eval', got {self.mode!r}"
             )
-        if self.strategy not in (
-            "default", "mirrored", "multi_worker", "parameter_server"
-        ):
+        if self.strategy not in ("default", "mirrored", "multi_worker"):
             raise ConfigError(
                 "training.strategy must be one of default, mirrored, "
-                f"multi_worker, parameter_server; got {self.strategy!r}"
+                f"multi_worker; got {self.strategy!r}"
             )
-        _positive(self, "train_steps", "checkpoint_every")
+        _positive(self, "train_steps", "checkpoint_every", "log_every")
         _non_negative(self, "eval_steps")
 
 

@@ -1,0 +1,84 @@
+"""`build_model(cfg, feature_spec, tables)`: where config meets the model.
+
+Config stops here: layers take plain values. Configurations that cannot
+work fail at build time with a message naming the field and the value.
+"""
+
+from __future__ import annotations
+
+import hisac_tf  # noqa: F401  (Keras 2 before TensorFlow)
+import tensorflow as tf
+import tensorflow_recommenders as tfrs
+
+from hisac_tf.config import Config, ConfigError
+from hisac_tf.feature_spec import FeatureSpec
+from hisac_tf.layers.semantic_id_lookup import SemanticIdLookup
+from hisac_tf.models.hisac_ranker import HiSACRanker
+
+SUPPORTED_COMPRESSORS = ("hisac", "hisac_hard")
+
+
+def check_compatible(cfg: Config, tables) -> None:
+    """Raises ConfigError when the tokenizer output and config disagree."""
+    sizes = tuple(tables.codebook_sizes)
+    if sizes != tuple(cfg.tokenizer.codebook_sizes):
+        raise ConfigError(
+            f"tokenizer.codebook_sizes is {list(cfg.tokenizer.codebook_sizes)}"
+            f" but the semantic tables were trained with {list(sizes)}"
+        )
+    if len(cfg.model.top_k) != len(sizes):
+        raise ConfigError(
+            f"model.top_k {list(cfg.model.top_k)} needs one k per level of "
+            f"the semantic tables ({len(sizes)} levels)"
+        )
+    if tables.latent_dim != cfg.tokenizer.latent_dim:
+        raise ConfigError(
+            f"tokenizer.latent_dim is {cfg.tokenizer.latent_dim} but the "
+            f"semantic tables hold latents of width {tables.latent_dim}"
+        )
+
+
+def build_model(cfg: Config, feature_spec: FeatureSpec, tables) -> HiSACRanker:
+    """Builds the HiSAC ranker (inside the caller's strategy scope)."""
+    check_compatible(cfg, tables)
+    m = cfg.model
+    if m.compressor not in SUPPORTED_COMPRESSORS:
+        raise ConfigError(
+            f"model.compressor {m.compressor!r} is not supported (choose "
+            f"from {', '.join(SUPPORTED_COMPRESSORS)})"
+        )
+    if m.num_agents < 1:
+        raise ConfigError(f"model.num_agents must be >= 1, got {m.num_agents}")
+    return HiSACRanker(
+        semantic_lookup=SemanticIdLookup.from_tables(tables),
+        user_features=feature_spec.user_features,
+        embedding_dim=m.embedding_dim,
+        item_buckets=m.item_vocab_buckets,
+        category_buckets=m.category_vocab_buckets,
+        user_buckets=m.user_vocab_buckets,
+        num_agents=m.num_agents,
+        top_k=m.top_k,
+        vote_temperature=m.vote_temperature,
+        routing_temperature=m.routing_temperature,
+        hard_routing=m.compressor == "hisac_hard",
+        num_heads=m.num_heads,
+        time_gap_buckets=m.time_gap_buckets,
+        mlp_dims=m.mlp_dims,
+        use_cross_layer=m.use_cross_layer,
+        dropout=m.dropout,
+    )
+
+
+def build_optimizer(cfg: Config, model: HiSACRanker):
+    """Adagrad for embedding tables, Adam for dense weights (the paper's)."""
+    t = cfg.training
+    return tfrs.experimental.optimizers.CompositeOptimizer([
+        (
+            tf.keras.optimizers.legacy.Adagrad(t.embedding_learning_rate),
+            model.embedding_variables,
+        ),
+        (
+            tf.keras.optimizers.legacy.Adam(t.dense_learning_rate),
+            model.dense_variables,
+        ),
+    ])

@@ -1,0 +1,280 @@
+"""`HiSACRanker`: the request-level HiSAC CTR model (DESIGN §2.2-2.5).
+
+One forward pass scores B requests, each with a history of N items and C
+candidates:
+
+    user side, once per request                  candidate side
+    ───────────────────────────                  ──────────────
+    history ids ─ SemanticIdLookup ─ (SID, z)    cand ids ─ RankingEmbedding
+        │          HierarchicalVoting ─ agents        │      SidEmbedding
+        │          prototypes p_a                     ▼
+    RankingEmbedding h ─ SoftRoutingAttention ─ u_a   queries [B, C, 3D]
+    agent SID embeddings ┘                            │
+          AgentTargetAttention.encode ─ state ───── score ─ [B, C, D]
+    user features ────────────────────────────────────┤
+                                         Cross + MLP ─ logit [B, C]
+
+`compress_user` returns the cacheable per-user state; `score` consumes it;
+`call` chains both, so C candidates never repeat user-side work.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import hisac_tf  # noqa: F401  (Keras 2 before TensorFlow)
+import tensorflow as tf
+import tensorflow_recommenders as tfrs
+
+from hisac_tf.layers.agent_target_attention import AgentTargetAttention
+from hisac_tf.layers.hierarchical_voting import HierarchicalVoting
+from hisac_tf.layers.id_hashing import IdHashing
+from hisac_tf.layers.ranking_embedding import RankingEmbedding
+from hisac_tf.layers.semantic_id_lookup import SemanticIdLookup
+from hisac_tf.layers.sid_embedding import SidEmbedding
+from hisac_tf.layers.soft_routing_attention import SoftRoutingAttention
+
+USER_FEATURE_BUCKETS = 128
+
+STATE_KEYS = ("keys", "values", "bias", "user_embedding")
+
+
+class HiSACRanker(tfrs.models.Model):
+    """HiSAC ranker over request-level batches.
+
+    Args:
+      semantic_lookup: the frozen tokenizer tables (`SemanticIdLookup`).
+      user_features: names of the categorical user features besides
+        `user_id` (each hashed into 128 buckets).
+      embedding_dim: D.
+      item_buckets, category_buckets, user_buckets: hash buckets.
+      num_agents: A.
+      top_k: k_l per semantic-ID level.
+      vote_temperature: T of the agent weights v^(1/T).
+      routing_temperature: τ of soft routing.
+      hard_routing: the `hisac_hard` ablation (α = 1[SID_i = SID_a] / v_a).
+      num_heads: H of the target attention.
+      time_gap_buckets: buckets of the time-gap embedding.
+      mlp_dims: hidden widths of the ranking MLP.
+      use_cross_layer: a DCN cross layer before the MLP.
+      dropout: dropout rate of the MLP.
+    """
+
+    def __init__(
+        self,
+        semantic_lookup: SemanticIdLookup,
+        user_features: Sequence[str] = ("gender", "age_bucket"),
+        embedding_dim: int = 16,
+        item_buckets: int = 100_000,
+        category_buckets: int = 1_000,
+        user_buckets: int = 100_000,
+        num_agents: int = 32,
+        top_k: Sequence[int] = (8, 4),
+        vote_temperature: float = 1.0,
+        routing_temperature: float = 1.0,
+        hard_routing: bool = False,
+        num_heads: int = 2,
+        time_gap_buckets: int = 16,
+        mlp_dims: Sequence[int] = (64, 32),
+        use_cross_layer: bool = True,
+        dropout: float = 0.0,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        codebook_sizes = semantic_lookup.codebook_sizes
+        if len(top_k) != len(codebook_sizes):
+            raise ValueError(
+                f"top_k has {len(top_k)} levels but the semantic tables "
+                f"have {len(codebook_sizes)} (codebook_sizes "
+                f"{list(codebook_sizes)})"
+            )
+        self.user_feature_names = tuple(user_features)
+        self.embedding_dim = embedding_dim
+        self.semantic_lookup = semantic_lookup
+        self.ranking_embedding = RankingEmbedding(
+            item_buckets, category_buckets, time_gap_buckets, embedding_dim
+        )
+        self.sid_embedding = SidEmbedding(codebook_sizes, embedding_dim)
+        self.voting = HierarchicalVoting(
+            codebook_sizes, top_k, num_agents, temperature=vote_temperature
+        )
+        self.routing = SoftRoutingAttention(
+            temperature=routing_temperature, hard=hard_routing
+        )
+        self.hard_routing = hard_routing
+        self.attention = AgentTargetAttention(
+            num_heads=num_heads,
+            key_dim=max(1, embedding_dim // num_heads),
+            output_dim=embedding_dim,
+        )
+        self.user_hash = IdHashing(user_buckets)
+        self.user_table = tf.keras.layers.Embedding(
+            user_buckets, embedding_dim, name="user_embedding"
+        )
+        self.user_feature_hash = IdHashing(USER_FEATURE_BUCKETS)
+        self.user_feature_tables = [
+            tf.keras.layers.Embedding(
+                USER_FEATURE_BUCKETS, embedding_dim, name=f"{name}_embedding"
+            )
+            for name in self.user_feature_names
+        ]
+        self.cross = tfrs.layers.dcn.Cross() if use_cross_layer else None
+        self.mlp = [
+            tf.keras.layers.Dense(width, activation="relu")
+            for width in mlp_dims
+        ]
+        self.dropout = tf.keras.layers.Dropout(dropout) if dropout else None
+        self.logit = tf.keras.layers.Dense(1, name="logit")
+        self.task = tfrs.tasks.Ranking(
+            loss=tf.keras.losses.BinaryCrossentropy(from_logits=True),
+            metrics=[
+                tf.keras.metrics.AUC(name="auc", from_logits=True),
+                tf.keras.metrics.BinaryCrossentropy(
+                    name="log_loss", from_logits=True
+                ),
+            ],
+        )
+
+    # ------------------------------------------------------------ user side
+    def compress_user(self, features: dict, training=None) -> dict:
+        """User-side work, once per request.
+
+        Args:
+          features: user_id, request_time, user features [B]; hist_* [B, N];
+            hist_length [B].
+        Returns:
+          the cacheable state: keys, values [B, H, A, dk], bias [B, A],
+          user_embedding [B, Du]; plus diagnostics agent_mask [B, A] and
+          num_active [B].
+        """
+        item_ids = features["hist_item_ids"]  # [B, N]
+        n = tf.shape(item_ids)[1]
+        valid = tf.sequence_mask(features["hist_length"], n)  # [B, N]
+        semantic = self.semantic_lookup(item_ids)
+        routable = tf.logical_and(valid, semantic["has_sid"])  # [B, N]
+        agents = self.voting(semantic["sids"], routable)
+        prototypes = self.semantic_lookup.prototypes(
+            agents["agent_sids"]
+        )  # [B, A, Ds]
+        h = self.ranking_embedding(
+            item_ids,
+            features["hist_category_ids"],
+            features["hist_behaviors"],
+            features["hist_timestamps"],
+            features["request_time"],
+            training=training,
+        )  # [B, N, D]
+        routed = self.routing(
+            latents=semantic["latents"],
+            values=h,
+            prototypes=prototypes,
+            history_mask=routable,
+            agent_mask=agents["agent_mask"],
+            item_sids=semantic["sids"],
+            agent_sids=agents["agent_sids"],
+            training=training,
+        )
+        agent_sid_emb = self.sid_embedding(
+            agents["agent_sids"], agents["agent_mask"]
+        )  # [B, A, D]
+        agent_states = tf.concat(
+            [routed["states"], agent_sid_emb], axis=-1
+        )  # [B, A, 2D]
+        state = self.attention.encode(
+            agent_states, agents["agent_weights"], agents["agent_mask"]
+        )
+        return {
+            "keys": state["keys"],
+            "values": state["values"],
+            "bias": state["bias"],
+            "user_embedding": self.embed_user(features),
+            "agent_mask": agents["agent_mask"],
+            "num_active": agents["num_active"],
+        }
+
+    def embed_user(self, features: dict) -> tf.Tensor:
+        """user_id and user features [B] -> [B, (1 + F) * D]."""
+        parts = [self.user_table(self.user_hash(features["user_id"]))]
+        for name, table in zip(
+            self.user_feature_names, self.user_feature_tables
+        ):
+            parts.append(table(self.user_feature_hash(features[name])))
+        return tf.concat(parts, axis=-1)  # [B, (1 + F) * D]
+
+    # ------------------------------------------------------- candidate side
+    def score(self, state: dict, features: dict, training=None) -> tf.Tensor:
+        """Candidate logits from a user's state.
+
+        Args:
+          state: output of `compress_user` (keys, values, bias,
+            user_embedding).
+          features: cand_item_ids, cand_category_ids [B, C].
+        Returns:
+          logits [B, C] (padded candidates get a logit too; mask them).
+        """
+        cand_items = features["cand_item_ids"]  # [B, C]
+        items, cats = self.ranking_embedding.embed_candidates(
+            cand_items, features["cand_category_ids"]
+        )  # [B, C, D] each
+        semantic = self.semantic_lookup(cand_items)
+        sid = self.sid_embedding(
+            semantic["sids"], semantic["has_sid"]
+        )  # [B, C, D]
+        queries = tf.concat([items, cats, sid], axis=-1)  # [B, C, 3D]
+        attended = self.attention.score(
+            {k: state[k] for k in ("keys", "values", "bias")},
+            queries,
+            training=training,
+        )  # [B, C, D]
+        c = tf.shape(cand_items)[1]
+        user = tf.repeat(
+            state["user_embedding"][:, None, :], c, axis=1
+        )  # [B, C, Du]
+        x = tf.concat([user, queries, attended], axis=-1)  # [B, C, F]
+        width = x.shape[-1]
+        x = tf.reshape(x, [-1, width])  # [B*C, F]
+        if self.cross is not None:
+            x = self.cross(x)
+        for dense in self.mlp:
+            x = dense(x)
+            if self.dropout is not None:
+                x = self.dropout(x, training=training)
+        logits = self.logit(x)  # [B*C, 1]
+        return tf.reshape(logits, tf.shape(cand_items))  # [B, C]
+
+    def call(self, features: dict, training=None) -> tf.Tensor:
+        """Request-level logits [B, C]."""
+        return self.score(
+            self.compress_user(features, training=training),
+            features,
+            training=training,
+        )
+
+    # ----------------------------------------------------------------- loss
+    def compute_loss(self, features: dict, training=False) -> tf.Tensor:
+        logits = self(features, training=training)  # [B, C]
+        valid = tf.sequence_mask(
+            features["cand_count"], tf.shape(logits)[1]
+        )  # [B, C]
+        labels = tf.boolean_mask(features["labels"], valid)  # [M]
+        preds = tf.boolean_mask(logits, valid)  # [M]
+        return self.task(
+            labels=labels, predictions=preds, training=training
+        )
+
+    # ----------------------------------------------------------- variables
+    def embedding_variables(self) -> list[tf.Variable]:
+        """Trainable variables of embedding tables (Adagrad, as the paper)."""
+        seen, out = set(), []
+        for module in self._flatten_layers(include_self=False):
+            if isinstance(module, tf.keras.layers.Embedding):
+                for var in module.trainable_weights:
+                    if id(var) not in seen:
+                        seen.add(id(var))
+                        out.append(var)
+        return out
+
+    def dense_variables(self) -> list[tf.Variable]:
+        """Every other trainable variable (Adam, as the paper)."""
+        emb = {id(v) for v in self.embedding_variables()}
+        return [v for v in self.trainable_variables if id(v) not in emb]
