@@ -165,90 +165,72 @@ class FeatureSpec:
           list of assert ops; each failure names the field, the offending
           request's file and record, and the value.
         """
-        checks = []
-        first = lambda bad: where[tf.argmax(tf.cast(bad, tf.int32))]  # noqa
-        for name in POSITIVE_ID_FEATURES:
-            t = raw[name]
-            values = t.flat_values if isinstance(t, tf.RaggedTensor) else t
-            rows = (
-                t.value_rowids() if isinstance(t, tf.RaggedTensor)
-                else tf.range(tf.shape(t)[0], dtype=tf.int64)
+
+        def check(name, bad, rows, values, text):
+            """bad, rows, values [M]: fails naming the first bad entry."""
+            first = tf.argmax(
+                tf.concat([tf.cast(bad, tf.int32), [0]], 0)
+            )  # [] in [0, M]; M when nothing is bad (padded entry).
+            row = tf.gather(tf.concat([rows, [0]], 0), first)
+            value = tf.gather(
+                tf.concat([values, tf.zeros([1], values.dtype)], 0), first
             )
-            bad = values < 1
-            checks.append(
-                tf.debugging.Assert(
-                    tf.logical_not(tf.reduce_any(bad)),
-                    [
-                        f"field {name} must hold ids >= 1; bad value",
-                        tf.reduce_min(values),
-                        "in",
-                        tf.gather(where, tf.gather(rows, tf.argmax(
-                            tf.cast(bad, tf.int32)))),
-                    ],
-                    name=f"check_{name}",
-                )
-            )
-        hist_len = raw["hist_item_ids"].row_lengths()
-        for name in HISTORY_FEATURES[1:]:
-            bad = tf.not_equal(raw[name].row_lengths(), hist_len)
-            checks.append(tf.debugging.Assert(
+            return tf.debugging.Assert(
                 tf.logical_not(tf.reduce_any(bad)),
-                [f"field {name} must have as many entries as "
-                 "hist_item_ids; first bad request", first(bad)],
-                name=f"check_len_{name}",
-            ))
+                [f"field {text}; got", value, "in", tf.gather(where, row)],
+                name=f"check_{name}",
+            )
+
+        def ragged(name):
+            t = raw[name]
+            return t.flat_values, t.value_rowids()
+
+        def per_row(t):
+            return t, tf.range(tf.shape(t, out_type=tf.int64)[0])
+
+        checks = []
+        for name in POSITIVE_ID_FEATURES:
+            values, rows = (ragged(name) if name in self.list_features
+                            else per_row(raw[name]))
+            checks.append(check(name, values < 1, rows, values,
+                                f"{name} must hold ids >= 1"))
+        hist_len = raw["hist_item_ids"].row_lengths()
         cand_len = raw["cand_item_ids"].row_lengths()
+        _, batch_rows = per_row(hist_len)
+        for name in HISTORY_FEATURES[1:]:
+            n = raw[name].row_lengths()
+            checks.append(check(
+                f"len_{name}", tf.not_equal(n, hist_len), batch_rows, n,
+                f"{name} must have as many entries as hist_item_ids"))
         lists = [CANDIDATE_FEATURES[1], LABEL] + list(self.float_list_features)
         for name in lists:
-            bad = tf.not_equal(raw[name].row_lengths(), cand_len)
-            checks.append(tf.debugging.Assert(
-                tf.logical_not(tf.reduce_any(bad)),
-                [f"field {name} must have as many entries as "
-                 "cand_item_ids; first bad request", first(bad)],
-                name=f"check_len_{name}",
-            ))
-        bad = tf.logical_or(cand_len < 1, cand_len > self.max_candidates)
-        checks.append(tf.debugging.Assert(
-            tf.logical_not(tf.reduce_any(bad)),
-            [f"field cand_item_ids must hold 1..{self.max_candidates} "
-             "candidates (data.max_candidates); got",
-             tf.gather(cand_len, tf.argmax(tf.cast(bad, tf.int32))),
-             "in", first(bad)],
-            name="check_cand_count",
-        ))
-        labels = raw[LABEL].flat_values
-        bad_label = tf.logical_and(labels != 0, labels != 1)
-        checks.append(tf.debugging.Assert(
-            tf.logical_not(tf.reduce_any(bad_label)),
-            ["field labels must be 0 or 1; got",
-             tf.gather(labels, tf.argmax(tf.cast(bad_label, tf.int32))),
-             "in", tf.gather(where, tf.gather(
-                 raw[LABEL].value_rowids(),
-                 tf.argmax(tf.cast(bad_label, tf.int32))))],
-            name="check_labels",
-        ))
-        ts = raw["hist_timestamps"]
-        # Decreasing step inside a row: compare each entry to its successor.
-        vals = ts.flat_values
-        rows = ts.value_rowids()
-        same_row = tf.equal(rows[1:], rows[:-1])
-        decreasing = tf.logical_and(same_row, vals[1:] < vals[:-1])
-        after_request = vals > tf.gather(raw["request_time"], rows)
-        checks.append(tf.debugging.Assert(
-            tf.logical_not(tf.reduce_any(decreasing)),
-            ["field hist_timestamps must be sorted oldest first; unsorted "
-             "in", tf.gather(where, tf.gather(rows, tf.argmax(
-                 tf.cast(decreasing, tf.int32))))],
-            name="check_sorted_timestamps",
-        ))
-        checks.append(tf.debugging.Assert(
-            tf.logical_not(tf.reduce_any(after_request)),
-            ["field hist_timestamps must be <= request_time (history "
-             "before the request only); violated in",
-             tf.gather(where, tf.gather(rows, tf.argmax(
-                 tf.cast(after_request, tf.int32))))],
-            name="check_history_before_request",
-        ))
+            n = raw[name].row_lengths()
+            checks.append(check(
+                f"len_{name}", tf.not_equal(n, cand_len), batch_rows, n,
+                f"{name} must have as many entries as cand_item_ids"))
+        checks.append(check(
+            "cand_count",
+            tf.logical_or(cand_len < 1, cand_len > self.max_candidates),
+            batch_rows, cand_len,
+            f"cand_item_ids must hold 1..{self.max_candidates} candidates "
+            "(data.max_candidates)"))
+        labels, rows = ragged(LABEL)
+        checks.append(check(
+            "labels", tf.logical_and(labels != 0, labels != 1), rows, labels,
+            "labels must be 0 or 1"))
+        ts, rows = ragged("hist_timestamps")
+        # An entry smaller than its predecessor in the same row is unsorted.
+        decreasing = tf.logical_and(
+            tf.equal(rows[1:], rows[:-1]), ts[1:] < ts[:-1]
+        )  # [M - 1]
+        checks.append(check(
+            "sorted_timestamps", decreasing, rows[1:], ts[1:],
+            "hist_timestamps must be sorted oldest first"))
+        after = ts > tf.gather(raw["request_time"], rows)  # [M]
+        checks.append(check(
+            "history_before_request", after, rows, ts,
+            "hist_timestamps must be <= request_time (history before the "
+            "request only)"))
         return checks
 
     # ------------------------------------------------------------- writing
