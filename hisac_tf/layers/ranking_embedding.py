@@ -68,6 +68,8 @@ class RankingEmbedding(tf.keras.layers.Layer):
 
     def time_gap_bucket(self, timestamps, request_time):
         """timestamps [B, N], request_time [B] -> bucket ids [B, N] int64."""
+        timestamps = tf.cast(timestamps, tf.int64)
+        request_time = tf.cast(request_time, tf.int64)
         gap = tf.cast(request_time[:, None] - timestamps, tf.float32)
         minutes = tf.maximum(gap, 0.0) / 60.0  # [B, N]
         bucket = tf.floor(tf.math.log(1.0 + minutes) / tf.math.log(2.0))
