@@ -129,7 +129,7 @@ def diagnose_files(
     for path in files:
         index = -1
         try:
-            records = tf.data.TFRecordDataset(path, compression_type=compression)
+            records = tf.data.TFRecordDataset(path, compression)
             for index, record in enumerate(records):
                 message = parse_one(record)
                 if message:

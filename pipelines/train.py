@@ -133,9 +133,8 @@ def train(cfg: Config, progress: bool = True) -> dict:
             if current % t.checkpoint_every == 0:
                 manager.save(checkpoint_number=current)
     final = int(step.numpy())
-    if manager.latest_checkpoint is None or not manager.latest_checkpoint.endswith(
-        f"-{final}"
-    ):
+    latest = manager.latest_checkpoint or ""
+    if not latest.endswith(f"-{final}"):
         manager.save(checkpoint_number=final)
     seconds = time.time() - began
     return {

@@ -1,0 +1,290 @@
+"""Target attention of candidates over a user's interest-agent states.
+
+DESIGN §2 item 4. Each candidate (query) attends over the user's A agent
+states with multi-head attention; log w_a (the agent's voting weight) is a
+prior bias on every head's logits:
+
+    logits_{h,c,a} = q_{h,c} . k_{h,a} / sqrt(dk) + log w_a
+    out_c          = W_o [ sum_a softmax_a(logits_{h,c,a}) v_{h,a} ]_h
+
+The user side (keys, values, bias, mask) does not depend on the candidates:
+`encode` computes it once per request (or once per user, to be cached
+across requests) and `score` reuses it for every candidate; `call` is
+exactly `score(encode(...), queries)`.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Mapping, Optional
+
+import numpy as np
+import tensorflow as tf
+
+_STATE_KEYS = ("keys", "values", "bias", "mask")
+
+
+def _check_rank(layer: str, name: str, tensor, rank: int, letters: str):
+    shape = tensor.shape
+    if shape.rank is not None and shape.rank != rank:
+        raise ValueError(
+            f"{layer}: `{name}` must have shape [{letters}] (rank {rank}); "
+            f"received shape {shape.as_list()}"
+        )
+
+
+def _check_dim(layer, name, tensor, axis, letter, ref_name, ref, ref_axis):
+    got = tensor.shape[axis]
+    want = ref.shape[ref_axis]
+    if got is not None and want is not None and got != want:
+        raise ValueError(
+            f"{layer}: `{name}` has {letter} = {got} (shape "
+            f"{tensor.shape.as_list()}) but `{ref_name}` has {letter} = "
+            f"{want} (shape {ref.shape.as_list()})"
+        )
+
+
+def _positive_int(name: str, value) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(
+            f"AgentTargetAttention: `{name}` must be an int >= 1; received "
+            f"{value!r}"
+        )
+    return value
+
+
+@tf.keras.utils.register_keras_serializable(package="hisac_tf")
+class AgentTargetAttention(tf.keras.layers.Layer):
+    """Multi-head attention of C candidates over A agents, log-w prior.
+
+    Args:
+      num_heads: H >= 1.
+      key_dim: dk >= 1, width of each head's queries, keys and values.
+      output_dim: width of the output; None: the queries' width Dq.
+      dropout: dropout rate on the attention probabilities (training).
+      use_prior: add log w_a to the logits (False: plain attention; the
+        weights are then optional).
+
+    Weights: `query_dense` [Dq, H, dk] (+ bias [H, dk]), `key_dense` and
+    `value_dense` [Dv, H, dk] (+ bias), `output_dense` [H, dk, O] (+ bias
+    [O]), all `EinsumDense`.
+
+    Call args:
+      queries: [B, C, Dq] candidate embeddings.
+      agent_states: [B, A, Dv] agent states (e.g. soft-routing states,
+        concatenated with the agents' SID embeddings).
+      agent_weights: [B, A] float, the agents' weights w_a (> 0 for real
+        agents; a valid agent with w_a = 0 gets log(float32 tiny) ~ -87).
+      agent_mask: [B, A] bool, True for a real agent.
+      training: enables attention dropout.
+
+    Returns:
+      [B, C, output_dim] in the compute dtype. Masked agents get exactly
+      zero attention; a user with no valid agent gets a zero attention
+      output (so the result is the output projection's bias), finite.
+
+    Mixed precision: projections run in the compute dtype; logits and the
+    softmax are float32 and cast back.
+    """
+
+    def __init__(
+        self,
+        num_heads: int,
+        key_dim: int,
+        output_dim: Optional[int] = None,
+        dropout: float = 0.0,
+        use_prior: bool = True,
+        **kw,
+    ):
+        super().__init__(**kw)
+        self.num_heads = _positive_int("num_heads", num_heads)
+        self.key_dim = _positive_int("key_dim", key_dim)
+        if output_dim is not None:
+            _positive_int("output_dim", output_dim)
+        self.output_dim = output_dim
+        if (
+            isinstance(dropout, bool)
+            or not isinstance(dropout, (int, float))
+            or not 0.0 <= dropout < 1.0
+        ):
+            raise ValueError(
+                "AgentTargetAttention: `dropout` must be a number in "
+                f"[0, 1); received {dropout!r}"
+            )
+        self.dropout = float(dropout)
+        if not isinstance(use_prior, bool):
+            raise ValueError(
+                "AgentTargetAttention: `use_prior` must be a bool; received "
+                f"{use_prior!r}"
+            )
+        self.use_prior = use_prior
+        heads_keys = (self.num_heads, self.key_dim)
+        policy = self.dtype_policy
+        self.query_dense = tf.keras.layers.EinsumDense(
+            "bcq,qhk->bchk",  # [B, C, Dq] x [Dq, H, dk] -> [B, C, H, dk]
+            output_shape=(None,) + heads_keys,
+            bias_axes="hk",
+            dtype=policy,
+            name="query",
+        )
+        self.key_dense = tf.keras.layers.EinsumDense(
+            "bav,vhk->bhak",  # [B, A, Dv] x [Dv, H, dk] -> [B, H, A, dk]
+            output_shape=(self.num_heads, None, self.key_dim),
+            bias_axes="hk",
+            dtype=policy,
+            name="key",
+        )
+        self.value_dense = tf.keras.layers.EinsumDense(
+            "bav,vhk->bhak",  # [B, A, Dv] x [Dv, H, dk] -> [B, H, A, dk]
+            output_shape=(self.num_heads, None, self.key_dim),
+            bias_axes="hk",
+            dtype=policy,
+            name="value",
+        )
+        self.attention_dropout = tf.keras.layers.Dropout(
+            self.dropout, dtype=policy, name="attention_dropout"
+        )
+        self.output_dense = None  # Created in build: needs Dq by default.
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            num_heads=self.num_heads,
+            key_dim=self.key_dim,
+            output_dim=self.output_dim,
+            dropout=self.dropout,
+            use_prior=self.use_prior,
+        )
+        return config
+
+    def build(self, queries_shape):
+        queries_shape = tf.TensorShape(queries_shape)
+        out_dim = self.output_dim
+        if out_dim is None:
+            out_dim = queries_shape[-1] if queries_shape.rank else None
+            if out_dim is None:
+                raise ValueError(
+                    "AgentTargetAttention: output_dim=None needs the "
+                    "queries' last dimension Dq to be known; received "
+                    f"queries shape {queries_shape}"
+                )
+        self.output_dense = tf.keras.layers.EinsumDense(
+            "bchk,hko->bco",  # [B, C, H, dk] x [H, dk, O] -> [B, C, O]
+            output_shape=(None, out_dim),
+            bias_axes="o",
+            dtype=self.dtype_policy,
+            name="output",
+        )
+        super().build(queries_shape)
+
+    def encode(self, agent_states, agent_weights, agent_mask):
+        """The user side, once per request: no candidate involved.
+
+        Args:
+          agent_states: [B, A, Dv]; agent_weights: [B, A] float or None
+            (None only with use_prior=False); agent_mask: [B, A] bool.
+
+        Returns:
+          dict(keys [B, H, A, dk], values [B, H, A, dk] in the compute
+          dtype, bias [B, A] float32: log w_a for a valid agent (0 without
+          prior), float32.min for a masked one, mask [B, A] bool).
+        """
+        me = type(self).__name__
+        agent_states = tf.convert_to_tensor(agent_states)
+        agent_mask = tf.cast(agent_mask, tf.bool)
+        _check_rank(me, "agent_states", agent_states, 3, "B, A, Dv")
+        _check_rank(me, "agent_mask", agent_mask, 2, "B, A")
+        _check_dim(me, "agent_mask", agent_mask, 0, "B", "agent_states",
+                   agent_states, 0)
+        _check_dim(me, "agent_mask", agent_mask, 1, "A", "agent_states",
+                   agent_states, 1)
+        if agent_weights is None:
+            if self.use_prior:
+                raise ValueError(
+                    f"{me}(use_prior=True) needs `agent_weights` [B, A]; "
+                    "received None"
+                )
+            prior = tf.zeros(tf.shape(agent_mask), tf.float32)  # [B, A]
+        else:
+            agent_weights = tf.cast(agent_weights, tf.float32)  # [B, A]
+            _check_rank(me, "agent_weights", agent_weights, 2, "B, A")
+            _check_dim(me, "agent_weights", agent_weights, 0, "B",
+                       "agent_states", agent_states, 0)
+            _check_dim(me, "agent_weights", agent_weights, 1, "A",
+                       "agent_states", agent_states, 1)
+            if self.use_prior:
+                tiny = float(np.finfo(np.float32).tiny)
+                prior = tf.math.log(tf.maximum(agent_weights, tiny))
+            else:
+                prior = tf.zeros_like(agent_weights)  # [B, A]
+        bias = tf.where(agent_mask, prior, tf.float32.min)  # [B, A]
+        return {
+            "keys": self.key_dense(agent_states),  # [B, H, A, dk]
+            "values": self.value_dense(agent_states),  # [B, H, A, dk]
+            "bias": bias,
+            "mask": agent_mask,
+        }
+
+    def _check_state(self, state: Mapping[str, tf.Tensor]):
+        me = type(self).__name__
+        if not isinstance(state, Mapping):
+            raise ValueError(
+                f"{me}: `state` must be the dict from encode(); received "
+                f"{type(state).__name__}"
+            )
+        missing = [k for k in _STATE_KEYS if k not in state]
+        if missing:
+            raise ValueError(
+                f"{me}: `state` lacks {missing}; received keys "
+                f"{sorted(state)} (expected {list(_STATE_KEYS)})"
+            )
+
+    def attention_probs(self, state: Mapping[str, tf.Tensor], queries):
+        """float32 attention probabilities [B, H, C, A], before dropout.
+
+        Masked agents get 0; a user with no valid agent gets all zeros.
+        """
+        me = type(self).__name__
+        self._check_state(state)
+        queries = tf.convert_to_tensor(queries)
+        _check_rank(me, "queries", queries, 3, "B, C, Dq")
+        _check_dim(me, "queries", queries, 0, "B", "state['keys']",
+                   state["keys"], 0)
+        if not self.built:
+            self.build(queries.shape)
+        q = self.query_dense(queries)  # [B, C, H, dk]
+        q = tf.cast(q, tf.float32) * (1.0 / math.sqrt(self.key_dim))
+        k = tf.cast(state["keys"], tf.float32)  # [B, H, A, dk]
+        logits = tf.einsum("bchk,bhak->bhca", q, k)  # [B, H, C, A]
+        bias = tf.cast(state["bias"], tf.float32)  # [B, A]
+        logits += bias[:, tf.newaxis, tf.newaxis, :]  # [B, H, C, A]
+        mask = tf.cast(state["mask"], tf.bool)[
+            :, tf.newaxis, tf.newaxis, :
+        ]  # [B, 1, 1, A]
+        # Re-mask after the addition: logit + float32.min may round to -inf.
+        logits = tf.where(mask, logits, tf.float32.min)  # [B, H, C, A]
+        probs = tf.nn.softmax(logits, axis=-1)  # [B, H, C, A]
+        # An all-masked user is uniform after softmax: zero it.
+        return tf.where(mask, probs, tf.zeros_like(probs))  # [B, H, C, A]
+
+    def score(self, state: Mapping[str, tf.Tensor], queries, training=None):
+        """Candidates against an encoded user: [B, C, Dq] -> [B, C, O]."""
+        probs = self.attention_probs(state, queries)  # [B, H, C, A]
+        probs = tf.cast(probs, self.compute_dtype)
+        probs = self.attention_dropout(probs, training=training)
+        values = tf.cast(state["values"], self.compute_dtype)
+        context = tf.einsum(
+            "bhca,bhak->bchk", probs, values
+        )  # [B, H, C, A] x [B, H, A, dk] -> [B, C, H, dk]
+        return self.output_dense(context)  # [B, C, O]
+
+    def call(
+        self,
+        queries,
+        agent_states,
+        agent_weights,
+        agent_mask,
+        training=None,
+    ):
+        state = self.encode(agent_states, agent_weights, agent_mask)
+        return self.score(state, queries, training=training)

@@ -1,0 +1,412 @@
+"""Tests for SoftRoutingAttention (DESIGN §2 item 3)."""
+
+import hisac_tf  # noqa: F401  (Keras 2 before TensorFlow)
+
+# isort: split
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from hisac_tf.layers.soft_routing_attention import SoftRoutingAttention
+from tests import reference_routing as ref
+from tests.layer_harness import check_layer
+
+
+def _inputs(seed, batch=3, length=7, agents=4, ds=5, d=6, scale=1.0):
+    """Random float32 inputs with masks, incl. an empty history user."""
+    rng = np.random.default_rng(seed)
+    hist_mask = rng.random((batch, length)) < 0.7
+    hist_mask[0, 0] = True  # user 0 has at least one valid item
+    hist_mask[-1] = False  # the last user has an empty history
+    agent_mask = rng.random((batch, agents)) < 0.8
+    agent_mask[0, 0] = True
+    agent_mask[0, -1] = False  # a masked agent of a user with history
+    return {
+        "latents": (scale * rng.normal(size=(batch, length, ds))).astype(
+            np.float32),
+        "values": rng.normal(size=(batch, length, d)).astype(np.float32),
+        "prototypes": (scale * rng.normal(size=(batch, agents, ds))).astype(
+            np.float32),
+        "history_mask": hist_mask,
+        "agent_mask": agent_mask,
+    }
+
+
+def _tensors(inputs):
+    return {k: tf.constant(v) for k, v in inputs.items()}
+
+
+# --- golden values ---------------------------------------------------------
+
+# 1-D latents z = (0, 1, 3), agent prototypes p = (0, 2), tau = 1, values
+# h = ((1, 0), (0, 1), (2, 2)).
+# Agent 0 (p = 0): squared distances (0, 1, 9), logits (0, -1, -9),
+#   exp = (1, e^-1, e^-9) = (1, 0.3678794, 0.0001234), sum = 1.3680029,
+#   alpha = (0.7309926, 0.2689172, 0.0000902),
+#   u = alpha_0 (1, 0) + alpha_1 (0, 1) + alpha_2 (2, 2)
+#     = (0.7309926 + 2 * 0.0000902, 0.2689172 + 2 * 0.0000902)
+#     = (0.7311731, 0.2690976).
+# Agent 1 (p = 2): squared distances (4, 1, 1), logits (-4, -1, -1),
+#   exp = (e^-4, e^-1, e^-1) = (0.0183156, 0.3678794, 0.3678794),
+#   sum = 0.7540745, alpha = (0.0242889, 0.4878556, 0.4878556),
+#   u = (e^-4 + 2 e^-1, 3 e^-1) / sum = (1.0, 1.4635667).
+# With item 2 masked: agent 0 alpha = (1, e^-1) / (1 + e^-1)
+#   = (0.7310586, 0.2689414), u = (0.7310586, 0.2689414);
+#   agent 1 alpha = (e^-4, e^-1) / (e^-4 + e^-1) = (0.0474259, 0.9525741),
+#   u = (0.0474259, 0.9525741).
+GOLDEN = [
+    pytest.param(
+        [True, True, True],
+        [[0.7309926, 0.2689172, 0.0000902], [0.0242889, 0.4878556, 0.4878556]],
+        [[0.7311731, 0.2690976], [1.0, 1.4635667]],
+        id="all_valid",
+    ),
+    pytest.param(
+        [True, True, False],
+        [[0.7310586, 0.2689414, 0.0], [0.0474259, 0.9525741, 0.0]],
+        [[0.7310586, 0.2689414], [0.0474259, 0.9525741]],
+        id="item_masked",
+    ),
+]
+
+
+@pytest.mark.parametrize("hist_mask,routing,states", GOLDEN)
+def test_golden_values(hist_mask, routing, states):
+    out = SoftRoutingAttention(temperature=1.0)(
+        latents=tf.constant([[[0.0], [1.0], [3.0]]]),
+        values=tf.constant([[[1.0, 0.0], [0.0, 1.0], [2.0, 2.0]]]),
+        prototypes=tf.constant([[[0.0], [2.0]]]),
+        history_mask=tf.constant([hist_mask]),
+        agent_mask=tf.constant([[True, True]]),
+    )
+    np.testing.assert_allclose(out["routing"][0], routing, atol=1e-6)
+    np.testing.assert_allclose(out["states"][0], states, atol=1e-6)
+
+
+def test_temperature_sharpens():
+    # Same data, tau = 0.5: agent 0 logits (0, -2, -18) ->
+    # alpha_0 = 1 / (1 + e^-2 + e^-18) = 0.8807971 (sharper than 0.7309926).
+    out = SoftRoutingAttention(temperature=0.5)(
+        latents=tf.constant([[[0.0], [1.0], [3.0]]]),
+        values=tf.constant([[[1.0], [0.0], [0.0]]]),
+        prototypes=tf.constant([[[0.0]]]),
+        history_mask=tf.constant([[True, True, True]]),
+        agent_mask=tf.constant([[True]]),
+    )
+    np.testing.assert_allclose(out["routing"][0, 0, 0], 0.8807971, atol=1e-6)
+
+
+# --- numpy reference -------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "seed,tau,scale",
+    [
+        pytest.param(0, 1.0, 1.0, id="seed0_tau1"),
+        pytest.param(1, 0.3, 1.0, id="seed1_tau0.3"),
+        pytest.param(2, 5.0, 3.0, id="seed2_tau5_wide"),
+        pytest.param(3, 0.05, 0.5, id="seed3_tau0.05"),
+    ],
+)
+def test_matches_numpy_reference(seed, tau, scale):
+    inputs = _inputs(seed, scale=scale)
+    out = SoftRoutingAttention(temperature=tau)(**_tensors(inputs))
+    states, routing = ref.soft_routing(**inputs, temperature=tau)
+    np.testing.assert_allclose(out["routing"], routing, atol=2e-5)
+    np.testing.assert_allclose(out["states"], states, atol=5e-5)
+    # Routing rows: sum to 1 for a valid agent of a non-empty history,
+    # 0 otherwise.
+    valid_row = inputs["agent_mask"] & inputs["history_mask"].any(-1)[:, None]
+    np.testing.assert_allclose(
+        out["routing"].numpy().sum(-1), valid_row.astype(np.float32),
+        atol=1e-5,
+    )
+
+
+def test_tf_function_unknown_shapes_matches_eager():
+    layer = SoftRoutingAttention(temperature=0.7)
+    spec = {
+        "latents": tf.TensorSpec([None, None, 5], tf.float32),
+        "values": tf.TensorSpec([None, None, 6], tf.float32),
+        "prototypes": tf.TensorSpec([None, None, 5], tf.float32),
+        "history_mask": tf.TensorSpec([None, None], tf.bool),
+        "agent_mask": tf.TensorSpec([None, None], tf.bool),
+    }
+    fn = tf.function(lambda x: layer(**x), input_signature=[spec])
+    for seed, (b, n, a) in enumerate([(3, 7, 4), (1, 11, 2)]):
+        inputs = _tensors(_inputs(seed, batch=b, length=n, agents=a))
+        got = fn(inputs)
+        want = layer(**inputs)
+        np.testing.assert_allclose(got["states"], want["states"], atol=1e-6)
+        np.testing.assert_allclose(got["routing"], want["routing"], atol=1e-6)
+
+
+def test_no_rank4_tensor_in_soft_graph():
+    """Distances via matmul: no [B, A, N, Ds] intermediate is built."""
+    layer = SoftRoutingAttention()
+    spec = {
+        "latents": tf.TensorSpec([None, None, 5], tf.float32),
+        "values": tf.TensorSpec([None, None, 6], tf.float32),
+        "prototypes": tf.TensorSpec([None, None, 5], tf.float32),
+        "history_mask": tf.TensorSpec([None, None], tf.bool),
+        "agent_mask": tf.TensorSpec([None, None], tf.bool),
+    }
+    graph = tf.function(lambda x: layer(**x)).get_concrete_function(
+        spec).graph
+    ranks = [
+        t.shape.rank for op in graph.get_operations() for t in op.outputs
+    ]
+    assert ranks and max(r for r in ranks if r is not None) == 3
+
+
+# --- hard routing ----------------------------------------------------------
+
+
+def _sid_inputs(seed, batch=3, length=9, agents=4, levels=2, codes=3):
+    """Items whose latents equal their SID's prototype (integer vectors)."""
+    rng = np.random.default_rng(seed)
+    # Integer codeword tables E^l[c] = 3 (c + 1) e_l: every full SID maps to
+    # a distinct integer vector p(SID) = sum_l E^l[c_l] (exact in float32),
+    # two distinct SIDs at squared distance >= 9.
+    tables = [3 * np.outer(np.arange(1, codes + 1), np.eye(levels)[lvl])
+              for lvl in range(levels)]
+
+    def proto(sid):
+        return sum(tables[lvl][c] for lvl, c in enumerate(sid))
+
+    item_sids = rng.integers(0, codes, size=(batch, length, levels))
+    hist_mask = rng.random((batch, length)) < 0.8
+    hist_mask[-1] = False  # an empty history
+    agent_sids = np.zeros((batch, agents, levels), np.int64)
+    agent_mask = np.zeros((batch, agents), bool)
+    for b in range(batch):
+        # Agents: the distinct SIDs of the user's valid items (as voting
+        # would keep them), padded.
+        seen = sorted({tuple(s) for s in item_sids[b][hist_mask[b]]})
+        for a, sid in enumerate(seen[:agents]):
+            agent_sids[b, a] = sid
+            agent_mask[b, a] = True
+    # Keep only items whose SID is one of the kept agents.
+    for b in range(batch):
+        kept = {tuple(s) for s in agent_sids[b][agent_mask[b]]}
+        for i in range(length):
+            if tuple(item_sids[b, i]) not in kept:
+                hist_mask[b, i] = False
+    latents = np.array(
+        [[proto(s) for s in user] for user in item_sids], np.float32)
+    prototypes = np.array(
+        [[proto(s) for s in user] for user in agent_sids], np.float32)
+    values = rng.normal(size=(batch, length, 3)).astype(np.float32)
+    return {
+        "latents": latents,
+        "values": values,
+        "prototypes": prototypes,
+        "history_mask": hist_mask,
+        "agent_mask": agent_mask,
+        "item_sids": item_sids.astype(np.int32),
+        "agent_sids": agent_sids.astype(np.int32),
+    }
+
+
+@pytest.mark.parametrize("seed", [pytest.param(s, id=f"seed{s}")
+                                  for s in range(3)])
+def test_soft_with_tiny_tau_equals_hard(seed):
+    inputs = _sid_inputs(seed)
+    tensors = _tensors(inputs)
+    hard = SoftRoutingAttention(hard=True)(**tensors)
+    soft_inputs = {k: v for k, v in tensors.items() if "sids" not in k}
+    soft = SoftRoutingAttention(temperature=1e-4)(**soft_inputs)
+    states, routing = ref.hard_routing(
+        inputs["values"], inputs["item_sids"], inputs["agent_sids"],
+        inputs["history_mask"], inputs["agent_mask"])
+    assert routing.sum() > 0
+    np.testing.assert_allclose(hard["routing"], routing, atol=1e-6)
+    np.testing.assert_allclose(hard["states"], states, atol=1e-5)
+    np.testing.assert_allclose(soft["routing"], hard["routing"], atol=1e-6)
+    np.testing.assert_allclose(soft["states"], hard["states"], atol=1e-5)
+
+
+def test_hard_agent_without_items_is_zero():
+    # Item SIDs (0, 1), (0, 1), (1, 0); agents (0, 1), (1, 1) (no item).
+    # Values 2, 4, 8: agent 0 averages items 0 and 1 -> 3; agent 1 -> 0.
+    out = SoftRoutingAttention(hard=True)(
+        latents=tf.zeros([1, 3, 2]),
+        values=tf.constant([[[2.0], [4.0], [8.0]]]),
+        prototypes=tf.zeros([1, 2, 2]),
+        history_mask=tf.constant([[True, True, True]]),
+        agent_mask=tf.constant([[True, True]]),
+        item_sids=tf.constant([[[0, 1], [0, 1], [1, 0]]]),
+        agent_sids=tf.constant([[[0, 1], [1, 1]]]),
+    )
+    np.testing.assert_allclose(out["routing"][0],
+                               [[0.5, 0.5, 0.0], [0.0, 0.0, 0.0]])
+    np.testing.assert_allclose(out["states"][0], [[3.0], [0.0]])
+
+
+# --- degenerate masks ------------------------------------------------------
+
+
+@pytest.mark.parametrize("hard", [pytest.param(False, id="soft"),
+                                  pytest.param(True, id="hard")])
+@pytest.mark.parametrize(
+    "which",
+    [pytest.param("empty_history", id="empty_history"),
+     pytest.param("no_agents", id="all_agents_masked")],
+)
+def test_degenerate_masks_give_finite_zeros(hard, which):
+    inputs = _tensors(_inputs(5))
+    if which == "empty_history":
+        inputs["history_mask"] = tf.zeros_like(inputs["history_mask"])
+    else:
+        inputs["agent_mask"] = tf.zeros_like(inputs["agent_mask"])
+    if hard:
+        inputs["item_sids"] = tf.zeros([3, 7, 2], tf.int32)
+        inputs["agent_sids"] = tf.zeros([3, 4, 2], tf.int32)
+    out = SoftRoutingAttention(hard=hard)(**inputs)
+    for key in ("states", "routing"):
+        assert np.all(np.isfinite(out[key].numpy()))
+        assert not np.any(out[key].numpy())
+
+
+# --- mixed precision -------------------------------------------------------
+
+
+def test_mixed_float16_policy_finite_and_close():
+    inputs = _tensors(_inputs(7, scale=20.0))  # ||z - p||^2 ~ 4000
+    want = SoftRoutingAttention(temperature=400.0)(**inputs)
+    got = SoftRoutingAttention(temperature=400.0, dtype="mixed_float16")(
+        **inputs)
+    assert got["states"].dtype == tf.float16
+    assert got["routing"].dtype == tf.float16
+    for key in ("states", "routing"):
+        assert np.all(np.isfinite(got[key].numpy()))
+        np.testing.assert_allclose(
+            tf.cast(got[key], tf.float32), want[key], atol=1e-2, rtol=1e-2)
+
+
+def test_global_mixed_float16_policy():
+    inputs = _tensors(_inputs(6))
+    want = SoftRoutingAttention()(**inputs)
+    tf.keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        got = SoftRoutingAttention()(**inputs)
+    finally:
+        tf.keras.mixed_precision.set_global_policy("float32")
+    assert got["states"].dtype == tf.float16
+    np.testing.assert_allclose(
+        tf.cast(got["states"], tf.float32), want["states"], atol=1e-2)
+
+
+def test_float16_inputs_with_large_latents_finite():
+    # ||z||^2 ~ 8 * 300^2 = 720000 overflows float16 (max 65504); the layer
+    # computes distances in float32.
+    inputs = _inputs(8, ds=8, scale=300.0)
+    want = SoftRoutingAttention(temperature=1e5)(**_tensors(inputs))
+    f16 = {k: (v.astype(np.float16) if v.dtype == np.float32 else v)
+           for k, v in inputs.items()}
+    got = SoftRoutingAttention(temperature=1e5)(**_tensors(f16))
+    assert got["states"].dtype == tf.float32  # compute dtype of the policy
+    assert np.all(np.isfinite(got["states"].numpy()))
+    np.testing.assert_allclose(got["states"], want["states"], atol=2e-2)
+    np.testing.assert_allclose(got["routing"], want["routing"], atol=2e-2)
+
+
+# --- gradients -------------------------------------------------------------
+
+
+def test_gradient_reaches_values_only():
+    inputs = _tensors(_inputs(9))
+    layer = SoftRoutingAttention(temperature=0.5)
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch([inputs["latents"], inputs["values"],
+                    inputs["prototypes"]])
+        out = layer(**inputs)
+        loss = tf.reduce_sum(tf.square(out["states"])) + tf.reduce_sum(
+            out["routing"] * tf.range(7, dtype=tf.float32))
+    g_values = tape.gradient(loss, inputs["values"])
+    assert g_values is not None
+    assert np.all(np.isfinite(g_values.numpy()))
+    assert np.any(g_values.numpy() != 0)
+    # Padding items and the empty-history user get no gradient.
+    mask = inputs["history_mask"].numpy()
+    assert not np.any(g_values.numpy()[~mask])
+    for name in ("latents", "prototypes"):
+        g = tape.gradient(loss, inputs[name])
+        assert g is None or not np.any(g.numpy()), name
+
+
+# --- shared harness --------------------------------------------------------
+
+
+def test_harness_soft():
+    check_layer(lambda: SoftRoutingAttention(temperature=0.5),
+                _tensors(_inputs(10)), train=False)
+
+
+def test_harness_hard():
+    inputs = _tensors(_sid_inputs(11))
+    check_layer(lambda: SoftRoutingAttention(hard=True), inputs, train=False)
+
+
+def test_config_round_trip_values():
+    layer = SoftRoutingAttention(temperature=0.25, hard=True, name="srt")
+    clone = SoftRoutingAttention.from_config(layer.get_config())
+    assert (clone.temperature, clone.hard, clone.name) == (0.25, True, "srt")
+
+
+# --- argument errors -------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        pytest.param({"temperature": 0.0}, "temperature.*0.0", id="tau_zero"),
+        pytest.param({"temperature": -1.0}, "temperature.*-1.0",
+                     id="tau_negative"),
+        pytest.param({"temperature": float("nan")}, "temperature.*nan",
+                     id="tau_nan"),
+        pytest.param({"temperature": "1"}, "temperature.*'1'", id="tau_str"),
+        pytest.param({"hard": 1}, "hard.*1", id="hard_not_bool"),
+    ],
+)
+def test_constructor_errors(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        SoftRoutingAttention(**kwargs)
+
+
+@pytest.mark.parametrize(
+    "name,shape,match",
+    [
+        pytest.param("values", [3, 6, 6], r"`values` has N = 6.*\[3, 6, 6\]",
+                     id="values_N"),
+        pytest.param("prototypes", [3, 4, 4],
+                     r"`prototypes` has Ds = 4.*\[3, 4, 4\]",
+                     id="prototypes_Ds"),
+        pytest.param("agent_mask", [3, 5], r"`agent_mask` has A = 5.*\[3, 5\]",
+                     id="agent_mask_A"),
+        pytest.param("history_mask", [2, 7],
+                     r"`history_mask` has B = 2.*\[2, 7\]",
+                     id="history_mask_B"),
+        pytest.param("latents", [3, 7], r"`latents` must have shape.*\[3, 7\]",
+                     id="latents_rank"),
+    ],
+)
+def test_call_shape_errors(name, shape, match):
+    inputs = _tensors(_inputs(12))
+    dtype = inputs[name].dtype
+    inputs[name] = tf.zeros(shape, dtype)
+    with pytest.raises(ValueError, match=match):
+        SoftRoutingAttention()(**inputs)
+
+
+def test_hard_needs_sids():
+    with pytest.raises(ValueError, match="item_sids.*received item_sids=None"):
+        SoftRoutingAttention(hard=True)(**_tensors(_inputs(13)))
+
+
+def test_hard_sid_level_mismatch():
+    inputs = _tensors(_inputs(14))
+    inputs["item_sids"] = tf.zeros([3, 7, 2], tf.int32)
+    inputs["agent_sids"] = tf.zeros([3, 4, 3], tf.int32)
+    with pytest.raises(ValueError, match=r"`agent_sids` has L = 3"):
+        SoftRoutingAttention(hard=True)(**inputs)
