@@ -269,6 +269,8 @@ class AgentTargetAttention(tf.keras.layers.Layer):
 
     def score(self, state: Mapping[str, tf.Tensor], queries, training=None):
         """Candidates against an encoded user: [B, C, Dq] -> [B, C, O]."""
+        if not self.built:  # `score` may be called without `__call__`.
+            self._maybe_build(tf.TensorShape(queries.shape))
         probs = self.attention_probs(state, queries)  # [B, H, C, A]
         probs = tf.cast(probs, self.compute_dtype)
         probs = self.attention_dropout(probs, training=training)

@@ -36,7 +36,8 @@ from hisac_tf.layers.soft_routing_attention import SoftRoutingAttention
 
 USER_FEATURE_BUCKETS = 128
 
-STATE_KEYS = ("keys", "values", "bias", "user_embedding")
+# The per-user state that `encode_user` exports and callers may cache.
+STATE_KEYS = ("keys", "values", "bias", "mask", "user_embedding")
 
 
 class HiSACRanker(tfrs.models.Model):
@@ -143,8 +144,8 @@ class HiSACRanker(tfrs.models.Model):
           features: user_id, request_time, user features [B]; hist_* [B, N];
             hist_length [B].
         Returns:
-          the cacheable state: keys, values [B, H, A, dk], bias [B, A],
-          user_embedding [B, Du]; plus diagnostics agent_mask [B, A] and
+          the cacheable state (`STATE_KEYS`): keys, values [B, H, A, dk],
+          bias [B, A], mask [B, A], user_embedding [B, Du]; plus diagnostics agent_mask [B, A] and
           num_active [B].
         """
         item_ids = features["hist_item_ids"]  # [B, N]
@@ -184,9 +185,7 @@ class HiSACRanker(tfrs.models.Model):
             agent_states, agents["agent_weights"], agents["agent_mask"]
         )
         return {
-            "keys": state["keys"],
-            "values": state["values"],
-            "bias": state["bias"],
+            **state,  # keys, values [B, H, A, dk]; bias, mask [B, A]
             "user_embedding": self.embed_user(features),
             "agent_mask": agents["agent_mask"],
             "num_active": agents["num_active"],
@@ -222,7 +221,7 @@ class HiSACRanker(tfrs.models.Model):
         )  # [B, C, D]
         queries = tf.concat([items, cats, sid], axis=-1)  # [B, C, 3D]
         attended = self.attention.score(
-            {k: state[k] for k in ("keys", "values", "bias")},
+            {k: state[k] for k in ("keys", "values", "bias", "mask")},
             queries,
             training=training,
         )  # [B, C, D]

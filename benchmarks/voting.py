@@ -1,0 +1,214 @@
+"""Benchmark: users per second of HiSAC's user-side compression components.
+
+Component measured now: `hierarchical_voting` (HierarchicalVoting, DESIGN
+§2.2) at B = 256 users, N = 1,000 and N = 10,000 history items, K = (512,
+512), top_k = (20, 10), A = 200, on random Zipf-like SIDs (5% of the items
+masked out as OOV), compiled with tf.function over unknown B and N. Each
+measurement is the median of several timed calls after warm-up calls; a call
+is timed until its outputs are on the host. Writes
+`benchmarks/results/voting.json` and prints a table.
+
+More components (soft routing, the whole user-side compression) plug in as
+one `measure_<component>(users, hist_len, rng, repeats, warmup)` function
+each, listed in COMPONENTS.
+
+    python benchmarks/voting.py [--quick] [--repeats=7] [--output=PATH]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from typing import Callable
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import hisac_tf  # noqa: E402,F401  (Keras 2: before TensorFlow)
+
+# isort: split
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from hisac_tf.layers.hierarchical_voting import (  # noqa: E402
+    HierarchicalVoting,
+)
+
+RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+
+CODEBOOK_SIZES = (512, 512)
+TOP_K = (20, 10)
+NUM_AGENTS = 200
+ZIPF_EXPONENT = 1.1
+OOV_FRACTION = 0.05
+
+
+def zipf_sids(
+    users: int,
+    hist_len: int,
+    sizes: tuple[int, ...],
+    rng: np.random.Generator,
+    exponent: float = ZIPF_EXPONENT,
+) -> np.ndarray:
+    """[users, hist_len, L] int32 SIDs, Zipf-like at every level.
+
+    Code ranks follow p(r) ~ 1 / (r + 1)^exponent; each user shifts the
+    ranks by its own random offset per level (different users, different
+    favourite codes), and a level's code also depends on its parent's, so
+    the tree is not a product of independent levels.
+    """
+    sids = np.zeros((users, hist_len, len(sizes)), np.int64)
+    parent = np.zeros((users, hist_len), np.int64)
+    for level, size in enumerate(sizes):
+        probs = 1.0 / np.arange(1, size + 1) ** exponent
+        probs /= probs.sum()
+        ranks = rng.choice(size, size=(users, hist_len), p=probs)
+        shift = rng.integers(0, size, size=(users, 1))
+        code = (ranks + shift + parent * 7919) % size
+        sids[:, :, level] = code
+        parent = parent * size + code
+    return sids.astype(np.int32)
+
+
+def _time_calls(
+    fn: Callable[[], dict], repeats: int, warmup: int
+) -> list[float]:
+    """Seconds of each of `repeats` calls of fn after `warmup` calls."""
+    for _ in range(warmup):
+        tf.nest.map_structure(lambda t: t.numpy(), fn())
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        tf.nest.map_structure(lambda t: t.numpy(), fn())
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def measure_hierarchical_voting(
+    users: int,
+    hist_len: int,
+    rng: np.random.Generator,
+    repeats: int,
+    warmup: int,
+) -> dict:
+    """Users/s of HierarchicalVoting on one [users, hist_len] batch."""
+    layer = HierarchicalVoting(
+        CODEBOOK_SIZES, TOP_K, num_agents=NUM_AGENTS
+    )
+    vote = tf.function(
+        lambda sids, mask: layer(sids, mask),
+        input_signature=[
+            tf.TensorSpec([None, None, len(CODEBOOK_SIZES)], tf.int32),
+            tf.TensorSpec([None, None], tf.bool),
+        ],
+    )
+    sids = tf.constant(zipf_sids(users, hist_len, CODEBOOK_SIZES, rng))
+    mask = tf.constant(rng.random((users, hist_len)) >= OOV_FRACTION)
+    times = _time_calls(lambda: vote(sids, mask), repeats, warmup)
+    out = vote(sids, mask)
+    active = out["num_active"].numpy()
+    median = statistics.median(times)
+    return {
+        "component": "hierarchical_voting",
+        "users": users,
+        "hist_len": hist_len,
+        "median_s": median,
+        "min_s": min(times),
+        "max_s": max(times),
+        "users_per_s": users / median,
+        "items_per_s": users * hist_len / median,
+        "mean_active_agents": float(active.mean()),
+        "repeats": repeats,
+    }
+
+
+COMPONENTS: dict[str, Callable[..., dict]] = {
+    "hierarchical_voting": measure_hierarchical_voting,
+}
+
+
+def _device() -> str:
+    gpus = tf.config.list_physical_devices("GPU")
+    if gpus:
+        details = tf.config.experimental.get_device_details(gpus[0])
+        return f"GPU: {details.get('device_name', gpus[0].name)}"
+    return f"CPU: {platform.processor() or platform.machine()}"
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--quick", action="store_true",
+        help="tiny run (B = 16, N = 100 and 1,000, 3 repeats) as a smoke test",
+    )
+    parser.add_argument("--repeats", type=int, default=None)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--components", default=",".join(COMPONENTS),
+        help=f"comma-separated subset of {sorted(COMPONENTS)}",
+    )
+    parser.add_argument(
+        "--output", default=os.path.join(RESULTS, "voting.json")
+    )
+    args = parser.parse_args(argv)
+    if args.quick:
+        users, lengths, repeats = 16, (100, 1000), args.repeats or 3
+    else:
+        users, lengths, repeats = 256, (1000, 10000), args.repeats or 7
+    names = [n for n in args.components.split(",") if n]
+    unknown = sorted(set(names) - set(COMPONENTS))
+    if unknown:
+        parser.error(f"--components: unknown {unknown}, known "
+                     f"{sorted(COMPONENTS)}")
+    if repeats < 1 or args.warmup < 0:
+        parser.error(f"--repeats must be >= 1 and --warmup >= 0, got "
+                     f"{repeats} and {args.warmup}")
+
+    rng = np.random.default_rng(args.seed)
+    rows = []
+    for name in names:
+        for hist_len in lengths:
+            rows.append(
+                COMPONENTS[name](users, hist_len, rng, repeats, args.warmup)
+            )
+    result = {
+        "benchmark": "voting",
+        "quick": args.quick,
+        "device": _device(),
+        "cpu_count": os.cpu_count(),
+        "tensorflow": tf.__version__,
+        "codebook_sizes": list(CODEBOOK_SIZES),
+        "top_k": list(TOP_K),
+        "num_agents": NUM_AGENTS,
+        "zipf_exponent": ZIPF_EXPONENT,
+        "oov_fraction": OOV_FRACTION,
+        "warmup": args.warmup,
+        "rows": rows,
+    }
+    os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
+    with open(args.output, "w") as f:
+        json.dump(result, f, indent=2)
+
+    print(f"device: {result['device']}  tensorflow {tf.__version__}")
+    header = (f"{'component':<22}{'B':>6}{'N':>8}{'median ms':>11}"
+              f"{'users/s':>11}{'Mitems/s':>10}{'agents':>8}")
+    print(header)
+    for r in rows:
+        print(f"{r['component']:<22}{r['users']:>6}{r['hist_len']:>8}"
+              f"{r['median_s'] * 1e3:>11.1f}{r['users_per_s']:>11.0f}"
+              f"{r['items_per_s'] / 1e6:>10.2f}"
+              f"{r['mean_active_agents']:>8.1f}")
+    print(f"wrote {args.output}")
+    return result
+
+
+if __name__ == "__main__":
+    main()
