@@ -145,8 +145,8 @@ class HiSACRanker(tfrs.models.Model):
             hist_length [B].
         Returns:
           the cacheable state (`STATE_KEYS`): keys, values [B, H, A, dk],
-          bias [B, A], mask [B, A], user_embedding [B, Du]; plus diagnostics agent_mask [B, A] and
-          num_active [B].
+          bias [B, A], mask [B, A], user_embedding [B, Du]; plus the
+          diagnostics agent_mask [B, A] and num_active [B].
         """
         item_ids = features["hist_item_ids"]  # [B, N]
         n = tf.shape(item_ids)[1]

@@ -1,0 +1,139 @@
+"""HiSACRanker: shapes, request-level caching, gradients, build errors."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from hisac_tf import config as config_lib
+from hisac_tf.config import ConfigError
+from hisac_tf.feature_spec import FeatureSpec
+from hisac_tf.models.build import build_model, build_optimizer
+from hisac_tf.semantic_tables import SemanticTables
+
+CFG = config_lib.load_config("tiny")
+SPEC = FeatureSpec.from_config(CFG.data)
+
+
+def random_tables(num_items=60, sizes=(4, 4), dim=8, seed=0):
+    rng = np.random.default_rng(seed)
+    return SemanticTables(
+        item_ids=np.arange(1, num_items + 1, dtype=np.int64),
+        sids=np.stack([rng.integers(0, k, num_items) for k in sizes], 1)
+        .astype(np.int32),
+        latents=rng.normal(size=(num_items, dim)).astype(np.float32),
+        codebooks=tuple(rng.normal(size=(k, dim)).astype(np.float32)
+                        for k in sizes),
+    )
+
+
+def random_batch(b=3, n=20, c=6, seed=0, empty_user=True):
+    rng = np.random.default_rng(seed)
+    lengths = rng.integers(1, n + 1, b)
+    if empty_user:
+        lengths[-1] = 0
+    valid = np.arange(n)[None] < lengths[:, None]
+    counts = rng.integers(1, c + 1, b)
+    cvalid = np.arange(c)[None] < counts[:, None]
+    ids = lambda hi, shape, m: np.where(m, rng.integers(1, hi, shape), 0)  # noqa
+    return {
+        "user_id": tf.constant(rng.integers(1, 100, b)),
+        "request_time": tf.constant(np.full(b, 10_000, np.int64)),
+        "gender": tf.constant(rng.integers(1, 3, b)),
+        "age_bucket": tf.constant(rng.integers(1, 9, b)),
+        # Ids up to 80 include OOV items (the tables hold 1..60).
+        "hist_item_ids": tf.constant(ids(80, (b, n), valid)),
+        "hist_category_ids": tf.constant(ids(5, (b, n), valid)),
+        "hist_behaviors": tf.constant(ids(5, (b, n), valid)),
+        "hist_timestamps": tf.constant(
+            np.where(valid, np.sort(rng.integers(1, 9_000, (b, n))), 0)),
+        "hist_length": tf.constant(lengths.astype(np.int32)),
+        "cand_item_ids": tf.constant(ids(80, (b, c), cvalid)),
+        "cand_category_ids": tf.constant(ids(5, (b, c), cvalid)),
+        "cand_count": tf.constant(counts.astype(np.int32)),
+        "labels": tf.constant(
+            np.where(cvalid, rng.integers(0, 2, (b, c)), 0).astype(np.float32)
+        ),
+    }
+
+
+def test_forward_shapes_finite_with_empty_history():
+    model = build_model(CFG, SPEC, random_tables())
+    logits = model(random_batch())
+    assert logits.shape == (3, 6)
+    assert np.all(np.isfinite(logits.numpy()))
+    state = model.compress_user(random_batch())
+    assert int(state["num_active"][-1]) == 0  # the empty history
+    assert state["keys"].shape[2] == CFG.model.num_agents
+
+
+def test_call_equals_cached_state_scoring():
+    model = build_model(CFG, SPEC, random_tables())
+    batch = random_batch()
+    state = model.compress_user(batch)
+    np.testing.assert_allclose(
+        model(batch).numpy(), model.score(state, batch).numpy(), atol=1e-6)
+    # The same cached state scores any other candidates of the same users.
+    other = dict(batch, cand_item_ids=batch["cand_item_ids"][:, ::-1])
+    np.testing.assert_allclose(
+        model(other).numpy(), model.score(state, other).numpy(), atol=1e-6)
+
+
+def test_gradients_reach_ranking_embeddings_not_semantic_tables():
+    tables = random_tables()
+    model = build_model(CFG, SPEC, tables)
+    optimizer = build_optimizer(CFG, model)
+    batch = random_batch()
+    with tf.GradientTape() as tape:
+        loss = model.compute_loss(batch, training=True)
+    grads = tape.gradient(loss, model.trainable_variables)
+    named = {v.name: g for v, g in zip(model.trainable_variables, grads)}
+    item_grads = [g for name, g in named.items() if "item_embedding" in name]
+    assert item_grads and all(g is not None for g in item_grads)
+    assert not model.semantic_lookup.trainable_weights
+    optimizer.apply_gradients(zip(grads, model.trainable_variables))
+    np.testing.assert_array_equal(
+        model.semantic_lookup.latents.numpy(), tables.latents)
+    np.testing.assert_array_equal(
+        model.semantic_lookup.codebooks[0].numpy(), tables.codebooks[0])
+
+
+def test_optimizer_split_covers_every_variable_once():
+    model = build_model(CFG, SPEC, random_tables())
+    model(random_batch())
+    emb = {id(v) for v in model.embedding_variables()}
+    dense = {id(v) for v in model.dense_variables()}
+    assert emb and dense and not emb & dense
+    assert emb | dense == {id(v) for v in model.trainable_variables}
+
+
+def test_loss_counts_valid_candidates_only():
+    model = build_model(CFG, SPEC, random_tables())
+    batch = random_batch()
+    loss = float(model.compute_loss(batch))
+    # Changing labels of padded candidates must not change the loss.
+    padded = np.arange(6)[None] >= batch["cand_count"].numpy()[:, None]
+    flipped = dict(batch, labels=tf.where(padded, 1.0, batch["labels"]))
+    assert float(model.compute_loss(flipped)) == pytest.approx(loss)
+
+
+@pytest.mark.parametrize(
+    "override, tables_kw, message",
+    [
+        pytest.param([], {"sizes": (4, 8)}, "tokenizer.codebook_sizes",
+                     id="codebook-mismatch"),
+        pytest.param([], {"dim": 4}, "tokenizer.latent_dim",
+                     id="latent-mismatch"),
+        pytest.param(["model.compressor=\"kmeans\""], {}, "model.compressor",
+                     id="unsupported-compressor"),
+    ],
+)
+def test_build_errors_name_field(override, tables_kw, message):
+    cfg = config_lib.load_config("tiny", override)
+    with pytest.raises(ConfigError, match=message):
+        build_model(cfg, SPEC, random_tables(**tables_kw))
+
+
+def test_hard_routing_variant_builds_and_scores():
+    cfg = config_lib.load_config("tiny", ['model.compressor="hisac_hard"'])
+    model = build_model(cfg, SPEC, random_tables())
+    assert np.all(np.isfinite(model(random_batch()).numpy()))
