@@ -43,6 +43,9 @@ setup(
             "hisac-generate=pipelines.generate_synthetic:run",
             "hisac-import=pipelines.import_logs:run",
             "hisac-inspect=pipelines.inspect_data:run",
+            "hisac-tokenize=pipelines.tokenize_items:run",
+            "hisac-train=pipelines.train:run",
+            "hisac-evaluate=pipelines.evaluate:run",
             "hisac-demo=pipelines.demo:run",
         ]
     },

@@ -13,7 +13,7 @@ from __future__ import annotations
 import sys
 from typing import Callable
 
-from absl import app, flags
+from absl import app, flags, logging
 
 import hisac_tf  # noqa: F401  (Keras 2 before TensorFlow)
 from hisac_tf import config as config_lib
@@ -35,6 +35,7 @@ def run(main: Callable[[config_lib.Config], object]) -> None:
     """Runs `main(cfg)` under absl; config errors exit 2 with the message."""
 
     def _main(argv):
+        logging.set_verbosity(logging.WARNING)  # TF's INFO lines are noise.
         if len(argv) > 1:
             raise app.UsageError(f"unexpected arguments: {argv[1:]}")
         try:

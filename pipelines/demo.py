@@ -65,7 +65,10 @@ def main(cfg: Config) -> dict:
     t0 = _stage(3, total, f"RQ-VAE tokenizer → {cfg.tokenizer.output_dir}")
     tok_cfg = os.path.join(cfg.tokenizer.output_dir, "config.json")
     report = os.path.join(cfg.tokenizer.output_dir, "tokenizer_report.json")
-    if _same_config(tok_cfg, "tokenizer", cfg) and tf.io.gfile.exists(report):
+    if all(
+        _same_config(tok_cfg, section, cfg)
+        for section in ("tokenizer", "synthetic", "data")
+    ) and tf.io.gfile.exists(report):
         with tf.io.gfile.GFile(report) as f:
             results["tokenizer"] = json.load(f)
         print("  already trained with this config: reusing", file=sys.stderr)
