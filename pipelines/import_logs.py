@@ -663,7 +663,8 @@ def _parquet_log_events(path: str, cfg: ImportConfig, bad: _BadRows,
             beh_ids = ids[inverse]
         else:
             beh_ids = np.where((beh >= 1) & (beh <= 4), beh, 0)
-        cols = {c: batch[c].astype(np.int64) for c in LOG_COLUMNS}
+        cols = {c: batch[c].astype(np.int64) for c in LOG_COLUMNS
+                if c != "behavior_type"}
         if per_second:  # A TIMESTAMP column: whole seconds, like the CSV.
             cols["timestamp"] = cols["timestamp"] // per_second
         cols["behavior_type"] = beh_ids.astype(np.int64)
