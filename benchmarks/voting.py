@@ -1,6 +1,6 @@
 """Benchmark: users per second of HiSAC's user-side compression components.
 
-Component measured now: `hierarchical_voting` (HierarchicalVoting, DESIGN
+Components: `hierarchical_voting` (HierarchicalVoting, DESIGN
 §2.2) at B = 256 users, N = 1,000 and N = 10,000 history items, K = (512,
 512), top_k = (20, 10), A = 200, on random Zipf-like SIDs (5% of the items
 masked out as OOV), compiled with tf.function over unknown B and N. Each
@@ -8,9 +8,11 @@ measurement is the median of several timed calls after warm-up calls; a call
 is timed until its outputs are on the host. Writes
 `benchmarks/results/voting.json` and prints a table.
 
-More components (soft routing, the whole user-side compression) plug in as
-one `measure_<component>(users, hist_len, rng, repeats, warmup)` function
-each, listed in COMPONENTS.
+and `user_side_compression` (raw history ids → SID/latent lookup → voting
+→ prototypes → soft routing into A agent states, D = Ds = 32), the whole
+per-request user-side work. Each component is one
+`measure_<component>(users, hist_len, rng, repeats, warmup)` function,
+listed in COMPONENTS.
 
     python benchmarks/voting.py [--quick] [--repeats=7] [--output=PATH]
 """
@@ -37,6 +39,11 @@ import tensorflow as tf  # noqa: E402
 from hisac_tf.layers.hierarchical_voting import (  # noqa: E402
     HierarchicalVoting,
 )
+from hisac_tf.layers.semantic_id_lookup import SemanticIdLookup  # noqa: E402
+from hisac_tf.layers.soft_routing_attention import (  # noqa: E402
+    SoftRoutingAttention,
+)
+from hisac_tf.semantic_tables import SemanticTables  # noqa: E402
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 
@@ -45,6 +52,9 @@ TOP_K = (20, 10)
 NUM_AGENTS = 200
 ZIPF_EXPONENT = 1.1
 OOV_FRACTION = 0.05
+EMBEDDING_DIM = 32  # D of the ranking embeddings routed into agents.
+LATENT_DIM = 32  # Ds of the frozen semantic latents.
+NUM_ITEMS = 200_000  # Rows of the frozen item -> (SID, z) table.
 
 
 def zipf_sids(
@@ -126,8 +136,78 @@ def measure_hierarchical_voting(
     }
 
 
+def measure_user_side_compression(
+    users: int,
+    hist_len: int,
+    rng: np.random.Generator,
+    repeats: int,
+    warmup: int,
+) -> dict:
+    """Users/s of the whole user-side compression of one request batch.
+
+    Raw history item ids -> SemanticIdLookup (SID, z) -> HierarchicalVoting
+    -> agent prototypes -> SoftRoutingAttention over the ranking embeddings
+    h [B, N, D] -> agent states [B, A, D]; everything HiSACRanker runs once
+    per request before the candidates (the ranking-embedding lookup aside).
+    """
+    sids = zipf_sids(NUM_ITEMS, 1, CODEBOOK_SIZES, rng)[:, 0]  # [V, L]
+    tables = SemanticTables(
+        item_ids=np.arange(1, NUM_ITEMS + 1, dtype=np.int64),
+        sids=sids.astype(np.int32),
+        latents=rng.normal(size=(NUM_ITEMS, LATENT_DIM)).astype(np.float32),
+        codebooks=tuple(
+            rng.normal(size=(k, LATENT_DIM)).astype(np.float32)
+            for k in CODEBOOK_SIZES
+        ),
+    )
+    lookup = SemanticIdLookup.from_tables(tables)
+    voting = HierarchicalVoting(CODEBOOK_SIZES, TOP_K, num_agents=NUM_AGENTS)
+    routing = SoftRoutingAttention(temperature=1.0)
+
+    @tf.function(input_signature=[
+        tf.TensorSpec([None, None], tf.int64),
+        tf.TensorSpec([None, None, EMBEDDING_DIM], tf.float32),
+    ])
+    def compress(item_ids, values):
+        semantic = lookup(item_ids)
+        agents = voting(semantic["sids"], semantic["has_sid"])
+        prototypes = lookup.prototypes(agents["agent_sids"])  # [B, A, Ds]
+        routed = routing(
+            latents=semantic["latents"], values=values,
+            prototypes=prototypes, history_mask=semantic["has_sid"],
+            agent_mask=agents["agent_mask"],
+        )
+        return {"states": routed["states"],
+                "num_active": agents["num_active"]}
+
+    # Ids past NUM_ITEMS are OOV (about OOV_FRACTION of the history).
+    top = int(NUM_ITEMS / (1.0 - OOV_FRACTION))
+    item_ids = tf.constant(rng.integers(1, top + 1, (users, hist_len)))
+    values = tf.constant(
+        rng.normal(size=(users, hist_len, EMBEDDING_DIM)).astype(np.float32)
+    )
+    times = _time_calls(lambda: compress(item_ids, values), repeats, warmup)
+    active = compress(item_ids, values)["num_active"].numpy()
+    median = statistics.median(times)
+    return {
+        "component": "user_side_compression",
+        "users": users,
+        "hist_len": hist_len,
+        "median_s": median,
+        "min_s": min(times),
+        "max_s": max(times),
+        "users_per_s": users / median,
+        "items_per_s": users * hist_len / median,
+        "mean_active_agents": float(active.mean()),
+        "repeats": repeats,
+        "embedding_dim": EMBEDDING_DIM,
+        "latent_dim": LATENT_DIM,
+    }
+
+
 COMPONENTS: dict[str, Callable[..., dict]] = {
     "hierarchical_voting": measure_hierarchical_voting,
+    "user_side_compression": measure_user_side_compression,
 }
 
 
