@@ -52,7 +52,9 @@ def predict(cfg: Config, model, files, spec, progress: bool = True):
         probs.append(p[mask])
         if spec.with_true_ctr:
             truth.append(batch["true_ctr"].numpy()[mask])
-        bar.update(i + 1)
+        if (i + 1) % 25 == 0:
+            bar.update(i + 1)
+    bar.update(len(probs), finalize=True)
     cat = lambda parts: np.concatenate(parts) if parts else np.zeros(0)  # noqa
     return cat(users), cat(labels), cat(probs), cat(truth)
 
