@@ -74,6 +74,11 @@ def main(cfg: Config) -> dict:
         print("  already trained with this config: reusing", file=sys.stderr)
     else:
         results["tokenizer"] = tokenize_items.main(cfg)
+        # Checkpoints trained on older semantic tables are meaningless now.
+        if tf.io.gfile.exists(cfg.training.model_dir):
+            print(f"  new tables: removing stale {cfg.training.model_dir}",
+                  file=sys.stderr)
+            tf.io.gfile.rmtree(cfg.training.model_dir)
     print(f"  ({time.time() - t0:.0f} s)", file=sys.stderr)
 
     t0 = _stage(4, total, f"training HiSAC → {cfg.training.model_dir}")

@@ -20,7 +20,7 @@ import time
 import hisac_tf  # noqa: F401  (Keras 2 before TensorFlow)
 import tensorflow as tf
 
-from hisac_tf.config import Config, write_resolved
+from hisac_tf.config import Config, ConfigError, write_resolved
 from hisac_tf.feature_spec import FeatureSpec
 from hisac_tf.models.build import build_model, build_optimizer
 from hisac_tf.semantic_tables import load_semantic_tables
@@ -61,9 +61,35 @@ def checkpoint_manager(cfg: Config, checkpoint, step):
     )
 
 
+# Sections that fix the model's variables: a checkpoint trained under other
+# values cannot be resumed.
+MODEL_SECTIONS = ("model", "tokenizer")
+
+
+def check_model_dir(cfg: Config) -> None:
+    """Refuses to resume checkpoints written under another model config."""
+    path = os.path.join(cfg.training.model_dir, "config.json")
+    if not tf.io.gfile.exists(path):
+        return
+    with tf.io.gfile.GFile(path) as f:
+        old = json.load(f)
+    new = cfg.to_dict()
+    for section in MODEL_SECTIONS:
+        for key, value in new[section].items():
+            before = old.get(section, {}).get(key)
+            if before != value:
+                raise ConfigError(
+                    f"training.model_dir {cfg.training.model_dir} holds a "
+                    f"model trained with {section}.{key}={before!r}, not "
+                    f"{value!r}: use another training.model_dir or delete "
+                    "that one"
+                )
+
+
 def train(cfg: Config, progress: bool = True) -> dict:
     """The training loop; returns the final step and training metrics."""
     t = cfg.training
+    check_model_dir(cfg)
     write_resolved(cfg, t.model_dir)
     tf.random.set_seed(t.seed)
     strategy = make_strategy(t.strategy)

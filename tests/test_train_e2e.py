@@ -104,3 +104,19 @@ def test_killed_training_resumes_from_last_checkpoint(prepared):
     assert resumed["resumed_at"] == saved  # no completed checkpoint lost
     assert resumed["step"] == saved + 4
     assert resumed["steps_run"] == 4
+
+
+@pytest.mark.slow
+def test_resuming_under_another_model_config_is_refused(prepared):
+    root, overrides = prepared
+    model_dir = f"{root}/model-other"
+    cfg = config_lib.load_config(
+        "tiny", overrides + [f"training.model_dir={model_dir}",
+                             "training.train_steps=2"])
+    train.train(cfg, progress=False)
+    other = config_lib.load_config(
+        "tiny", overrides + [f"training.model_dir={model_dir}",
+                             "model.embedding_dim=4"])
+    with pytest.raises(config_lib.ConfigError,
+                       match="model.embedding_dim=8, not 4"):
+        train.train(other, progress=False)
