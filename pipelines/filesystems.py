@@ -7,13 +7,13 @@ remembers that a remote filesystem was used.
 
 Why a special exit: with tensorflow 2.17.1 and tensorflow-io 0.37.1 a
 process that touched an `s3://` path (even one `tf.io.gfile.exists`)
-aborts while the interpreter exits, after its work is done: C++ static
-destructors of the AWS SDK run in the wrong order and stderr shows
-"pure virtual method called / terminate called without an active
-exception", exit status 134 (SIGABRT). Importing tensorflow-io alone does
-not do it. Every job therefore leaves through `run_job` / `exit_cleanly`:
-when a remote filesystem was used they do by hand what a normal exit
-would do for Python (close open TFRecord writers, `tf.io.gfile.GFile`s
+aborts while the interpreter exits, after its work is done, in C++
+static destructors (stderr: "pure virtual method called / terminate
+called without an active exception"; SIGABRT, exit status 134 in a shell,
+-6 from `subprocess`). Importing tensorflow-io alone does not do it.
+Every job therefore leaves through `run_job` / `exit_cleanly`: when a
+remote filesystem was used they do by hand what a normal exit would do
+for Python (close open TFRecord writers, `tf.io.gfile.GFile`s
 and Python files; run the `atexit` handlers, which flush logging; flush
 stdout and stderr) and then leave with `os._exit(code)`, which skips the
 C++ destructors. Without a remote filesystem the exit is the normal one.
@@ -199,13 +199,20 @@ def exit_cleanly(code: int = 0) -> NoReturn:
     os._exit(code)
 
 
-def _exit_code(value) -> int:
-    """Exit status for a job's return value or a SystemExit code."""
-    if value is None or isinstance(value, (dict, list, tuple)):
-        return 0  # Jobs return their summary on success.
-    if isinstance(value, int):
+def _return_code(value) -> int:
+    """Exit status for a job's return value: an int as is, else 0."""
+    if isinstance(value, int) and not isinstance(value, bool):
         return value & 0xFF
-    print(value, file=sys.stderr)  # SystemExit("message") semantics.
+    return 0  # None, or the summary a job returns on success.
+
+
+def _system_exit_code(code) -> int:
+    """Exit status for `SystemExit(code)`, as the interpreter would."""
+    if code is None:
+        return 0
+    if isinstance(code, int):
+        return code & 0xFF
+    print(code, file=sys.stderr)  # sys.exit("message"): message, then 1.
     return 1
 
 
@@ -213,14 +220,15 @@ def run_job(main_fn: Callable[[], object]) -> NoReturn:
     """Runs a job's main and exits through `exit_cleanly`.
 
     Args:
-      main_fn: no-argument callable; returns None, a summary (dict), or an
-        int exit status. An exception prints its traceback and exits 1;
-        `SystemExit` keeps its code; Ctrl-C exits 130.
+      main_fn: no-argument callable; an int it returns is the exit
+        status, anything else (None, a summary dict) means 0. An exception
+        prints its traceback and exits 1; `SystemExit` exits as the
+        interpreter would; Ctrl-C exits 130.
     """
     try:
-        code = _exit_code(main_fn())
+        code = _return_code(main_fn())
     except SystemExit as e:
-        code = _exit_code(e.code)
+        code = _system_exit_code(e.code)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         code = 130

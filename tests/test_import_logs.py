@@ -224,16 +224,37 @@ def test_negatives_hand_computed(tmp_path):
 
 def test_negative_sampler_follows_past_popularity():
     items = np.array([1] * 90 + [2] * 10 + [3] * 100)  # In time order.
-    cats = items + 100
-    rng = np.random.default_rng(0)
-    draws = [import_logs._sample_negatives(rng, 1, 100, items, cats, set())
-             for _ in range(3000)]
+    ts = np.arange(200)
+    sampler = import_logs.NegativeSampler(items, items + 100, ts, seed=0)
+    draws = [sampler.sample(1, 100, set()) for _ in range(3000)]
     share = np.mean([d[0] == [1] for d in draws])
     assert abs(share - 0.9) < 0.03  # Item 3 lies in the future: never.
     assert all(d[0][0] in (1, 2) and d[1][0] == d[0][0] + 100
                for d in draws)
-    got, _ = import_logs._sample_negatives(rng, 5, 100, items, cats, {1})
-    assert got == [2]  # Only 2 is seen and not excluded.
+    assert sampler.sample(5, 100, {1}) == ([2], [102])  # Only 2 is left.
+    assert sampler.sample(3, 0, set()) == ([], [])  # Nothing seen yet.
+    first = import_logs.NegativeSampler(items, items, ts, seed=3)
+    again = import_logs.NegativeSampler(items, items, ts, seed=3)
+    assert [first.sample(2, 200, set()) for _ in range(20)] == [
+        again.sample(2, 200, set()) for _ in range(20)]
+
+
+def test_request_example_matches_feature_spec():
+    spec = FeatureSpec(max_history=4, max_candidates=3)
+    request = {
+        "user_id": 7, "request_time": 1234, "gender": 2, "age_bucket": 1,
+        "hist_item_ids": [5, 6], "hist_category_ids": [1, 2],
+        "hist_behaviors": [1, 4], "hist_timestamps": [10, 11],
+        "cand_item_ids": [8, 9], "cand_category_ids": [3, 3],
+        "labels": [1, 0],
+    }
+    fast = import_logs.request_example(spec, request)
+    assert fast == spec.to_example(request)  # Equal messages (map order
+    parsed = spec.parse(tf.constant([fast.SerializeToString()]))  # aside).
+    assert parsed["cand_item_ids"].to_list() == [[8, 9]]
+    empty = dict(request, hist_item_ids=[], hist_category_ids=[],
+                 hist_behaviors=[], hist_timestamps=[])
+    assert import_logs.request_example(spec, empty) == spec.to_example(empty)
 
 
 # ------------------------------------------------------------- invariants
@@ -357,6 +378,11 @@ def test_tensorflow_io_reads_parquet(tmp_path):
     assert got["category_id"] == [r[2] for r in GOLDEN]
     assert got["behavior_type"] == [r[3].encode() for r in GOLDEN]
     assert got["timestamp"] == [r[4] for r in GOLDEN]
+    # The importer's reader, in batches that cross the row groups.
+    batches = list(import_logs._parquet_batches(path, HEADER, batch_rows=3))
+    assert [len(b["user_id"]) for b in batches] == [3, 3, 3]
+    for k in HEADER:
+        assert np.concatenate([b[k] for b in batches]).tolist() == got[k]
     num_rows, columns = import_logs.parquet_columns(path)
     assert num_rows == 9
     assert columns["category_id"].physical_type == "INT32"
@@ -596,6 +622,10 @@ def test_outputs_are_not_overwritten_silently(tmp_path):
     run_import(tmp_path, path, num_shards=3)
     with pytest.raises(FileExistsError, match="overwrite"):
         run_import(tmp_path, path)
+    bad = write_csv(tmp_path / "bad.csv", GOLDEN + [(1, 0, 1, "pv", 5)])
+    with pytest.raises(BadRowError):  # Old outputs survive a failed run.
+        run_import(tmp_path, bad, overwrite=True)
+    assert len(os.listdir(tmp_path / "out")) == 7
     _, summary = run_import(tmp_path, path, overwrite=True, num_shards=1)
     names = sorted(os.listdir(tmp_path / "out"))
     assert names == ["eval-00000-of-00001.tfrecord.gz", "summary.json",
