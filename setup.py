@@ -46,6 +46,10 @@ setup(
             "hisac-tokenize=pipelines.tokenize_items:run",
             "hisac-train=pipelines.train:run",
             "hisac-evaluate=pipelines.evaluate:run",
+            "hisac-export=pipelines.export:run",
+            "hisac-serve=serving.local_server:run",
+            "hisac-score=serving.grpc_client:run",
+            "hisac-loadtest=serving.load_test:run",
             "hisac-demo=pipelines.demo:run",
         ]
     },

@@ -52,6 +52,8 @@ ITEM_ID = "item_id"
 ITEM_CATEGORY = "category_id"
 ITEM_EMBEDDING = "content_embedding"
 ITEM_SUBTOPIC = "subtopic_id"  # Synthetic data only: the true sub-topic.
+# Per-impression examples (serving's `predict_examples`): one candidate each.
+IMPRESSION_CANDIDATE_FEATURES = ("cand_item_id", "cand_category_id")
 
 
 class DataError(ValueError):
@@ -281,6 +283,97 @@ class FeatureSpec:
 
     def model_feature_names(self) -> tuple[str, ...]:
         return tuple(self.input_signature())
+
+    # -------------------------------------------------- impression examples
+    # One record per impression (request × candidate), for serving clients
+    # that send flat `tf.Example`s (`predict_examples` signature):
+    #
+    #     user_id, request_time, <user features>   int64 scalars
+    #     hist_item_ids, hist_category_ids,
+    #     hist_behaviors, hist_timestamps          int64 lists, oldest first
+    #     cand_item_id, cand_category_id           int64 scalars
+    #
+    # Histories of any length are accepted; `pad_impressions` keeps the
+    # newest N items, as `pad_batch` does for request records.
+    def impression_parse_spec(self) -> dict:
+        """`tf.io.parse_example` spec of per-impression examples."""
+        spec = {
+            name: tf.io.FixedLenFeature([], tf.int64)
+            for name in self.scalar_features + IMPRESSION_CANDIDATE_FEATURES
+        }
+        for name in HISTORY_FEATURES:
+            spec[name] = tf.io.RaggedFeature(tf.int64)
+        return spec
+
+    def parse_impressions(self, serialized: tf.Tensor) -> dict:
+        """Parses serialized impressions [B] (scalars [B], ragged lists)."""
+        return tf.io.parse_example(serialized, self.impression_parse_spec())
+
+    def pad_impressions(self, raw: Mapping[str, tf.Tensor]) -> dict:
+        """Parsed impressions -> the padded request layout with C = 1.
+
+        Args:
+          raw: output of `parse_impressions` for B impressions.
+        Returns:
+          scalars [B]; hist_* [B, N] (newest N, zero-padded at the end);
+          hist_length, hist_raw_length [B] int32; cand_item_ids,
+          cand_category_ids [B, 1]; cand_count [B] int32 (ones).
+        """
+        n = self.max_history
+        out = {name: raw[name] for name in self.scalar_features}
+        hist_len = raw["hist_item_ids"].row_lengths()  # [B]
+        out["hist_length"] = tf.cast(tf.minimum(hist_len, n), tf.int32)
+        out["hist_raw_length"] = tf.cast(hist_len, tf.int32)
+        for name in HISTORY_FEATURES:
+            newest = raw[name][:, -n:]  # [B, <=N] keeps the newest items.
+            out[name] = newest.to_tensor(0, shape=[None, n])  # [B, N]
+        for plural, single in zip(
+            CANDIDATE_FEATURES, IMPRESSION_CANDIDATE_FEATURES
+        ):
+            out[plural] = raw[single][:, None]  # [B, 1]
+        out["cand_count"] = tf.ones_like(out["hist_length"])  # [B]
+        return out
+
+    def impression_example(
+        self, request: Mapping[str, object], candidate: int
+    ) -> tf.train.Example:
+        """The impression of one candidate of a request.
+
+        Args:
+          request: plain values as for `to_example` (labels and `true_ctr`
+            are not needed and ignored).
+          candidate: index into the request's `cand_item_ids`.
+        Raises:
+          DataError: a missing field, non-integer values, or a candidate
+            index outside the request's candidates.
+        """
+        items = np.asarray(_get(request, "cand_item_ids")).ravel()
+        cats = np.asarray(_get(request, "cand_category_ids")).ravel()
+        if len(cats) != len(items):
+            raise DataError(
+                f"field 'cand_category_ids' has {len(cats)} entries but "
+                f"'cand_item_ids' has {len(items)}"
+            )
+        if not 0 <= candidate < len(items):
+            raise DataError(
+                f"candidate index {candidate} is outside the request's "
+                f"{len(items)} candidates"
+            )
+        feats = {}
+        for name in self.scalar_features:
+            feats[name] = _int_feature(name, [_get(request, name)])
+        for name in HISTORY_FEATURES:
+            feats[name] = _int_feature(name, _get(request, name))
+        for name, values in zip(IMPRESSION_CANDIDATE_FEATURES, (items, cats)):
+            feats[name] = _int_feature(name, values[candidate:candidate + 1])
+        return tf.train.Example(features=tf.train.Features(feature=feats))
+
+    def impression_examples(
+        self, request: Mapping[str, object]
+    ) -> list[tf.train.Example]:
+        """One `impression_example` per candidate of the request."""
+        count = len(np.asarray(_get(request, "cand_item_ids")).ravel())
+        return [self.impression_example(request, j) for j in range(count)]
 
 
 def _get(request: Mapping[str, object], name: str):

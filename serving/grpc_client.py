@@ -1,0 +1,572 @@
+"""gRPC client of a served hisac model (TF Serving or `local_server`).
+
+Requests are built from `FeatureSpec.input_signature()` (names and dtypes,
+the one source of truth of DESIGN §4) and sent through
+`tensorflow-serving-api`'s `PredictionService`:
+
+    predict(features)            serving_default   -> ctr [R, C]
+    encode_user(user features)   encode_user       -> state (cacheable)
+    score_with_state(state, c)   score_with_state  -> ctr [R, C]
+    predict_examples(serialized) predict_examples  -> ctr [B]
+
+Every call has a deadline (`timeout_s`) and is retried with exponential
+backoff on UNAVAILABLE only (a server that is starting or restarting);
+other errors raise `ServingError` at once with the server's status code and
+message. `max_message_mb` lifts gRPC's 4 MiB default for long histories.
+
+Command line (one request from a JSON file, or the first requests of a
+request-level TFRecord file, parsed and padded by the input pipeline):
+
+    python -m serving.grpc_client --config=tiny \
+        --client_target=localhost:8500 --client_request=request.json \
+        [--client_two_step | --client_examples] [--client_version=2 |
+        --client_version_label=canary] [--client_timeout_s=5]
+
+A JSON request is one object with every scalar feature (user_id,
+request_time, user features) and the lists (hist_item_ids,
+hist_category_ids, hist_behaviors, hist_timestamps, oldest first;
+cand_item_ids, cand_category_ids); histories longer than the config's N
+keep their newest N items, as in training.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Mapping, Sequence
+
+import grpc
+
+import hisac_tf  # noqa: F401  (Keras 2 before TensorFlow)
+import numpy as np
+import tensorflow as tf
+from tensorflow.core.framework import tensor_pb2
+from tensorflow_serving.apis import (
+    get_model_metadata_pb2,
+    get_model_status_pb2,
+    model_service_pb2_grpc,
+    predict_pb2,
+    prediction_service_pb2_grpc,
+)
+
+from hisac_tf.config import DataConfig
+from hisac_tf.feature_spec import (
+    CANDIDATE_FEATURES,
+    HISTORY_FEATURES,
+    FeatureSpec,
+)
+
+CTR = "ctr"
+CANDIDATE_INPUTS = CANDIDATE_FEATURES + ("cand_count",)
+MiB = 1 << 20
+
+
+class ServingError(RuntimeError):
+    """A failed call: the gRPC status `code` and the server's `details`."""
+
+    def __init__(self, code: grpc.StatusCode, details: str, method: str):
+        super().__init__(f"{method} failed with {code.name}: {details}")
+        self.code = code
+        self.details = details
+        self.method = method
+
+
+def default_spec() -> FeatureSpec:
+    """The spec of the default data config (names and dtypes only)."""
+    return FeatureSpec.from_config(DataConfig())
+
+
+class HisacClient:
+    """Client of one served model.
+
+    Args:
+      target: "host:port" of the server.
+      model_name: the served model's name.
+      version: a version number to pin, or None.
+      version_label: a version label ("stable", "canary"), or None.
+      timeout_s: deadline of each attempt.
+      retries: further attempts after an UNAVAILABLE answer.
+      max_message_mb: largest message sent or received, MiB.
+      spec: the `FeatureSpec` whose input names and dtypes requests use
+        (default: the default data config's).
+      backoff_s: first wait before a retry; doubles each retry (max 2 s).
+    """
+
+    def __init__(
+        self,
+        target: str,
+        model_name: str = "hisac",
+        version: int | None = None,
+        version_label: str | None = None,
+        timeout_s: float = 5.0,
+        retries: int = 3,
+        max_message_mb: int = 256,
+        spec: FeatureSpec | None = None,
+        backoff_s: float = 0.1,
+    ):
+        if version is not None and version_label is not None:
+            raise ValueError(
+                f"give version ({version}) or version_label "
+                f"({version_label!r}), not both"
+            )
+        if timeout_s <= 0:
+            raise ValueError(f"timeout_s must be > 0, got {timeout_s}")
+        if retries < 0:
+            raise ValueError(f"retries must be >= 0, got {retries}")
+        if max_message_mb <= 0:
+            raise ValueError(
+                f"max_message_mb must be > 0, got {max_message_mb}"
+            )
+        self.target = target
+        self.model_name = model_name
+        self.version = version
+        self.version_label = version_label
+        self.timeout_s = timeout_s
+        self.retries = retries
+        self.backoff_s = backoff_s
+        self.spec = spec or default_spec()
+        self._signature = self.spec.input_signature()
+        limit = int(max_message_mb * MiB)
+        self.channel = grpc.insecure_channel(
+            target,
+            options=[
+                ("grpc.max_send_message_length", limit),
+                ("grpc.max_receive_message_length", limit),
+            ],
+        )
+        self.prediction = prediction_service_pb2_grpc.PredictionServiceStub(
+            self.channel
+        )
+        self.models = model_service_pb2_grpc.ModelServiceStub(self.channel)
+        self._state_inputs: dict = {}
+
+    def close(self) -> None:
+        self.channel.close()
+
+    def __enter__(self) -> "HisacClient":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -------------------------------------------------------- transport
+    def call(self, method: str, request):
+        """Calls `method` ("Predict", "GetModelMetadata", "GetModelStatus")
+        with the deadline and the UNAVAILABLE retries."""
+        stub = self.models if method == "GetModelStatus" else self.prediction
+        rpc = getattr(stub, method)
+        wait = self.backoff_s
+        for attempt in range(self.retries + 1):
+            try:
+                return rpc(request, timeout=self.timeout_s)
+            except grpc.RpcError as e:
+                code = e.code()
+                if (code == grpc.StatusCode.UNAVAILABLE
+                        and attempt < self.retries):
+                    time.sleep(wait)
+                    wait = min(2 * wait, 2.0)
+                    continue
+                raise ServingError(code, e.details() or "", method) from None
+        raise AssertionError("unreachable")
+
+    def _model_spec(self, target, signature_name: str | None = None):
+        target.name = self.model_name
+        if self.version is not None:
+            target.version.value = self.version
+        elif self.version_label is not None:
+            target.version_label = self.version_label
+        if signature_name is not None:
+            target.signature_name = signature_name
+
+    def run(
+        self,
+        signature_name: str,
+        inputs: Mapping[str, object],
+        output_filter: Sequence[str] = (),
+    ) -> dict[str, np.ndarray]:
+        """Runs any signature on raw inputs (numpy arrays or TensorProtos),
+        sent as they are (no dtype conversion); returns its outputs."""
+        request = predict_pb2.PredictRequest()
+        self._model_spec(request.model_spec, signature_name)
+        for name, value in inputs.items():
+            if isinstance(value, tensor_pb2.TensorProto):
+                request.inputs[name].CopyFrom(value)
+            else:
+                request.inputs[name].CopyFrom(
+                    tf.make_tensor_proto(np.asarray(value))
+                )
+        request.output_filter.extend(output_filter)
+        response = self.call("Predict", request)
+        return {k: tf.make_ndarray(v) for k, v in response.outputs.items()}
+
+    # ------------------------------------------------------- signatures
+    def predict(self, features: Mapping[str, object]) -> np.ndarray:
+        """ctr [R, C] of R padded requests (`serving_default`)."""
+        names = list(self._signature)
+        return self.run("serving_default", self._inputs(features, names))[CTR]
+
+    def encode_user(self, features: Mapping[str, object]) -> dict:
+        """The cacheable compressed state of R users (`encode_user`):
+        keys, values, bias, mask, user_embedding, model_fingerprint."""
+        names = [n for n in self._signature if n not in CANDIDATE_INPUTS]
+        wanted = self._state_names()
+        return self.run("encode_user", self._inputs(features, names),
+                        output_filter=wanted)
+
+    def score_with_state(self, state: Mapping[str, np.ndarray],
+                         candidates: Mapping[str, object]) -> np.ndarray:
+        """ctr [R, C] of candidates given `encode_user`'s state."""
+        names = [n for n in self._signature if n in CANDIDATE_INPUTS]
+        inputs = self._inputs(candidates, names)
+        wanted = self._state_names() or sorted(state)
+        for name in wanted:
+            if name not in state:
+                raise ValueError(
+                    f"state is missing {name!r}; it has {sorted(state)} "
+                    "(pass what encode_user returned)"
+                )
+            inputs[name] = np.asarray(state[name])
+        return self.run("score_with_state", inputs)[CTR]
+
+    def predict_examples(self, serialized: Sequence[bytes]) -> np.ndarray:
+        """ctr [B] of serialized per-impression tf.Examples."""
+        examples = np.asarray(list(serialized), dtype=object)
+        if examples.ndim != 1:
+            raise ValueError(
+                f"serialized must be a flat list of bytes, got shape "
+                f"{examples.shape}"
+            )
+        return self.run("predict_examples", {"examples": examples})[CTR]
+
+    def metadata(self) -> dict:
+        """Signatures of the selected version: {name: {"inputs": {input:
+        {"dtype", "shape"}}, "outputs": {...}, "method_name"}, plus
+        "_version"}."""
+        request = get_model_metadata_pb2.GetModelMetadataRequest()
+        self._model_spec(request.model_spec)
+        request.metadata_field.append("signature_def")
+        response = self.call("GetModelMetadata", request)
+        defs = get_model_metadata_pb2.SignatureDefMap()
+        response.metadata["signature_def"].Unpack(defs)
+        out = {"_version": response.model_spec.version.value}
+        for name, sig in defs.signature_def.items():
+            out[name] = {
+                "method_name": sig.method_name,
+                "inputs": _tensor_infos(sig.inputs),
+                "outputs": _tensor_infos(sig.outputs),
+            }
+        return out
+
+    def status(self) -> list[dict]:
+        """[{"version", "state", "error_code", "error_message"}, ...]."""
+        request = get_model_status_pb2.GetModelStatusRequest()
+        self._model_spec(request.model_spec)
+        response = self.call("GetModelStatus", request)
+        states = get_model_status_pb2.ModelVersionStatus.State
+        return [
+            {
+                "version": s.version,
+                "state": states.Name(s.state),
+                "error_code": s.status.error_code,
+                "error_message": s.status.error_message,
+            }
+            for s in response.model_version_status
+        ]
+
+    def wait_until_ready(self, timeout_s: float = 60.0) -> None:
+        """Blocks until the server answers with an AVAILABLE version.
+
+        Errors other than UNAVAILABLE (an unknown model or version) end the
+        wait at once: the calls that follow report them.
+
+        Raises:
+          ServingError(UNAVAILABLE): not ready after `timeout_s`.
+        """
+        deadline = time.monotonic() + timeout_s
+        request = get_model_status_pb2.GetModelStatusRequest()
+        self._model_spec(request.model_spec)
+        state = get_model_status_pb2.ModelVersionStatus.State
+        while True:
+            details = "no version AVAILABLE yet"
+            try:
+                response = self.models.GetModelStatus(
+                    request, timeout=min(self.timeout_s, timeout_s))
+                if any(s.state == state.AVAILABLE
+                       for s in response.model_version_status):
+                    return
+            except grpc.RpcError as e:
+                if e.code() != grpc.StatusCode.UNAVAILABLE:
+                    return
+                details = e.details() or ""
+            if time.monotonic() > deadline:
+                raise ServingError(
+                    grpc.StatusCode.UNAVAILABLE,
+                    f"{self.target} not ready after {timeout_s} s: "
+                    f"{details}", "GetModelStatus")
+            time.sleep(0.2)
+
+    # ---------------------------------------------------------- helpers
+    def _state_names(self) -> list[str]:
+        """score_with_state's state inputs (from the model's metadata)."""
+        key = (self.version, self.version_label)
+        if key not in self._state_inputs:
+            sig = self.metadata().get("score_with_state")
+            if sig is None:
+                raise ServingError(
+                    grpc.StatusCode.NOT_FOUND,
+                    "the model has no score_with_state signature",
+                    "GetModelMetadata",
+                )
+            self._state_inputs[key] = sorted(
+                n for n in sig["inputs"] if n not in CANDIDATE_INPUTS
+            )
+        return self._state_inputs[key]
+
+    def _inputs(self, features: Mapping[str, object],
+                names: Sequence[str]) -> dict[str, np.ndarray]:
+        """Arrays of `names` in the spec's dtypes (checked, not coerced)."""
+        out = {}
+        for name in names:
+            if name not in features:
+                raise ValueError(
+                    f"features are missing {name!r}; need {list(names)}"
+                )
+            out[name] = _as_dtype(name, features[name],
+                                  self._signature[name].dtype)
+        return out
+
+
+def _as_dtype(name: str, value, dtype: tf.DType) -> np.ndarray:
+    """Integer values converted to `dtype`; anything else is refused."""
+    arr = np.asarray(value)
+    want = dtype.as_numpy_dtype
+    if arr.dtype == want:
+        return arr
+    if arr.size and not np.issubdtype(arr.dtype, np.integer):
+        raise ValueError(
+            f"feature {name!r} must hold integers ({dtype.name}), got "
+            f"dtype {arr.dtype}"
+        )
+    info = np.iinfo(want)
+    if arr.size and (arr.min() < info.min or arr.max() > info.max):
+        raise ValueError(
+            f"feature {name!r} has values outside {dtype.name}: "
+            f"[{arr.min()}, {arr.max()}]"
+        )
+    return arr.astype(want)
+
+
+def _tensor_infos(infos) -> dict:
+    out = {}
+    for name, info in infos.items():
+        shape = (None if info.tensor_shape.unknown_rank
+                 else [d.size for d in info.tensor_shape.dim])
+        out[name] = {
+            "dtype": tf.dtypes.as_dtype(info.dtype).name,
+            "shape": shape,
+        }
+    return out
+
+
+# --------------------------------------------------------------- requests
+def request_from_dict(request: Mapping[str, object],
+                      spec: FeatureSpec) -> dict[str, np.ndarray]:
+    """One request's plain values -> padded model inputs with R = 1.
+
+    Histories keep their newest `spec.max_history` items (as training
+    does); the request's own lengths give hist_length and cand_count.
+
+    Raises:
+      ValueError: naming a missing field or lists of disagreeing lengths.
+    """
+    out = {}
+    for name in spec.scalar_features:
+        if name not in request:
+            raise ValueError(f"request is missing field {name!r}")
+        value = np.asarray(request[name])
+        if value.ndim != 0:
+            raise ValueError(
+                f"field {name!r} must be one integer, got {request[name]!r}"
+            )
+        out[name] = _as_dtype(name, value.reshape([1]), tf.int64)
+    for group, count in ((HISTORY_FEATURES, "hist_length"),
+                         (CANDIDATE_FEATURES, "cand_count")):
+        lists = {}
+        for name in group:
+            if name not in request:
+                raise ValueError(f"request is missing field {name!r}")
+            values = np.asarray(request[name])
+            if values.ndim != 1:
+                raise ValueError(
+                    f"field {name!r} must be a list of integers, got "
+                    f"shape {list(values.shape)}"
+                )
+            lists[name] = _as_dtype(name, values, tf.int64)
+        lengths = {name: len(v) for name, v in lists.items()}
+        if len(set(lengths.values())) > 1:
+            raise ValueError(
+                f"lists of one request must have equal lengths, got "
+                f"{lengths}"
+            )
+        if group is HISTORY_FEATURES:
+            lists = {k: v[-spec.max_history:] for k, v in lists.items()}
+        n = len(next(iter(lists.values())))
+        for name, values in lists.items():
+            out[name] = values.reshape([1, n])
+        out[count] = np.asarray([n], np.int32)
+    return out
+
+
+def request_from_json(path: str, spec: FeatureSpec) -> dict[str, np.ndarray]:
+    """One request from a JSON file (see the module docstring)."""
+    with tf.io.gfile.GFile(path) as f:
+        request = json.load(f)
+    if not isinstance(request, dict):
+        raise ValueError(f"{path}: expected one JSON object (a request)")
+    return request_from_dict(request, spec)
+
+
+def requests_from_tfrecord(path: str, spec: FeatureSpec,
+                           max_requests: int = 1,
+                           compression: str | None = None) -> dict:
+    """The first `max_requests` requests of a request-level TFRecord file,
+    parsed, checked and padded by the training input pipeline."""
+    from pipelines import input_pipeline
+
+    if compression is None:
+        compression = "GZIP" if path.endswith(".gz") else ""
+    ds = input_pipeline.request_dataset(
+        path, spec, max_requests, compression=compression,
+        deterministic=True, num_parallel_reads=1,
+    )
+    for batch in ds.take(1):
+        names = spec.input_signature()
+        return {k: v.numpy() for k, v in batch.items() if k in names}
+    raise ValueError(f"{path} holds no request")
+
+
+def load_request(path: str, spec: FeatureSpec,
+                 max_requests: int = 1) -> dict[str, np.ndarray]:
+    """Model inputs from a .json request or a request-level TFRecord."""
+    if path.endswith(".json"):
+        return request_from_json(path, spec)
+    return requests_from_tfrecord(path, spec, max_requests)
+
+
+def split_request(features: Mapping[str, np.ndarray]) -> tuple[dict, dict]:
+    """(user-side features, candidate features) of padded inputs."""
+    user = {k: v for k, v in features.items() if k not in CANDIDATE_INPUTS}
+    cands = {k: v for k, v in features.items() if k in CANDIDATE_INPUTS}
+    return user, cands
+
+
+def request_values(features: Mapping[str, np.ndarray], r: int) -> dict:
+    """Row r of padded requests as plain values (lists cut to length)."""
+    n, c = int(features["hist_length"][r]), int(features["cand_count"][r])
+    out = {k: int(v[r]) for k, v in features.items() if np.ndim(v) == 1}
+    for name in HISTORY_FEATURES:
+        out[name] = np.asarray(features[name])[r, :n].tolist()
+    for name in CANDIDATE_FEATURES:
+        out[name] = np.asarray(features[name])[r, :c].tolist()
+    return out
+
+
+def impression_examples(features: Mapping[str, np.ndarray],
+                        spec: FeatureSpec) -> list[list[bytes]]:
+    """Per-impression tf.Examples of padded requests, for predict_examples.
+
+    The examples are `FeatureSpec.impression_example`s (user features, the
+    unpadded history, one cand_item_id and cand_category_id). Returns one
+    list of serialized examples per request, its valid candidates in order.
+    """
+    rows = len(features["user_id"])
+    return [
+        [ex.SerializeToString() for ex in
+         spec.impression_examples(request_values(features, r))]
+        for r in range(rows)
+    ]
+
+
+# -------------------------------------------------------------------- CLI
+def _define_flags():
+    from absl import flags
+
+    flags.DEFINE_string("client_target", "localhost:8500", "host:port.")
+    flags.DEFINE_string("client_request", None,
+                        "Request file: .json (one request) or a "
+                        "request-level TFRecord (.tfrecord[.gz]).")
+    flags.DEFINE_integer("client_max_requests", 1,
+                         "Requests read from a TFRecord file.")
+    flags.DEFINE_bool("client_two_step", False,
+                      "Score through encode_user + score_with_state.")
+    flags.DEFINE_bool("client_examples", False,
+                      "Score through predict_examples (one per candidate).")
+    flags.DEFINE_bool("client_metadata", False,
+                      "Print the model's metadata and status instead.")
+    flags.DEFINE_string("client_model_name", "hisac", "Model name.")
+    flags.DEFINE_integer("client_version", None, "Model version to pin.")
+    flags.DEFINE_string("client_version_label", None,
+                        "Version label (stable, canary).")
+    flags.DEFINE_float("client_timeout_s", 5.0, "Deadline per attempt.")
+    flags.DEFINE_integer("client_retries", 3, "Retries on UNAVAILABLE.")
+    flags.DEFINE_integer("client_max_message_mb", 256,
+                         "Largest message, MiB.")
+
+
+def main(cfg) -> dict:
+    from absl import flags
+
+    FLAGS = flags.FLAGS
+    spec = FeatureSpec.from_config(cfg.data)
+    client = HisacClient(
+        FLAGS.client_target,
+        model_name=FLAGS.client_model_name,
+        version=FLAGS.client_version,
+        version_label=FLAGS.client_version_label,
+        timeout_s=FLAGS.client_timeout_s,
+        retries=FLAGS.client_retries,
+        max_message_mb=FLAGS.client_max_message_mb,
+        spec=spec,
+    )
+    with client:
+        if FLAGS.client_metadata:
+            out = {"metadata": client.metadata(), "status": client.status()}
+            print(json.dumps(out, indent=2))
+            return out
+        if not FLAGS.client_request:
+            raise SystemExit("--client_request is required")
+        features = load_request(FLAGS.client_request, spec,
+                                FLAGS.client_max_requests)
+        counts = features["cand_count"]
+        start = time.perf_counter()
+        if FLAGS.client_examples:
+            ctr = [client.predict_examples(ex).tolist()
+                   for ex in impression_examples(features, spec)]
+            mode = "predict_examples"
+        else:
+            if FLAGS.client_two_step:
+                user, cands = split_request(features)
+                ctr = client.score_with_state(client.encode_user(user),
+                                              cands)
+                mode = "encode_user+score_with_state"
+            else:
+                ctr = client.predict(features)
+                mode = "serving_default"
+            ctr = [row[:n].tolist() for row, n in zip(ctr, counts)]
+        out = {
+            "mode": mode,
+            "user_id": features["user_id"].tolist(),
+            "cand_item_ids": [row[:n].tolist() for row, n in
+                              zip(features["cand_item_ids"], counts)],
+            "ctr": ctr,
+            "latency_ms": round(1000 * (time.perf_counter() - start), 3),
+        }
+    print(json.dumps(out))
+    return out
+
+
+if __name__ == "__main__":
+    from pipelines import cli
+
+    _define_flags()
+    cli.run(main)

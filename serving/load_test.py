@@ -1,0 +1,288 @@
+"""Load test: concurrent gRPC clients for a fixed time, QPS and latency.
+
+Each of `concurrency` threads owns a `HisacClient` (its own channel, so
+the threads do not share one HTTP/2 connection) and sends the same request
+back to back. Each client's first call (connection set-up, the server's
+first run of the signature) and the calls started during the warm-up are
+not counted; calls started in the measured window are, and the window
+(`elapsed_s`) lasts until the last of them has ended, so QPS = calls /
+elapsed_s. The report
+(a dict, also written as JSON) holds the completed calls, the errors by
+status code, QPS, candidates scored per second and the p50/p95/p99 latency
+in milliseconds.
+
+    python -m serving.load_test --config=tiny --load_target=localhost:8500 \
+        [--load_request=request.json] [--load_history=1000 \
+        --load_candidates=100] --load_concurrency=8 --load_duration_s=10 \
+        [--load_mode=predict|two_step|examples] \
+        [--load_output=load_test.json]
+
+Without --load_request the request is a random one of the given history
+length and candidate count (`random_request`).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from typing import Mapping
+
+import hisac_tf  # noqa: F401  (Keras 2 before TensorFlow)
+import numpy as np
+import tensorflow as tf
+
+from hisac_tf.feature_spec import FeatureSpec
+from serving import grpc_client
+
+MODES = ("predict", "two_step", "examples")
+
+
+def random_request(
+    spec: FeatureSpec,
+    history: int,
+    candidates: int,
+    requests: int = 1,
+    seed: int = 0,
+    num_items: int = 100_000,
+    num_categories: int = 1_000,
+) -> dict[str, np.ndarray]:
+    """R random padded requests, each with `history` items (full) and
+    `candidates` candidates; ids >= 1, timestamps sorted, before the
+    request time."""
+    rng = np.random.default_rng(seed)
+    r, n, c = requests, history, candidates
+    request_time = np.full([r], 1_700_000_000, np.int64)
+    out = {
+        "user_id": rng.integers(1, 1_000_000, r),
+        "request_time": request_time,
+    }
+    for name in spec.user_features:
+        out[name] = rng.integers(1, 10, r)
+    out["hist_item_ids"] = rng.integers(1, num_items + 1, (r, n))
+    out["hist_category_ids"] = rng.integers(1, num_categories + 1, (r, n))
+    out["hist_behaviors"] = rng.integers(1, 5, (r, n))
+    gaps = np.sort(rng.integers(1, 30 * 86_400, (r, n)), axis=1)[:, ::-1]
+    out["hist_timestamps"] = request_time[:, None] - gaps  # Oldest first.
+    out["hist_length"] = np.full([r], n, np.int32)
+    out["cand_item_ids"] = rng.integers(1, num_items + 1, (r, c))
+    out["cand_category_ids"] = rng.integers(1, num_categories + 1, (r, c))
+    out["cand_count"] = np.full([r], c, np.int32)
+    return {
+        k: v.astype(np.int32 if k in ("hist_length", "cand_count")
+                    else np.int64)
+        for k, v in out.items()
+    }
+
+
+def _call_fn(client: grpc_client.HisacClient, features, mode: str,
+             spec: FeatureSpec):
+    if mode == "predict":
+        return lambda: client.predict(features)
+    if mode == "two_step":
+        user, cands = grpc_client.split_request(features)
+        return lambda: client.score_with_state(client.encode_user(user),
+                                               cands)
+    if mode == "examples":
+        examples = sum(grpc_client.impression_examples(features, spec), [])
+        return lambda: client.predict_examples(examples)
+    raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+
+
+def run_load_test(
+    target: str,
+    features: Mapping[str, np.ndarray],
+    *,
+    spec: FeatureSpec | None = None,
+    mode: str = "predict",
+    concurrency: int = 8,
+    duration_s: float = 10.0,
+    warmup_s: float = 1.0,
+    model_name: str = "hisac",
+    version: int | None = None,
+    version_label: str | None = None,
+    timeout_s: float = 10.0,
+    max_message_mb: int = 256,
+    ready_timeout_s: float = 60.0,
+) -> dict:
+    """Runs the load test; returns the report (see the module docstring).
+
+    Args:
+      target: "host:port".
+      features: one padded request batch (model inputs), sent by every
+        call.
+      spec: the FeatureSpec of the inputs (default data config's).
+      mode: "predict" (serving_default), "two_step" (encode_user then
+        score_with_state, two round trips a call) or "examples"
+        (predict_examples, one example per candidate).
+      concurrency: client threads.
+      duration_s: measured seconds (after `warmup_s`).
+      ready_timeout_s: how long to wait for the server to serve the model
+        before the clients start.
+    """
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    if concurrency < 1:
+        raise ValueError(f"concurrency must be >= 1, got {concurrency}")
+    if duration_s <= 0:
+        raise ValueError(f"duration_s must be > 0, got {duration_s}")
+    spec = spec or grpc_client.default_spec()
+    with grpc_client.HisacClient(
+        target, model_name=model_name, version=version,
+        version_label=version_label, spec=spec,
+    ) as probe:
+        probe.wait_until_ready(ready_timeout_s)
+    latencies: list[list[float]] = [[] for _ in range(concurrency)]
+    ends = [0.0] * concurrency  # When each thread's last counted call ended.
+    errors: list[dict] = [{} for _ in range(concurrency)]
+    clock = {}
+
+    def set_clock():  # Runs once, when every client is ready.
+        clock["start"] = time.perf_counter() + warmup_s
+        clock["stop"] = clock["start"] + duration_s
+
+    barrier = threading.Barrier(concurrency, action=set_clock)
+
+    failures: list[BaseException] = []
+
+    def worker(i):
+        client = grpc_client.HisacClient(
+            target, model_name=model_name, version=version,
+            version_label=version_label, timeout_s=timeout_s, retries=0,
+            max_message_mb=max_message_mb, spec=spec,
+        )
+        try:
+            with client:
+                call = _call_fn(client, features, mode, spec)
+                try:
+                    call()  # Connects; the server's first call is slow.
+                except grpc_client.ServingError:
+                    pass  # Counted when it happens again in the window.
+                barrier.wait()
+                start, stop = clock["start"], clock["stop"]
+                while True:
+                    t0 = time.perf_counter()
+                    if t0 >= stop:
+                        break
+                    try:
+                        call()
+                        code = None
+                    except grpc_client.ServingError as e:
+                        code = e.code.name
+                    t1 = time.perf_counter()
+                    if t0 < start:
+                        continue  # Warm-up: not counted.
+                    ends[i] = t1
+                    if code is None:
+                        latencies[i].append(t1 - t0)
+                    else:
+                        errors[i][code] = errors[i].get(code, 0) + 1
+        except BaseException as e:  # Reported by the main thread.
+            failures.append(e)
+            barrier.abort()
+
+    threads = [threading.Thread(target=worker, args=(i,), daemon=True)
+               for i in range(concurrency)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    real = [e for e in failures
+            if not isinstance(e, threading.BrokenBarrierError)]
+    if real or failures:
+        raise (real or failures)[0]
+    lat = np.asarray(sum(latencies, []), np.float64) * 1000.0
+    # Calls started in the window count; the window lasts until the last
+    # of them ended (slow calls would otherwise be dropped at the end).
+    elapsed = max([clock["stop"]] + ends) - clock["start"]
+    error_counts: dict[str, int] = {}
+    for e in errors:
+        for code, n in e.items():
+            error_counts[code] = error_counts.get(code, 0) + n
+    requests = int(features["user_id"].shape[0])
+    candidates = int(np.sum(features["cand_count"]))
+    report = {
+        "target": target,
+        "mode": mode,
+        "concurrency": concurrency,
+        "duration_s": duration_s,
+        "elapsed_s": elapsed,
+        "requests_per_call": requests,
+        "candidates_per_call": candidates,
+        "history_length": int(features["hist_item_ids"].shape[1]),
+        "calls": int(lat.size),
+        "errors": error_counts,
+        "qps": lat.size / elapsed,
+        "candidates_per_s": lat.size * candidates / elapsed,
+        "latency_ms": _percentiles(lat),
+    }
+    return report
+
+
+def _percentiles(lat_ms: np.ndarray) -> dict:
+    if lat_ms.size == 0:
+        return {"p50": None, "p95": None, "p99": None, "mean": None,
+                "max": None}
+    p50, p95, p99 = np.percentile(lat_ms, [50, 95, 99])
+    return {
+        "p50": float(p50), "p95": float(p95), "p99": float(p99),
+        "mean": float(lat_ms.mean()), "max": float(lat_ms.max()),
+    }
+
+
+# -------------------------------------------------------------------- CLI
+def _define_flags():
+    from absl import flags
+
+    flags.DEFINE_string("load_target", "localhost:8500", "host:port.")
+    flags.DEFINE_string("load_request", None,
+                        "Request file (.json or request TFRecord); default "
+                        "a random request.")
+    flags.DEFINE_integer("load_history", 1000,
+                         "History length of the random request.")
+    flags.DEFINE_integer("load_candidates", 100,
+                         "Candidates of the random request.")
+    flags.DEFINE_integer("load_requests", 1, "Requests per call.")
+    flags.DEFINE_enum("load_mode", "predict", list(MODES), "Signature path.")
+    flags.DEFINE_integer("load_concurrency", 8, "Client threads.")
+    flags.DEFINE_float("load_duration_s", 10.0, "Measured seconds.")
+    flags.DEFINE_float("load_warmup_s", 1.0, "Unmeasured seconds first.")
+    flags.DEFINE_string("load_model_name", "hisac", "Model name.")
+    flags.DEFINE_integer("load_version", None, "Model version to pin.")
+    flags.DEFINE_string("load_version_label", None, "Version label.")
+    flags.DEFINE_float("load_timeout_s", 10.0, "Deadline per call.")
+    flags.DEFINE_string("load_output", None, "JSON report path.")
+
+
+def main(cfg) -> dict:
+    from absl import flags
+
+    FLAGS = flags.FLAGS
+    spec = FeatureSpec.from_config(cfg.data)
+    if FLAGS.load_request:
+        features = grpc_client.load_request(FLAGS.load_request, spec,
+                                            FLAGS.load_requests)
+    else:
+        features = random_request(spec, FLAGS.load_history,
+                                  FLAGS.load_candidates, FLAGS.load_requests)
+    report = run_load_test(
+        FLAGS.load_target, features, spec=spec, mode=FLAGS.load_mode,
+        concurrency=FLAGS.load_concurrency,
+        duration_s=FLAGS.load_duration_s, warmup_s=FLAGS.load_warmup_s,
+        model_name=FLAGS.load_model_name, version=FLAGS.load_version,
+        version_label=FLAGS.load_version_label,
+        timeout_s=FLAGS.load_timeout_s,
+    )
+    text = json.dumps(report, indent=2)
+    if FLAGS.load_output:
+        with tf.io.gfile.GFile(FLAGS.load_output, "w") as f:
+            f.write(text + "\n")
+    print(text)
+    return report
+
+
+if __name__ == "__main__":
+    from pipelines import cli
+
+    _define_flags()
+    cli.run(main)

@@ -1,0 +1,496 @@
+"""`ServingModule`: the serving signatures of a trained HiSACRanker.
+
+DESIGN §6. Four `tf.function`s over the ranker's variables, saved as the
+SavedModel's signatures (only core TensorFlow ops; raw ids are hashed or
+binary-searched inside the graph):
+
+    serving_default   R requests: user features [R], histories [R, N'],
+                      hist_length [R], candidates [R, C], cand_count [R]
+                      -> ctr [R, C] float32 (0.0 past cand_count).
+                      The user side (compress_user) runs once per request,
+                      then the C candidates are scored against it.
+    encode_user       the user/history inputs of serving_default
+                      -> keys, values [R, H, A, dk] float32, bias [R, A]
+                      float32, mask [R, A] int32 (1 = active agent),
+                      user_embedding [R, Du] float32, model_fingerprint [R]
+                      int64: the cacheable compressed user state. (A
+                      baseline compressor may have G = N' groups in place
+                      of A, and `sim_hard` adds group_categories [R, G]
+                      int64: see `ServingModule.state_shapes`.)
+    score_with_state  that state (same names, model_fingerprint included)
+                      + cand_item_ids, cand_category_ids [R, C], cand_count
+                      [R] -> ctr [R, C]. A state whose model_fingerprint is
+                      not this model's is rejected (INVALID_ARGUMENT).
+    predict_examples  examples [B] serialized per-impression tf.Example
+                      (`FeatureSpec.impression_parse_spec`) -> ctr [B].
+
+All give `sigmoid(model(features))` for the same inputs.
+
+Input rules (checked in the graph with `tf.debugging.Assert`, which TF
+Serving reports as INVALID_ARGUMENT naming the field, the value and the
+request row; a wrong dtype is refused before the graph runs, also with
+INVALID_ARGUMENT; a wrong rank fails the shape checks below or the first
+op that needs the rank):
+  * hist_* tensors share one shape [R, N'], cand_* one shape [R, C], and
+    every per-request tensor has R rows;
+  * 0 <= hist_length <= N' and 1 <= cand_count <= C (an empty candidate
+    list is an error);
+  * entries past hist_length / cand_count are padding and are ignored
+    whatever they hold (TF Serving's batching pads variable-length inputs
+    with the tensor's first element, not with 0);
+  * within the lengths: item ids >= 1, category ids, behaviours >= 0
+    (0 = unknown), timestamps sorted oldest first and <= request_time;
+    user_id and user features >= 0 (0 = unknown);
+  * histories longer than the exported N (`max_history`) keep their newest
+    N items (the last N of the first hist_length entries), as the training
+    reader does; shorter ones are used as they are;
+  * item ids unknown to the tokenizer tables or to training take the OOV
+    path (no semantic ID; hashed embedding row).
+
+With batching, TF Serving concatenates several callers' requests; a
+request that fails a check fails its whole batch, so clients should
+validate before sending. TF Serving also returns ctr padded to the widest
+C in the batch: callers keep the first C (or cand_count) entries of their
+rows.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import hisac_tf  # noqa: F401  (Keras 2 before TensorFlow)
+import numpy as np
+import tensorflow as tf
+
+from hisac_tf.feature_spec import (
+    CANDIDATE_FEATURES,
+    HISTORY_FEATURES,
+    IMPRESSION_CANDIDATE_FEATURES,
+    FeatureSpec,
+)
+from hisac_tf.models.hisac_ranker import STATE_KEYS, HiSACRanker
+
+SERVING_DEFAULT = "serving_default"
+ENCODE_USER = "encode_user"
+SCORE_WITH_STATE = "score_with_state"
+PREDICT_EXAMPLES = "predict_examples"
+SIGNATURE_NAMES = (
+    SERVING_DEFAULT, ENCODE_USER, SCORE_WITH_STATE, PREDICT_EXAMPLES
+)
+CTR = "ctr"
+EXAMPLES = "examples"
+FINGERPRINT = "model_fingerprint"
+# encode_user outputs = score_with_state state inputs (for HiSAC and the
+# candidate-independent baselines; `ServingModule.state_keys` in general).
+STATE_OUTPUTS = STATE_KEYS + (FINGERPRINT,)
+CANDIDATE_INPUTS = CANDIDATE_FEATURES + ("cand_count",)
+
+
+class _Holder:
+    """Plain Python state kept out of the SavedModel's object graph.
+
+    Holds the Keras model (only its variables are saved, as
+    `ServingModule.weights`, so that saving does not run Keras' own layer
+    serialization) and the metadata that needs no saving.
+    """
+
+    def __init__(self, model, spec):
+        self.model = model
+        self.spec = spec
+        self.state_shapes: dict = {}
+        self.bool_state: set = set()
+
+
+def weights_fingerprint(variables, version: int) -> int:
+    """A positive int64 identifying the export: sha256 of the weights.
+
+    Args:
+      variables: the model's variables, in a fixed order (their values,
+        shapes and dtypes are hashed; names are not, as Keras may number
+        them differently from one process to the next).
+      version: the export version, mixed in so that two exports of the
+        same weights still tell their states apart.
+    """
+    digest = hashlib.sha256(f"hisac-export-v{int(version)}".encode())
+    for var in variables:
+        value = np.ascontiguousarray(var.numpy())
+        digest.update(f"|{value.dtype}|{value.shape}|".encode())
+        digest.update(value.tobytes())
+    return int.from_bytes(digest.digest()[:8], "big") & (2**63 - 1)
+
+
+class ServingModule(tf.Module):
+    """The exported object: signatures over a trained HiSACRanker.
+
+    Args:
+      model: a built, trained `HiSACRanker` (its variables exist).
+      spec: the `FeatureSpec` it was trained with (N = max_history).
+      version: the export version (part of the fingerprint).
+    Attributes:
+      weights: the model's variables (saved with the SavedModel).
+      model_fingerprint, export_version, max_history: non-trainable int64
+        variables, readable from the loaded SavedModel.
+    """
+
+    def __init__(
+        self, model: HiSACRanker, spec: FeatureSpec, version: int,
+        name: str = "hisac_serving",
+    ):
+        super().__init__(name=name)
+        if not model.built or not model.variables:
+            raise ValueError(
+                "ServingModule needs a built model (call it once, e.g. on "
+                "a batch, after restoring the checkpoint); got an unbuilt "
+                f"{type(model).__name__}"
+            )
+        if version < 1:
+            raise ValueError(f"version must be >= 1, got {version}")
+        self._holder = _Holder(model, spec)
+        self.weights = list(model.variables)
+        self.fingerprint = weights_fingerprint(self.weights, version)
+        self.model_fingerprint = tf.Variable(
+            self.fingerprint, dtype=tf.int64, trainable=False,
+            name="model_fingerprint")
+        self.export_version = tf.Variable(
+            int(version), dtype=tf.int64, trainable=False,
+            name="export_version")
+        self.max_history = tf.Variable(
+            spec.max_history, dtype=tf.int64, trainable=False,
+            name="max_history")
+        self._holder.state_shapes = self._state_shapes()
+        full = spec.input_signature()
+        user_sig = {k: full[k] for k in self.user_input_names}
+        cand_sig = {k: full[k] for k in CANDIDATE_INPUTS}
+        state_sig = {
+            name: tf.TensorSpec(shape, dtype, name)
+            for name, (shape, dtype) in self.state_shapes.items()
+        }
+        self.serving_default = tf.function(
+            self._serving_default, input_signature=[full])
+        self.encode_user = tf.function(
+            self._encode_user, input_signature=[user_sig])
+        self.score_with_state = tf.function(
+            self._score_with_state,
+            input_signature=[{**state_sig, **cand_sig}])
+        self.predict_examples = tf.function(
+            self._predict_examples,
+            input_signature=[tf.TensorSpec([None], tf.string, EXAMPLES)])
+
+    @property
+    def model(self) -> HiSACRanker:
+        return self._holder.model
+
+    @property
+    def spec(self) -> FeatureSpec:
+        return self._holder.spec
+
+    @property
+    def state_shapes(self) -> dict:
+        """encode_user output name -> (shape [None, ...], dtype)."""
+        return self._holder.state_shapes
+
+    @property
+    def user_input_names(self) -> tuple[str, ...]:
+        """Inputs of encode_user (and the user part of serving_default)."""
+        return (
+            self.spec.scalar_features + HISTORY_FEATURES + ("hist_length",)
+        )
+
+    def signatures(self) -> dict:
+        """Signature name -> concrete function, for `tf.saved_model.save`."""
+        return {
+            name: getattr(self, name).get_concrete_function()
+            for name in SIGNATURE_NAMES
+        }
+
+    # ------------------------------------------------------------- shapes
+    @property
+    def state_keys(self) -> tuple[str, ...]:
+        """The model's cacheable state (`STATE_KEYS`, plus
+        `group_categories` for a candidate-dependent compressor)."""
+        return tuple(getattr(self.model, "state_keys", STATE_KEYS))
+
+    def _state_shapes(self) -> dict:
+        """name -> (shape [None, ...], dtype) of encode_user's outputs.
+
+        Found by running the user side on two dummy histories (N' = 1, 3):
+        dimensions that follow N' (G = N' for the `full` and `sim_hard`
+        compressors) are left unknown. Booleans (the mask) travel as
+        int32, floats as float32.
+        """
+        spec = self.spec
+        runs = []
+        for width in (1, 3):
+            dummy = {name: tf.zeros([1], tf.int64)
+                     for name in spec.scalar_features}
+            for name in HISTORY_FEATURES:
+                dummy[name] = tf.zeros([1, width], tf.int64)
+            dummy["hist_length"] = tf.zeros([1], tf.int32)
+            runs.append(self.model.compress_user(dummy, training=False))
+        out = {}
+        for name in self.state_keys:
+            a, b = (run[name].shape.as_list() for run in runs)
+            dtype = runs[0][name].dtype
+            if dtype == tf.bool:
+                dtype = tf.int32
+                self._holder.bool_state.add(name)
+            elif dtype.is_floating:
+                dtype = tf.float32
+            shape = [None] + [x if x == y else None
+                              for x, y in zip(a[1:], b[1:])]
+            out[name] = (shape, dtype)
+        out[FINGERPRINT] = ([None], tf.int64)
+        return out
+
+    # --------------------------------------------------------- signatures
+    def _serving_default(self, features: dict) -> dict:
+        """Request-level scoring: user side once, C candidates after."""
+        user = self._prepare_user(features)
+        cands, valid = self._prepare_candidates(
+            features, rows=tf.shape(features["hist_item_ids"])[0])
+        state = self.model.compress_user(user, training=False)
+        logits = self.model.score(state, cands, training=False)  # [R, C]
+        return {CTR: _masked_ctr(logits, valid)}
+
+    def _encode_user(self, features: dict) -> dict:
+        """The cacheable compressed user state."""
+        user = self._prepare_user(features)
+        state = self.model.compress_user(user, training=False)
+        rows = tf.shape(features["hist_item_ids"])[0]
+        out = {
+            name: tf.cast(state[name], self.state_shapes[name][1])
+            for name in self.state_keys
+        }  # keys, values [R, H, A, dk]; bias, mask [R, A]; user [R, Du]
+        out[FINGERPRINT] = tf.fill([rows], self.model_fingerprint)  # [R]
+        return out
+
+    def _score_with_state(self, inputs: dict) -> dict:
+        """Candidates scored against a state from `encode_user`."""
+        rows = tf.shape(inputs["keys"])[0]
+        names = self.state_keys + (FINGERPRINT,)
+        checks = [
+            _same_rows(name, inputs[name], "keys", rows) for name in names
+        ]
+        with tf.control_dependencies(checks):
+            fp = tf.identity(inputs[FINGERPRINT])
+            checks = [
+                _check_first(
+                    tf.not_equal(fp, self.model_fingerprint), fp,
+                    f"{FINGERPRINT} must be this model's "
+                    "(state encoded by another model or export version: "
+                    "call encode_user again); this model's "
+                    f"{FINGERPRINT} is {self.fingerprint}",
+                ),
+                _check_first(
+                    tf.logical_and(inputs["mask"] != 0, inputs["mask"] != 1),
+                    inputs["mask"], "mask must hold 0 or 1"),
+            ]
+        with tf.control_dependencies(checks):
+            state = {
+                name: (tf.not_equal(inputs[name], 0)  # [R, A] bool
+                       if name in self._holder.bool_state
+                       else tf.identity(inputs[name]))
+                for name in self.state_keys
+            }
+        cands, valid = self._prepare_candidates(inputs, rows=rows)
+        logits = self.model.score(state, cands, training=False)  # [R, C]
+        return {CTR: _masked_ctr(logits, valid)}
+
+    def _predict_examples(self, examples: tf.Tensor) -> dict:
+        """Per-impression examples [B] -> ctr [B]."""
+        raw = self.spec.parse_impressions(examples)
+        lengths = tf.cast(
+            raw["hist_item_ids"].row_lengths(), tf.int64)  # [B]
+        checks = []
+        for name in HISTORY_FEATURES[1:]:
+            n = tf.cast(raw[name].row_lengths(), tf.int64)  # [B]
+            checks.append(_check_first(
+                tf.not_equal(n, lengths), n,
+                f"{name} must have as many entries as hist_item_ids"))
+        with tf.control_dependencies(checks):
+            rows = tf.shape(examples, out_type=tf.int64)[0]
+            width = tf.reduce_max(tf.concat([lengths, [0]], 0))
+            dense = {
+                name: raw[name].to_tensor(0, shape=tf.stack([rows, width]))
+                for name in HISTORY_FEATURES
+            }  # [B, N'] each
+        features = {name: raw[name] for name in self.spec.scalar_features}
+        features.update(dense)
+        features["hist_length"] = tf.cast(lengths, tf.int32)
+        for plural, single in zip(
+            CANDIDATE_FEATURES, IMPRESSION_CANDIDATE_FEATURES
+        ):
+            features[plural] = raw[single][:, None]  # [B, 1]
+        features["cand_count"] = tf.ones([rows], tf.int32)  # [B]
+        ctr = self._serving_default(features)[CTR]  # [B, 1]
+        return {CTR: ctr[:, 0]}  # [B]
+
+    # ------------------------------------------------------------ inputs
+    def _prepare_user(self, f: dict) -> dict:
+        """Checks the user/history inputs; truncates to the newest N.
+
+        Returns:
+          the model's user inputs: scalars [R], hist_* [R, min(N', N)]
+          (at least one column) zero past hist_length, hist_length [R].
+        """
+        hist = f["hist_item_ids"]  # [R, N']
+        rows, width = tf.shape(hist)[0], tf.shape(hist)[1]
+        checks = [
+            _same_shape(name, f[name], "hist_item_ids", hist)
+            for name in HISTORY_FEATURES[1:]
+        ]
+        checks += [
+            _same_rows(name, f[name], "hist_item_ids", rows)
+            for name in self.spec.scalar_features + ("hist_length",)
+        ]
+        with tf.control_dependencies(checks):
+            length = tf.identity(f["hist_length"])  # [R] int32
+        checks = [_check_first(
+            tf.logical_or(length < 0, length > width), length,
+            "hist_length must be in [0, N'] (N' = the width of "
+            "hist_item_ids)")]
+        valid = tf.sequence_mask(
+            tf.clip_by_value(length, 0, width), width)  # [R, N']
+        for name in self.spec.scalar_features:
+            if name != "request_time":
+                checks.append(_check_first(
+                    f[name] < 0, f[name], f"{name} must be >= 0"))
+        for name, low in (
+            ("hist_item_ids", 1), ("hist_category_ids", 0),
+            ("hist_behaviors", 0),
+        ):
+            checks.append(_check_first(
+                tf.logical_and(valid, f[name] < low), f[name],
+                f"{name} must be >= {low} in the first hist_length "
+                "entries of each row (0 is padding)"
+                if low else f"{name} must be >= 0"))
+        ts = f["hist_timestamps"]  # [R, N']
+        checks.append(_check_first(
+            tf.logical_and(valid, ts > f["request_time"][:, None]), ts,
+            "hist_timestamps must be <= request_time"))
+        checks.append(_check_first(
+            tf.logical_and(valid[:, 1:], ts[:, 1:] < ts[:, :-1]),
+            ts[:, 1:], "hist_timestamps must be sorted oldest first"))
+        with tf.control_dependencies(checks):
+            out = {
+                name: tf.identity(f[name])
+                for name in self.spec.scalar_features
+            }
+            n = self.spec.max_history
+            for name in HISTORY_FEATURES:
+                out[name] = _newest(
+                    tf.identity(f[name]), length, n)  # [R, <=N]
+            out["hist_length"] = tf.minimum(length, n)  # [R]
+        return out
+
+    def _prepare_candidates(self, f: dict, rows: tf.Tensor):
+        """Checks candidates; zeroes the padding past cand_count.
+
+        Returns:
+          ({cand_item_ids, cand_category_ids [R, C], cand_count [R]},
+          valid [R, C] bool).
+        """
+        items = f["cand_item_ids"]  # [R, C]
+        checks = [
+            _same_shape("cand_category_ids", f["cand_category_ids"],
+                        "cand_item_ids", items),
+            _same_rows("cand_item_ids", items, "the user inputs", rows),
+            _same_rows("cand_count", f["cand_count"], "the user inputs",
+                       rows),
+        ]
+        with tf.control_dependencies(checks):
+            count = tf.identity(f["cand_count"])  # [R] int32
+        width = tf.shape(items)[1]
+        valid = tf.sequence_mask(
+            tf.clip_by_value(count, 0, width), width)  # [R, C]
+        checks = [
+            _check_first(
+                tf.logical_or(count < 1, count > width), count,
+                "cand_count must be in [1, C] (C = the width of "
+                "cand_item_ids; an empty candidate list is an error)"),
+            _check_first(
+                tf.logical_and(valid, items < 1), items,
+                "cand_item_ids must be >= 1 in the first cand_count "
+                "entries of each row (0 is padding)"),
+            _check_first(
+                tf.logical_and(valid, f["cand_category_ids"] < 0),
+                f["cand_category_ids"], "cand_category_ids must be >= 0"),
+        ]
+        with tf.control_dependencies(checks):
+            out = {
+                name: tf.where(valid, f[name], tf.zeros_like(f[name]))
+                for name in CANDIDATE_FEATURES
+            }  # [R, C] each
+            out["cand_count"] = tf.identity(count)
+        return out, valid
+
+
+# ----------------------------------------------------------------- helpers
+def _masked_ctr(logits: tf.Tensor, valid: tf.Tensor) -> tf.Tensor:
+    """logits [R, C] -> float32 probabilities, 0.0 where not valid."""
+    probs = tf.sigmoid(tf.cast(logits, tf.float32))  # [R, C]
+    return tf.where(valid, probs, tf.zeros_like(probs))
+
+
+def _newest(x: tf.Tensor, length: tf.Tensor, n: int) -> tf.Tensor:
+    """The newest min(length, n) entries of each row, zero-padded.
+
+    Args:
+      x: [R, W] int64, oldest first, padded past `length`.
+      length: [R] int32 valid entries per row (0 <= length <= W).
+      n: the history length kept (N).
+    Returns:
+      [R, max(min(W, n), 1)]: row r holds x[r, s:length[r]] with
+      s = max(length[r] - n, 0), then zeros.
+    """
+    width = tf.shape(x)[1]
+    out_width = tf.maximum(tf.minimum(width, n), 1)
+    length = tf.clip_by_value(length, 0, width)
+    start = tf.maximum(length - n, 0)  # [R]
+    kept = tf.minimum(length, n)  # [R]
+    padded = tf.pad(x, [[0, 0], [0, 1]])  # [R, W + 1]; column W is 0
+    pos = tf.range(out_width)[None, :]  # [1, W']
+    idx = tf.where(
+        pos < kept[:, None], start[:, None] + pos, width
+    )  # [R, W'] column indices; padding points at the zero column
+    return tf.gather(padded, idx, batch_dims=1)  # [R, W']
+
+
+def _check_first(bad: tf.Tensor, values: tf.Tensor, message: str):
+    """An Assert that fails naming the first bad entry's value and row.
+
+    Args:
+      bad: bool [R] or [R, X]; values: same shape.
+    """
+    flat_bad = tf.reshape(bad, [-1])  # [M]
+    flat = tf.reshape(values, [-1])  # [M]
+    first = tf.argmax(
+        tf.concat([tf.cast(flat_bad, tf.int32), [1]], 0),
+        output_type=tf.int32,
+    )  # [] in [0, M]; M when nothing is bad (the appended entry).
+    value = tf.gather(tf.concat([flat, tf.zeros([1], flat.dtype)], 0), first)
+    if bad.shape.rank == 2:
+        cols = tf.maximum(tf.shape(bad)[1], 1)
+        where = ["at request", first // cols, "position", first % cols]
+    else:
+        where = ["at request", first]
+    return tf.debugging.Assert(
+        tf.logical_not(tf.reduce_any(bad)),
+        [f"invalid input: {message}; got", value] + where,
+    )
+
+
+def _same_shape(name: str, x: tf.Tensor, ref_name: str, ref: tf.Tensor):
+    return tf.debugging.Assert(
+        tf.reduce_all(tf.equal(tf.shape(x), tf.shape(ref))),
+        [f"invalid input: {name} must have the shape of {ref_name}; got",
+         tf.shape(x), "vs", tf.shape(ref)],
+    )
+
+
+def _same_rows(name: str, x: tf.Tensor, ref_name: str, rows: tf.Tensor):
+    return tf.debugging.Assert(
+        tf.equal(tf.shape(x)[0], rows),
+        [f"invalid input: {name} must have one row per request (as "
+         f"{ref_name}); got", tf.shape(x)[0], "rows vs", rows],
+    )
