@@ -565,8 +565,13 @@ def main(cfg) -> dict:
     return out
 
 
-if __name__ == "__main__":
+def run():
+    """`hisac-score`: score requests over gRPC."""
     from pipelines import cli
 
     _define_flags()
     cli.run(main)
+
+
+if __name__ == "__main__":
+    run()

@@ -281,8 +281,13 @@ def main(cfg) -> dict:
     return report
 
 
-if __name__ == "__main__":
+def run():
+    """`hisac-loadtest`: concurrent gRPC clients for a fixed time."""
     from pipelines import cli
 
     _define_flags()
     cli.run(main)
+
+
+if __name__ == "__main__":
+    run()

@@ -888,8 +888,13 @@ def main(argv) -> None:
         server.stop(1.0)
 
 
-if __name__ == "__main__":
+def run():
+    """`hisac-serve`: the local PredictionService server."""
     from absl import app
 
     _define_flags()
     app.run(main)
+
+
+if __name__ == "__main__":
+    run()
