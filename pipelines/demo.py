@@ -1,11 +1,13 @@
 """The main job, end to end on an embedded default (`make demo`).
 
     synthetic data → read-back summary → RQ-VAE tokenizer → training →
-    evaluation (AUC, GAUC beside the Bayes-optimal figures)
+    evaluation (AUC, GAUC beside the Bayes-optimal figures) → SavedModel
+    export → local gRPC PredictionService → scores of demo users over gRPC
 
 Each stage writes under `runs/<preset>/` and is skipped when its outputs
 from the same config are already there, so an interrupted demo resumes
-(training itself resumes from its latest checkpoint).
+(training itself resumes from its latest checkpoint; the export is reused
+when the newest version was made from the latest checkpoint).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import sys
 import time
 
 import hisac_tf  # noqa: F401  (Keras 2 before TensorFlow)
+import numpy as np
 import tensorflow as tf
 
 from hisac_tf.config import Config
@@ -39,7 +42,7 @@ def main(cfg: Config) -> dict:
     from pipelines import evaluate, inspect_data, synthetic, tokenize_items
     from pipelines import train
 
-    total = 5
+    total = 7
     results: dict = {"config": cfg.name}
     began = time.time()
 
@@ -89,8 +92,17 @@ def main(cfg: Config) -> dict:
     results["eval"] = evaluate.main(cfg)
     print(f"  ({time.time() - t0:.0f} s)", file=sys.stderr)
 
+    t0 = _stage(6, total, f"export → {cfg.export.export_dir}")
+    results["export"] = export_latest(cfg)
+    print(f"  ({time.time() - t0:.0f} s)", file=sys.stderr)
+
+    t0 = _stage(7, total, "local gRPC server → scoring demo users")
+    results["grpc"] = score_over_grpc(cfg)
+    print(f"  ({time.time() - t0:.0f} s)", file=sys.stderr)
+
     results["seconds"] = time.time() - began
-    out = os.path.join("runs", cfg.name, "demo_results.json")
+    run_dir = os.path.dirname(os.path.normpath(cfg.training.model_dir))
+    out = os.path.join(run_dir, "demo_results.json")
     tf.io.gfile.makedirs(os.path.dirname(out))
     with tf.io.gfile.GFile(out, "w") as f:
         json.dump(results, f, indent=2, default=str)
@@ -100,6 +112,82 @@ def main(cfg: Config) -> dict:
         file=sys.stderr,
     )
     return results
+
+
+def export_latest(cfg: Config) -> dict:
+    """Exports a new version unless the newest came from this checkpoint."""
+    from pipelines import export
+
+    summary_path = os.path.join(cfg.export.export_dir, export.SUMMARY_FILE)
+    latest = tf.train.latest_checkpoint(
+        os.path.join(cfg.training.model_dir, "checkpoints")
+    )
+    if tf.io.gfile.exists(summary_path):
+        with tf.io.gfile.GFile(summary_path) as f:
+            summary = json.load(f)
+        if summary.get("checkpoint") == latest and tf.io.gfile.exists(
+            summary.get("path", "")
+        ):
+            print(f"  {summary['path']} is from {latest}: reusing",
+                  file=sys.stderr)
+            return summary
+    return export.main(cfg)
+
+
+def score_over_grpc(cfg: Config, users: int = 3) -> dict:
+    """Starts the local server, scores eval requests both ways, stops it."""
+    from hisac_tf.feature_spec import FeatureSpec
+    from pipelines import input_pipeline
+    from serving import grpc_client, local_server
+
+    spec = FeatureSpec.from_config(cfg.data)
+    path = input_pipeline.list_files(
+        os.path.join(cfg.data.data_dir, cfg.data.eval_pattern)
+    )[0]
+    features = grpc_client.requests_from_tfrecord(path, spec, users)
+    labels = next(iter(input_pipeline.request_dataset(
+        path, spec, users, compression=cfg.data.compression,
+        deterministic=True, num_parallel_reads=1,
+    )))["labels"].numpy()
+    server, port = local_server.start_server(
+        cfg.export.export_dir, model_name=cfg.export.model_name
+    )
+    try:
+        client = grpc_client.HisacClient(
+            f"127.0.0.1:{port}", model_name=cfg.export.model_name, spec=spec
+        )
+        client.wait_until_ready(timeout_s=60)
+        ctr = client.predict(features)  # [R, C]
+        user, cands = grpc_client.split_request(features)
+        state = client.encode_user(user)
+        two_step = client.score_with_state(state, cands)
+        status = client.status()
+    finally:
+        local_server.stop(server)
+    rows = []
+    for r in range(len(ctr)):
+        c = int(features["cand_count"][r])
+        order = np.argsort(-ctr[r, :c])
+        print(
+            f"  user {int(features['user_id'][r])}: {c} candidates, "
+            f"top 3 by ctr " + ", ".join(
+                f"item {int(features['cand_item_ids'][r, i])} "
+                f"ctr {ctr[r, i]:.3f} (clicked {int(labels[r, i])})"
+                for i in order[:3]
+            ),
+            file=sys.stderr,
+        )
+        rows.append({
+            "user_id": int(features["user_id"][r]),
+            "ctr": ctr[r, :c].round(5).tolist(),
+            "labels": labels[r, :c].astype(int).tolist(),
+        })
+    gap = float(np.max(np.abs(ctr - two_step)))
+    versions = ", ".join(f"v{s['version']} {s['state']}" for s in status)
+    print(f"  serving_default vs encode_user + score_with_state: max |Δ| "
+          f"{gap:.2e}; server 127.0.0.1:{port} ({versions}), stopped",
+          file=sys.stderr)
+    return {"port": port, "requests": rows, "two_step_max_abs_diff": gap}
 
 
 def run():

@@ -75,8 +75,10 @@ def check_model_dir(cfg: Config) -> None:
         old = json.load(f)
     new = cfg.to_dict()
     for section in MODEL_SECTIONS:
+        previous = old.get(section, {})
         for key, value in new[section].items():
-            before = old.get(section, {}).get(key)
+            # Keys absent from an older config.json were not settable then.
+            before = previous.get(key, value)
             if before != value:
                 raise ConfigError(
                     f"training.model_dir {cfg.training.model_dir} holds a "
