@@ -30,25 +30,8 @@ from typing import Optional
 
 import tensorflow as tf
 
-
-def _check_rank(layer: str, name: str, tensor, rank: int, letters: str):
-    shape = tensor.shape
-    if shape.rank is not None and shape.rank != rank:
-        raise ValueError(
-            f"{layer}: `{name}` must have shape [{letters}] (rank {rank}); "
-            f"received shape {shape.as_list()}"
-        )
-
-
-def _check_dim(layer, name, tensor, axis, letter, ref_name, ref, ref_axis):
-    got = tensor.shape[axis]
-    want = ref.shape[ref_axis]
-    if got is not None and want is not None and got != want:
-        raise ValueError(
-            f"{layer}: `{name}` has {letter} = {got} (shape "
-            f"{tensor.shape.as_list()}) but `{ref_name}` has {letter} = "
-            f"{want} (shape {ref.shape.as_list()})"
-        )
+from hisac_tf.layers.shape_checks import check_dim as _check_dim
+from hisac_tf.layers.shape_checks import check_rank as _check_rank
 
 
 @tf.keras.utils.register_keras_serializable(package="hisac_tf")
