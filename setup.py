@@ -47,6 +47,7 @@ setup(
             "hisac-train=pipelines.train:run",
             "hisac-evaluate=pipelines.evaluate:run",
             "hisac-export=pipelines.export:run",
+            "hisac-experiment=pipelines.experiment:run",
             "hisac-serve=serving.local_server:run",
             "hisac-score=serving.grpc_client:run",
             "hisac-loadtest=serving.load_test:run",

@@ -143,8 +143,20 @@ class ModelConfig:
     mlp_dims: tuple[int, ...] = (64, 32)
     use_cross_layer: bool = True
     dropout: float = 0.0
+    # Baseline compressors' own settings (DESIGN §3).
+    kmeans_iterations: int = 5  # Lloyd steps of `kmeans`
+    lsh_bits: int = 0  # SimHash bits of `lsh`; 0: ceil(log2 A) + 1
 
     def validate(self) -> None:
+        _non_negative(self, "kmeans_iterations", "lsh_bits")
+        if self.lsh_bits and (
+            self.lsh_bits > 16 or 2 ** self.lsh_bits < self.num_agents
+        ):
+            raise ConfigError(
+                f"model.lsh_bits must be 0 (automatic) or satisfy "
+                f"num_agents ({self.num_agents}) <= 2^lsh_bits and "
+                f"lsh_bits <= 16, got {self.lsh_bits!r}"
+            )
         _positive(
             self, "embedding_dim", "item_vocab_buckets",
             "category_vocab_buckets", "user_vocab_buckets", "num_agents",

@@ -123,7 +123,7 @@ def test_loss_counts_valid_candidates_only():
                      id="codebook-mismatch"),
         pytest.param([], {"dim": 4}, "tokenizer.latent_dim",
                      id="latent-mismatch"),
-        pytest.param(["model.compressor=\"kmeans\""], {}, "model.compressor",
+        pytest.param(["model.compressor=\"nope\""], {}, "model.compressor",
                      id="unsupported-compressor"),
     ],
 )

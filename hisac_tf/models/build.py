@@ -10,12 +10,14 @@ import hisac_tf  # noqa: F401  (Keras 2 before TensorFlow)
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
+from hisac_tf.compressors.factory import COMPRESSOR_NAMES, make_compressor
 from hisac_tf.config import Config, ConfigError
 from hisac_tf.feature_spec import FeatureSpec
 from hisac_tf.layers.semantic_id_lookup import SemanticIdLookup
 from hisac_tf.models.hisac_ranker import HiSACRanker
 
-SUPPORTED_COMPRESSORS = ("hisac", "hisac_hard")
+# Every `model.compressor` value (DESIGN §3), see hisac_tf.compressors.
+SUPPORTED_COMPRESSORS = COMPRESSOR_NAMES
 
 
 def check_compatible(cfg: Config, tables) -> None:
@@ -38,8 +40,39 @@ def check_compatible(cfg: Config, tables) -> None:
         )
 
 
+def build_compressor(cfg: Config, feature_spec: FeatureSpec, tables):
+    """The history compressor named by `model.compressor`."""
+    m = cfg.model
+    if m.compressor not in SUPPORTED_COMPRESSORS:
+        raise ConfigError(
+            f"model.compressor {m.compressor!r} is not supported (choose "
+            f"from {', '.join(SUPPORTED_COMPRESSORS)})"
+        )
+    try:
+        return make_compressor(
+            m.compressor,
+            num_groups=m.num_agents,
+            codebook_sizes=tuple(tables.codebook_sizes),
+            top_k=tuple(m.top_k),
+            latent_dim=int(tables.latent_dim),
+            max_history=feature_spec.max_history,
+            vote_temperature=m.vote_temperature,
+            routing_temperature=m.routing_temperature,
+            num_heads=m.num_heads,
+            kmeans_iterations=m.kmeans_iterations,
+            lsh_bits=m.lsh_bits,
+            seed=cfg.training.seed,
+        )
+    except ValueError as e:
+        raise ConfigError(
+            f"model.compressor {m.compressor!r} cannot be built from this "
+            f"config: {e}"
+        ) from e
+
+
 def build_model(cfg: Config, feature_spec: FeatureSpec, tables) -> HiSACRanker:
-    """Builds the HiSAC ranker (inside the caller's strategy scope)."""
+    """Builds the ranker with the configured compressor (inside the
+    caller's strategy scope)."""
     check_compatible(cfg, tables)
     m = cfg.model
     if m.compressor not in SUPPORTED_COMPRESSORS:
@@ -49,6 +82,7 @@ def build_model(cfg: Config, feature_spec: FeatureSpec, tables) -> HiSACRanker:
         )
     if m.num_agents < 1:
         raise ConfigError(f"model.num_agents must be >= 1, got {m.num_agents}")
+    compressor = build_compressor(cfg, feature_spec, tables)
     return HiSACRanker(
         semantic_lookup=SemanticIdLookup.from_tables(tables),
         user_features=feature_spec.user_features,
@@ -66,6 +100,7 @@ def build_model(cfg: Config, feature_spec: FeatureSpec, tables) -> HiSACRanker:
         mlp_dims=m.mlp_dims,
         use_cross_layer=m.use_cross_layer,
         dropout=m.dropout,
+        compressor=compressor,
     )
 
 

@@ -1,4 +1,4 @@
-"""`HiSACRanker`: the request-level HiSAC CTR model (DESIGN §2.2-2.5).
+"""`HiSACRanker`: the request-level HiSAC CTR model (DESIGN §2.2-2.5, §3).
 
 One forward pass scores B requests, each with a history of N items and C
 candidates:
@@ -6,16 +6,21 @@ candidates:
     user side, once per request                  candidate side
     ───────────────────────────                  ──────────────
     history ids ─ SemanticIdLookup ─ (SID, z)    cand ids ─ RankingEmbedding
-        │          HierarchicalVoting ─ agents        │      SidEmbedding
-        │          prototypes p_a                     ▼
-    RankingEmbedding h ─ SoftRoutingAttention ─ u_a   queries [B, C, 3D]
-    agent SID embeddings ┘                            │
+        │                         │                   │      SidEmbedding
+    RankingEmbedding h ── HistoryCompressor           ▼
+                          (default HiSAC: voting +    queries [B, C, 3D]
+                           soft routing) ─ G groups   │
+    group SID embeddings ┘                            │
           AgentTargetAttention.encode ─ state ───── score ─ [B, C, D]
     user features ────────────────────────────────────┤
                                          Cross + MLP ─ logit [B, C]
 
-`compress_user` returns the cacheable per-user state; `score` consumes it;
-`call` chains both, so C candidates never repeat user-side work.
+The compressor (`hisac_tf.compressors`, DESIGN §3) is the only part that
+differs between HiSAC and its baselines: every compressor yields G group
+states, a mask, a log-weight prior and optional group SIDs, and the same
+attention and head consume them. `compress_user` returns the cacheable
+per-user state; `score` consumes it; `call` chains both, so C candidates
+never repeat user-side work.
 """
 
 from __future__ import annotations
@@ -26,13 +31,16 @@ import hisac_tf  # noqa: F401  (Keras 2 before TensorFlow)
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
+from hisac_tf.compressors.hisac_compressor import HiSACCompressor
+from hisac_tf.compressors.history_compressor import HistoryCompressor
+from hisac_tf.compressors.sim_hard_compressor import (
+    category_masked_attention,
+)
 from hisac_tf.layers.agent_target_attention import AgentTargetAttention
-from hisac_tf.layers.hierarchical_voting import HierarchicalVoting
 from hisac_tf.layers.id_hashing import IdHashing
 from hisac_tf.layers.ranking_embedding import RankingEmbedding
 from hisac_tf.layers.semantic_id_lookup import SemanticIdLookup
 from hisac_tf.layers.sid_embedding import SidEmbedding
-from hisac_tf.layers.soft_routing_attention import SoftRoutingAttention
 
 USER_FEATURE_BUCKETS = 128
 
@@ -59,6 +67,15 @@ class HiSACRanker(tfrs.models.Model):
       mlp_dims: hidden widths of the ranking MLP.
       use_cross_layer: a DCN cross layer before the MLP.
       dropout: dropout rate of the MLP.
+      compressor: the history compressor (`hisac_tf.compressors`); None
+        builds HiSAC's (`HiSACCompressor` from num_agents, top_k, the
+        temperatures and hard_routing, which are then its only users).
+
+    Attributes:
+      num_groups: G of the state (A, or N for `full` / `sim_hard`).
+      state_keys: the keys `score` needs: `STATE_KEYS`, plus
+        `group_categories` for a candidate-dependent compressor
+        (`sim_hard`), which the STATE_KEYS-only cache cannot serve.
     """
 
     def __init__(
@@ -79,6 +96,7 @@ class HiSACRanker(tfrs.models.Model):
         mlp_dims: Sequence[int] = (64, 32),
         use_cross_layer: bool = True,
         dropout: float = 0.0,
+        compressor: HistoryCompressor | None = None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -96,11 +114,22 @@ class HiSACRanker(tfrs.models.Model):
             item_buckets, category_buckets, time_gap_buckets, embedding_dim
         )
         self.sid_embedding = SidEmbedding(codebook_sizes, embedding_dim)
-        self.voting = HierarchicalVoting(
-            codebook_sizes, top_k, num_agents, temperature=vote_temperature
-        )
-        self.routing = SoftRoutingAttention(
-            temperature=routing_temperature, hard=hard_routing
+        if compressor is None:
+            compressor = HiSACCompressor(
+                codebook_sizes, top_k, num_agents,
+                vote_temperature=vote_temperature,
+                routing_temperature=routing_temperature,
+                hard_routing=hard_routing,
+            )
+        if not isinstance(compressor, HistoryCompressor):
+            raise ValueError(
+                "compressor must be a hisac_tf.compressors."
+                f"HistoryCompressor, got {type(compressor).__name__}"
+            )
+        self.compressor = compressor
+        self.num_groups = compressor.num_groups
+        self.state_keys = STATE_KEYS + (
+            ("group_categories",) if compressor.candidate_dependent else ()
         )
         self.hard_routing = hard_routing
         self.attention = AgentTargetAttention(
@@ -144,19 +173,16 @@ class HiSACRanker(tfrs.models.Model):
           features: user_id, request_time, user features [B]; hist_* [B, N];
             hist_length [B].
         Returns:
-          the cacheable state (`STATE_KEYS`): keys, values [B, H, A, dk],
-          bias [B, A], mask [B, A], user_embedding [B, Du]; plus the
-          diagnostics agent_mask [B, A] and num_active [B].
+          the cacheable state (`STATE_KEYS`): keys, values [B, H, G, dk],
+          bias [B, G], mask [B, G], user_embedding [B, Du]; plus the
+          diagnostics agent_mask [B, G] and num_active [B] (groups in
+          use), and group_categories [B, G] for `sim_hard`. G = A, or N
+          for the `full` and `sim_hard` compressors.
         """
         item_ids = features["hist_item_ids"]  # [B, N]
         n = tf.shape(item_ids)[1]
         valid = tf.sequence_mask(features["hist_length"], n)  # [B, N]
         semantic = self.semantic_lookup(item_ids)
-        routable = tf.logical_and(valid, semantic["has_sid"])  # [B, N]
-        agents = self.voting(semantic["sids"], routable)
-        prototypes = self.semantic_lookup.prototypes(
-            agents["agent_sids"]
-        )  # [B, A, Ds]
         h = self.ranking_embedding(
             item_ids,
             features["hist_category_ids"],
@@ -165,31 +191,41 @@ class HiSACRanker(tfrs.models.Model):
             features["request_time"],
             training=training,
         )  # [B, N, D]
-        routed = self.routing(
-            latents=semantic["latents"],
-            values=h,
-            prototypes=prototypes,
-            history_mask=routable,
-            agent_mask=agents["agent_mask"],
-            item_sids=semantic["sids"],
-            agent_sids=agents["agent_sids"],
+        groups = self.compressor(
+            h,
+            valid=valid,
+            latents=semantic["latents"],  # [B, N, Ds]
+            sids=semantic["sids"],  # [B, N, L]
+            has_sid=semantic["has_sid"],  # [B, N]
+            timestamps=features["hist_timestamps"],
+            categories=features["hist_category_ids"],
+            codebooks=tf.concat(
+                self.semantic_lookup.codebooks, axis=0
+            ),  # [sum_l K_l, Ds]
             training=training,
         )
-        agent_sid_emb = self.sid_embedding(
-            agents["agent_sids"], agents["agent_mask"]
-        )  # [B, A, D]
-        agent_states = tf.concat(
-            [routed["states"], agent_sid_emb], axis=-1
-        )  # [B, A, 2D]
+        mask = groups["group_mask"]  # [B, G]
+        group_sid_emb = self.sid_embedding(
+            groups["group_sids"], groups["group_sid_mask"]
+        )  # [B, G, D]
+        group_states = tf.concat(
+            [groups["group_states"], group_sid_emb], axis=-1
+        )  # [B, G, 2D]
+        prior = groups["group_prior"]  # [B, G] log-weights
         state = self.attention.encode(
-            agent_states, agents["agent_weights"], agents["agent_mask"]
-        )
-        return {
-            **state,  # keys, values [B, H, A, dk]; bias, mask [B, A]
+            group_states, tf.ones_like(prior), mask
+        )  # keys, values [B, H, G, dk]; mask [B, G]
+        # The compressor's log-weight prior is the attention bias.
+        state["bias"] = tf.where(mask, prior, tf.float32.min)  # [B, G]
+        out = {
+            **state,
             "user_embedding": self.embed_user(features),
-            "agent_mask": agents["agent_mask"],
-            "num_active": agents["num_active"],
+            "agent_mask": mask,
+            "num_active": groups["num_active"],
         }
+        if self.compressor.candidate_dependent:
+            out["group_categories"] = groups["group_categories"]  # [B, G]
+        return out
 
     def embed_user(self, features: dict) -> tf.Tensor:
         """user_id and user features [B] -> [B, (1 + F) * D]."""
@@ -205,8 +241,8 @@ class HiSACRanker(tfrs.models.Model):
         """Candidate logits from a user's state.
 
         Args:
-          state: output of `compress_user` (keys, values, bias,
-            user_embedding).
+          state: output of `compress_user` (keys, values, bias, mask,
+            user_embedding; group_categories for `sim_hard`).
           features: cand_item_ids, cand_category_ids [B, C].
         Returns:
           logits [B, C] (padded candidates get a logit too; mask them).
@@ -220,11 +256,18 @@ class HiSACRanker(tfrs.models.Model):
             semantic["sids"], semantic["has_sid"]
         )  # [B, C, D]
         queries = tf.concat([items, cats, sid], axis=-1)  # [B, C, 3D]
-        attended = self.attention.score(
-            {k: state[k] for k in ("keys", "values", "bias", "mask")},
-            queries,
-            training=training,
-        )  # [B, C, D]
+        if self.compressor.candidate_dependent:
+            # sim_hard: each candidate sees the items of its category.
+            attended = category_masked_attention(
+                self.attention, state, queries,
+                features["cand_category_ids"], training=training,
+            )  # [B, C, D]
+        else:
+            attended = self.attention.score(
+                {k: state[k] for k in ("keys", "values", "bias", "mask")},
+                queries,
+                training=training,
+            )  # [B, C, D]
         c = tf.shape(cand_items)[1]
         user = tf.repeat(
             state["user_embedding"][:, None, :], c, axis=1

@@ -1,0 +1,45 @@
+"""`FullHistory`: no compression, every valid item is a group (DESIGN §3).
+
+The quality reference and the cost to beat: target attention over all N
+history items. G is static, `max_items` = the model's N (data.max_history),
+so that exported states keep a fixed shape: a shorter history fills the
+first n slots (oldest first) and masks the rest; a longer one (never the
+case behind the input pipeline or the serving signatures, which keep the
+newest N) keeps its newest `max_items` items. Group state = the item's
+ranking embedding, group SID = the item's SID; no prior.
+"""
+
+from __future__ import annotations
+
+import hisac_tf  # noqa: F401  (Keras 2 before TensorFlow)
+import tensorflow as tf
+
+from hisac_tf.compressors.history_compressor import HistoryCompressor
+from hisac_tf.compressors.recent_compressor import item_groups
+
+
+@tf.keras.utils.register_keras_serializable(package="hisac_tf")
+class FullHistory(HistoryCompressor):
+    """Every valid history item as its own group (G = N).
+
+    Args:
+      max_items: N, the history length of the model (= G).
+
+    Reads: sids, has_sid (for the groups' SID embeddings).
+    """
+
+    required_inputs = ("sids", "has_sid")
+
+    def __init__(self, max_items: int, **kwargs):
+        kwargs.pop("num_groups", None)
+        super().__init__(num_groups=max_items, **kwargs)
+        self.max_items = self.num_groups
+
+    def compress(self, values, valid, latents, sids, has_sid, timestamps,
+                 categories, codebooks, training) -> dict:
+        return item_groups(self, values, valid, sids, has_sid)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(max_items=self.max_items)
+        return config

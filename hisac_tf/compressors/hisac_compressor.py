@@ -1,0 +1,145 @@
+"""`HiSACCompressor`: hierarchical voting + soft routing (DESIGN §2.2-2.3).
+
+Groups are the user's interest agents: `HierarchicalVoting` keeps up to A
+SID leaves (top-k_l children per kept node, capped at A by votes), each
+agent's prototype is p_a = sum_l E^l[c_{a,l}] (codebook rows), and
+`SoftRoutingAttention` gives u_a = sum_i softmax_i(-||z_i - p_a||^2 / tau)
+h_i over the user's valid items that have a SID. The group prior is
+log w_a, w_a = v_a^(1/T) / sum_b v_b^(1/T).
+
+Ablations (DESIGN §3), same class:
+  * `hard_routing=True` (`hisac_hard`): alpha_{a,i} = 1[SID_i = SID_a] /
+    v_a, so u_a is the mean ranking embedding of the agent's own items;
+  * `use_voting=False` (`hisac_no_voting`): no top-k sparsification, all
+    leaves with votes kept, capped at A by votes (ties: smaller SID).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import hisac_tf  # noqa: F401  (Keras 2 before TensorFlow)
+import numpy as np
+import tensorflow as tf
+
+from hisac_tf.compressors.history_compressor import HistoryCompressor
+from hisac_tf.layers.hierarchical_voting import HierarchicalVoting
+from hisac_tf.layers.soft_routing_attention import SoftRoutingAttention
+
+
+@tf.keras.utils.register_keras_serializable(package="hisac_tf")
+class HiSACCompressor(HistoryCompressor):
+    """HiSAC's interest agents as groups.
+
+    Args:
+      codebook_sizes: K_l of the L semantic-ID levels.
+      top_k: k_l per level (ignored when use_voting=False).
+      num_agents: A = G.
+      vote_temperature: T of the agent weights.
+      routing_temperature: tau of soft routing.
+      hard_routing: the `hisac_hard` ablation.
+      use_voting: False for the `hisac_no_voting` ablation.
+
+    Reads: latents, sids, has_sid, codebooks ([sum_l K_l, Ds], the L
+    codebooks concatenated by rows, level 1 first).
+    """
+
+    required_inputs = ("latents", "sids", "has_sid", "codebooks")
+
+    def __init__(
+        self,
+        codebook_sizes: Sequence[int],
+        top_k: Sequence[int],
+        num_agents: int,
+        vote_temperature: float = 1.0,
+        routing_temperature: float = 1.0,
+        hard_routing: bool = False,
+        use_voting: bool = True,
+        **kwargs,
+    ):
+        kwargs.pop("num_groups", None)
+        super().__init__(num_groups=num_agents, **kwargs)
+        for name, flag in (("hard_routing", hard_routing),
+                           ("use_voting", use_voting)):
+            if not isinstance(flag, bool):
+                raise ValueError(f"HiSACCompressor: `{name}` must be a bool;"
+                                 f" received {flag!r}")
+        self.codebook_sizes = [int(k) for k in codebook_sizes]
+        self.top_k = [int(k) for k in top_k]
+        self.num_agents = int(num_agents)
+        self.vote_temperature = float(vote_temperature)
+        self.routing_temperature = float(routing_temperature)
+        self.hard_routing = hard_routing
+        self.use_voting = use_voting
+        # Without voting every level keeps all its children: the kept
+        # leaves are all leaves with votes, then the cap A applies.
+        kept = self.top_k if use_voting else self.codebook_sizes
+        self.voting = HierarchicalVoting(
+            self.codebook_sizes, kept, self.num_agents,
+            temperature=self.vote_temperature,
+        )
+        self.routing = SoftRoutingAttention(
+            temperature=self.routing_temperature, hard=hard_routing,
+            dtype=self.dtype_policy,
+        )
+        self._offsets = np.concatenate(
+            [[0], np.cumsum(self.codebook_sizes)[:-1]]
+        ).astype(np.int32)  # [L] first row of each level's codebook
+
+    def prototypes(self, codebooks, agent_sids):
+        """p_a = sum_l E^l[c_{a,l}]: [sum K, Ds], [B, A, L] -> [B, A, Ds]."""
+        rows = agent_sids + tf.constant(self._offsets)  # [B, A, L]
+        return tf.reduce_sum(
+            tf.gather(codebooks, rows), axis=2
+        )  # [B, A, L, Ds] -> [B, A, Ds]
+
+    def compress(self, values, valid, latents, sids, has_sid, timestamps,
+                 categories, codebooks, training) -> dict:
+        routable = tf.logical_and(valid, has_sid)  # [B, N]
+        agents = self.voting(sids, mask=routable)
+        if self.hard_routing:  # Hard routing compares SIDs only.
+            shape = tf.shape(agents["agent_sids"])
+            prototypes = tf.zeros(
+                tf.stack([shape[0], shape[1], tf.shape(latents)[2]])
+            )  # [B, A, Ds], unused
+        else:
+            prototypes = self.prototypes(
+                tf.cast(codebooks, tf.float32), agents["agent_sids"]
+            )  # [B, A, Ds]
+        routed = self.routing(
+            latents=latents,
+            values=values,
+            prototypes=prototypes,
+            history_mask=routable,
+            agent_mask=agents["agent_mask"],
+            item_sids=sids,
+            agent_sids=agents["agent_sids"],
+            training=training,
+        )
+        tiny = float(np.finfo(np.float32).tiny)
+        prior = tf.where(
+            agents["agent_mask"],
+            tf.math.log(tf.maximum(agents["agent_weights"], tiny)),
+            0.0,
+        )  # [B, A]
+        return {
+            "group_states": routed["states"],  # [B, A, D]
+            "group_mask": agents["agent_mask"],
+            "group_prior": prior,
+            "group_sids": agents["agent_sids"],  # [B, A, L]
+            "group_sid_mask": agents["agent_mask"],
+            "num_active": agents["num_active"],
+        }
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            codebook_sizes=list(self.codebook_sizes),
+            top_k=list(self.top_k),
+            num_agents=self.num_agents,
+            vote_temperature=self.vote_temperature,
+            routing_temperature=self.routing_temperature,
+            hard_routing=self.hard_routing,
+            use_voting=self.use_voting,
+        )
+        return config
