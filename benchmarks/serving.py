@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -37,6 +36,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+from bench_common import device_name  # noqa: E402
 import hisac_tf  # noqa: E402,F401  (Keras 2: before TensorFlow)
 
 # isort: split
@@ -196,14 +196,6 @@ def measure_grpc(export_dir: str, spec: FeatureSpec, candidates: int,
         server.wait(60)
 
 
-def _device() -> str:
-    gpus = tf.config.list_physical_devices("GPU")
-    if gpus:
-        details = tf.config.experimental.get_device_details(gpus[0])
-        return f"GPU: {details.get('device_name', gpus[0].name)}"
-    return f"CPU: {platform.processor() or platform.machine()}"
-
-
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(
         description=__doc__,
@@ -242,7 +234,7 @@ def main(argv=None) -> dict:
     result = {
         "benchmark": "serving",
         "quick": args.quick,
-        "device": _device(),
+        "device": device_name(),
         "cpu_count": os.cpu_count(),
         # Other work on the machine skews every figure; recorded here.
         "load_average_1m_at_end": os.getloadavg()[0],

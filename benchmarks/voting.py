@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import sys
 import time
@@ -30,6 +29,7 @@ from typing import Callable
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from bench_common import device_name  # noqa: E402
 import hisac_tf  # noqa: E402,F401  (Keras 2: before TensorFlow)
 
 # isort: split
@@ -98,6 +98,24 @@ def _time_calls(
     return times
 
 
+def _row(component: str, users: int, hist_len: int, times: list[float],
+         active: np.ndarray) -> dict:
+    """One result row: medians and throughput of timed calls."""
+    median = statistics.median(times)
+    return {
+        "component": component,
+        "users": users,
+        "hist_len": hist_len,
+        "median_s": median,
+        "min_s": min(times),
+        "max_s": max(times),
+        "users_per_s": users / median,
+        "items_per_s": users * hist_len / median,
+        "mean_active_agents": float(active.mean()),
+        "repeats": len(times),
+    }
+
+
 def measure_hierarchical_voting(
     users: int,
     hist_len: int,
@@ -121,19 +139,7 @@ def measure_hierarchical_voting(
     times = _time_calls(lambda: vote(sids, mask), repeats, warmup)
     out = vote(sids, mask)
     active = out["num_active"].numpy()
-    median = statistics.median(times)
-    return {
-        "component": "hierarchical_voting",
-        "users": users,
-        "hist_len": hist_len,
-        "median_s": median,
-        "min_s": min(times),
-        "max_s": max(times),
-        "users_per_s": users / median,
-        "items_per_s": users * hist_len / median,
-        "mean_active_agents": float(active.mean()),
-        "repeats": repeats,
-    }
+    return _row("hierarchical_voting", users, hist_len, times, active)
 
 
 def measure_user_side_compression(
@@ -188,18 +194,8 @@ def measure_user_side_compression(
     )
     times = _time_calls(lambda: compress(item_ids, values), repeats, warmup)
     active = compress(item_ids, values)["num_active"].numpy()
-    median = statistics.median(times)
     return {
-        "component": "user_side_compression",
-        "users": users,
-        "hist_len": hist_len,
-        "median_s": median,
-        "min_s": min(times),
-        "max_s": max(times),
-        "users_per_s": users / median,
-        "items_per_s": users * hist_len / median,
-        "mean_active_agents": float(active.mean()),
-        "repeats": repeats,
+        **_row("user_side_compression", users, hist_len, times, active),
         "embedding_dim": EMBEDDING_DIM,
         "latent_dim": LATENT_DIM,
     }
@@ -209,14 +205,6 @@ COMPONENTS: dict[str, Callable[..., dict]] = {
     "hierarchical_voting": measure_hierarchical_voting,
     "user_side_compression": measure_user_side_compression,
 }
-
-
-def _device() -> str:
-    gpus = tf.config.list_physical_devices("GPU")
-    if gpus:
-        details = tf.config.experimental.get_device_details(gpus[0])
-        return f"GPU: {details.get('device_name', gpus[0].name)}"
-    return f"CPU: {platform.processor() or platform.machine()}"
 
 
 def main(argv=None) -> dict:
@@ -262,7 +250,7 @@ def main(argv=None) -> dict:
     result = {
         "benchmark": "voting",
         "quick": args.quick,
-        "device": _device(),
+        "device": device_name(),
         "cpu_count": os.cpu_count(),
         "tensorflow": tf.__version__,
         "codebook_sizes": list(CODEBOOK_SIZES),
