@@ -145,6 +145,8 @@ def train(cfg: Config, progress: bool = True) -> dict:
         t.train_steps, stateful_metrics=["loss", "auc"],
         verbose=1 if progress else 0,
     )
+    # The task's AUC accumulates over the run (shown as "auc").
+    running_auc = {m.name: m for m in model.metrics}["auc"]
     iterator = iter(dist_ds)
     began = time.time()
     loss = float("nan")
@@ -152,7 +154,7 @@ def train(cfg: Config, progress: bool = True) -> dict:
         while int(step.numpy()) < t.train_steps:
             loss = float(train_step(next(iterator)))
             current = int(step.numpy())
-            auc = float(model.task._ranking_metrics[0].result())  # noqa
+            auc = float(running_auc.result())
             if current % t.log_every == 0 or current == t.train_steps:
                 with writer.as_default(step=current):
                     tf.summary.scalar("loss", loss)
@@ -170,7 +172,7 @@ def train(cfg: Config, progress: bool = True) -> dict:
         "resumed_at": start,
         "steps_run": final - start,
         "final_loss": loss,
-        "train_auc_running": float(model.task._ranking_metrics[0].result()),
+        "train_auc_running": float(running_auc.result()),
         "seconds": seconds,
         "steps_per_second": (final - start) / max(seconds, 1e-9),
     }
