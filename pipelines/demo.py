@@ -153,15 +153,15 @@ def score_over_grpc(cfg: Config, users: int = 3) -> dict:
         cfg.export.export_dir, model_name=cfg.export.model_name
     )
     try:
-        client = grpc_client.HisacClient(
+        with grpc_client.HisacClient(
             f"127.0.0.1:{port}", model_name=cfg.export.model_name, spec=spec
-        )
-        client.wait_until_ready(timeout_s=60)
-        ctr = client.predict(features)  # [R, C]
-        user, cands = grpc_client.split_request(features)
-        state = client.encode_user(user)
-        two_step = client.score_with_state(state, cands)
-        status = client.status()
+        ) as client:  # Closed before the server stops.
+            client.wait_until_ready(timeout_s=60)
+            ctr = client.predict(features)  # [R, C]
+            user, cands = grpc_client.split_request(features)
+            state = client.encode_user(user)
+            two_step = client.score_with_state(state, cands)
+            status = client.status()
     finally:
         local_server.stop(server)
     rows = []
