@@ -75,13 +75,7 @@ def build_model(cfg: Config, feature_spec: FeatureSpec, tables) -> HiSACRanker:
     caller's strategy scope)."""
     check_compatible(cfg, tables)
     m = cfg.model
-    if m.compressor not in SUPPORTED_COMPRESSORS:
-        raise ConfigError(
-            f"model.compressor {m.compressor!r} is not supported (choose "
-            f"from {', '.join(SUPPORTED_COMPRESSORS)})"
-        )
-    if m.num_agents < 1:
-        raise ConfigError(f"model.num_agents must be >= 1, got {m.num_agents}")
+    # Names and A >= 1 are checked by build_compressor and Config.validate.
     compressor = build_compressor(cfg, feature_spec, tables)
     return HiSACRanker(
         semantic_lookup=SemanticIdLookup.from_tables(tables),
@@ -90,11 +84,6 @@ def build_model(cfg: Config, feature_spec: FeatureSpec, tables) -> HiSACRanker:
         item_buckets=m.item_vocab_buckets,
         category_buckets=m.category_vocab_buckets,
         user_buckets=m.user_vocab_buckets,
-        num_agents=m.num_agents,
-        top_k=m.top_k,
-        vote_temperature=m.vote_temperature,
-        routing_temperature=m.routing_temperature,
-        hard_routing=m.compressor == "hisac_hard",
         num_heads=m.num_heads,
         time_gap_buckets=m.time_gap_buckets,
         mlp_dims=m.mlp_dims,

@@ -101,12 +101,6 @@ class HiSACRanker(tfrs.models.Model):
     ):
         super().__init__(**kwargs)
         codebook_sizes = semantic_lookup.codebook_sizes
-        if len(top_k) != len(codebook_sizes):
-            raise ValueError(
-                f"top_k has {len(top_k)} levels but the semantic tables "
-                f"have {len(codebook_sizes)} (codebook_sizes "
-                f"{list(codebook_sizes)})"
-            )
         self.user_feature_names = tuple(user_features)
         self.embedding_dim = embedding_dim
         self.semantic_lookup = semantic_lookup
@@ -115,6 +109,12 @@ class HiSACRanker(tfrs.models.Model):
         )
         self.sid_embedding = SidEmbedding(codebook_sizes, embedding_dim)
         if compressor is None:
+            if len(top_k) != len(codebook_sizes):
+                raise ValueError(
+                    f"top_k has {len(top_k)} levels but the semantic tables "
+                    f"have {len(codebook_sizes)} (codebook_sizes "
+                    f"{list(codebook_sizes)})"
+                )
             compressor = HiSACCompressor(
                 codebook_sizes, top_k, num_agents,
                 vote_temperature=vote_temperature,
@@ -131,7 +131,6 @@ class HiSACRanker(tfrs.models.Model):
         self.state_keys = STATE_KEYS + (
             ("group_categories",) if compressor.candidate_dependent else ()
         )
-        self.hard_routing = hard_routing
         self.attention = AgentTargetAttention(
             num_heads=num_heads,
             key_dim=max(1, embedding_dim // num_heads),
