@@ -42,11 +42,12 @@ compressors share: `pooled_mean` (segment means into G slots) and
 
 from __future__ import annotations
 
-import numbers
 from typing import Optional
 
 import hisac_tf  # noqa: F401  (Keras 2 before TensorFlow)
 import tensorflow as tf
+
+from hisac_tf.layers.shape_checks import check_int
 
 GROUP_KEYS = (
     "group_states", "group_mask", "group_prior", "group_sids",
@@ -59,25 +60,12 @@ INPUT_NAMES = (
 
 def check_positive_int(owner: str, name: str, value) -> int:
     """`value` as an int >= 1, else a ValueError naming it."""
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, numbers.Integral)
-        or value < 1
-    ):
-        raise ValueError(f"{owner}: `{name}` must be an int >= 1; received "
-                         f"{value!r}")
-    return int(value)
+    return check_int(owner, name, value, 1)
 
 
 def check_non_negative_int(owner: str, name: str, value) -> int:
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, numbers.Integral)
-        or value < 0
-    ):
-        raise ValueError(f"{owner}: `{name}` must be an int >= 0; received "
-                         f"{value!r}")
-    return int(value)
+    """`value` as an int >= 0, else a ValueError naming it."""
+    return check_int(owner, name, value, 0)
 
 
 class HistoryCompressor(tf.keras.layers.Layer):

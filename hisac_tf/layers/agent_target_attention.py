@@ -22,18 +22,11 @@ import numpy as np
 import tensorflow as tf
 
 from hisac_tf.layers.shape_checks import check_dim as _check_dim
+from hisac_tf.layers.shape_checks import check_int
 from hisac_tf.layers.shape_checks import check_rank as _check_rank
 
 _STATE_KEYS = ("keys", "values", "bias", "mask")
-
-
-def _positive_int(name: str, value) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(
-            f"AgentTargetAttention: `{name}` must be an int >= 1; received "
-            f"{value!r}"
-        )
-    return value
+_NAME = "AgentTargetAttention"
 
 
 @tf.keras.utils.register_keras_serializable(package="hisac_tf")
@@ -80,10 +73,10 @@ class AgentTargetAttention(tf.keras.layers.Layer):
         **kw,
     ):
         super().__init__(**kw)
-        self.num_heads = _positive_int("num_heads", num_heads)
-        self.key_dim = _positive_int("key_dim", key_dim)
+        self.num_heads = check_int(_NAME, "num_heads", num_heads, 1)
+        self.key_dim = check_int(_NAME, "key_dim", key_dim, 1)
         if output_dim is not None:
-            _positive_int("output_dim", output_dim)
+            check_int(_NAME, "output_dim", output_dim, 1)
         self.output_dim = output_dim
         if (
             isinstance(dropout, bool)

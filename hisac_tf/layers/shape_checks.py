@@ -1,6 +1,23 @@
-"""Static shape checks shared by the layers; errors name tensor and shape."""
+"""Argument and static shape checks shared by the layers.
+
+Errors name the layer, the argument or tensor, and what was received.
+"""
 
 from __future__ import annotations
+
+import numbers
+
+
+def check_int(owner: str, name: str, value, minimum: int) -> int:
+    """`value` as an int >= `minimum`, else a ValueError naming it."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, numbers.Integral)
+        or value < minimum
+    ):
+        raise ValueError(f"{owner}: `{name}` must be an int >= {minimum}; "
+                         f"received {value!r}")
+    return int(value)
 
 
 def check_rank(layer: str, name: str, tensor, rank: int, letters: str):
