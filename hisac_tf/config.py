@@ -143,6 +143,9 @@ class ModelConfig:
     mlp_dims: tuple[int, ...] = (64, 32)
     use_cross_layer: bool = True
     dropout: float = 0.0
+    # The target attention's log-partition as a feature (how much of the
+    # history matches a candidate; AgentTargetAttention, docs/results.md).
+    attention_mass: bool = True
     # Baseline compressors' own settings (DESIGN §3).
     kmeans_iterations: int = 5  # Lloyd steps of `kmeans`
     lsh_bits: int = 0  # SimHash bits of `lsh`; 0: ceil(log2 A) + 1

@@ -258,3 +258,33 @@ def load_semantic_tables(directory: str) -> SemanticTables:
         files = {"item_ids": ITEM_IDS, "sids": SIDS, "latents": LATENTS}
         name = files.get(field, CODEBOOKS)
         raise ValueError(f"{os.path.join(directory, name)}: {e}") from e
+
+
+def shuffled_tables(tables: SemanticTables, seed: int) -> SemanticTables:
+    """The "SIDs from random codes" ablation of `tables`.
+
+    Applies one seeded random permutation to the rows of `sids` [V, L] and
+    `latents` [V, Ds] together, keeping `item_ids` [V] and the codebooks:
+    item i gets the (SID, latent) pair of item perm[i]. The code-usage
+    distribution, the tree shape and the latent cloud are unchanged; the
+    link between an item and its content is destroyed. A uniform random
+    permutation, so about one row stays in place on average.
+
+    Args:
+      tables: the trained tables.
+      seed: int >= 0; the same seed gives the same permutation.
+
+    Raises:
+      ValueError: the seed is not an int >= 0.
+    """
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) \
+            or seed < 0:
+        raise ValueError(f"shuffled_tables: seed must be an int >= 0, got "
+                         f"{seed!r}")
+    perm = np.random.default_rng(int(seed)).permutation(tables.num_items)
+    return SemanticTables(
+        item_ids=tables.item_ids,
+        sids=tables.sids[perm],  # [V, L]
+        latents=tables.latents[perm],  # [V, Ds]
+        codebooks=tables.codebooks,
+    )

@@ -93,7 +93,9 @@ def agent_attention(
     """(output [B, C, O], probs [B, H, C, A]) by explicit loops.
 
     weights: wq [Dq, H, dk], bq [H, dk], wk [Dv, H, dk], bk [H, dk],
-    wv [Dv, H, dk], bv [H, dk], wo [H, dk, O], bo [O].
+    wv [Dv, H, dk], bv [H, dk], wo [H, dk, O], bo [O]; optionally
+    wm [H + 1, O] (attention mass: out += sum_h lse_h wm[h] + any wm[H],
+    lse_h = log sum_a exp(score_a) over the valid agents, 0 if none).
     """
     queries = np.asarray(queries, np.float64)
     agent_states = np.asarray(agent_states, np.float64)
@@ -122,11 +124,15 @@ def agent_attention(
                     top = max(scores)
                     exps = [math.exp(s - top) for s in scores]
                     total = sum(exps)
+                    if "wm" in w:
+                        out += (top + math.log(total)) * w["wm"][h]
                     for a, e in zip(agents, exps):
                         p = e / total
                         probs[b, h, c, a] = p
                         v = agent_states[b, a] @ w["wv"][:, h, :] + w["bv"][h]
                         context += p * v
                 out += context @ w["wo"][h]
+            if "wm" in w and agents:
+                out += w["wm"][num_heads]
             output[b, c] = out
     return output, probs

@@ -50,6 +50,8 @@ def _weights(layer):
         "bv": np_(layer.value_dense.bias).reshape(h, k),
         "wo": np_(layer.output_dense.kernel),  # [H, dk, O]
         "bo": np_(layer.output_dense.bias),  # [O]
+        **({"wm": np_(layer.mass_dense.kernel)}  # [H + 1, O]
+           if layer.attention_mass else {}),
     }
 
 
@@ -104,6 +106,98 @@ def test_golden_values(use_prior, mask, attention, output):
     probs = layer.attention_probs(state, queries)  # [1, 1, 2, 3]
     np.testing.assert_allclose(probs[0, 0], [attention, attention],
                                atol=1e-6)
+
+
+# Attention mass on the same hand-set layer: logits = x_c + log w_a, so
+# lse = x_c + log(sum of the valid agents' w) (prior) or x_c + log(#valid)
+# (no prior); W_m = [[1], [10]] adds lse + 10 * [any valid agent].
+MASS_GOLDEN = [
+    pytest.param(True, [True, True, True], 19.0, 0.0, id="prior"),
+    pytest.param(True, [True, True, False], 13.75, np.log(0.8),
+                 id="prior_masked_agent"),
+    pytest.param(False, [True, True, True], 70.0 / 3.0, np.log(3.0),
+                 id="no_prior_counts_agents"),
+    pytest.param(False, [True, False, False], 10.0, 0.0,
+                 id="no_prior_one_agent"),
+    pytest.param(True, [False, False, False], None, None, id="all_masked"),
+]
+
+
+@pytest.mark.parametrize("use_prior,mask,context,log_mass", MASS_GOLDEN)
+def test_attention_mass_golden_values(use_prior, mask, context, log_mass):
+    layer = AgentTargetAttention(num_heads=1, key_dim=1, use_prior=use_prior,
+                                 attention_mass=True)
+    queries = tf.constant([[[0.7], [-2.0]]])  # [1, C=2, 1]
+    states = tf.constant([[[1.0, 10.0], [1.0, 20.0], [1.0, 40.0]]])
+    weights = tf.constant([[0.5, 0.3, 0.2]])
+    mask = tf.constant([mask])
+    layer(queries, states, weights, mask)  # builds
+    layer.query_dense.kernel.assign([[[1.0]]])
+    layer.key_dense.kernel.assign([[[1.0]], [[0.0]]])
+    layer.value_dense.kernel.assign([[[0.0]], [[1.0]]])
+    layer.output_dense.kernel.assign([[[1.0]]])
+    layer.mass_dense.kernel.assign([[1.0], [10.0]])
+    out = layer(queries, states, weights, mask).numpy()[0, :, 0]  # [C]
+    if context is None:  # No valid agent: zero context, zero mass, flag 0.
+        want = [0.0, 0.0]
+    else:
+        want = [context + x + log_mass + 10.0 for x in (0.7, -2.0)]
+    np.testing.assert_allclose(out, want, atol=1e-5)
+
+
+def test_attention_mass_tells_counts_apart():
+    """Softmax alone cannot tell one matching item from three; the mass
+    can: same keys and values, 1 vs 3 copies of the matching agent."""
+    layer = AgentTargetAttention(num_heads=1, key_dim=2, use_prior=False,
+                                 attention_mass=True)
+    match = [10.0, 0.0, 1.0]
+    other = [-10.0, 0.0, -1.0]
+    states = tf.constant([[match, other, other, other],
+                          [match, match, match, other]])  # [2, A=4, 3]
+    mask = tf.ones([2, 4], tf.bool)
+    queries = tf.constant([[[1.0, 0.0]], [[1.0, 0.0]]])  # [2, 1, 2]
+    layer(queries, states, None, mask)  # builds
+    layer.query_dense.kernel.assign([[[1.0, 0.0]], [[0.0, 1.0]]])
+    layer.key_dense.kernel.assign([[[1.0, 0.0]], [[0.0, 1.0]],
+                                   [[0.0, 0.0]]])
+    layer.value_dense.kernel.assign([[[0.0, 0.0]], [[0.0, 0.0]],
+                                     [[1.0, 0.0]]])
+    state = layer.encode(states, None, mask)
+    logits, valid = layer.attention_logits(state, queries)
+    mass = layer.mass_features(logits, valid).numpy()  # [2, 1, 2]
+    context = tf.einsum("bhca,bhak->bchk",
+                        layer.attention_probs(state, queries),
+                        state["values"]).numpy()  # [B, C, H, dk]
+    # The attended values agree (to the softmax's tail), the mass differs
+    # by log 3.
+    np.testing.assert_allclose(context[0], context[1], atol=1e-3)
+    np.testing.assert_allclose(mass[1, 0, 0] - mass[0, 0, 0], np.log(3.0),
+                               atol=1e-3)
+    np.testing.assert_array_equal(mass[:, 0, 1], [1.0, 1.0])
+
+
+def test_attention_mass_candidate_group_mask():
+    """A per-candidate group mask restricts both softmax and mass; a
+    candidate left with no group gets zero context and zero mass."""
+    inputs = _tensors(_inputs(7, batch=2, cands=3, agents=4))
+    inputs["agent_mask"] = tf.ones([2, 4], tf.bool)
+    layer = AgentTargetAttention(num_heads=2, key_dim=3, attention_mass=True)
+    layer(**inputs)
+    state = layer.encode(inputs["agent_states"], inputs["agent_weights"],
+                         inputs["agent_mask"])
+    group_mask = np.ones([2, 3, 4], bool)
+    group_mask[0, 1, 2:] = False  # candidate 1 of user 0: agents 0, 1
+    group_mask[1, 2] = False  # candidate 2 of user 1: nothing
+    out = layer.score(state, inputs["queries"], group_mask=group_mask)
+    # Candidate (0, 1) equals scoring against a state of agents 0, 1 only.
+    sub = {k: (v[:, :, :2] if k in ("keys", "values") else v[:, :2])
+           for k, v in state.items()}
+    np.testing.assert_allclose(
+        out[0, 1], layer.score(sub, inputs["queries"])[0, 1], atol=1e-5)
+    # Candidate (1, 2): output is the output bias only (zero context, mass).
+    np.testing.assert_allclose(out[1, 2], layer.output_dense.bias, atol=0)
+    probs = layer.attention_probs(state, inputs["queries"], group_mask)
+    np.testing.assert_array_equal(probs[1, :, 2], 0.0)
 
 
 # --- encode + score == call ------------------------------------------------
@@ -175,6 +269,10 @@ def test_encode_and_score_as_separate_tf_functions():
                      id="seed2_h4_out3"),
         pytest.param(3, {"num_heads": 1, "key_dim": 5, "use_prior": False},
                      id="seed3_no_prior"),
+        pytest.param(4, {"num_heads": 2, "key_dim": 3,
+                         "attention_mass": True}, id="seed4_mass"),
+        pytest.param(5, {"num_heads": 3, "key_dim": 2, "use_prior": False,
+                         "attention_mass": True}, id="seed5_mass_no_prior"),
     ],
 )
 def test_matches_numpy_reference(seed, kwargs):
@@ -350,6 +448,8 @@ def test_mixed_float16_huge_logits_finite():
         pytest.param({"num_heads": 3, "key_dim": 2, "output_dim": 5,
                       "dropout": 0.1, "use_prior": False},
                      id="out5_dropout_no_prior"),
+        pytest.param({"num_heads": 2, "key_dim": 4, "attention_mass": True},
+                     id="attention_mass"),
     ],
 )
 def test_harness(kwargs):
@@ -360,11 +460,12 @@ def test_harness(kwargs):
 
 def test_config_round_trip_values():
     layer = AgentTargetAttention(num_heads=3, key_dim=2, output_dim=5,
-                                 dropout=0.1, use_prior=False, name="ata")
+                                 dropout=0.1, use_prior=False,
+                                 attention_mass=True, name="ata")
     config = layer.get_config()
     clone = AgentTargetAttention.from_config(config)
     for key in ("num_heads", "key_dim", "output_dim", "dropout",
-                "use_prior", "name"):
+                "use_prior", "attention_mass", "name"):
         assert getattr(clone, key) == config[key] == getattr(layer, key)
 
 
@@ -386,6 +487,8 @@ def test_config_round_trip_values():
                      r"dropout.*1\.0", id="dropout_one"),
         pytest.param({"num_heads": 2, "key_dim": 4, "use_prior": "yes"},
                      "use_prior.*'yes'", id="use_prior_str"),
+        pytest.param({"num_heads": 2, "key_dim": 4, "attention_mass": 1},
+                     "attention_mass.*1", id="attention_mass_int"),
     ],
 )
 def test_constructor_errors(kwargs, match):

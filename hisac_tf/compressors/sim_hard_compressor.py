@@ -20,7 +20,6 @@ Per-candidate cost is that of `full`.
 
 from __future__ import annotations
 
-import math
 from typing import Mapping
 
 import hisac_tf  # noqa: F401  (Keras 2 before TensorFlow)
@@ -65,10 +64,10 @@ def category_masked_attention(
 ):
     """`AgentTargetAttention.score` with a per-candidate group mask.
 
-    Uses the layer's own projections (query, output) on a state from its
-    `encode` (keys, values [B, H, G, dk], bias [B, G], mask [B, G]) plus
-    `group_categories` [B, G]; queries [B, C, Dq], cand_categories [B, C]
-    -> [B, C, O] in the layer's compute dtype.
+    A state from the layer's `encode` (keys, values [B, H, G, dk], bias
+    [B, G], mask [B, G]) plus `group_categories` [B, G]; queries
+    [B, C, Dq], cand_categories [B, C] -> [B, C, O] in the layer's compute
+    dtype: each candidate attends over the groups of its category.
     """
     if "group_categories" not in state:
         raise ValueError(
@@ -77,26 +76,10 @@ def category_masked_attention(
             f"{sorted(state)}. The encode_user/score_with_state cache "
             "does not carry it."
         )
-    queries = tf.convert_to_tensor(queries)
-    if not attention.built:
-        attention._maybe_build(tf.TensorShape(queries.shape))
     mask = category_mask(
         state["group_categories"], state["mask"], cand_categories
     )  # [B, C, G]
-    q = attention.query_dense(queries)  # [B, C, H, dk]
-    q = tf.cast(q, tf.float32) * (1.0 / math.sqrt(attention.key_dim))
-    k = tf.cast(state["keys"], tf.float32)  # [B, H, G, dk]
-    logits = tf.einsum("bchk,bhak->bhca", q, k)  # [B, H, C, G]
-    bias = tf.cast(state["bias"], tf.float32)  # [B, G]
-    logits += bias[:, tf.newaxis, tf.newaxis, :]  # [B, H, C, G]
-    mask = mask[:, tf.newaxis, :, :]  # [B, 1, C, G]
-    logits = tf.where(mask, logits, tf.float32.min)  # [B, H, C, G]
-    probs = tf.nn.softmax(logits, axis=-1)  # [B, H, C, G]
-    probs = tf.where(mask, probs, tf.zeros_like(probs))  # [B, H, C, G]
-    probs = tf.cast(probs, attention.compute_dtype)
-    probs = attention.attention_dropout(probs, training=training)
-    values = tf.cast(state["values"], attention.compute_dtype)
-    context = tf.einsum(
-        "bhca,bhak->bchk", probs, values
-    )  # [B, H, C, G] x [B, H, G, dk] -> [B, C, H, dk]
-    return attention.output_dense(context)  # [B, C, O]
+    return attention.score(
+        {k: state[k] for k in ("keys", "values", "bias", "mask")},
+        queries, training=training, group_mask=mask,
+    )  # [B, C, O]

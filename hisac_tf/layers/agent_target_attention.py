@@ -6,6 +6,19 @@ prior bias on every head's logits:
 
     logits_{h,c,a} = q_{h,c} . k_{h,a} / sqrt(dk) + log w_a
     out_c          = W_o [ sum_a softmax_a(logits_{h,c,a}) v_{h,a} ]_h
+                     (+ W_m [ logsumexp_a logits_{h,c,a} ]_h, [any a valid])
+
+The softmax makes every candidate's attention weights sum to one, so the
+attended vector says *what* in the history matches a candidate but not
+*how much* of it there is: a candidate matched by one history item and one
+matched by five hundred can get the same output. DIN drops the softmax for
+this reason. With `attention_mass=True` the layer keeps the softmax and
+also returns its normaliser, the per-head log-partition
+logsumexp_a(logits) (+ an any-valid-group flag), through a learned
+projection W_m [H + 1, O] added to the output: with a uniform prior
+(w_a = 1, e.g. full attention) it grows with log(number of matching
+items); with normalised weights (HiSAC's voting weights) it carries the
+matching agents' share of the history.
 
 The user side (keys, values, bias, mask) does not depend on the candidates:
 `encode` computes it once per request (or once per user, to be cached
@@ -40,10 +53,13 @@ class AgentTargetAttention(tf.keras.layers.Layer):
       dropout: dropout rate on the attention probabilities (training).
       use_prior: add log w_a to the logits (False: plain attention; the
         weights are then optional).
+      attention_mass: also add W_m [logsumexp_a logits, any valid] to the
+        output (see the module doc); False: plain softmax attention.
 
     Weights: `query_dense` [Dq, H, dk] (+ bias [H, dk]), `key_dense` and
     `value_dense` [Dv, H, dk] (+ bias), `output_dense` [H, dk, O] (+ bias
-    [O]), all `EinsumDense`.
+    [O]), all `EinsumDense`; with attention_mass, `mass_dense` [H + 1, O]
+    (no bias).
 
     Call args:
       queries: [B, C, Dq] candidate embeddings.
@@ -70,6 +86,7 @@ class AgentTargetAttention(tf.keras.layers.Layer):
         output_dim: Optional[int] = None,
         dropout: float = 0.0,
         use_prior: bool = True,
+        attention_mass: bool = False,
         **kw,
     ):
         super().__init__(**kw)
@@ -94,6 +111,12 @@ class AgentTargetAttention(tf.keras.layers.Layer):
                 f"{use_prior!r}"
             )
         self.use_prior = use_prior
+        if not isinstance(attention_mass, bool):
+            raise ValueError(
+                "AgentTargetAttention: `attention_mass` must be a bool; "
+                f"received {attention_mass!r}"
+            )
+        self.attention_mass = attention_mass
         heads_keys = (self.num_heads, self.key_dim)
         policy = self.dtype_policy
         self.query_dense = tf.keras.layers.EinsumDense(
@@ -121,6 +144,7 @@ class AgentTargetAttention(tf.keras.layers.Layer):
             self.dropout, dtype=policy, name="attention_dropout"
         )
         self.output_dense = None  # Created in build: needs Dq by default.
+        self.mass_dense = None  # Created in build with attention_mass.
 
     def get_config(self):
         config = super().get_config()
@@ -130,6 +154,7 @@ class AgentTargetAttention(tf.keras.layers.Layer):
             output_dim=self.output_dim,
             dropout=self.dropout,
             use_prior=self.use_prior,
+            attention_mass=self.attention_mass,
         )
         return config
 
@@ -151,6 +176,13 @@ class AgentTargetAttention(tf.keras.layers.Layer):
             dtype=self.dtype_policy,
             name="output",
         )
+        if self.attention_mass:
+            self.mass_dense = tf.keras.layers.EinsumDense(
+                "bcm,mo->bco",  # [B, C, H + 1] x [H + 1, O] -> [B, C, O]
+                output_shape=(None, out_dim),
+                dtype=self.dtype_policy,
+                name="mass",
+            )
         super().build(queries_shape)
 
     def encode(self, agent_states, agent_weights, agent_mask):
@@ -215,10 +247,20 @@ class AgentTargetAttention(tf.keras.layers.Layer):
                 f"{sorted(state)} (expected {list(_STATE_KEYS)})"
             )
 
-    def attention_probs(self, state: Mapping[str, tf.Tensor], queries):
-        """float32 attention probabilities [B, H, C, A], before dropout.
+    def attention_logits(self, state: Mapping[str, tf.Tensor], queries,
+                         group_mask=None):
+        """float32 masked logits [B, H, C, A] and the mask they used.
 
-        Masked agents get 0; a user with no valid agent gets all zeros.
+        Args:
+          state: from `encode`.
+          queries: [B, C, Dq].
+          group_mask: optional [B, C, A] bool, a per-candidate restriction
+            of the agents (e.g. `sim_hard`: the candidate's category),
+            combined with the state's mask.
+
+        Returns:
+          (logits [B, H, C, A] with float32.min at masked agents, mask
+          [B, 1, 1 or C, A] bool).
         """
         me = type(self).__name__
         self._check_state(state)
@@ -237,24 +279,68 @@ class AgentTargetAttention(tf.keras.layers.Layer):
         mask = tf.cast(state["mask"], tf.bool)[
             :, tf.newaxis, tf.newaxis, :
         ]  # [B, 1, 1, A]
+        if group_mask is not None:
+            group_mask = tf.cast(group_mask, tf.bool)
+            _check_rank(me, "group_mask", group_mask, 3, "B, C, A")
+            mask = tf.logical_and(
+                mask, group_mask[:, tf.newaxis, :, :]
+            )  # [B, 1, C, A]
         # Re-mask after the addition: logit + float32.min may round to -inf.
         logits = tf.where(mask, logits, tf.float32.min)  # [B, H, C, A]
+        return logits, mask
+
+    def attention_probs(self, state: Mapping[str, tf.Tensor], queries,
+                        group_mask=None):
+        """float32 attention probabilities [B, H, C, A], before dropout.
+
+        Masked agents get 0; a user with no valid agent gets all zeros.
+        `group_mask` as in `attention_logits`.
+        """
+        logits, mask = self.attention_logits(state, queries, group_mask)
         probs = tf.nn.softmax(logits, axis=-1)  # [B, H, C, A]
         # An all-masked user is uniform after softmax: zero it.
         return tf.where(mask, probs, tf.zeros_like(probs))  # [B, H, C, A]
 
-    def score(self, state: Mapping[str, tf.Tensor], queries, training=None):
-        """Candidates against an encoded user: [B, C, Dq] -> [B, C, O]."""
+    def mass_features(self, logits, mask):
+        """[B, C, H + 1] float32: per-head logsumexp_a logits, any valid.
+
+        logits [B, H, C, A] and mask from `attention_logits`. A candidate
+        with no valid agent gets 0 for every head and 0 for the flag.
+        """
+        any_valid = tf.reduce_any(mask, axis=-1)  # [B, 1, 1 or C]
+        lse = tf.reduce_logsumexp(logits, axis=-1)  # [B, H, C]
+        lse = tf.where(any_valid, lse, 0.0)  # [B, H, C]
+        flag = tf.broadcast_to(
+            tf.cast(any_valid, tf.float32), tf.shape(lse[:, :1])
+        )  # [B, 1, C]
+        return tf.transpose(
+            tf.concat([lse, flag], axis=1), [0, 2, 1]
+        )  # [B, H + 1, C] -> [B, C, H + 1]
+
+    def score(self, state: Mapping[str, tf.Tensor], queries, training=None,
+              group_mask=None):
+        """Candidates against an encoded user: [B, C, Dq] -> [B, C, O].
+
+        `group_mask` [B, C, A] bool optionally restricts each candidate's
+        agents (see `attention_logits`).
+        """
         if not self.built:  # `score` may be called without `__call__`.
             self._maybe_build(tf.TensorShape(queries.shape))
-        probs = self.attention_probs(state, queries)  # [B, H, C, A]
+        logits, mask = self.attention_logits(state, queries, group_mask)
+        probs = tf.nn.softmax(logits, axis=-1)  # [B, H, C, A]
+        # An all-masked user is uniform after softmax: zero it.
+        probs = tf.where(mask, probs, tf.zeros_like(probs))
         probs = tf.cast(probs, self.compute_dtype)
         probs = self.attention_dropout(probs, training=training)
         values = tf.cast(state["values"], self.compute_dtype)
         context = tf.einsum(
             "bhca,bhak->bchk", probs, values
         )  # [B, H, C, A] x [B, H, A, dk] -> [B, C, H, dk]
-        return self.output_dense(context)  # [B, C, O]
+        out = self.output_dense(context)  # [B, C, O]
+        if self.attention_mass:
+            mass = self.mass_features(logits, mask)  # [B, C, H + 1]
+            out += self.mass_dense(tf.cast(mass, self.compute_dtype))
+        return out
 
     def call(
         self,

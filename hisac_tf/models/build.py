@@ -89,6 +89,7 @@ def build_model(cfg: Config, feature_spec: FeatureSpec, tables) -> HiSACRanker:
         mlp_dims=m.mlp_dims,
         use_cross_layer=m.use_cross_layer,
         dropout=m.dropout,
+        attention_mass=m.attention_mass,
         compressor=compressor,
     )
 

@@ -67,6 +67,9 @@ class HiSACRanker(tfrs.models.Model):
       mlp_dims: hidden widths of the ranking MLP.
       use_cross_layer: a DCN cross layer before the MLP.
       dropout: dropout rate of the MLP.
+      attention_mass: the target attention also returns its per-head
+        log-partition (how much of the state matches the candidate, which
+        the softmax normalises away; `AgentTargetAttention`).
       compressor: the history compressor (`hisac_tf.compressors`); None
         builds HiSAC's (`HiSACCompressor` from num_agents, top_k, the
         temperatures and hard_routing, which are then its only users).
@@ -96,6 +99,7 @@ class HiSACRanker(tfrs.models.Model):
         mlp_dims: Sequence[int] = (64, 32),
         use_cross_layer: bool = True,
         dropout: float = 0.0,
+        attention_mass: bool = True,
         compressor: HistoryCompressor | None = None,
         **kwargs,
     ):
@@ -135,6 +139,7 @@ class HiSACRanker(tfrs.models.Model):
             num_heads=num_heads,
             key_dim=max(1, embedding_dim // num_heads),
             output_dim=embedding_dim,
+            attention_mass=attention_mass,
         )
         self.user_hash = IdHashing(user_buckets)
         self.user_table = tf.keras.layers.Embedding(
