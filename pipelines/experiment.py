@@ -48,8 +48,13 @@ lengths, into `<training.model_dir>/<name>-N<n>`:
 Unknown keys, duplicate names and bad values raise ConfigError naming the
 run and the field before anything is trained.
 
-A finished run found in its model directory is not trained again
-(train.train resumes), so an interrupted experiment continues.
+Resuming: a run that finished leaves its table row in
+`<model_dir>/experiment_row.json` beside its resolved config; a later
+experiment with the same run config reuses that row instead of training and
+evaluating again, and an interrupted run resumes training from its last
+checkpoint (train.train). results.json / results.md are rewritten after
+every run (`"complete": false` until the last), so a long experiment shows
+its finished rows while it runs.
 
 Per run and N the table has: name, AUC, GAUC, log loss, the Bayes-optimal
 AUC and the gap to it (synthetic data), trainable parameters (all, and the
@@ -91,6 +96,7 @@ from hisac_tf.semantic_tables import (
     shuffled_tables,
 )
 
+ROW_FILE = "experiment_row.json"
 DEFAULT_COMPRESSORS = ("hisac", "recent", "full", "kmeans")
 DEFAULT_GROUP = "main"
 TOKENIZERS = ("trained", "shuffled")
@@ -428,6 +434,11 @@ def run_one(cfg: Config, compressor: str, length: int,
     run = run or Run(name=compressor, compressor=compressor,
                      lengths=(int(length),))
     run_cfg = run_config(cfg, compressor, length, run.name)
+    done = finished_row(run_cfg)
+    if done is not None:
+        print(f"[experiment] {run.name} N={length}: finished before, "
+              f"reusing {ROW_FILE}", file=sys.stderr, flush=True)
+        return done
     began = time.time()
     trained = train.train(run_cfg, progress=progress)
     evaluated = evaluate.main(run_cfg, progress=progress)
@@ -465,8 +476,29 @@ def run_one(cfg: Config, compressor: str, length: int,
         "tokenizer_dir": run_cfg.tokenizer.output_dir,
         "model_dir": run_cfg.training.model_dir,
     }
+    with tf.io.gfile.GFile(
+        os.path.join(run_cfg.training.model_dir, ROW_FILE), "w"
+    ) as f:
+        json.dump({"config": run_cfg.to_dict(), "row": row}, f, indent=2)
     tf.keras.backend.clear_session()
     return row
+
+
+def finished_row(run_cfg: Config) -> dict | None:
+    """The table row a finished run left in its model dir, if any.
+
+    Reused only when it was written for exactly this run config (same
+    data, tokenizer, model and training settings, same step budget), so an
+    interrupted experiment resumes without evaluating finished runs again.
+    """
+    path = os.path.join(run_cfg.training.model_dir, ROW_FILE)
+    if not tf.io.gfile.exists(path):
+        return None
+    with tf.io.gfile.GFile(path) as f:
+        saved = json.load(f)
+    if saved.get("config") != json.loads(json.dumps(run_cfg.to_dict())):
+        return None
+    return saved["row"]
 
 
 def _check_args(compressors: Sequence[str], lengths: Sequence[int]):
@@ -530,6 +562,7 @@ def main(
         jobs = [(run, n) for n in lengths for run in runs]
     output_dir = output_dir or os.path.join("runs", "experiments", cfg.name)
     tf.io.gfile.makedirs(output_dir)
+    began = time.time()
     generated = set(ensure_inputs(cfg, progress=progress))
     bases: dict[str, Config] = {}
     rows = []
@@ -546,23 +579,35 @@ def main(
         row = run_one(bases[run.name], run.compressor, n,
                       progress=progress, run=run)
         rows.append(row)
+        write_outputs(results_dict(cfg, runs, jobs, generated, rows, plan,
+                                   complete=False), output_dir, plots=False)
         print(f"[experiment] {count}: {run.name} N={n}: AUC "
               f"{row['auc']:.4f} GAUC {row['gauc']:.4f} "
               f"({row['seconds']:.0f} s)", file=sys.stderr, flush=True)
-    results = {
-        "config": cfg.to_dict(),
-        "compressors": list(dict.fromkeys(r.compressor for r in runs)),
-        "lengths": list(dict.fromkeys(n for _, n in jobs)),
-        "runs": [r.to_dict() for r in runs],
-        "generated": sorted(generated),
-        "rows": rows,
-    }
-    if plan is not None and plan.get("description"):
-        results["description"] = plan["description"]
+    results = results_dict(cfg, runs, jobs, generated, rows, plan,
+                           complete=True)
+    results["seconds"] = time.time() - began
     paths = write_outputs(results, output_dir)
     results["outputs"] = paths
     print(f"\n{format_markdown_tables(rows)}\nresults: {paths['json']}",
           file=sys.stderr)
+    return results
+
+
+def results_dict(cfg: Config, runs, jobs, generated, rows, plan,
+                 complete: bool) -> dict:
+    """What results.json holds; `complete` is False while runs remain."""
+    results = {
+        "config": cfg.to_dict(),
+        "complete": complete,
+        "compressors": list(dict.fromkeys(r.compressor for r in runs)),
+        "lengths": list(dict.fromkeys(n for _, n in jobs)),
+        "runs": [r.to_dict() for r in runs],
+        "generated": sorted(generated),
+        "rows": list(rows),
+    }
+    if plan is not None and plan.get("description"):
+        results["description"] = plan["description"]
     return results
 
 
@@ -640,11 +685,13 @@ def format_markdown_tables(rows: Sequence[dict]) -> str:
     return "\n".join(parts)
 
 
-def write_outputs(results: dict, output_dir: str) -> dict:
+def write_outputs(results: dict, output_dir: str,
+                  plots: bool = True) -> dict:
     """results.json, results.md and the plots; returns the paths written.
 
     Keys: json, markdown, and auc_vs_length, auc_vs_flops, ablations for
-    the plots that had something to show.
+    the plots that had something to show (none with plots=False: the
+    partial tables written after every run).
     """
     rows = results["rows"]
     paths = {
@@ -656,6 +703,10 @@ def write_outputs(results: dict, output_dir: str) -> dict:
     cfg = results["config"]
     c = cfg["data"]["max_candidates"]
     text = [f"# Experiment: {cfg['name']}", ""]
+    if not results.get("complete", True):
+        text += [f"**Partial: {len(rows)} of {len(results['runs'])} runs' "
+                 "rows so far (the experiment is still running or was "
+                 "interrupted).**", ""]
     if results.get("description"):
         text += [results["description"], ""]
     text += [
@@ -675,7 +726,7 @@ def write_outputs(results: dict, output_dir: str) -> dict:
         f.write("\n".join(text))
     for key, write in (("auc_vs_length", plot_auc_vs_length),
                        ("auc_vs_flops", plot_auc_vs_flops),
-                       ("ablations", plot_ablations)):
+                       ("ablations", plot_ablations)) if plots else ():
         path = os.path.join(output_dir, f"{key}.png")
         if write(rows, path):
             paths[key] = path

@@ -94,8 +94,9 @@ def agent_attention(
 
     weights: wq [Dq, H, dk], bq [H, dk], wk [Dv, H, dk], bk [H, dk],
     wv [Dv, H, dk], bv [H, dk], wo [H, dk, O], bo [O]; optionally
-    wm [H + 1, O] (attention mass: out += sum_h lse_h wm[h] + any wm[H],
-    lse_h = log sum_a exp(score_a) over the valid agents, 0 if none).
+    wm [H + 1, O] (attention mass: out += sum_h m_h wm[h] + any wm[H],
+    m_h = log sum_a exp(score_a) - log sum_a w_a over the valid agents
+    (w_a = 1 without prior), 0 if none).
     """
     queries = np.asarray(queries, np.float64)
     agent_states = np.asarray(agent_states, np.float64)
@@ -125,7 +126,12 @@ def agent_attention(
                     exps = [math.exp(s - top) for s in scores]
                     total = sum(exps)
                     if "wm" in w:
-                        out += (top + math.log(total)) * w["wm"][h]
+                        prior = sum(
+                            float(agent_weights[b, a]) if use_prior else 1.0
+                            for a in agents
+                        )
+                        mass = top + math.log(total) - math.log(prior)
+                        out += mass * w["wm"][h]
                     for a, e in zip(agents, exps):
                         p = e / total
                         probs[b, h, c, a] = p

@@ -108,15 +108,19 @@ def test_golden_values(use_prior, mask, attention, output):
                                atol=1e-6)
 
 
-# Attention mass on the same hand-set layer: logits = x_c + log w_a, so
-# lse = x_c + log(sum of the valid agents' w) (prior) or x_c + log(#valid)
-# (no prior); W_m = [[1], [10]] adds lse + 10 * [any valid agent].
+# Attention mass on the same hand-set layer: logits = x_c + log w_a (equal
+# keys), so logsumexp = x_c + log(sum of the valid agents' w) (prior) or
+# x_c + log(#valid) (no prior), and the prior's own logsumexp cancels the
+# second term: mass = x_c whichever agents are valid. Then a layer whose
+# keys differ: k_a = s_a[0] = (2, 0, 0), q = x_c = 1, no prior:
+# mass = log mean(e^2, 1, 1) = log((e^2 + 2) / 3).
+# W_m = [[1], [10]] adds mass + 10 * [any valid agent].
 MASS_GOLDEN = [
     pytest.param(True, [True, True, True], 19.0, 0.0, id="prior"),
-    pytest.param(True, [True, True, False], 13.75, np.log(0.8),
+    pytest.param(True, [True, True, False], 13.75, 0.0,
                  id="prior_masked_agent"),
-    pytest.param(False, [True, True, True], 70.0 / 3.0, np.log(3.0),
-                 id="no_prior_counts_agents"),
+    pytest.param(False, [True, True, True], 70.0 / 3.0, 0.0,
+                 id="no_prior"),
     pytest.param(False, [True, False, False], 10.0, 0.0,
                  id="no_prior_one_agent"),
     pytest.param(True, [False, False, False], None, None, id="all_masked"),
@@ -145,9 +149,25 @@ def test_attention_mass_golden_values(use_prior, mask, context, log_mass):
     np.testing.assert_allclose(out, want, atol=1e-5)
 
 
+def test_attention_mass_golden_unequal_keys():
+    layer = AgentTargetAttention(num_heads=1, key_dim=1, use_prior=False,
+                                 attention_mass=True)
+    queries = tf.constant([[[1.0]]])  # [1, C=1, 1]
+    states = tf.constant([[[2.0, 0.0], [0.0, 0.0], [0.0, 0.0]]])
+    mask = tf.ones([1, 3], tf.bool)
+    layer(queries, states, None, mask)  # builds
+    layer.query_dense.kernel.assign([[[1.0]]])
+    layer.key_dense.kernel.assign([[[1.0]], [[0.0]]])
+    state = layer.encode(states, None, mask)
+    logits, valid = layer.attention_logits(state, queries)
+    mass = layer.mass_features(logits, valid, state["bias"])  # [1, 1, 2]
+    np.testing.assert_allclose(
+        mass[0, 0], [np.log((np.e**2 + 2.0) / 3.0), 1.0], atol=1e-6)
+
+
 def test_attention_mass_tells_counts_apart():
-    """Softmax alone cannot tell one matching item from three; the mass
-    can: same keys and values, 1 vs 3 copies of the matching agent."""
+    """Softmax alone cannot tell one matching agent of four from three of
+    four; the mass can (log of the matching share, 1/4 vs 3/4)."""
     layer = AgentTargetAttention(num_heads=1, key_dim=2, use_prior=False,
                                  attention_mass=True)
     match = [10.0, 0.0, 1.0]
@@ -164,7 +184,8 @@ def test_attention_mass_tells_counts_apart():
                                      [[1.0, 0.0]]])
     state = layer.encode(states, None, mask)
     logits, valid = layer.attention_logits(state, queries)
-    mass = layer.mass_features(logits, valid).numpy()  # [2, 1, 2]
+    mass = layer.mass_features(
+        logits, valid, state["bias"]).numpy()  # [2, 1, 2]
     context = tf.einsum("bhca,bhak->bchk",
                         layer.attention_probs(state, queries),
                         state["values"]).numpy()  # [B, C, H, dk]

@@ -161,7 +161,7 @@ def test_shuffled_tables_rejects_bad_seed(seed):
 
 # ------------------------------------------------------------------ plans
 @pytest.mark.slow
-def test_experiment_plan_on_tiny(tmp_path, capsys):
+def test_experiment_plan_on_tiny(tmp_path, capsys, monkeypatch):
     root = str(tmp_path)
     cfg = tiny(root)
     out_dir = os.path.join(root, "out")
@@ -236,6 +236,39 @@ def test_experiment_plan_on_tiny(tmp_path, capsys):
     for name in ("ablations.png", "auc_vs_flops.png"):
         with open(os.path.join(out_dir, name), "rb") as f:
             assert f.read(8) == PNG_MAGIC
+    assert saved["complete"] is True
+
+    # Resume: finished runs' rows are reused, nothing trains again; a run
+    # whose config changed (another step budget) is not reused.
+    def no_training(*args, **kwargs):
+        raise AssertionError("a finished run was trained again")
+
+    from pipelines import train
+    monkeypatch.setattr(train, "train", no_training)
+    again = experiment.main(cfg, output_dir=out_dir, plan=plan_path)
+    assert again["rows"] == rows
+    assert "finished before, reusing experiment_row.json" in (
+        capsys.readouterr().err)
+    longer = cfg.replace(training={"train_steps": 5})
+    with pytest.raises(AssertionError, match="trained again"):
+        experiment.main(longer, output_dir=out_dir, plan=plan_path)
+
+
+def test_partial_results_are_marked(tmp_path):
+    rows = [{"name": "a", "group": "main", "compressor": "recent", "n": 10,
+             "groups": 4, "auc": 0.6, "gauc": 0.6, "log_loss": 0.4,
+             "bayes_auc": None, "gap_to_bayes_auc": None,
+             "parameters": 10, "compressor_parameters": 0,
+             "user_flops": 1, "per_candidate_flops": 1, "request_flops": 1,
+             "active_groups_mean": 1.0, "overrides": {},
+             "tokenizer": "trained"}]
+    cfg = tiny(str(tmp_path))
+    results = {"config": cfg.to_dict(), "complete": False,
+               "runs": [{"name": "a"}, {"name": "b"}], "rows": rows}
+    paths = experiment.write_outputs(results, str(tmp_path), plots=False)
+    assert sorted(paths) == ["json", "markdown"]
+    text = open(paths["markdown"]).read()
+    assert "**Partial: 1 of 2 runs' rows so far" in text
 
 
 def _plan(**run):
