@@ -137,3 +137,29 @@ def test_hard_routing_variant_builds_and_scores():
     cfg = config_lib.load_config("tiny", ['model.compressor="hisac_hard"'])
     model = build_model(cfg, SPEC, random_tables())
     assert np.all(np.isfinite(model(random_batch()).numpy()))
+
+
+@pytest.mark.parametrize("mass", [
+    pytest.param(True, id="attention_mass"),
+    pytest.param(False, id="plain_softmax"),
+])
+def test_attention_mass_switch(mass):
+    """model.attention_mass reaches the target attention; both variants
+    score finitely (empty history included) and cache the same way."""
+    cfg = config_lib.load_config(
+        "tiny", [f"model.attention_mass={str(mass).lower()}"])
+    model = build_model(cfg, SPEC, random_tables())
+    batch = random_batch()
+    logits = model(batch)
+    assert model.attention.attention_mass is mass
+    assert (model.attention.mass_dense is not None) is mass
+    assert np.all(np.isfinite(logits.numpy()))
+    np.testing.assert_allclose(
+        logits.numpy(), model.score(model.compress_user(batch), batch),
+        atol=1e-6)
+    # The mass weights get gradient through the loss.
+    with tf.GradientTape() as tape:
+        loss = model.compute_loss(batch)
+    if mass:
+        grad = tape.gradient(loss, model.attention.mass_dense.kernel)
+        assert grad is not None and np.any(grad.numpy() != 0)
