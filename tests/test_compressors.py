@@ -586,6 +586,13 @@ def test_flops_hand_count_hisac():
         user_features=2, mlp_dims=(8,), use_cross_layer=True)
     assert got == {"groups": 2, "compression": 92, "user": 300,
                    "per_candidate": 1128, "request": 3684}
+    # Attention mass: + (H + 1) D = 3 * 4 = 12 per candidate -> 1140;
+    #   request 300 + 3 * 1140 = 3720.
+    mass = flops_lib.request_flops(
+        "hisac", n=6, a=2, c=3, d=4, ds=2, h=2, num_levels=2,
+        user_features=2, mlp_dims=(8,), use_cross_layer=True,
+        attention_mass=True)
+    assert (mass["per_candidate"], mass["request"]) == (1140, 3720)
 
 
 def test_flops_hand_count_full_and_kmeans():

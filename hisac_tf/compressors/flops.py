@@ -34,6 +34,7 @@ per candidate = candidate SID embedding (L - 1) D
               + query projection        3D hk
               + logits and weighted sum 2 G hk
               + output projection       hk D
+              + attention mass          (H + 1) D   (model.attention_mass)
               + head                    F F + F (DCN cross layer, if used)
                                         + sum of MLP kernels + last width
   with F = (1 + U) D + 3D + D the head's input width.
@@ -96,6 +97,7 @@ def request_flops(
     use_cross_layer: bool = True,
     kmeans_iterations: int = 5,
     lsh_bits: int = 0,
+    attention_mass: bool = False,
 ) -> dict:
     """User-side, per-candidate and per-request MACs of one request.
 
@@ -105,6 +107,7 @@ def request_flops(
       num_levels: L; user_features: U (besides user_id).
       mlp_dims, use_cross_layer: the ranking head.
       kmeans_iterations, lsh_bits: the baselines' settings (0 bits: auto).
+      attention_mass: the attention's mass projection [H + 1, D].
     Returns:
       dict(groups G, compression, user, per_candidate, request) of ints.
     """
@@ -136,6 +139,7 @@ def request_flops(
         + 3 * d * hk  # query projection
         + 2 * g * hk  # logits and weighted sum
         + hk * d  # output projection
+        + ((h + 1) * d if attention_mass else 0)  # mass projection
         + head
     )
     return {
@@ -166,4 +170,5 @@ def config_flops(cfg, name: str | None = None, n: int | None = None,
         use_cross_layer=m.use_cross_layer,
         kmeans_iterations=m.kmeans_iterations,
         lsh_bits=m.lsh_bits,
+        attention_mass=m.attention_mass,
     )
