@@ -620,7 +620,8 @@ def test_flops_dense_terms_match_the_built_model():
         for name, layer in (("query", model.attention.query_dense),
                             ("key", model.attention.key_dense),
                             ("value", model.attention.value_dense),
-                            ("output", model.attention.output_dense))
+                            ("output", model.attention.output_dense),
+                            ("mass", model.attention.mass_dense))
     }
     head = sum(int(np.prod(d.kernel.shape)) for d in model.mlp)
     head += int(np.prod(model.logit.kernel.shape))
@@ -631,7 +632,8 @@ def test_flops_dense_terms_match_the_built_model():
     n, levels = cfg.data.max_history, len(cfg.tokenizer.codebook_sizes)
     # Per candidate minus the SID embedding and attention arithmetic.
     assert got["per_candidate"] - (levels - 1) * d - 2 * g * hk == (
-        kernels["query"] + kernels["output"] + cross + width + head)
+        kernels["query"] + kernels["output"] + kernels["mass"] + cross
+        + width + head)
     # User side minus embedding sums and compression = G x (K + V).
     assert got["user"] - 3 * n * d - got["compression"] - (
         levels - 1) * g * d == g * (kernels["key"] + kernels["value"])
