@@ -8,7 +8,8 @@ from hisac_tf import config as config_lib
 from hisac_tf.config import ConfigError
 
 
-@pytest.mark.parametrize("name", ["tiny", "demo", "taobao_mm", "industrial"])
+@pytest.mark.parametrize(
+    "name", ["tiny", "demo", "taobao_mm", "taobao_mm_hour", "industrial"])
 def test_presets_load_and_validate(name):
     cfg = config_lib.load_config(name)
     assert cfg.name == name

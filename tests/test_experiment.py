@@ -409,3 +409,19 @@ def test_write_outputs_skips_empty_plots(tmp_path, rows, plots):
     groups = list(dict.fromkeys(r["group"] for r in rows))
     assert [line[3:] for line in table.splitlines()
             if line.startswith("## ")] == groups
+
+
+def test_committed_plan_is_valid():
+    """configs/experiments/taobao_mm_hour.json (docs/results.md) parses
+    against its preset: every run's config builds, names are unique."""
+    cfg = config_lib.load_config("taobao_mm_hour")
+    path = os.path.join(os.path.dirname(__file__), os.pardir, "configs",
+                        "experiments", "taobao_mm_hour.json")
+    runs = experiment.parse_plan(path, cfg)
+    names = [r.name for r in runs]
+    assert len(names) == len(set(names)) > 10
+    groups = {r.group for r in runs}
+    assert {"scaling", "baselines", "ablations", "head", "seeds"} <= groups
+    scaling = [r for r in runs if r.group == "scaling"]
+    assert {r.compressor for r in scaling} >= {"hisac", "full", "recent"}
+    assert all(r.lengths == (100, 300, 1000, 3000) for r in scaling)
