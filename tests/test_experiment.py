@@ -421,7 +421,8 @@ def test_committed_plan_is_valid():
     names = [r.name for r in runs]
     assert len(names) == len(set(names)) > 10
     groups = {r.group for r in runs}
-    assert {"scaling", "baselines", "ablations", "head", "seeds"} <= groups
+    assert {"scaling", "baselines", "ablations", "head", "seeds",
+            "budget"} <= groups
     scaling = [r for r in runs if r.group == "scaling"]
     assert {r.compressor for r in scaling} >= {"hisac", "full", "recent"}
     assert all(r.lengths == (100, 300, 1000, 3000) for r in scaling)
