@@ -773,6 +773,9 @@ def _plot_series(rows: Sequence[dict], path: str, key: str, xlabel: str,
                        label="Bayes-optimal AUC")
         if log:
             ax.set_xscale("log")
+            if key == "n":  # Tick at the measured lengths, not at 10^k.
+                ticks = sorted({r[key] for r in rows})
+                ax.set_xticks(ticks, [f"{t:,}" for t in ticks])
         ax.set_xlabel(xlabel)
         ax.set_ylabel("eval AUC")
         ax.grid(True, alpha=0.3)
@@ -789,7 +792,8 @@ def plot_auc_vs_length(rows: Sequence[dict], path: str) -> bool:
     for r in rows:
         lengths[_name(r)].add(r["n"])
     mine = [r for r in rows if len(lengths[_name(r)]) > 1]
-    return _plot_series(mine, path, "n", "history length N", False)
+    return _plot_series(mine, path, "n", "history length N (log scale)",
+                        True)
 
 
 def plot_auc_vs_flops(rows: Sequence[dict], path: str) -> bool:
