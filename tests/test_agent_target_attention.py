@@ -88,18 +88,28 @@ GOLDEN = [
 ]
 
 
-@pytest.mark.parametrize("use_prior,mask,attention,output", GOLDEN)
-def test_golden_values(use_prior, mask, attention, output):
-    layer = AgentTargetAttention(num_heads=1, key_dim=1, use_prior=use_prior)
+def _hand_set_layer(use_prior, mask, attention_mass=False):
+    """The golden layer described above GOLDEN, kernels set by hand.
+
+    Returns (layer, (queries, states, weights, mask)) for `layer(*inputs)`.
+    """
+    layer = AgentTargetAttention(num_heads=1, key_dim=1, use_prior=use_prior,
+                                 attention_mass=attention_mass)
     queries = tf.constant([[[0.7], [-2.0]]])  # [1, C=2, 1]
     states = tf.constant([[[1.0, 10.0], [1.0, 20.0], [1.0, 40.0]]])
     weights = tf.constant([[0.5, 0.3, 0.2]])
-    mask = tf.constant([mask])
-    layer(queries, states, weights, mask)  # builds
+    inputs = (queries, states, weights, tf.constant([mask]))
+    layer(*inputs)  # builds
     layer.query_dense.kernel.assign([[[1.0]]])
     layer.key_dense.kernel.assign([[[1.0]], [[0.0]]])
     layer.value_dense.kernel.assign([[[0.0]], [[1.0]]])
     layer.output_dense.kernel.assign([[[1.0]]])
+    return layer, inputs
+
+
+@pytest.mark.parametrize("use_prior,mask,attention,output", GOLDEN)
+def test_golden_values(use_prior, mask, attention, output):
+    layer, (queries, states, weights, mask) = _hand_set_layer(use_prior, mask)
     out = layer(queries, states, weights, mask)
     np.testing.assert_allclose(out, [[[output], [output]]], atol=1e-5)
     state = layer.encode(states, weights, mask)
@@ -129,19 +139,9 @@ MASS_GOLDEN = [
 
 @pytest.mark.parametrize("use_prior,mask,context,log_mass", MASS_GOLDEN)
 def test_attention_mass_golden_values(use_prior, mask, context, log_mass):
-    layer = AgentTargetAttention(num_heads=1, key_dim=1, use_prior=use_prior,
-                                 attention_mass=True)
-    queries = tf.constant([[[0.7], [-2.0]]])  # [1, C=2, 1]
-    states = tf.constant([[[1.0, 10.0], [1.0, 20.0], [1.0, 40.0]]])
-    weights = tf.constant([[0.5, 0.3, 0.2]])
-    mask = tf.constant([mask])
-    layer(queries, states, weights, mask)  # builds
-    layer.query_dense.kernel.assign([[[1.0]]])
-    layer.key_dense.kernel.assign([[[1.0]], [[0.0]]])
-    layer.value_dense.kernel.assign([[[0.0]], [[1.0]]])
-    layer.output_dense.kernel.assign([[[1.0]]])
+    layer, inputs = _hand_set_layer(use_prior, mask, attention_mass=True)
     layer.mass_dense.kernel.assign([[1.0], [10.0]])
-    out = layer(queries, states, weights, mask).numpy()[0, :, 0]  # [C]
+    out = layer(*inputs).numpy()[0, :, 0]  # [C]
     if context is None:  # No valid agent: zero context, zero mass, flag 0.
         want = [0.0, 0.0]
     else:

@@ -48,6 +48,7 @@ import hisac_tf  # noqa: F401  (Keras 2 before TensorFlow)
 import tensorflow as tf
 
 from hisac_tf.layers.shape_checks import check_int
+from hisac_tf.layers.shape_checks import check_rank as _check_rank
 
 GROUP_KEYS = (
     "group_states", "group_mask", "group_prior", "group_sids",
@@ -191,15 +192,6 @@ class HistoryCompressor(tf.keras.layers.Layer):
         config = super().get_config()
         config.pop("autocast", None)
         return config
-
-
-def _check_rank(owner: str, name: str, tensor, rank: int, letters: str):
-    shape = tensor.shape
-    if shape.rank is not None and shape.rank != rank:
-        raise ValueError(
-            f"{owner}: `{name}` must have shape [{letters}] (rank {rank}); "
-            f"received shape {shape.as_list()}"
-        )
 
 
 def log_share(counts: tf.Tensor, mask: tf.Tensor) -> tf.Tensor:

@@ -46,6 +46,13 @@ _STATE_KEYS = ("keys", "values", "bias", "mask")
 _NAME = "AgentTargetAttention"
 
 
+def _masked_softmax(logits, mask):
+    """Softmax over agents [B, H, C, A]; masked agents and all-masked rows
+    (uniform after the softmax) get exactly 0."""
+    probs = tf.nn.softmax(logits, axis=-1)  # [B, H, C, A]
+    return tf.where(mask, probs, tf.zeros_like(probs))  # [B, H, C, A]
+
+
 @tf.keras.utils.register_keras_serializable(package="hisac_tf")
 class AgentTargetAttention(tf.keras.layers.Layer):
     """Multi-head attention of C candidates over A agents, log-w prior.
@@ -301,9 +308,7 @@ class AgentTargetAttention(tf.keras.layers.Layer):
         `group_mask` as in `attention_logits`.
         """
         logits, mask = self.attention_logits(state, queries, group_mask)
-        probs = tf.nn.softmax(logits, axis=-1)  # [B, H, C, A]
-        # An all-masked user is uniform after softmax: zero it.
-        return tf.where(mask, probs, tf.zeros_like(probs))  # [B, H, C, A]
+        return _masked_softmax(logits, mask)  # [B, H, C, A]
 
     def mass_features(self, logits, mask, bias):
         """[B, C, H + 1] float32: per-head attention mass, any valid.
@@ -345,9 +350,7 @@ class AgentTargetAttention(tf.keras.layers.Layer):
         if not self.built:  # `score` may be called without `__call__`.
             self._maybe_build(tf.TensorShape(queries.shape))
         logits, mask = self.attention_logits(state, queries, group_mask)
-        probs = tf.nn.softmax(logits, axis=-1)  # [B, H, C, A]
-        # An all-masked user is uniform after softmax: zero it.
-        probs = tf.where(mask, probs, tf.zeros_like(probs))
+        probs = _masked_softmax(logits, mask)  # [B, H, C, A]
         probs = tf.cast(probs, self.compute_dtype)
         probs = self.attention_dropout(probs, training=training)
         values = tf.cast(state["values"], self.compute_dtype)
