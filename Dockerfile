@@ -20,7 +20,7 @@
 #   docker run --gpus all -p 8500:8500 -p 8501:8501 hisac-serve
 # serving/configs/models.config names the versions served and the stable /
 # canary labels; regenerate it for the versions you ship:
-#   python -m serving.tf_serving_config --serving_versions=1,2 \
+#   python -m hisac_tf.export.tf_serving_config --serving_versions=1,2 \
 #       --serving_stable=1 --serving_canary=2
 
 FROM tensorflow/tensorflow:2.17.1-gpu AS train

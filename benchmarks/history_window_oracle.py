@@ -1,6 +1,6 @@
 """How much of the synthetic click signal lies beyond the newest W behaviours?
 
-An analysis of the generator (`pipelines/synthetic.py`), not of a model: it
+An analysis of the generator (`hisac_tf/data/synthetic.py`), not of a model: it
 explains the sequence-length scaling in docs/results.md. For the eval
 requests of the first `--users` users of a preset, the true click logit
 (DESIGN §5) is re-estimated by a plug-in oracle that sees only the newest W
@@ -43,7 +43,7 @@ import numpy as np  # noqa: E402
 
 from hisac_tf import metrics  # noqa: E402
 from hisac_tf.config import load_config  # noqa: E402
-from pipelines import synthetic  # noqa: E402
+from hisac_tf.data import synthetic  # noqa: E402
 
 ALL = 0  # window size meaning "the whole history"
 

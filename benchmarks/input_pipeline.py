@@ -25,8 +25,8 @@ import hisac_tf  # noqa: E402,F401
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from hisac_tf.feature_spec import FeatureSpec  # noqa: E402
-from pipelines import input_pipeline  # noqa: E402
+from hisac_tf.data.feature_spec import FeatureSpec  # noqa: E402
+from hisac_tf.data import input_pipeline  # noqa: E402
 
 RESULTS = os.path.join(os.path.dirname(__file__), "results")
 

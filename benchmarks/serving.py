@@ -6,7 +6,7 @@ per-impression tf.Example per candidate: the history travels and is
 compressed C times). This benchmark builds a HiSAC ranker with the
 `taobao_mm` model settings (A = 200 agents, K = 200 x 200, D = 32;
 random weights and random semantic tables over 100,000 items: latency does
-not depend on training), exports it with `serving.signatures` as
+not depend on training), exports it with `hisac_tf.export.signatures` as
 `<tmp>/export/1`, and measures:
 
 1. same process, the loaded SavedModel's signatures called directly, for
@@ -44,11 +44,11 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from hisac_tf import config as config_lib  # noqa: E402
-from hisac_tf.feature_spec import FeatureSpec  # noqa: E402
+from hisac_tf.data.feature_spec import FeatureSpec  # noqa: E402
 from hisac_tf.models.build import build_model  # noqa: E402
-from hisac_tf.semantic_tables import SemanticTables  # noqa: E402
+from hisac_tf.tokenizer.semantic_tables import SemanticTables  # noqa: E402
 from serving import grpc_client, load_test  # noqa: E402
-from serving import signatures as sig  # noqa: E402
+from hisac_tf.export import signatures as sig  # noqa: E402
 
 RESULTS = os.path.join(ROOT, "benchmarks", "results")
 PRESET = "taobao_mm"

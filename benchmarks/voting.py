@@ -43,7 +43,7 @@ from hisac_tf.layers.semantic_id_lookup import SemanticIdLookup  # noqa: E402
 from hisac_tf.layers.soft_routing_attention import (  # noqa: E402
     SoftRoutingAttention,
 )
-from hisac_tf.semantic_tables import SemanticTables  # noqa: E402
+from hisac_tf.tokenizer.semantic_tables import SemanticTables  # noqa: E402
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 

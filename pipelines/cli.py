@@ -17,6 +17,7 @@ from absl import app, flags, logging
 
 import hisac_tf  # noqa: F401  (Keras 2 before TensorFlow)
 from hisac_tf import config as config_lib
+from hisac_tf.data import filesystems
 
 FLAGS = flags.FLAGS
 
@@ -43,8 +44,6 @@ def run(main: Callable[[config_lib.Config], object]) -> None:
         except config_lib.ConfigError as e:
             print(f"config error: {e}", file=sys.stderr)
             return 2
-        from pipelines import filesystems
-
         return filesystems.run_job(lambda: main(cfg))
 
     app.run(_main)

@@ -22,6 +22,13 @@ import numpy as np
 import tensorflow as tf
 
 from hisac_tf.config import Config
+from hisac_tf.data import input_pipeline, synthetic
+from hisac_tf.data.data_summary import summarize_data
+from hisac_tf.data.feature_spec import FeatureSpec
+from hisac_tf.training.evaluation import evaluate, format_report
+from hisac_tf.training.trainer import train
+from pipelines import cli, export, tokenize_items
+from serving import grpc_client, local_server
 
 
 def _stage(number: int, total: int, title: str) -> float:
@@ -39,9 +46,6 @@ def _same_config(path: str, section: str, cfg: Config) -> bool:
 
 
 def main(cfg: Config) -> dict:
-    from pipelines import evaluate, inspect_data, synthetic, tokenize_items
-    from pipelines import train
-
     total = 7
     results: dict = {"config": cfg.name}
     began = time.time()
@@ -62,7 +66,7 @@ def main(cfg: Config) -> dict:
     print(f"  ({time.time() - t0:.0f} s)", file=sys.stderr)
 
     t0 = _stage(2, total, "reading the data back through the input pipeline")
-    results["inspect"] = inspect_data.main(cfg)
+    results["inspect"] = summarize_data(cfg)
     print(f"  ({time.time() - t0:.0f} s)", file=sys.stderr)
 
     t0 = _stage(3, total, f"RQ-VAE tokenizer → {cfg.tokenizer.output_dir}")
@@ -85,11 +89,11 @@ def main(cfg: Config) -> dict:
     print(f"  ({time.time() - t0:.0f} s)", file=sys.stderr)
 
     t0 = _stage(4, total, f"training HiSAC → {cfg.training.model_dir}")
-    results["train"] = train.train(cfg)
+    results["train"] = train(cfg)
     print(f"  ({time.time() - t0:.0f} s)", file=sys.stderr)
 
     t0 = _stage(5, total, "evaluation on the last days (eval split)")
-    results["eval"] = evaluate.main(cfg)
+    results["eval"] = evaluate(cfg)
     print(f"  ({time.time() - t0:.0f} s)", file=sys.stderr)
 
     t0 = _stage(6, total, f"export → {cfg.export.export_dir}")
@@ -108,7 +112,7 @@ def main(cfg: Config) -> dict:
         json.dump(results, f, indent=2, default=str)
     print(
         f"\ndone in {results['seconds']:.0f} s: "
-        f"{evaluate.format_report(results['eval'])}\nresults: {out}",
+        f"{format_report(results['eval'])}\nresults: {out}",
         file=sys.stderr,
     )
     return results
@@ -116,8 +120,6 @@ def main(cfg: Config) -> dict:
 
 def export_latest(cfg: Config) -> dict:
     """Exports a new version unless the newest came from this checkpoint."""
-    from pipelines import export
-
     summary_path = os.path.join(cfg.export.export_dir, export.SUMMARY_FILE)
     latest = tf.train.latest_checkpoint(
         os.path.join(cfg.training.model_dir, "checkpoints")
@@ -136,10 +138,6 @@ def export_latest(cfg: Config) -> dict:
 
 def score_over_grpc(cfg: Config, users: int = 3) -> dict:
     """Starts the local server, scores eval requests both ways, stops it."""
-    from hisac_tf.feature_spec import FeatureSpec
-    from pipelines import input_pipeline
-    from serving import grpc_client, local_server
-
     spec = FeatureSpec.from_config(cfg.data)
     path = input_pipeline.list_files(
         os.path.join(cfg.data.data_dir, cfg.data.eval_pattern)
@@ -191,8 +189,6 @@ def score_over_grpc(cfg: Config, users: int = 3) -> dict:
 
 
 def run():
-    from pipelines import cli
-
     cli.run(main)
 
 

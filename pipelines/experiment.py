@@ -10,9 +10,10 @@
 
 Compressor mode (`--experiment_compressors`, `--experiment_lengths`): for
 each history length N in `lengths` (default: data.max_history) and each
-compressor, trains a ranker with `pipelines.train.train` into
+compressor, trains a ranker with `hisac_tf.training.trainer.train` into
 `<training.model_dir>/<compressor>-N<n>` and evaluates it with
-`pipelines.evaluate.main`: the same data, tokenizer, seed, step budget,
+`hisac_tf.training.evaluation.evaluate`: the same data, tokenizer, seed,
+step budget,
 optimisers and ranking head; only `model.compressor` and `data.max_history`
 change (histories are truncated to the newest N by the reader, so every N
 up to the generated length reads the same files). Each compressor is a run
@@ -41,7 +42,7 @@ lengths, into `<training.model_dir>/<name>-N<n>`:
               training.model_dir and training.mode belong to the run)
   tokenizer   "trained" (default) or "shuffled": the trained tables with
               the (SID, latent) rows permuted among items
-              (`hisac_tf.semantic_tables.shuffled_tables`, seed
+              (`hisac_tf.tokenizer.semantic_tables.shuffled_tables`, seed
               training.seed), written once into
               `<output_dir>/tokenizer_shuffled_seed<seed>`
 
@@ -65,7 +66,7 @@ number of groups (agents) actually active per eval request. Writes
 `auc_vs_length.png` (runs with more than one N), `auc_vs_flops.png` (the
 first group) and `ablations.png` (AUC per run at the most frequent N) into
 the output directory; a plot with nothing to show is not written. Data and
-tokenizer tables are generated (`pipelines.synthetic`,
+tokenizer tables are generated (`hisac_tf.data.synthetic`,
 `pipelines.tokenize_items`) when `data.data_dir` / `tokenizer.output_dir`
 hold none.
 """
@@ -88,8 +89,13 @@ import tensorflow as tf
 from hisac_tf.compressors import COMPRESSOR_NAMES
 from hisac_tf.compressors.flops import config_flops
 from hisac_tf.config import Config, ConfigError
-from hisac_tf.feature_spec import FeatureSpec
-from hisac_tf.semantic_tables import (
+from hisac_tf.data.feature_spec import FeatureSpec
+from hisac_tf.data import input_pipeline, synthetic
+from hisac_tf.training.checkpoints import restore_latest
+from hisac_tf.training.evaluation import evaluate
+from hisac_tf.training.trainer import train
+from pipelines import tokenize_items
+from hisac_tf.tokenizer.semantic_tables import (
     MANIFEST,
     load_semantic_tables,
     save_semantic_tables,
@@ -114,8 +120,6 @@ _NAME = re.compile(r"[A-Za-z0-9_.-]+")
 
 def ensure_inputs(cfg: Config, progress: bool = False) -> dict:
     """Generates the synthetic data and the tokenizer tables if missing."""
-    from pipelines import input_pipeline, synthetic, tokenize_items
-
     done = {}
     pattern = os.path.join(cfg.data.data_dir, cfg.data.train_pattern)
     try:
@@ -383,17 +387,13 @@ def prepare_run(cfg: Config, run: Run, output_dir: str,
 
 def diagnose(cfg: Config) -> dict:
     """Parameters and groups active per eval request of a trained run."""
-    from pipelines import input_pipeline, train
-
     files = input_pipeline.list_files(
         os.path.join(cfg.data.data_dir, cfg.data.eval_pattern)
     )
     spec = FeatureSpec.from_config(cfg.data)
-    _, model, _, step, checkpoint = train.build(
-        cfg, tf.distribute.get_strategy()
-    )
-    manager = train.checkpoint_manager(cfg, checkpoint, step)
-    checkpoint.restore(manager.latest_checkpoint).expect_partial()
+    state, _, status = restore_latest(cfg, "diagnose", spec=spec)
+    status.expect_partial()
+    model = state.model
     ds = input_pipeline.request_dataset(
         files, spec, batch_size=cfg.data.batch_size,
         compression=cfg.data.compression, deterministic=True,
@@ -429,8 +429,6 @@ def run_one(cfg: Config, compressor: str, length: int,
     `cfg` is the run's base config (overrides and tokenizer applied);
     without `run` the run is the compressor alone (group "main").
     """
-    from pipelines import evaluate, train
-
     run = run or Run(name=compressor, compressor=compressor,
                      lengths=(int(length),))
     run_cfg = run_config(cfg, compressor, length, run.name)
@@ -440,8 +438,8 @@ def run_one(cfg: Config, compressor: str, length: int,
               f"reusing {ROW_FILE}", file=sys.stderr, flush=True)
         return done
     began = time.time()
-    trained = train.train(run_cfg, progress=progress)
-    evaluated = evaluate.main(run_cfg, progress=progress)
+    trained = train(run_cfg, progress=progress)
+    evaluated = evaluate(run_cfg, progress=progress)
     diag = diagnose(run_cfg)
     fl = config_flops(run_cfg)
     row = {

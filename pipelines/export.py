@@ -5,7 +5,7 @@
 (DESIGN §6):
 
     <version>/saved_model.pb, variables/   signatures of
-                                           `serving.signatures`
+                                           `hisac_tf.export.signatures`
     <version>/assets.extra/
         tf_serving_warmup_requests         PredictionLog records, built
                                            from real eval records
@@ -43,10 +43,12 @@ import tensorflow as tf
 from tensorflow_serving.apis import predict_pb2, prediction_log_pb2
 
 from hisac_tf.config import Config, write_resolved
-from hisac_tf.feature_spec import CANDIDATE_FEATURES, HISTORY_FEATURES
-from pipelines import filesystems, input_pipeline
-from serving import signatures as sig
-from serving import tf_serving_config
+from hisac_tf.data.feature_spec import CANDIDATE_FEATURES, HISTORY_FEATURES
+from hisac_tf.data import filesystems
+from hisac_tf.data import input_pipeline
+from hisac_tf.export import signatures as sig
+from hisac_tf.export import tf_serving_config
+from hisac_tf.training.checkpoints import restore_latest
 
 ASSETS_EXTRA = "assets.extra"
 WARMUP_FILE = "tf_serving_warmup_requests"
@@ -96,22 +98,11 @@ def restore(cfg: Config):
       padded batch of the eval split (train split if there is none), also
       used to build the model so that the checkpoint's weights load.
     """
-    from pipelines import train
-
-    strategy = tf.distribute.get_strategy()
-    spec, model, _, step, checkpoint = train.build(cfg, strategy)
-    manager = train.checkpoint_manager(cfg, checkpoint, step)
-    if manager.latest_checkpoint is None:
-        raise FileNotFoundError(
-            "no checkpoint to export under "
-            f"{os.path.join(cfg.training.model_dir, 'checkpoints')} "
-            "(training.model_dir); train first"
-        )
-    status = checkpoint.restore(manager.latest_checkpoint)
-    batch = first_batch(cfg, spec, WARMUP_BATCH)
-    model(batch, training=False)  # Creates the variables: restore lands.
+    state, path, status = restore_latest(cfg, "export")
+    batch = first_batch(cfg, state.spec, WARMUP_BATCH)
+    state.model(batch, training=False)  # Creates the variables.
     status.assert_existing_objects_matched().expect_partial()  # no slots
-    return spec, model, int(step.numpy()), manager.latest_checkpoint, batch
+    return state.spec, state.model, int(state.step.numpy()), path, batch
 
 
 def first_batch(cfg: Config, spec, batch_size: int) -> dict:

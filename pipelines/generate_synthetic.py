@@ -5,7 +5,7 @@
 
 Writes train/eval request shards, the item table, `summary.json` and the
 resolved `config.json` into `--output_dir` (default `data.data_dir`) and
-prints the Bayes-optimal AUC/GAUC of each split (see pipelines/synthetic.py
+prints the Bayes-optimal AUC/GAUC of each split (see hisac_tf/data/synthetic.py
 for the world it simulates).
 """
 
@@ -16,7 +16,7 @@ import sys
 from absl import flags
 
 from hisac_tf.config import Config
-from pipelines import synthetic
+from hisac_tf.data import synthetic
 
 _FLAGS = {
     "output_dir": (str, None, "Output directory (default: data.data_dir)."),

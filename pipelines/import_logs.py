@@ -11,7 +11,7 @@ Parquet (columns by name, read through tensorflow-io's Parquet kernels).
 (pv=1, cart=2, fav=3, buy=4); ids are integers >= 1, timestamps integer
 seconds >= 0. Several inputs: a comma-separated list of paths or glob
 patterns; gzipped CSV (`*.gz`) is read as such. Paths may be local, gs://,
-s3:// or hdfs:// (`pipelines.filesystems`).
+s3:// or hdfs:// (`hisac_tf.data.filesystems`).
 
 Optional side tables (CSV or Parquet by file extension: .parquet, .parq,
 .pq):
@@ -103,8 +103,8 @@ import tensorflow as tf
 from absl import flags, logging
 
 from hisac_tf import config as config_lib
-from hisac_tf.feature_spec import DataError, FeatureSpec, item_example
-from pipelines import filesystems
+from hisac_tf.data.feature_spec import DataError, FeatureSpec, item_example
+from hisac_tf.data import filesystems
 
 LOG_COLUMNS = ("user_id", "item_id", "category_id", "behavior_type",
                "timestamp")

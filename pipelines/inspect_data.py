@@ -1,81 +1,22 @@
 """Job: read request-level TFRecords back and print summary statistics.
 
-`main(cfg) -> dict` reads the train and eval shards of `cfg.data` through
-the same input pipeline that training uses (parsing, contract checks,
-truncation to the newest N, padding) and writes `inspect.json` beside the
-data. A record that breaks the contract stops the job with an error naming
-the file, the record and the field.
+Calls `hisac_tf.data.data_summary.summarize_data`: the train and eval
+shards of `data` are read through the training input pipeline and
+summarised into `<data_dir>/inspect.json`.
 """
 
 from __future__ import annotations
 
-import json
-import os
-import sys
-
-import hisac_tf  # noqa: F401  (Keras 2 before TensorFlow)
-import tensorflow as tf
-
 from hisac_tf.config import Config
-from hisac_tf.feature_spec import FeatureSpec
-from pipelines import input_pipeline
-
-
-def has_true_ctr(path: str, compression: str) -> bool:
-    """Whether the first record of `path` carries `true_ctr`."""
-    for record in tf.data.TFRecordDataset(path, compression).take(1):
-        example = tf.train.Example.FromString(record.numpy())
-        return "true_ctr" in example.features.feature
-    return False
-
-
-def summarize_split(cfg: Config, pattern: str) -> dict:
-    files = input_pipeline.list_files(
-        os.path.join(cfg.data.data_dir, pattern)
-    )
-    spec = FeatureSpec.from_config(
-        cfg.data, with_true_ctr=has_true_ctr(files[0], cfg.data.compression)
-    )
-    ds = input_pipeline.request_dataset(
-        files, spec, batch_size=256, compression=cfg.data.compression,
-        deterministic=True,
-    )
-    batches = input_pipeline.iterate(ds, files, spec, cfg.data.compression)
-    summary = input_pipeline.summarize(batches)
-    summary["files"] = len(files)
-    return summary
+from hisac_tf.data.data_summary import summarize_data
+from pipelines import cli
 
 
 def main(cfg: Config) -> dict:
-    results = {
-        "train": summarize_split(cfg, cfg.data.train_pattern),
-        "eval": summarize_split(cfg, cfg.data.eval_pattern),
-        "max_history": cfg.data.max_history,
-    }
-    path = os.path.join(cfg.data.data_dir, "inspect.json")
-    with tf.io.gfile.GFile(path, "w") as f:
-        json.dump(results, f, indent=2)
-    print(format_summary(results), file=sys.stderr)
-    return results
-
-
-def format_summary(results: dict) -> str:
-    rows = ["split  requests  users  impressions  ctr     hist_mean  "
-            "hist_max  truncated  empty"]
-    for split in ("train", "eval"):
-        s = results[split]
-        rows.append(
-            f"{split:<6} {s['requests']:>8}  {s['users']:>5}  "
-            f"{s['impressions']:>11}  {s['ctr']:.4f}  "
-            f"{s['history_length_mean']:>9.1f}  {s['history_length_max']:>8}"
-            f"  {s['histories_truncated']:>9}  {s['histories_empty']:>5}"
-        )
-    return "\n".join(rows)
+    return summarize_data(cfg)
 
 
 def run():
-    from pipelines import cli
-
     cli.run(main)
 
 

@@ -16,7 +16,8 @@ errors) are kept in memory, never the content embeddings of the whole
 table. Writes into `output_dir` (default cfg.tokenizer.output_dir):
 
     semantic_tables.json, item_ids.npy, sids.npy, latents.npy,
-    codebooks.npz          the SemanticTables (hisac_tf.semantic_tables)
+    codebooks.npz          the SemanticTables
+                           (hisac_tf.tokenizer.semantic_tables)
     config.json            the resolved config
     tokenizer_report.json  quality figures (see `quality_report`)
     rqvae/                 the RQ-VAE weights (TF checkpoint)
@@ -43,7 +44,7 @@ from absl import flags
 
 from hisac_tf import config as config_lib
 from hisac_tf.config import Config
-from hisac_tf.feature_spec import (
+from hisac_tf.data.feature_spec import (
     ITEM_CATEGORY,
     ITEM_EMBEDDING,
     ITEM_ID,
@@ -52,8 +53,11 @@ from hisac_tf.feature_spec import (
     item_table_parse_spec,
 )
 from hisac_tf.models.rqvae import RQVAE
-from hisac_tf.semantic_tables import SemanticTables, save_semantic_tables
-from pipelines import filesystems
+from hisac_tf.tokenizer.semantic_tables import (
+    SemanticTables,
+    save_semantic_tables,
+)
+from hisac_tf.data import filesystems
 
 REPORT = "tokenizer_report.json"
 KMEANS_ITERATIONS = 10

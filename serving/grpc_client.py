@@ -50,7 +50,7 @@ from tensorflow_serving.apis import (
 )
 
 from hisac_tf.config import DataConfig
-from hisac_tf.feature_spec import (
+from hisac_tf.data.feature_spec import (
     CANDIDATE_FEATURES,
     HISTORY_FEATURES,
     FeatureSpec,
@@ -431,7 +431,7 @@ def requests_from_tfrecord(path: str, spec: FeatureSpec,
                            compression: str | None = None) -> dict:
     """The first `max_requests` requests of a request-level TFRecord file,
     parsed, checked and padded by the training input pipeline."""
-    from pipelines import input_pipeline
+    from hisac_tf.data import input_pipeline
 
     if compression is None:
         compression = "GZIP" if path.endswith(".gz") else ""

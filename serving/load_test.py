@@ -32,7 +32,7 @@ import hisac_tf  # noqa: F401  (Keras 2 before TensorFlow)
 import numpy as np
 import tensorflow as tf
 
-from hisac_tf.feature_spec import FeatureSpec
+from hisac_tf.data.feature_spec import FeatureSpec
 from serving import grpc_client
 
 MODES = ("predict", "two_step", "examples")

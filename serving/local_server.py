@@ -68,7 +68,7 @@ from tensorflow_serving.apis import (
 )
 from tensorflow_serving.config import model_server_config_pb2
 
-from hisac_tf.feature_spec import CANDIDATE_FEATURES, HISTORY_FEATURES
+from hisac_tf.data.feature_spec import CANDIDATE_FEATURES, HISTORY_FEATURES
 
 DEFAULT_SIGNATURE = "serving_default"
 STABLE_LABEL = "stable"

@@ -8,7 +8,7 @@ from hisac_tf.layers.id_hashing import IdHashing
 from hisac_tf.layers.ranking_embedding import RankingEmbedding
 from hisac_tf.layers.semantic_id_lookup import SemanticIdLookup
 from hisac_tf.layers.sid_embedding import SidEmbedding
-from hisac_tf.semantic_tables import SemanticTables
+from hisac_tf.tokenizer.semantic_tables import SemanticTables
 from tests.layer_harness import check_layer
 
 

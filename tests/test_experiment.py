@@ -10,7 +10,7 @@ import pytest
 from hisac_tf import config as config_lib
 from hisac_tf.compressors.flops import config_flops
 from hisac_tf.config import ConfigError
-from hisac_tf.semantic_tables import (
+from hisac_tf.tokenizer.semantic_tables import (
     SemanticTables,
     load_semantic_tables,
     shuffled_tables,

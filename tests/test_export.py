@@ -17,16 +17,17 @@ import pytest
 import tensorflow as tf
 
 from hisac_tf import config as config_lib
-from hisac_tf.feature_spec import (
+from hisac_tf.data.feature_spec import (
     CANDIDATE_FEATURES,
     HISTORY_FEATURES,
     DataError,
     FeatureSpec,
 )
-from hisac_tf.semantic_tables import load_semantic_tables
-from pipelines import export, synthetic, tokenize_items, train
-from serving import signatures as sig
-from serving import tf_serving_config
+from hisac_tf.tokenizer.semantic_tables import load_semantic_tables
+from pipelines import export, tokenize_items, train
+from hisac_tf.data import synthetic
+from hisac_tf.export import signatures as sig
+from hisac_tf.export import tf_serving_config
 
 ATOL = 1e-5
 OOV_ID = 10**12  # Far outside the synthetic item ids (1..200).

@@ -2,7 +2,7 @@
 
 The s3 tests run every TensorFlow s3 access in a subprocess: a process that
 touched s3:// aborts at exit (tensorflow-io 0.37.1, see
-pipelines/filesystems.py), which would turn pytest's own exit status into
+hisac_tf/data/filesystems.py), which would turn pytest's own exit status into
 134 if it happened here.
 """
 
@@ -17,8 +17,9 @@ import pytest
 import tensorflow as tf
 
 from hisac_tf import config as config_lib
-from hisac_tf.feature_spec import FeatureSpec, item_table_parse_spec
-from pipelines import filesystems, import_logs
+from hisac_tf.data.feature_spec import FeatureSpec, item_table_parse_spec
+from pipelines import import_logs
+from hisac_tf.data import filesystems
 from tests.s3_server import LocalS3
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -131,7 +132,7 @@ def test_remote_exit_closes_open_files(tmp_path):
     code = f"""
 import hisac_tf
 import tensorflow as tf
-from pipelines import filesystems
+from hisac_tf.data import filesystems
 w = tf.io.TFRecordWriter({str(tmp_path / 'r.tfrecord.gz')!r}, "GZIP")
 w.write(b"first")
 w.write(b"second")
@@ -241,8 +242,8 @@ READ_S3 = """
 import hisac_tf
 import json, sys
 import tensorflow as tf
-from hisac_tf.feature_spec import FeatureSpec
-from pipelines import filesystems
+from hisac_tf.data.feature_spec import FeatureSpec
+from hisac_tf.data import filesystems
 
 def work():
     files = filesystems.glob("s3://{bucket}/data/train-*.tfrecord.gz")

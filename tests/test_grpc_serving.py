@@ -31,7 +31,7 @@ from tensorflow_serving.apis import (
     prediction_service_pb2_grpc,
 )
 
-from hisac_tf.feature_spec import FeatureSpec
+from hisac_tf.data.feature_spec import FeatureSpec
 from serving import grpc_client, load_test, local_server
 from serving.grpc_client import HisacClient, ServingError
 
@@ -689,7 +689,8 @@ def test_command_lines_serve_and_score(store, tmp_path):
 def test_real_export_round_trip_and_version_pickup(tmp_path):
     """Tiny model -> pipelines.export -> local server -> client."""
     from hisac_tf import config as config_lib
-    from pipelines import export, synthetic, tokenize_items, train
+    from pipelines import export, tokenize_items, train
+    from hisac_tf.data import synthetic
 
     root = str(tmp_path)
     cfg = config_lib.load_config("tiny", [

@@ -6,9 +6,9 @@ import tensorflow as tf
 
 from hisac_tf import config as config_lib
 from hisac_tf.config import ConfigError
-from hisac_tf.feature_spec import FeatureSpec
+from hisac_tf.data.feature_spec import FeatureSpec
 from hisac_tf.models.build import build_model, build_optimizer
-from hisac_tf.semantic_tables import SemanticTables
+from hisac_tf.tokenizer.semantic_tables import SemanticTables
 
 CFG = config_lib.load_config("tiny")
 SPEC = FeatureSpec.from_config(CFG.data)

@@ -6,7 +6,7 @@ import os
 import pytest
 
 from hisac_tf import config as config_lib
-from pipelines import synthetic
+from hisac_tf.data import synthetic
 
 _PATH = os.path.join(os.path.dirname(__file__), os.pardir, "benchmarks",
                      "history_window_oracle.py")

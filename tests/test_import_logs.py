@@ -13,7 +13,11 @@ import pyarrow.parquet as pq
 import pytest
 import tensorflow as tf
 
-from hisac_tf.feature_spec import DataError, FeatureSpec, item_table_parse_spec
+from hisac_tf.data.feature_spec import (
+    DataError,
+    FeatureSpec,
+    item_table_parse_spec,
+)
 from pipelines import import_logs
 from pipelines.import_logs import BadRowError, ImportConfig
 

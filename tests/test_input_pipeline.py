@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from hisac_tf.feature_spec import DataError, FeatureSpec
-from pipelines import input_pipeline
+from hisac_tf.data.feature_spec import DataError, FeatureSpec
+from hisac_tf.data import input_pipeline
 
 SPEC = FeatureSpec(max_history=4, max_candidates=3, with_true_ctr=True)
 

@@ -18,7 +18,7 @@ import pytest
 import tensorflow as tf
 
 from hisac_tf import config as config_lib
-from serving import tf_serving_config as tsc
+from hisac_tf.export import tf_serving_config as tsc
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DOCKERFILE = os.path.join(ROOT, "Dockerfile")
@@ -204,7 +204,7 @@ def test_committed_configs_are_what_the_module_writes():
         with open(os.path.join(tsc.CONFIG_DIR, name)) as f:
             assert f.read() == text, (
                 f"serving/configs/{name} is stale: regenerate with "
-                "python -m serving.tf_serving_config")
+                "python -m hisac_tf.export.tf_serving_config")
     assert sorted(os.listdir(tsc.CONFIG_DIR)) == sorted(tsc.CONFIG_FILES)
 
 

@@ -1,4 +1,4 @@
-"""Tests of the synthetic data generator (pipelines/synthetic.py)."""
+"""Tests of the synthetic data generator (hisac_tf/data/synthetic.py)."""
 
 import fnmatch
 import glob
@@ -11,8 +11,9 @@ import tensorflow as tf
 
 from hisac_tf import metrics
 from hisac_tf.config import ConfigError, load_config
-from hisac_tf.feature_spec import FeatureSpec, item_table_parse_spec
-from pipelines import generate_synthetic, synthetic
+from hisac_tf.data.feature_spec import FeatureSpec, item_table_parse_spec
+from pipelines import generate_synthetic
+from hisac_tf.data import synthetic
 
 
 def tiny(*overrides):

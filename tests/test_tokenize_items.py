@@ -13,8 +13,8 @@ import pytest
 import tensorflow as tf
 
 from hisac_tf.config import load_config
-from hisac_tf.feature_spec import DataError, item_example
-from hisac_tf.semantic_tables import (
+from hisac_tf.data.feature_spec import DataError, item_example
+from hisac_tf.tokenizer.semantic_tables import (
     SemanticTables,
     load_semantic_tables,
     save_semantic_tables,

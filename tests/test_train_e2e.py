@@ -15,7 +15,8 @@ import pytest
 import tensorflow as tf
 
 from hisac_tf import config as config_lib
-from pipelines import evaluate, synthetic, tokenize_items, train
+from pipelines import evaluate, tokenize_items, train
+from hisac_tf.data import synthetic
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -64,7 +64,8 @@ class SemanticIdLookup(tf.keras.layers.Layer):
 
     @classmethod
     def from_tables(cls, tables, **kwargs) -> "SemanticIdLookup":
-        """Builds the layer from `hisac_tf.semantic_tables.SemanticTables`."""
+        """Builds the layer from a tokenizer `SemanticTables`
+        (`hisac_tf.tokenizer.semantic_tables`)."""
         layer = cls(
             num_items=len(tables.item_ids),
             codebook_sizes=tables.codebook_sizes,

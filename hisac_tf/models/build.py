@@ -12,7 +12,7 @@ import tensorflow_recommenders as tfrs
 
 from hisac_tf.compressors.factory import COMPRESSOR_NAMES, make_compressor
 from hisac_tf.config import Config, ConfigError
-from hisac_tf.feature_spec import FeatureSpec
+from hisac_tf.data.feature_spec import FeatureSpec
 from hisac_tf.layers.semantic_id_lookup import SemanticIdLookup
 from hisac_tf.models.hisac_ranker import HiSACRanker
 

@@ -62,7 +62,7 @@ import hisac_tf  # noqa: F401  (Keras 2 before TensorFlow)
 import numpy as np
 import tensorflow as tf
 
-from hisac_tf.feature_spec import (
+from hisac_tf.data.feature_spec import (
     CANDIDATE_FEATURES,
     HISTORY_FEATURES,
     IMPRESSION_CANDIDATE_FEATURES,

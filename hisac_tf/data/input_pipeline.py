@@ -12,7 +12,7 @@ files, missing features, wrong dtypes) are turned into a `DataError` that
 names the first bad file, record and field by `diagnose_files`.
 
 Paths may be local, `gs://` (TensorFlow) or `s3://` / `hdfs://`
-(tensorflow-io, registered by `pipelines.filesystems`).
+(tensorflow-io, registered by `hisac_tf.data.filesystems`).
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ import hisac_tf  # noqa: F401  (Keras 2 before TensorFlow)
 import numpy as np
 import tensorflow as tf
 
-from hisac_tf.feature_spec import DataError, FeatureSpec
-from pipelines import filesystems
+from hisac_tf.data.feature_spec import DataError, FeatureSpec
+from hisac_tf.data import filesystems
 
 
 def list_files(patterns: str | Sequence[str]) -> list[str]:

@@ -72,8 +72,8 @@ import tensorflow as tf  # This module never touches tf.keras.
 
 from hisac_tf import metrics
 from hisac_tf.config import Config, ConfigError, write_resolved
-from hisac_tf.feature_spec import FeatureSpec, item_example
-from pipelines import filesystems
+from hisac_tf.data.feature_spec import FeatureSpec, item_example
+from hisac_tf.data import filesystems
 
 DAY_S = 86_400
 # 2017-11-25 00:00 UTC, the first day of the Taobao UserBehavior log.

@@ -1,0 +1,1 @@
+"""hisac_tf.export."""

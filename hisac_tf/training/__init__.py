@@ -1,0 +1,1 @@
+"""Training: strategy, checkpoints, the training loop and evaluation."""
