@@ -32,7 +32,9 @@ class DataConfig:
 
     data_dir: str = "runs/data"
     train_pattern: str = "train-*.tfrecord.gz"
-    eval_pattern: str = "eval-*.tfrecord.gz"
+    eval_pattern: str = "eval-*.tfrecord.gz"  # the held-out test split
+    # The validation split (model selection), between train and eval in time.
+    valid_pattern: str = "valid-*.tfrecord.gz"
     item_table_pattern: str = "items-*.tfrecord.gz"
     compression: str = "GZIP"
     max_history: int = 200
@@ -146,12 +148,17 @@ class ModelConfig:
     # The target attention's log-partition as a feature (how much of the
     # history matches a candidate; AgentTargetAttention, docs/results.md).
     attention_mass: bool = True
+    # S of the short-term branch: exact target attention over the newest S
+    # behaviours beside the long-term compressor (docs/design.md §2.6);
+    # 0 turns the branch off.
+    short_term_length: int = 0
     # Baseline compressors' own settings (DESIGN §3).
     kmeans_iterations: int = 5  # Lloyd steps of `kmeans`
     lsh_bits: int = 0  # SimHash bits of `lsh`; 0: ceil(log2 A) + 1
 
     def validate(self) -> None:
-        _non_negative(self, "kmeans_iterations", "lsh_bits")
+        _non_negative(self, "kmeans_iterations", "lsh_bits",
+                      "short_term_length")
         if self.lsh_bits and (
             self.lsh_bits > 16 or 2 ** self.lsh_bits < self.num_agents
         ):
