@@ -151,14 +151,23 @@ class ModelConfig:
     # S of the short-term branch: exact target attention over the newest S
     # behaviours beside the long-term compressor (docs/design.md §2.6);
     # 0 turns the branch off.
-    short_term_length: int = 0
+    short_term_length: int = 50
+    # M of the match counts (HistoryMatchCounts): per candidate, how many
+    # behaviours share its item, category and each SID prefix (the keys
+    # with the M most behaviours are kept per type); 0 turns them off.
+    count_slots: int = 256
     # Baseline compressors' own settings (DESIGN §3).
     kmeans_iterations: int = 5  # Lloyd steps of `kmeans`
     lsh_bits: int = 0  # SimHash bits of `lsh`; 0: ceil(log2 A) + 1
 
     def validate(self) -> None:
         _non_negative(self, "kmeans_iterations", "lsh_bits",
-                      "short_term_length")
+                      "short_term_length", "count_slots")
+        if self.compressor == "none" and not self.short_term_length:
+            raise ConfigError(
+                "model.compressor 'none' (no long-term branch) needs "
+                "model.short_term_length > 0, got 0"
+            )
         if self.lsh_bits and (
             self.lsh_bits > 16 or 2 ** self.lsh_bits < self.num_agents
         ):

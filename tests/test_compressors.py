@@ -493,7 +493,7 @@ def test_sim_hard_state_and_missing_categories():
     model = build_model(cfg, SPEC, random_tables())
     batch = random_batch()
     state = model.compress_user(batch)
-    assert model.state_keys[-1] == "group_categories"
+    assert "group_categories" in model.state_keys
     np.testing.assert_array_equal(
         state["group_categories"].numpy(),
         np.where(state["mask"].numpy(),
@@ -611,7 +611,8 @@ def test_flops_hand_count_full_and_kmeans():
 
 def test_flops_dense_terms_match_the_built_model():
     """Projection and head MACs = kernel sizes of the model's layers."""
-    cfg = config_lib.load_config("tiny")
+    cfg = config_lib.load_config(
+        "tiny", ["model.short_term_length=0", "model.count_slots=0"])
     model = build_model(cfg, SPEC, random_tables())
     model(random_batch())
     m, g = cfg.model, cfg.model.num_agents
@@ -637,3 +638,30 @@ def test_flops_dense_terms_match_the_built_model():
     # User side minus embedding sums and compression = G x (K + V).
     assert got["user"] - 3 * n * d - got["compression"] - (
         levels - 1) * g * d == g * (kernels["key"] + kernels["value"])
+
+
+def test_flops_two_branch_head_and_short_branch_match_the_model():
+    """With a short-term branch and match counts, the head's cross kernel
+    is F x F with F as counted, and the short branch adds its own
+    projections per candidate."""
+    cfg = config_lib.load_config(
+        "tiny", ["model.short_term_length=4", "model.count_slots=8"])
+    model = build_model(cfg, SPEC, random_tables())
+    model(random_batch())
+    got = flops_lib.config_flops(cfg)
+    one = flops_lib.config_flops(cfg.replace(model={
+        "short_term_length": 0, "count_slots": 0}))
+    width = model.cross._dense.kernel.shape[0]
+    m = cfg.model
+    base_width = (1 + len(cfg.data.user_features)) * m.embedding_dim + (
+        4 * m.embedding_dim)
+    levels = len(cfg.tokenizer.codebook_sizes)
+    assert width == base_width + m.embedding_dim + 4 * (2 + levels) + 1
+    short = model.short_attention
+    short_kernels = sum(int(np.prod(k.kernel.shape)) for k in (
+        short.query_dense, short.output_dense, short.mass_dense))
+    head_delta = (width * width + width) - (
+        base_width * base_width + base_width) + (
+        width - base_width) * m.mlp_dims[0]
+    assert got["per_candidate"] - one["per_candidate"] == (
+        short_kernels + 2 * 4 * m.embedding_dim + head_delta)

@@ -170,7 +170,8 @@ def test_encode_user_then_score_with_state_equals_model(exp):
     request = inputs_of(exp.batch, request_names(exp))
     state = call(exp, sig.ENCODE_USER,
                  {k: request[k] for k in user_names(exp)})
-    assert set(state) == set(sig.STATE_OUTPUTS)
+    assert set(state) == set(exp.model.state_keys) | {sig.FINGERPRINT}
+    assert {"short_keys", "count_keys"} <= set(state)  # two branches
     rows = len(request["user_id"])
     assert np.all(state[sig.FINGERPRINT] == exp.summary["model_fingerprint"])
     assert state[sig.FINGERPRINT].shape == (rows,)

@@ -163,3 +163,120 @@ def test_attention_mass_switch(mass):
     if mass:
         grad = tape.gradient(loss, model.attention.mass_dense.kernel)
         assert grad is not None and np.any(grad.numpy() != 0)
+
+
+BRANCHES = [
+    pytest.param(["model.short_term_length=4", "model.count_slots=8"],
+                 id="two_branch_hisac_counts"),
+    pytest.param(["model.short_term_length=4", "model.count_slots=0"],
+                 id="two_branch_no_counts"),
+    pytest.param(["model.short_term_length=0", "model.count_slots=8"],
+                 id="long_only"),
+    pytest.param(['model.compressor="none"', "model.short_term_length=4"],
+                 id="short_only"),
+    pytest.param(['model.compressor="full"', "model.short_term_length=4"],
+                 id="two_branch_full"),
+    pytest.param(['model.compressor="sim_hard"', "model.short_term_length=4"],
+                 id="two_branch_sim_hard"),
+    pytest.param(['model.compressor="kmeans"', "model.short_term_length=4"],
+                 id="two_branch_kmeans"),
+]
+
+
+@pytest.mark.parametrize("override", BRANCHES)
+def test_branches_score_finite_and_cache(override):
+    cfg = config_lib.load_config("tiny", override)
+    model = build_model(cfg, SPEC, random_tables())
+    batch = random_batch()
+    logits = model(batch)
+    assert logits.shape == (3, 6)
+    assert np.all(np.isfinite(logits.numpy()))
+    state = model.compress_user(batch)
+    assert set(model.state_keys) <= set(state)
+    cached = {k: state[k] for k in model.state_keys}
+    np.testing.assert_allclose(
+        logits.numpy(), model.score(cached, batch).numpy(), atol=1e-5)
+    with tf.GradientTape() as tape:
+        loss = model.compute_loss(batch, training=True)
+    grads = tape.gradient(loss, model.trainable_variables)
+    assert all(g is not None for g in grads), [
+        v.name for v, g in zip(model.trainable_variables, grads) if g is None]
+
+
+def test_state_keys_follow_the_branches():
+    def keys(*override):
+        cfg = config_lib.load_config("tiny", list(override))
+        return build_model(cfg, SPEC, random_tables()).state_keys
+
+    two = keys("model.short_term_length=4", "model.count_slots=8")
+    assert two[:4] == ("keys", "values", "bias", "mask")
+    assert "short_keys" in two and "count_keys" in two
+    assert two[-1] == "user_embedding"
+    short = keys('model.compressor="none"', "model.short_term_length=4",
+                 "model.count_slots=0")
+    assert short == ("short_keys", "short_values", "short_bias",
+                     "short_mask", "user_embedding")
+
+
+def test_short_only_counts_only_the_recent_window():
+    """Without a long-term branch the counts see the newest S items."""
+    cfg = config_lib.load_config(
+        "tiny", ['model.compressor="none"', "model.short_term_length=3",
+                 "model.count_slots=64"])
+    model = build_model(cfg, SPEC, random_tables())
+    batch = random_batch(empty_user=False)
+    state = model.compress_user(batch)
+    lengths = state["count_lengths"].numpy()[:, 0]
+    np.testing.assert_array_equal(
+        lengths, np.minimum(batch["hist_length"].numpy(), 3))
+
+
+def test_count_features_see_lifetime_counts():
+    """Two users whose newest items agree but whose older histories hold
+    the candidate's category 1 vs 15 times get different count features:
+    the head can tell a lifetime interest the softmax cannot."""
+    cfg = config_lib.load_config("tiny", ["model.count_slots=8"])
+    model = build_model(cfg, SPEC, random_tables())
+    batch = random_batch(b=2, n=20, c=2, empty_user=False)
+    cats = np.full((2, 20), 2)
+    cats[0, :15] = 4  # user 0: fifteen old behaviours in category 4
+    cats[1, 14] = 4   # user 1: one
+    batch = dict(batch, hist_category_ids=tf.constant(cats),
+                 hist_length=tf.constant([20, 20], tf.int32),
+                 cand_category_ids=tf.constant([[4, 4], [4, 4]]))
+    state = model.compress_user(batch)
+    keys, _ = model._count_keys(batch["cand_item_ids"],
+                                batch["cand_category_ids"],
+                                tf.zeros([2, 2, 2], tf.int32),
+                                tf.zeros([2, 2], tf.bool))
+    feats = model.match_counts.score(
+        {k: state[k] for k in ("count_keys", "count_values", "count_gaps",
+                               "count_lengths")}, keys).numpy()
+    # type 1 = category: log1p(count) is the first of its 4 features
+    np.testing.assert_allclose(feats[:, 0, 4], np.log1p([15, 1]), rtol=1e-6)
+
+
+@pytest.mark.parametrize("override", [
+    pytest.param([], id="default"),
+    pytest.param(['model.compressor="none"', "model.short_term_length=4"],
+                 id="short_only"),
+])
+def test_get_config_round_trip(override):
+    cfg = config_lib.load_config("tiny", override)
+    model = build_model(cfg, SPEC, random_tables())
+    batch = random_batch()
+    model(batch)
+    config = model.get_config()
+    clone = type(model).from_config(config)
+    clone(batch)
+    assert clone.get_config() == config
+    assert clone.state_keys == model.state_keys
+    clone.set_weights(model.get_weights())
+    np.testing.assert_allclose(clone(batch).numpy(), model(batch).numpy(),
+                               atol=1e-5)
+
+
+def test_short_only_needs_a_window():
+    with pytest.raises(ConfigError, match="short_term_length"):
+        config_lib.load_config(
+            "tiny", ['model.compressor="none"', "model.short_term_length=0"])

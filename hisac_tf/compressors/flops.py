@@ -98,6 +98,8 @@ def request_flops(
     kmeans_iterations: int = 5,
     lsh_bits: int = 0,
     attention_mass: bool = False,
+    short_term_length: int = 0,
+    count_types: int = 0,
 ) -> dict:
     """User-side, per-candidate and per-request MACs of one request.
 
@@ -108,6 +110,11 @@ def request_flops(
       mlp_dims, use_cross_layer: the ranking head.
       kmeans_iterations, lsh_bits: the baselines' settings (0 bits: auto).
       attention_mass: the attention's mass projection [H + 1, D].
+      short_term_length: S of the short-term branch (0: none); `name`
+        "none" drops the long-term branch.
+      count_types: T of the match counts (0: none); they cost sorting
+        and binary searches, no multiply-add, and widen the head by
+        4 T + 1.
     Returns:
       dict(groups G, compression, user, per_candidate, request) of ints.
     """
@@ -117,33 +124,38 @@ def request_flops(
             raise ValueError(f"request_flops: {field} must be >= 1, got "
                              f"{value!r}")
     hk = h * max(1, d // h)
-    g = n if name in ("full", "sim_hard") else a
+    long_term = name != "none"
+    g = (n if name in ("full", "sim_hard") else a) if long_term else 0
     compression = compression_flops(
         name, n=n, a=a, d=d, ds=ds, h=h, num_levels=num_levels,
         kmeans_iterations=kmeans_iterations, lsh_bits=lsh_bits,
-    )
-    user = (
-        3 * n * d  # history embedding sum
-        + compression
-        + (num_levels - 1) * g * d  # group SID embeddings
-        + 2 * g * (2 * d) * hk  # key and value projections
-    )
-    width = (1 + user_features) * d + 3 * d + d  # F
+    ) if long_term else 0
+    branches = [g] if long_term else []
+    if short_term_length:
+        branches.append(min(short_term_length, n))
+    user = 3 * n * d + compression  # history embedding sum, compressor
+    per_candidate = (num_levels - 1) * d  # candidate SID embedding
+    for groups in branches:
+        user += (
+            (num_levels - 1) * groups * d  # group SID embeddings
+            + 2 * groups * (2 * d) * hk  # key and value projections
+        )
+        per_candidate += (
+            3 * d * hk  # query projection
+            + 2 * groups * hk  # logits and weighted sum
+            + hk * d  # output projection
+            + ((h + 1) * d if attention_mass else 0)  # mass projection
+        )
+    width = (1 + user_features) * d + 3 * d + d * len(branches)  # F
+    width += 4 * count_types + 1 if count_types else 0
     head = width * width + width if use_cross_layer else 0
     prev = width
     for units in tuple(mlp_dims) + (1,):
         head += prev * units
         prev = units
-    per_candidate = (
-        (num_levels - 1) * d  # candidate SID embedding
-        + 3 * d * hk  # query projection
-        + 2 * g * hk  # logits and weighted sum
-        + hk * d  # output projection
-        + ((h + 1) * d if attention_mass else 0)  # mass projection
-        + head
-    )
+    per_candidate += head
     return {
-        "groups": g,
+        "groups": g if long_term else branches[0],
         "compression": compression,
         "user": user,
         "per_candidate": per_candidate,
@@ -171,4 +183,7 @@ def config_flops(cfg, name: str | None = None, n: int | None = None,
         kmeans_iterations=m.kmeans_iterations,
         lsh_bits=m.lsh_bits,
         attention_mass=m.attention_mass,
+        short_term_length=m.short_term_length,
+        count_types=(2 + len(cfg.tokenizer.codebook_sizes)
+                     if m.count_slots else 0),
     )

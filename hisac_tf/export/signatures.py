@@ -266,10 +266,11 @@ class ServingModule(tf.Module):
 
     def _score_with_state(self, inputs: dict) -> dict:
         """Candidates scored against a state from `encode_user`."""
-        rows = tf.shape(inputs["keys"])[0]
+        first = self.state_keys[0]
+        rows = tf.shape(inputs[first])[0]
         names = self.state_keys + (FINGERPRINT,)
         checks = [
-            _same_rows(name, inputs[name], "keys", rows) for name in names
+            _same_rows(name, inputs[name], first, rows) for name in names
         ]
         with tf.control_dependencies(checks):
             fp = tf.identity(inputs[FINGERPRINT])
@@ -281,9 +282,11 @@ class ServingModule(tf.Module):
                     "call encode_user again); this model's "
                     f"{FINGERPRINT} is {self.fingerprint}",
                 ),
+            ] + [
                 _check_first(
-                    tf.logical_and(inputs["mask"] != 0, inputs["mask"] != 1),
-                    inputs["mask"], "mask must hold 0 or 1"),
+                    tf.logical_and(inputs[name] != 0, inputs[name] != 1),
+                    inputs[name], f"{name} must hold 0 or 1")
+                for name in sorted(self._holder.bool_state)
             ]
         with tf.control_dependencies(checks):
             state = {

@@ -16,8 +16,11 @@ from hisac_tf.data.feature_spec import FeatureSpec
 from hisac_tf.layers.semantic_id_lookup import SemanticIdLookup
 from hisac_tf.models.hisac_ranker import HiSACRanker
 
-# Every `model.compressor` value (DESIGN §3), see hisac_tf.compressors.
-SUPPORTED_COMPRESSORS = COMPRESSOR_NAMES
+# Every `model.compressor` value (docs/design.md §3), see
+# hisac_tf.compressors; "none" drops the long-term branch (the short-term
+# branch alone is the recent-window reference).
+NO_COMPRESSOR = "none"
+SUPPORTED_COMPRESSORS = COMPRESSOR_NAMES + (NO_COMPRESSOR,)
 
 
 def check_compatible(cfg: Config, tables) -> None:
@@ -43,10 +46,10 @@ def check_compatible(cfg: Config, tables) -> None:
 def build_compressor(cfg: Config, feature_spec: FeatureSpec, tables):
     """The history compressor named by `model.compressor`."""
     m = cfg.model
-    if m.compressor not in SUPPORTED_COMPRESSORS:
+    if m.compressor not in COMPRESSOR_NAMES:
         raise ConfigError(
-            f"model.compressor {m.compressor!r} is not supported (choose "
-            f"from {', '.join(SUPPORTED_COMPRESSORS)})"
+            f"model.compressor {m.compressor!r} is not a compressor "
+            f"(choose from {', '.join(COMPRESSOR_NAMES)})"
         )
     try:
         return make_compressor(
@@ -76,7 +79,9 @@ def build_model(cfg: Config, feature_spec: FeatureSpec, tables) -> HiSACRanker:
     check_compatible(cfg, tables)
     m = cfg.model
     # Names and A >= 1 are checked by build_compressor and Config.validate.
-    compressor = build_compressor(cfg, feature_spec, tables)
+    long_term = m.compressor != NO_COMPRESSOR
+    compressor = (build_compressor(cfg, feature_spec, tables) if long_term
+                  else None)
     return HiSACRanker(
         semantic_lookup=SemanticIdLookup.from_tables(tables),
         user_features=feature_spec.user_features,
@@ -91,6 +96,9 @@ def build_model(cfg: Config, feature_spec: FeatureSpec, tables) -> HiSACRanker:
         dropout=m.dropout,
         attention_mass=m.attention_mass,
         compressor=compressor,
+        long_term=long_term,
+        short_term_length=m.short_term_length,
+        count_slots=m.count_slots,
     )
 
 

@@ -1,7 +1,13 @@
-"""`HiSACRanker`: the request-level HiSAC CTR model (DESIGN §2.2-2.5, §3).
+"""`HiSACRanker`: the request-level HiSAC CTR model (docs/design.md §2, §3).
 
 One forward pass scores B requests, each with a history of N items and C
-candidates:
+candidates. Two branches read the history (docs/design.md §2.6): a
+short-term branch, exact target attention over the newest S behaviours,
+and a long-term branch, a compressor over all N; `HistoryMatchCounts`
+adds how many behaviours match each candidate (item, category, each SID
+prefix), which softmax attention normalises away. Either branch may be
+off (S = 0, or `long_term=False`: the recent-window reference). The long
+branch:
 
     user side, once per request                  candidate side
     ───────────────────────────                  ──────────────
@@ -36,20 +42,32 @@ from hisac_tf.compressors.history_compressor import HistoryCompressor
 from hisac_tf.compressors.sim_hard_compressor import (
     category_masked_attention,
 )
+from hisac_tf.compressors.recent_compressor import RecentCompressor
 from hisac_tf.layers.agent_target_attention import AgentTargetAttention
+from hisac_tf.layers.history_match_counts import (
+    COUNT_STATE_KEYS,
+    HistoryMatchCounts,
+)
 from hisac_tf.layers.id_hashing import IdHashing
 from hisac_tf.layers.ranking_embedding import RankingEmbedding
 from hisac_tf.layers.semantic_id_lookup import SemanticIdLookup
+from hisac_tf.layers.shape_checks import check_int
 from hisac_tf.layers.sid_embedding import SidEmbedding
 
 USER_FEATURE_BUCKETS = 128
 
-# The per-user state that `encode_user` exports and callers may cache.
+# The per-user state that `encode_user` exports and callers may cache:
+# the long-term branch's attention state and the user embedding. A ranker
+# adds its short-term branch (`SHORT_STATE_KEYS`) and match counts
+# (`COUNT_STATE_KEYS`) when it has them; `HiSACRanker.state_keys` lists
+# the state of a given ranker.
 STATE_KEYS = ("keys", "values", "bias", "mask", "user_embedding")
+ATTENTION_STATE_KEYS = ("keys", "values", "bias", "mask")
+SHORT_STATE_KEYS = tuple(f"short_{k}" for k in ATTENTION_STATE_KEYS)
 
 
 class HiSACRanker(tfrs.models.Model):
-    """HiSAC ranker over request-level batches.
+    """HiSAC ranker over request-level batches, long and short branches.
 
     Args:
       semantic_lookup: the frozen tokenizer tables (`SemanticIdLookup`).
@@ -62,23 +80,32 @@ class HiSACRanker(tfrs.models.Model):
       vote_temperature: T of the agent weights v^(1/T).
       routing_temperature: τ of soft routing.
       hard_routing: the `hisac_hard` ablation (α = 1[SID_i = SID_a] / v_a).
-      num_heads: H of the target attention.
+      num_heads: H of the target attentions.
       time_gap_buckets: buckets of the time-gap embedding.
       mlp_dims: hidden widths of the ranking MLP.
       use_cross_layer: a DCN cross layer before the MLP.
       dropout: dropout rate of the MLP.
-      attention_mass: the target attention also returns its per-head
-        log-partition (how much of the state matches the candidate, which
-        the softmax normalises away; `AgentTargetAttention`).
-      compressor: the history compressor (`hisac_tf.compressors`); None
-        builds HiSAC's (`HiSACCompressor` from num_agents, top_k, the
-        temperatures and hard_routing, which are then its only users).
+      attention_mass: the target attentions also return their per-head
+        log-partition relative to the prior (`AgentTargetAttention`).
+      compressor: the long-term history compressor
+        (`hisac_tf.compressors`); None builds HiSAC's (`HiSACCompressor`
+        from num_agents, top_k, the temperatures and hard_routing, which
+        are then its only users).
+      long_term: False drops the long-term branch (the compressor).
+      short_term_length: S, the newest behaviours of the short-term
+        branch (exact target attention with its own weights); 0: none.
+      count_slots: M of `HistoryMatchCounts` (keys kept per type); 0: no
+        match counts. The counts run over the long-term branch's history
+        (all N), or over the newest S without a long-term branch.
 
     Attributes:
-      num_groups: G of the state (A, or N for `full` / `sim_hard`).
-      state_keys: the keys `score` needs: `STATE_KEYS`, plus
-        `group_categories` for a candidate-dependent compressor
-        (`sim_hard`), which the STATE_KEYS-only cache cannot serve.
+      num_groups: G of the long-term state (A, or N for `full` /
+        `sim_hard`); S without a long-term branch.
+      state_keys: the keys `score` needs, in order: the long-term
+        attention state (`ATTENTION_STATE_KEYS`, plus `group_categories`
+        for a candidate-dependent compressor, `sim_hard`), the short-term
+        one (`SHORT_STATE_KEYS`), the counts (`COUNT_STATE_KEYS`) and
+        `user_embedding`, each only when the ranker has that part.
     """
 
     def __init__(
@@ -101,45 +128,95 @@ class HiSACRanker(tfrs.models.Model):
         dropout: float = 0.0,
         attention_mass: bool = True,
         compressor: HistoryCompressor | None = None,
+        long_term: bool = True,
+        short_term_length: int = 0,
+        count_slots: int = 0,
         **kwargs,
     ):
         super().__init__(**kwargs)
-        codebook_sizes = semantic_lookup.codebook_sizes
+        codebook_sizes = tuple(semantic_lookup.codebook_sizes)
+        self.codebook_sizes = codebook_sizes
         self.user_feature_names = tuple(user_features)
         self.embedding_dim = embedding_dim
+        self.item_buckets = item_buckets
+        self.category_buckets = category_buckets
+        self.user_buckets = user_buckets
+        self.num_heads = num_heads
+        self.time_gap_buckets = time_gap_buckets
+        self.mlp_dims = tuple(mlp_dims)
+        self.use_cross_layer = use_cross_layer
+        self.dropout_rate = dropout
+        self.attention_mass = attention_mass
+        if not isinstance(long_term, bool):
+            raise ValueError(
+                f"HiSACRanker: long_term must be a bool; received "
+                f"{long_term!r}"
+            )
+        self.long_term = long_term
+        self.short_term_length = check_int(
+            "HiSACRanker", "short_term_length", short_term_length, 0)
+        self.count_slots = check_int(
+            "HiSACRanker", "count_slots", count_slots, 0)
+        if not long_term and not self.short_term_length:
+            raise ValueError(
+                "HiSACRanker needs a history branch: long_term=False "
+                "with short_term_length=0 leaves none"
+            )
         self.semantic_lookup = semantic_lookup
         self.ranking_embedding = RankingEmbedding(
             item_buckets, category_buckets, time_gap_buckets, embedding_dim
         )
         self.sid_embedding = SidEmbedding(codebook_sizes, embedding_dim)
-        if compressor is None:
-            if len(top_k) != len(codebook_sizes):
-                raise ValueError(
-                    f"top_k has {len(top_k)} levels but the semantic tables "
-                    f"have {len(codebook_sizes)} (codebook_sizes "
-                    f"{list(codebook_sizes)})"
+
+        def attention(name):
+            return AgentTargetAttention(
+                num_heads=num_heads,
+                key_dim=max(1, embedding_dim // num_heads),
+                output_dim=embedding_dim,
+                attention_mass=attention_mass,
+                name=name,
+            )
+
+        state_keys: tuple[str, ...] = ()
+        self.compressor = None
+        self.attention = None
+        if long_term:
+            if compressor is None:
+                if len(top_k) != len(codebook_sizes):
+                    raise ValueError(
+                        f"top_k has {len(top_k)} levels but the semantic "
+                        f"tables have {len(codebook_sizes)} "
+                        f"(codebook_sizes {list(codebook_sizes)})"
+                    )
+                compressor = HiSACCompressor(
+                    codebook_sizes, top_k, num_agents,
+                    vote_temperature=vote_temperature,
+                    routing_temperature=routing_temperature,
+                    hard_routing=hard_routing,
                 )
-            compressor = HiSACCompressor(
-                codebook_sizes, top_k, num_agents,
-                vote_temperature=vote_temperature,
-                routing_temperature=routing_temperature,
-                hard_routing=hard_routing,
-            )
-        if not isinstance(compressor, HistoryCompressor):
-            raise ValueError(
-                "compressor must be a hisac_tf.compressors."
-                f"HistoryCompressor, got {type(compressor).__name__}"
-            )
-        self.compressor = compressor
-        self.num_groups = compressor.num_groups
-        self.state_keys = STATE_KEYS + (
-            ("group_categories",) if compressor.candidate_dependent else ()
-        )
-        self.attention = AgentTargetAttention(
-            num_heads=num_heads,
-            key_dim=max(1, embedding_dim // num_heads),
-            output_dim=embedding_dim,
-            attention_mass=attention_mass,
+            if not isinstance(compressor, HistoryCompressor):
+                raise ValueError(
+                    "compressor must be a hisac_tf.compressors."
+                    f"HistoryCompressor, got {type(compressor).__name__}"
+                )
+            self.compressor = compressor
+            self.attention = attention("long_term_attention")
+            state_keys += ATTENTION_STATE_KEYS
+            if compressor.candidate_dependent:
+                state_keys += ("group_categories",)
+        self.short_term = None
+        self.short_attention = None
+        if self.short_term_length:
+            self.short_term = RecentCompressor(self.short_term_length)
+            self.short_attention = attention("short_term_attention")
+            state_keys += SHORT_STATE_KEYS
+        self.match_counts = None
+        if self.count_slots:
+            self.match_counts = HistoryMatchCounts(self.count_slots)
+            state_keys += COUNT_STATE_KEYS
+        self.state_keys = state_keys + ("user_embedding",)
+        self.num_groups = (
+            compressor.num_groups if long_term else self.short_term_length
         )
         self.user_hash = IdHashing(user_buckets)
         self.user_table = tf.keras.layers.Embedding(
@@ -169,7 +246,74 @@ class HiSACRanker(tfrs.models.Model):
             ],
         )
 
+    def get_config(self) -> dict:
+        """Plain constructor values; the lookup and the compressor are
+        serialised Keras layers (their tables are weights, not config)."""
+        return {
+            "semantic_lookup": tf.keras.layers.serialize(
+                self.semantic_lookup),
+            "user_features": list(self.user_feature_names),
+            "embedding_dim": self.embedding_dim,
+            "item_buckets": self.item_buckets,
+            "category_buckets": self.category_buckets,
+            "user_buckets": self.user_buckets,
+            "num_heads": self.num_heads,
+            "time_gap_buckets": self.time_gap_buckets,
+            "mlp_dims": list(self.mlp_dims),
+            "use_cross_layer": self.use_cross_layer,
+            "dropout": self.dropout_rate,
+            "attention_mass": self.attention_mass,
+            "compressor": (tf.keras.layers.serialize(self.compressor)
+                           if self.compressor is not None else None),
+            "long_term": self.long_term,
+            "short_term_length": self.short_term_length,
+            "count_slots": self.count_slots,
+        }
+
+    @classmethod
+    def from_config(cls, config: dict) -> "HiSACRanker":
+        config = dict(config)
+        config["semantic_lookup"] = tf.keras.layers.deserialize(
+            config["semantic_lookup"])
+        if config.get("compressor") is not None:
+            config["compressor"] = tf.keras.layers.deserialize(
+                config["compressor"])
+        return cls(**config)
+
     # ------------------------------------------------------------ user side
+    def _encode_groups(self, groups: dict, attention) -> dict:
+        """A compressor's groups -> an attention state (keys, values, bias,
+        mask); group states get their SID embeddings appended."""
+        mask = groups["group_mask"]  # [B, G]
+        group_sid_emb = self.sid_embedding(
+            groups["group_sids"], groups["group_sid_mask"]
+        )  # [B, G, D]
+        group_states = tf.concat(
+            [groups["group_states"], group_sid_emb], axis=-1
+        )  # [B, G, 2D]
+        prior = groups["group_prior"]  # [B, G] log-weights
+        state = attention.encode(
+            group_states, tf.ones_like(prior), mask
+        )  # keys, values [B, H, G, dk]; mask [B, G]
+        # The compressor's log-weight prior is the attention bias.
+        state["bias"] = tf.where(mask, prior, tf.float32.min)  # [B, G]
+        return state
+
+    def _count_keys(self, item_ids, category_ids, sids, has_sid):
+        """Keys of the count types: item, category, SID prefix per level.
+
+        item_ids, category_ids [B, X]; sids [B, X, L]; has_sid [B, X] ->
+        (keys [B, X, 2 + L] int64, sid_ok [B, X] bool). A prefix key
+        encodes (c_1, .., c_l) as a mixed-radix number, >= 1.
+        """
+        sids = tf.cast(sids, tf.int64)
+        parts = [tf.cast(item_ids, tf.int64), tf.cast(category_ids, tf.int64)]
+        prefix = tf.zeros_like(parts[0])
+        for level, size in enumerate(self.codebook_sizes):
+            prefix = prefix * (size + 1) + sids[..., level] + 1
+            parts.append(prefix)
+        return tf.stack(parts, axis=-1), tf.cast(has_sid, tf.bool)
+
     def compress_user(self, features: dict, training=None) -> dict:
         """User-side work, once per request.
 
@@ -177,11 +321,13 @@ class HiSACRanker(tfrs.models.Model):
           features: user_id, request_time, user features [B]; hist_* [B, N];
             hist_length [B].
         Returns:
-          the cacheable state (`STATE_KEYS`): keys, values [B, H, G, dk],
-          bias [B, G], mask [B, G], user_embedding [B, Du]; plus the
-          diagnostics agent_mask [B, G] and num_active [B] (groups in
-          use), and group_categories [B, G] for `sim_hard`. G = A, or N
-          for the `full` and `sim_hard` compressors.
+          the cacheable state (`state_keys`): per attention branch keys,
+          values [B, H, G, dk], bias [B, G], mask [B, G] (short-term ones
+          prefixed `short_`, G = S); count_keys, count_values, count_gaps
+          [B, 2 + L, M'] and count_lengths [B, 2 + L]; user_embedding
+          [B, Du]; plus the diagnostics agent_mask [B, G] and num_active
+          [B] (groups in use), and group_categories [B, G] for `sim_hard`.
+          G = A, or N for the `full` and `sim_hard` compressors.
         """
         item_ids = features["hist_item_ids"]  # [B, N]
         n = tf.shape(item_ids)[1]
@@ -195,40 +341,58 @@ class HiSACRanker(tfrs.models.Model):
             features["request_time"],
             training=training,
         )  # [B, N, D]
-        groups = self.compressor(
-            h,
-            valid=valid,
-            latents=semantic["latents"],  # [B, N, Ds]
-            sids=semantic["sids"],  # [B, N, L]
-            has_sid=semantic["has_sid"],  # [B, N]
-            timestamps=features["hist_timestamps"],
-            categories=features["hist_category_ids"],
-            codebooks=tf.concat(
-                self.semantic_lookup.codebooks, axis=0
-            ),  # [sum_l K_l, Ds]
-            training=training,
-        )
-        mask = groups["group_mask"]  # [B, G]
-        group_sid_emb = self.sid_embedding(
-            groups["group_sids"], groups["group_sid_mask"]
-        )  # [B, G, D]
-        group_states = tf.concat(
-            [groups["group_states"], group_sid_emb], axis=-1
-        )  # [B, G, 2D]
-        prior = groups["group_prior"]  # [B, G] log-weights
-        state = self.attention.encode(
-            group_states, tf.ones_like(prior), mask
-        )  # keys, values [B, H, G, dk]; mask [B, G]
-        # The compressor's log-weight prior is the attention bias.
-        state["bias"] = tf.where(mask, prior, tf.float32.min)  # [B, G]
-        out = {
-            **state,
-            "user_embedding": self.embed_user(features),
-            "agent_mask": mask,
-            "num_active": groups["num_active"],
-        }
-        if self.compressor.candidate_dependent:
-            out["group_categories"] = groups["group_categories"]  # [B, G]
+        out = {"user_embedding": self.embed_user(features)}
+        if self.compressor is not None:
+            groups = self.compressor(
+                h,
+                valid=valid,
+                latents=semantic["latents"],  # [B, N, Ds]
+                sids=semantic["sids"],  # [B, N, L]
+                has_sid=semantic["has_sid"],  # [B, N]
+                timestamps=features["hist_timestamps"],
+                categories=features["hist_category_ids"],
+                codebooks=tf.concat(
+                    self.semantic_lookup.codebooks, axis=0
+                ),  # [sum_l K_l, Ds]
+                training=training,
+            )
+            out.update(self._encode_groups(groups, self.attention))
+            out["agent_mask"] = groups["group_mask"]
+            out["num_active"] = groups["num_active"]
+            if self.compressor.candidate_dependent:
+                out["group_categories"] = groups["group_categories"]
+        if self.short_term is not None:
+            recent = self.short_term(
+                h, valid=valid, sids=semantic["sids"],
+                has_sid=semantic["has_sid"], training=training,
+            )  # the newest S items, [B, S, ...]
+            short = self._encode_groups(recent, self.short_attention)
+            out.update({f"short_{k}": v for k, v in short.items()})
+            if self.compressor is None:
+                out["agent_mask"] = recent["group_mask"]
+                out["num_active"] = recent["num_active"]
+        if self.match_counts is not None:
+            window = valid
+            if self.compressor is None:  # The recent window's own counts.
+                rank = tf.cumsum(tf.cast(valid, tf.int32), axis=1)  # [B, N]
+                total = tf.reduce_sum(tf.cast(valid, tf.int32), axis=1)
+                window = tf.logical_and(
+                    valid, rank > (total - self.short_term_length)[:, None]
+                )  # [B, N] the newest S valid
+            keys, sid_ok = self._count_keys(
+                item_ids, features["hist_category_ids"], semantic["sids"],
+                semantic["has_sid"],
+            )  # [B, N, T], [B, N]
+            levels = len(self.codebook_sizes)
+            type_valid = tf.concat([
+                tf.repeat(window[..., None], 2, axis=-1),
+                tf.repeat(tf.logical_and(window, sid_ok)[..., None], levels,
+                          axis=-1),
+            ], axis=-1)  # [B, N, T]
+            out.update(self.match_counts.encode(
+                keys, type_valid, features["hist_timestamps"],
+                features["request_time"],
+            ))
         return out
 
     def embed_user(self, features: dict) -> tf.Tensor:
@@ -245,38 +409,58 @@ class HiSACRanker(tfrs.models.Model):
         """Candidate logits from a user's state.
 
         Args:
-          state: output of `compress_user` (keys, values, bias, mask,
-            user_embedding; group_categories for `sim_hard`).
+          state: output of `compress_user` (at least `state_keys`).
           features: cand_item_ids, cand_category_ids [B, C].
         Returns:
           logits [B, C] (padded candidates get a logit too; mask them).
         """
         cand_items = features["cand_item_ids"]  # [B, C]
+        cand_cats = features["cand_category_ids"]  # [B, C]
         items, cats = self.ranking_embedding.embed_candidates(
-            cand_items, features["cand_category_ids"]
+            cand_items, cand_cats
         )  # [B, C, D] each
         semantic = self.semantic_lookup(cand_items)
         sid = self.sid_embedding(
             semantic["sids"], semantic["has_sid"]
         )  # [B, C, D]
         queries = tf.concat([items, cats, sid], axis=-1)  # [B, C, 3D]
-        if self.compressor.candidate_dependent:
-            # sim_hard: each candidate sees the items of its category.
-            attended = category_masked_attention(
-                self.attention, state, queries,
-                features["cand_category_ids"], training=training,
-            )  # [B, C, D]
-        else:
-            attended = self.attention.score(
-                {k: state[k] for k in ("keys", "values", "bias", "mask")},
-                queries,
-                training=training,
-            )  # [B, C, D]
         c = tf.shape(cand_items)[1]
         user = tf.repeat(
             state["user_embedding"][:, None, :], c, axis=1
         )  # [B, C, Du]
-        x = tf.concat([user, queries, attended], axis=-1)  # [B, C, F]
+        parts = [user, queries]
+        if self.compressor is not None:
+            if self.compressor.candidate_dependent:
+                # sim_hard: each candidate sees the items of its category.
+                parts.append(category_masked_attention(
+                    self.attention, state, queries, cand_cats,
+                    training=training,
+                ))  # [B, C, D]
+            else:
+                parts.append(self.attention.score(
+                    {k: state[k] for k in ATTENTION_STATE_KEYS},
+                    queries, training=training,
+                ))  # [B, C, D]
+        if self.short_attention is not None:
+            parts.append(self.short_attention.score(
+                {k: state[f"short_{k}"] for k in ATTENTION_STATE_KEYS},
+                queries, training=training,
+            ))  # [B, C, D]
+        if self.match_counts is not None:
+            keys, sid_ok = self._count_keys(
+                cand_items, cand_cats, semantic["sids"], semantic["has_sid"]
+            )  # [B, C, T]
+            levels = len(self.codebook_sizes)
+            no_sid = tf.concat([
+                tf.zeros_like(keys[..., :2], tf.bool),
+                tf.repeat(tf.logical_not(sid_ok)[..., None], levels,
+                          axis=-1),
+            ], axis=-1)  # [B, C, T]
+            keys = tf.where(no_sid, tf.constant(-1, tf.int64), keys)
+            parts.append(self.match_counts.score(
+                {k: state[k] for k in COUNT_STATE_KEYS}, keys
+            ))  # [B, C, 4T + 1]
+        x = tf.concat(parts, axis=-1)  # [B, C, F]
         width = x.shape[-1]
         x = tf.reshape(x, [-1, width])  # [B*C, F]
         if self.cross is not None:
