@@ -12,14 +12,33 @@ at `build_model(cfg, feature_spec)` and the job entry points.
 from __future__ import annotations
 
 import dataclasses
+import importlib.resources
 import json
 import os
 import typing
 from typing import Any, Mapping, Sequence
 
-CONFIG_DIR = os.path.join(
-    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs"
-)
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+_CHECKOUT_ROOT = os.path.dirname(_PACKAGE_DIR)
+
+
+def find_config_dir() -> str:
+    """The directory of the preset JSON files (`configs/` of the project).
+
+    In a source checkout (setup.py beside the package) it is the checkout's
+    own `configs/`, so edits take effect without reinstalling and the code
+    never reads another copy's presets. An installed package (`pip install
+    .`, a wheel) carries them as package data, `hisac_tf/presets/`, found
+    through importlib.resources.
+    """
+    checkout = os.path.join(_CHECKOUT_ROOT, "configs")
+    if os.path.isfile(os.path.join(_CHECKOUT_ROOT, "setup.py")) and \
+            os.path.isdir(checkout):
+        return checkout
+    return str(importlib.resources.files("hisac_tf") / "presets")
+
+
+CONFIG_DIR = find_config_dir()
 
 
 class ConfigError(ValueError):
@@ -401,6 +420,12 @@ def from_dict(values: Mapping[str, Any]) -> Config:
 
 
 def preset_names() -> list[str]:
+    if not os.path.isdir(CONFIG_DIR):
+        raise ConfigError(
+            f"no preset directory at {CONFIG_DIR} (neither a checkout's "
+            "configs/ nor the installed hisac_tf/presets/): reinstall "
+            "hisac_tf or pass a JSON path"
+        )
     return sorted(
         f[: -len(".json")] for f in os.listdir(CONFIG_DIR)
         if f.endswith(".json")
