@@ -77,7 +77,7 @@ class DataConfig:
 
 @dataclasses.dataclass(frozen=True)
 class SyntheticConfig:
-    """The synthetic world of DESIGN §5 (only read by the generator)."""
+    """The synthetic world of docs/design.md §5 (only read by the generator)."""
 
     seed: int = 0
     num_users: int = 200
@@ -120,7 +120,7 @@ class SyntheticConfig:
 
 @dataclasses.dataclass(frozen=True)
 class TokenizerConfig:
-    """RQ-VAE item tokenizer (DESIGN §2.1)."""
+    """RQ-VAE item tokenizer (docs/design.md §2.1)."""
 
     output_dir: str = "runs/tokenizer"
     codebook_sizes: tuple[int, ...] = (16, 8)
@@ -148,7 +148,7 @@ class TokenizerConfig:
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
-    """The HiSAC ranker and its compressor (DESIGN §2.2-2.5, §3)."""
+    """The HiSAC ranker and its compressor (docs/design.md §2.2-2.5, §3)."""
 
     compressor: str = "hisac"
     embedding_dim: int = 16
@@ -171,7 +171,7 @@ class ModelConfig:
     # behaviours beside the long-term compressor (docs/design.md §2.6);
     # 0 turns the branch off.
     short_term_length: int = 0
-    # Baseline compressors' own settings (DESIGN §3).
+    # Baseline compressors' own settings (docs/design.md §3).
     kmeans_iterations: int = 5  # Lloyd steps of `kmeans`
     lsh_bits: int = 0  # SimHash bits of `lsh`; 0: ceil(log2 A) + 1
 

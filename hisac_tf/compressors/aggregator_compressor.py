@@ -1,6 +1,6 @@
 """`AggregatorCompressor`: A learned queries cross-attend the history.
 
-DESIGN §3 (PolyEncoder / ELASTIC style). A trainable query matrix
+docs/design.md §3 (PolyEncoder / ELASTIC style). A trainable query matrix
 Q [A, H, dk] attends over the user's valid items with H heads:
 
     k_i = h_i W_k, v_i = h_i W_v           ([D, H, dk] each)

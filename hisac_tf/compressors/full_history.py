@@ -1,4 +1,5 @@
-"""`FullHistory`: no compression, every valid item is a group (DESIGN §3).
+"""`FullHistory`: no compression, every valid item is a group
+(docs/design.md §3).
 
 The quality reference and the cost to beat: target attention over all N
 history items. G is static, `max_items` = the model's N (data.max_history),

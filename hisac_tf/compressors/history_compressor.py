@@ -1,6 +1,6 @@
 """`HistoryCompressor`: the one interface of every history compressor.
 
-DESIGN §3. A compressor maps one request's history to G groups that the
+docs/design.md §3. A compressor maps one request's history to G groups that the
 ranker's target attention consumes, so that one ranking head serves every
 method and comparisons are fair (same head, same G except `full`):
 
@@ -31,7 +31,8 @@ for an all-padding history; and be registered serialisable with a
 
 Which items take part: methods that work in the semantic space (`hisac`
 and its ablations, `kmeans`, `lsh`) group only valid items WITH a SID (an
-OOV item has no latent z; DESIGN §4 excludes it from voting and routing);
+OOV item has no latent z; docs/design.md §4 excludes it from voting and
+routing);
 the others (`patching`, `aggregator`, `recent`, `full`, `sim_hard`) use
 every valid item (an OOV item still has its hashed ranking embedding).
 

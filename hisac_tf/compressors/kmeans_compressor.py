@@ -1,4 +1,5 @@
-"""`KMeansCompressor`: per-user k-means of the semantic latents (DESIGN §3).
+"""`KMeansCompressor`: per-user k-means of the semantic latents
+(docs/design.md §3).
 
 In graph, vectorised over the batch (all users' Lloyd steps run as one
 batched computation; the Python loop is over the fixed iteration count).

@@ -1,4 +1,4 @@
-"""`LSHCompressor`: SimHash buckets of the semantic latents (DESIGN §3).
+"""`LSHCompressor`: SimHash buckets of the semantic latents (docs/design.md §3).
 
 Each valid item with a SID is hashed by b fixed random hyperplanes r_j
 (drawn once from `seed`, standard normal, [Ds, b]): code = sum_j

@@ -1,4 +1,5 @@
-"""`PatchingCompressor`: A contiguous time chunks, mean-pooled (DESIGN §3).
+"""`PatchingCompressor`: A contiguous time chunks, mean-pooled
+(docs/design.md §3).
 
 A user's n valid items, oldest first, are cut into m = min(A, n)
 contiguous chunks of (almost) equal counts: the item of rank r (0-based

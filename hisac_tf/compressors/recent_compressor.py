@@ -1,4 +1,4 @@
-"""`RecentCompressor`: the user's last A valid items (DESIGN §3).
+"""`RecentCompressor`: the user's last A valid items (docs/design.md §3).
 
 Each group is one item: the newest min(A, n) valid items, oldest first in
 slots 0 .. min(A, n) - 1. Group state = the item's ranking embedding h,

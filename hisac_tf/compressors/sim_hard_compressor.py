@@ -1,6 +1,6 @@
 """`SimHardCompressor`: SIM's hard search, items of the candidate's category.
 
-DESIGN §3. The items a candidate attends to depend on the candidate, so
+docs/design.md §3. The items a candidate attends to depend on the candidate, so
 this is not a per-user compression: the user side is the full-history path
 (`FullHistory`: every valid item a group, G = N) plus each group's raw
 category id (`group_categories` [B, G] int64), and the candidate side masks

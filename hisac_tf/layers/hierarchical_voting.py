@@ -1,6 +1,6 @@
 """HierarchicalVoting: HiSAC's sparse activation of interest agents.
 
-DESIGN §2 item 2. The semantic IDs (SIDs) of all items form one global tree
+docs/design.md §2.2. The semantic IDs (SIDs) of all items form one global tree
 of L+1 levels: the root, then one level per codebook, a node of level l
 being a path (c_1..c_l). For one user:
 

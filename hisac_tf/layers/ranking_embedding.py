@@ -1,4 +1,5 @@
-"""`RankingEmbedding`: the learned item representation h_i (DESIGN §2.3)."""
+"""`RankingEmbedding`: the learned item representation h_i
+(docs/design.md §2.3)."""
 
 from __future__ import annotations
 

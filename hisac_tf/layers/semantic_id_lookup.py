@@ -11,7 +11,7 @@ import tensorflow as tf
 
 @tf.keras.utils.register_keras_serializable(package="hisac_tf")
 class SemanticIdLookup(tf.keras.layers.Layer):
-    """Holds the tokenizer's frozen tables (DESIGN §2.1, §4).
+    """Holds the tokenizer's frozen tables (docs/design.md §2.1, §4).
 
     Raw item ids are found by binary search (`tf.searchsorted`) in the
     sorted id column, so no hash-table resource is needed and the tables

@@ -12,8 +12,8 @@ import tensorflow as tf
 class SidEmbedding(tf.keras.layers.Layer):
     """Sum over levels of a learned embedding of each level's code.
 
-    Used for candidates' SIDs and agents' SID paths (DESIGN §2.4). Entries
-    without a SID (OOV items, padded agents) get a zero vector.
+    Used for candidates' SIDs and agents' SID paths (docs/design.md §2.4).
+    Entries without a SID (OOV items, padded agents) get a zero vector.
 
     Args:
       codebook_sizes: K_l of each of the L levels.

@@ -16,7 +16,7 @@ from hisac_tf.data.feature_spec import FeatureSpec
 from hisac_tf.layers.semantic_id_lookup import SemanticIdLookup
 from hisac_tf.models.hisac_ranker import HiSACRanker
 
-# Every `model.compressor` value (DESIGN §3), see hisac_tf.compressors.
+# Every `model.compressor` value (docs/design.md §3), see hisac_tf.compressors.
 SUPPORTED_COMPRESSORS = COMPRESSOR_NAMES
 
 

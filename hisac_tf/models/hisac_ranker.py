@@ -1,4 +1,5 @@
-"""`HiSACRanker`: the request-level HiSAC CTR model (DESIGN §2.2-2.5, §3).
+"""`HiSACRanker`: the request-level HiSAC CTR model
+(docs/design.md §2.2-2.5, §3).
 
 One forward pass scores B requests, each with a history of N items and C
 candidates:
@@ -15,7 +16,7 @@ candidates:
     user features ────────────────────────────────────┤
                                          Cross + MLP ─ logit [B, C]
 
-The compressor (`hisac_tf.compressors`, DESIGN §3) is the only part that
+The compressor (`hisac_tf.compressors`, docs/design.md §3) is the only part that
 differs between HiSAC and its baselines: every compressor yields G group
 states, a mask, a log-weight prior and optional group SIDs, and the same
 attention and head consume them. `compress_user` returns the cacheable
