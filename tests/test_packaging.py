@@ -1,21 +1,27 @@
 """Packaging: ranges in setup.py, the tested set in constraints.txt, the
 presets inside the wheel, a plain (non-editable) install that loads them,
-and the public API of layers, compressors and models."""
+the public API of layers, compressors and models, and the docs: code cites
+docs/design.md sections that exist, and the public layers' docstrings carry
+a References line and an Example that runs."""
 
 from __future__ import annotations
 
 import ast
 import importlib.metadata
+import inspect
 import json
 import os
+import re
 import runpy
 import shutil
 import subprocess
 import sys
 import zipfile
 
+import numpy as np
 import pytest
 import setuptools
+import tensorflow as tf
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
@@ -254,3 +260,81 @@ def test_public_api_is_usable():
     for cls in (HierarchicalVoting, SoftRoutingAttention, HiSACRanker,
                 RQVAE):
         assert cls.__module__.startswith("hisac_tf.")
+
+
+# ------------------------------------------------------------------- docs
+CODE_DIRS = ("hisac_tf", "pipelines", "serving", "tests", "benchmarks")
+
+
+def code_files() -> list[str]:
+    found = []
+    for top in CODE_DIRS:
+        for folder, dirs, files in os.walk(os.path.join(ROOT, top)):
+            dirs[:] = [d for d in dirs if d != "__pycache__"]
+            found += [os.path.join(folder, f) for f in files
+                      if f.endswith(".py")]
+    return sorted(found)
+
+
+def design_sections() -> set[str]:
+    with open(os.path.join(ROOT, "docs", "design.md")) as f:
+        return set(re.findall(r"^#{2,3} (\d+(?:\.\d+)?)\.? ", f.read(),
+                              re.M))
+
+
+def test_design_has_the_reference_numbering():
+    assert design_sections() == {
+        "1", "2", "2.1", "2.2", "2.3", "2.4", "2.5", "2.6", "3", "4", "5",
+        "6", "7"}
+
+
+def test_code_cites_only_existing_design_sections():
+    sections, problems = design_sections(), []
+    this = os.path.abspath(__file__)
+    for path in code_files():
+        if os.path.abspath(path) == this:
+            continue
+        with open(path) as f:
+            text = f.read()
+        where = os.path.relpath(path, ROOT)
+        if re.search(r"\bDESIGN(\.md)?\b", text):
+            problems.append(f"{where} cites DESIGN, outside the repository")
+        # "docs/design.md §2.2-2.5, §3": every number after the name.
+        for cite in re.findall(r"docs/design\.md\s+((?:§[\d.]+[-, ]*)+)",
+                               text):
+            for number in re.findall(r"(\d+(?:\.\d+)?)", cite):
+                if number not in sections:
+                    problems.append(f"{where}: no section {number}")
+    assert problems == []
+
+
+LEAD_ADDS = {  # Edited on other branches; the lead adds their docs.
+    "AgentTargetAttention", "ResidualQuantizer", "SoftRoutingAttention",
+    "HiSACCompressor",
+}
+
+
+def public_classes() -> list:
+    params = []
+    for package in (hisac_tf.layers, hisac_tf.compressors):
+        for name in package.__all__:
+            obj = getattr(package, name)
+            if inspect.isclass(obj):
+                marks = [pytest.mark.xfail(
+                    strict=False, reason="docs added at the merge")] \
+                    if name in LEAD_ADDS else []
+                params.append(pytest.param(obj, id=name, marks=marks))
+    return params
+
+
+@pytest.mark.parametrize("cls", public_classes())
+def test_layer_docstring_has_references_and_a_running_example(cls):
+    doc = inspect.getdoc(cls)
+    assert "References:" in doc and "arXiv 2602.21009" in doc
+    found = re.search(r"Example:\n\n```python\n(.*?)\n```", doc, re.S)
+    assert found, f"{cls.__name__} has no ```python Example block"
+    namespace = {"tf": tf, "np": np}
+    for package in (hisac_tf.layers, hisac_tf.compressors):
+        namespace.update({n: getattr(package, n) for n in package.__all__})
+    exec(compile(found.group(1), f"<{cls.__name__} example>", "exec"),
+         namespace)
