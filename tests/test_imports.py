@@ -2,11 +2,11 @@
 
 The project reads in one direction (docs/design.md, "Where it lives"):
 data -> layers -> compressors -> models / tokenizer -> training -> export
--> serving -> pipelines. A module may import its own package and the
-packages before it, never one after it; `hisac_tf` never imports
-`pipelines` or `serving`. The checks read module-level imports with `ast`
-(no import needed), and fresh interpreters prove that every module loads
-on its own, whatever it is imported first.
+-> experiments -> serving -> pipelines. A module may import its own
+package and the packages before it, never one after it; `hisac_tf` never
+imports `pipelines` or `serving`. The checks read module-level imports
+with `ast` (no import needed), and fresh interpreters prove that every
+module loads on its own, whatever is imported first.
 """
 
 from __future__ import annotations
@@ -34,8 +34,9 @@ RANKS = {
     "hisac_tf.tokenizer": 4,
     "hisac_tf.training": 5,
     "hisac_tf.export": 6,
-    "serving": 7,
-    "pipelines": 8,
+    "hisac_tf.experiments": 7,
+    "serving": 8,
+    "pipelines": 9,
 }
 
 
@@ -149,21 +150,19 @@ def cycles(graph: dict[str, set]) -> list[list[str]]:
     return found
 
 
-def rank(module: str) -> int:
-    parts = module.split(".")
-    for n in range(len(parts), 0, -1):
-        prefix = ".".join(parts[:n])
-        if prefix in RANKS:
-            return RANKS[prefix]
-    raise KeyError(f"{module} has no rank in RANKS: add its package")
-
-
 def part(module: str) -> str:
+    """The entry of RANKS a module belongs to: `hisac_tf`, `hisac_tf.<x>`
+    (a top-level module or a subpackage of hisac_tf), `serving`,
+    `pipelines`."""
     parts = module.split(".")
-    for n in range(len(parts), 0, -1):
-        if ".".join(parts[:n]) in RANKS:
-            return ".".join(parts[:n])
-    return module
+    name = ".".join(parts[:2]) if parts[0] == "hisac_tf" else parts[0]
+    if name not in RANKS:
+        raise KeyError(f"{module} has no rank in RANKS: add {name}")
+    return name
+
+
+def rank(module: str) -> int:
+    return RANKS[part(module)]
 
 
 def layering_problems(modules=MODULES, functions: bool = False) -> list[str]:
@@ -182,6 +181,11 @@ def layering_problems(modules=MODULES, functions: bool = False) -> list[str]:
 
 
 # ------------------------------------------------------------ static checks
+def test_rank_refuses_an_unknown_part():
+    with pytest.raises(KeyError, match="hisac_tf.newpart"):
+        rank("hisac_tf.newpart.module")
+
+
 def test_every_module_has_a_rank():
     unranked = []
     for name in MODULES:
@@ -266,6 +270,8 @@ def test_cycle_check_ignores_imports_inside_functions(tmp_path):
 @pytest.mark.parametrize("name, source, culprit", [
     pytest.param("hisac_tf.data.x", "from hisac_tf.models import build\n",
                  "hisac_tf.models", id="data-imports-models"),
+    pytest.param("hisac_tf.export.x", "import hisac_tf.experiments.plan\n",
+                 "hisac_tf.experiments", id="export-imports-experiments"),
     pytest.param("hisac_tf.layers.x",
                  "def f():\n    from hisac_tf.compressors import y\n",
                  "hisac_tf.compressors", id="in-function"),
