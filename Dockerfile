@@ -25,13 +25,14 @@
 
 FROM tensorflow/tensorflow:2.17.1-gpu AS train
 WORKDIR /src
-COPY setup.py pyproject.toml README.md ./
+COPY setup.py pyproject.toml README.md constraints.txt ./
 COPY hisac_tf/ hisac_tf/
 COPY pipelines/ pipelines/
 COPY serving/ serving/
 COPY configs/ configs/
-# Editable install: the presets are read from /src/configs.
-RUN pip install --no-cache-dir -e . && python -m pipelines.check_stack
+# A plain install: the presets ship inside the package (hisac_tf/presets).
+RUN pip install --no-cache-dir -c constraints.txt . \
+    && python -m pipelines.check_stack
 CMD ["hisac-demo", "--config=demo"]
 
 FROM tensorflow/serving:2.17.1-gpu AS serve

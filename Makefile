@@ -9,10 +9,11 @@ PRESET ?= demo
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip wheel "setuptools>=61"
+	$(BIN)/pip install --quiet --upgrade pip wheel "setuptools>=64"
 
-$(VENV)/.installed: setup.py $(BIN)/python
-	$(BIN)/pip install --quiet -e ".[test,plots]"
+# constraints.txt: the exact tested set inside setup.py's ranges.
+$(VENV)/.installed: setup.py constraints.txt $(BIN)/python
+	$(BIN)/pip install --quiet -c constraints.txt -e ".[test,plots]"
 	$(BIN)/python -m pipelines.check_stack
 	touch $@
 

@@ -2,30 +2,35 @@
 
 from setuptools import find_packages, setup
 
-# One pinned set measured to work together (see README "Dependencies").
+# Compatible ranges, so that hisac_tf installs beside other packages. The
+# exact set measured to work together is constraints.txt (`make` installs
+# with it; see README "Dependencies"). TF_VERSION is that set's TensorFlow:
+# the Dockerfile's images and TF Serving must match it.
 TF_VERSION = "2.17.1"
+TF_RANGE = ">=2.17.1,<2.18"  # tensorflow-io 0.37's kernels need TF 2.17.
 INSTALL_REQUIRES = [
-    f"tensorflow=={TF_VERSION}",
-    "tf-keras==2.17.0",
-    "tensorflow-recommenders==0.7.7",
-    "tensorflow-io==0.37.1",
-    "tensorflow-io-gcs-filesystem==0.37.1",
-    f"tensorflow-serving-api=={TF_VERSION}",
-    "numpy==1.26.4",
-    "absl-py==2.5.1",
-    "protobuf==4.25.9",
-    "grpcio==1.85.3",
+    f"tensorflow{TF_RANGE}",
+    "tf-keras>=2.17,<2.18",
+    "tensorflow-recommenders>=0.7.3,<0.8",
+    "tensorflow-io>=0.37,<0.38",
+    "tensorflow-io-gcs-filesystem>=0.37,<0.38",
+    f"tensorflow-serving-api{TF_RANGE}",
+    "numpy>=1.23.5,<2",
+    "absl-py>=1.0,<3",
+    "protobuf>=3.20.3,<5",
+    "grpcio>=1.24.3,<2",
 ]
 EXTRAS_REQUIRE = {
     "test": [
-        "pytest==9.2.0",
-        "moto[server]==5.2.5",
-        "pyarrow==17.0.0",
-        "ruff==0.17.6",
+        "pytest>=7,<10",
+        "moto[server]>=5,<6",
+        "pyarrow>=15,<18",
+        "ruff>=0.17,<0.18",
     ],
-    "plots": ["matplotlib==3.11.2"],
-    "gpu": [f"tensorflow[and-cuda]=={TF_VERSION}"],
+    "plots": ["matplotlib>=3.7,<4"],
+    "gpu": [f"tensorflow[and-cuda]{TF_RANGE}"],
 }
+PRESETS = "hisac_tf.presets"  # configs/*.json, installed as package data.
 
 setup(
     name="hisac_tf",
@@ -35,7 +40,12 @@ setup(
         "behaviour sequences for CTR ranking, in TensorFlow/Keras."
     ),
     python_requires=">=3.9,<3.13",
-    packages=find_packages(include=["hisac_tf*", "pipelines*", "serving*"]),
+    packages=find_packages(include=["hisac_tf*", "pipelines*", "serving*"])
+    + [PRESETS],
+    # The presets stay at the top-level configs/ and ship inside the package
+    # as hisac_tf/presets/ (hisac_tf.config finds them either way).
+    package_dir={PRESETS: "configs"},
+    package_data={PRESETS: ["*.json", "experiments/*.json"]},
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS_REQUIRE,
     entry_points={

@@ -3,7 +3,8 @@
 An analysis of the generator (`hisac_tf/data/synthetic.py`), not of a model: it
 explains the sequence-length scaling in docs/results.md. For the eval
 requests of the first `--users` users of a preset, the true click logit
-(DESIGN §5) is re-estimated by a plug-in oracle that sees only the newest W
+(docs/design.md §5) is re-estimated by a plug-in oracle that sees only the
+newest W
 behaviours before each request, but knows every item's true sub-topic,
 quality and popularity:
 

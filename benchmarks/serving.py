@@ -1,6 +1,6 @@
 """Benchmark: request-level serving vs one example per candidate.
 
-DESIGN §6 exports `serving_default` (one request: the user's history is
+docs/design.md §6 exports `serving_default` (one request: the user's history is
 compressed once, then C candidates are scored) and `predict_examples` (one
 per-impression tf.Example per candidate: the history travels and is
 compressed C times). This benchmark builds a HiSAC ranker with the

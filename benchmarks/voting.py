@@ -1,6 +1,6 @@
 """Benchmark: users per second of HiSAC's user-side compression components.
 
-Components: `hierarchical_voting` (HierarchicalVoting, DESIGN
+Components: `hierarchical_voting` (HierarchicalVoting, docs/design.md
 §2.2) at B = 256 users, N = 1,000 and N = 10,000 history items, K = (512,
 512), top_k = (20, 10), A = 200, on random Zipf-like SIDs (5% of the items
 masked out as OOV), compiled with tf.function over unknown B and N. Each

@@ -12,14 +12,33 @@ at `build_model(cfg, feature_spec)` and the job entry points.
 from __future__ import annotations
 
 import dataclasses
+import importlib.resources
 import json
 import os
 import typing
 from typing import Any, Mapping, Sequence
 
-CONFIG_DIR = os.path.join(
-    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs"
-)
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+_CHECKOUT_ROOT = os.path.dirname(_PACKAGE_DIR)
+
+
+def find_config_dir() -> str:
+    """The directory of the preset JSON files (`configs/` of the project).
+
+    In a source checkout (setup.py beside the package) it is the checkout's
+    own `configs/`, so edits take effect without reinstalling and the code
+    never reads another copy's presets. An installed package (`pip install
+    .`, a wheel) carries them as package data, `hisac_tf/presets/`, found
+    through importlib.resources.
+    """
+    checkout = os.path.join(_CHECKOUT_ROOT, "configs")
+    if os.path.isfile(os.path.join(_CHECKOUT_ROOT, "setup.py")) and \
+            os.path.isdir(checkout):
+        return checkout
+    return str(importlib.resources.files("hisac_tf") / "presets")
+
+
+CONFIG_DIR = find_config_dir()
 
 
 class ConfigError(ValueError):
@@ -58,7 +77,7 @@ class DataConfig:
 
 @dataclasses.dataclass(frozen=True)
 class SyntheticConfig:
-    """The synthetic world of DESIGN §5 (only read by the generator)."""
+    """The synthetic world of docs/design.md §5 (only read by the generator)."""
 
     seed: int = 0
     num_users: int = 200
@@ -101,7 +120,7 @@ class SyntheticConfig:
 
 @dataclasses.dataclass(frozen=True)
 class TokenizerConfig:
-    """RQ-VAE item tokenizer (DESIGN §2.1)."""
+    """RQ-VAE item tokenizer (docs/design.md §2.1)."""
 
     output_dir: str = "runs/tokenizer"
     codebook_sizes: tuple[int, ...] = (16, 8)
@@ -129,7 +148,7 @@ class TokenizerConfig:
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
-    """The HiSAC ranker and its compressor (DESIGN §2.2-2.5, §3)."""
+    """The HiSAC ranker and its compressor (docs/design.md §2.2-2.5, §3)."""
 
     compressor: str = "hisac"
     embedding_dim: int = 16
@@ -156,7 +175,7 @@ class ModelConfig:
     # behaviours share its item, category and each SID prefix (the keys
     # with the M most behaviours are kept per type); 0 turns them off.
     count_slots: int = 256
-    # Baseline compressors' own settings (DESIGN §3).
+    # Baseline compressors' own settings (docs/design.md §3).
     kmeans_iterations: int = 5  # Lloyd steps of `kmeans`
     lsh_bits: int = 0  # SimHash bits of `lsh`; 0: ceil(log2 A) + 1
 
@@ -410,6 +429,12 @@ def from_dict(values: Mapping[str, Any]) -> Config:
 
 
 def preset_names() -> list[str]:
+    if not os.path.isdir(CONFIG_DIR):
+        raise ConfigError(
+            f"no preset directory at {CONFIG_DIR} (neither a checkout's "
+            "configs/ nor the installed hisac_tf/presets/): reinstall "
+            "hisac_tf or pass a JSON path"
+        )
     return sorted(
         f[: -len(".json")] for f in os.listdir(CONFIG_DIR)
         if f.endswith(".json")

@@ -1,4 +1,5 @@
-"""AUC, GAUC and log loss in plain numpy, exact and streaming (DESIGN §2.5).
+"""AUC, GAUC and log loss in plain numpy, exact and streaming
+(docs/design.md §2.5).
 
 Shared by the synthetic generator (Bayes-optimal figures from `true_ctr`),
 the evaluation job and the benchmarks, so that every report computes its
@@ -83,7 +84,7 @@ def auc(labels, scores) -> float:
 
 
 def gauc(user_ids, labels, scores) -> float:
-    """Impression-weighted mean of per-user AUC (DESIGN §2.5).
+    """Impression-weighted mean of per-user AUC (docs/design.md §2.5).
 
     GAUC = Σ_u n_u · AUC_u / Σ_u n_u over users u having both a positive
     and a negative impression; n_u is the user's impression count.

@@ -2,7 +2,7 @@
 
 `main(cfg, version=None) -> dict` restores the latest checkpoint of
 `cfg.training.model_dir` and writes `<export.export_dir>/<version>/`
-(DESIGN §6):
+(docs/design.md §6):
 
     <version>/saved_model.pb, variables/   signatures of
                                            `hisac_tf.export.signatures`

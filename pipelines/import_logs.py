@@ -1,4 +1,4 @@
-"""Job: raw behaviour logs -> request-level TFRecords (DESIGN §4).
+"""Job: raw behaviour logs -> request-level TFRecords (docs/design.md §4).
 
 Input: behaviour logs in the Taobao UserBehavior layout
 

@@ -1,6 +1,6 @@
 """Job: train the RQ-VAE item tokenizer and write the semantic tables.
 
-DESIGN §2 item 1. Reads the item table (GZIP TFRecords, one record per
+docs/design.md §2.1. Reads the item table (GZIP TFRecords, one record per
 item: item_id, category_id, content_embedding [F] floats and, on synthetic
 data, subtopic_id), streaming it with tf.data:
 

@@ -1,7 +1,7 @@
 """gRPC client of a served hisac model (TF Serving or `local_server`).
 
 Requests are built from `FeatureSpec.input_signature()` (names and dtypes,
-the one source of truth of DESIGN §4) and sent through
+the one source of truth of docs/design.md §4) and sent through
 `tensorflow-serving-api`'s `PredictionService`:
 
     predict(features)            serving_default   -> ctr [R, C]

@@ -1,6 +1,6 @@
 """A local gRPC server with TF Serving's API over hisac SavedModels.
 
-Stock TensorFlow Serving cannot be installed everywhere (DESIGN §6), so
+Stock TensorFlow Serving cannot be installed everywhere (docs/design.md §6), so
 this module serves the same `PredictionService` (Predict, GetModelMetadata)
 and `ModelService` (GetModelStatus) over `<export_dir>/<version>/`
 SavedModels loaded with `tf.saved_model.load`, for development and tests:

@@ -1,4 +1,4 @@
-"""Plain numpy reference for HiSAC's hierarchical voting (DESIGN §2.2).
+"""Plain numpy reference for HiSAC's hierarchical voting (docs/design.md §2.2).
 
 Written on purpose as a straightforward per-user loop over Python dicts, so
 that it shares no code or trick with the vectorised layer

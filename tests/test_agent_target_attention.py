@@ -1,4 +1,4 @@
-"""Tests for AgentTargetAttention (DESIGN §2 item 4)."""
+"""Tests for AgentTargetAttention (docs/design.md §2.4)."""
 
 import hisac_tf  # noqa: F401  (Keras 2 before TensorFlow)
 

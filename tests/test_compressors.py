@@ -1,4 +1,4 @@
-"""Every history compressor behind one interface (DESIGN §3).
+"""Every history compressor behind one interface (docs/design.md §3).
 
 Per compressor: the shared layer harness, shapes and masks, an all-padding
 history, tracing with unknown B and N, mixed precision, one training step

@@ -1,16 +1,40 @@
-"""History compressors behind one interface (DESIGN §3).
+"""History compressors behind one interface (docs/design.md §3).
 
 `HistoryCompressor` (history_compressor.py) is the interface; one file per
 compressor; `make_compressor(name, ...)` builds one by its config name
 and `flops.request_flops` counts its multiply-adds per request.
 """
 
-from hisac_tf.compressors.factory import (  # noqa: F401
+from hisac_tf.compressors.aggregator_compressor import AggregatorCompressor
+from hisac_tf.compressors.factory import (
     COMPRESSOR_NAMES,
     FULL_LENGTH,
     make_compressor,
 )
-from hisac_tf.compressors.history_compressor import (  # noqa: F401
+from hisac_tf.compressors.full_history import FullHistory
+from hisac_tf.compressors.hisac_compressor import HiSACCompressor
+from hisac_tf.compressors.history_compressor import (
     GROUP_KEYS,
     HistoryCompressor,
 )
+from hisac_tf.compressors.kmeans_compressor import KMeansCompressor
+from hisac_tf.compressors.lsh_compressor import LSHCompressor
+from hisac_tf.compressors.patching_compressor import PatchingCompressor
+from hisac_tf.compressors.recent_compressor import RecentCompressor
+from hisac_tf.compressors.sim_hard_compressor import SimHardCompressor
+
+__all__ = [
+    "AggregatorCompressor",
+    "COMPRESSOR_NAMES",
+    "FULL_LENGTH",
+    "FullHistory",
+    "GROUP_KEYS",
+    "HiSACCompressor",
+    "HistoryCompressor",
+    "KMeansCompressor",
+    "LSHCompressor",
+    "PatchingCompressor",
+    "RecentCompressor",
+    "SimHardCompressor",
+    "make_compressor",
+]

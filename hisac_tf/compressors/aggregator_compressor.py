@@ -1,6 +1,6 @@
 """`AggregatorCompressor`: A learned queries cross-attend the history.
 
-DESIGN §3 (PolyEncoder / ELASTIC style). A trainable query matrix
+docs/design.md §3 (PolyEncoder / ELASTIC style). A trainable query matrix
 Q [A, H, dk] attends over the user's valid items with H heads:
 
     k_i = h_i W_k, v_i = h_i W_v           ([D, H, dk] each)
@@ -42,6 +42,24 @@ class AggregatorCompressor(HistoryCompressor):
 
     Weights: queries [A, H, dk], key_kernel and value_kernel [D, H, dk]
     (glorot-uniform, no bias).
+
+    References:
+      - [HiSAC](https://arxiv.org/abs/2602.21009): Yuan et al., "HiSAC:
+        Hierarchical Sparse Activation Compression for Ultra-long Sequence
+        Modeling in Recommenders", Taobao 2026, arXiv 2602.21009, section
+        "Experiments", the Aggregator baseline (learned queries, as in
+        PolyEncoder and ELASTIC).
+      - [Poly-encoders](https://arxiv.org/abs/1905.01969), Humeau et al., 2020.
+
+    Example:
+
+    ```python
+    values = tf.random.normal([2, 10, 8])  # h [B, N, D]
+    valid = tf.sequence_mask([10, 3], 10)  # [B, N]: 10 and 3 items
+    compressor = AggregatorCompressor(num_queries=4, num_heads=2)
+    groups = compressor(values, valid)
+    groups["group_states"]  # [2, 4, 8]
+    ```
     """
 
     def __init__(self, num_queries: int, num_heads: int = 2,

@@ -1,6 +1,6 @@
 """`make_compressor(name, **plain_values)`: every compressor by its name.
 
-The names are the `model.compressor` values of the config (DESIGN §3):
+The names are the `model.compressor` values of the config (docs/design.md §3):
 
     hisac            HiSACCompressor (voting + soft routing)
     hisac_hard       HiSACCompressor(hard_routing=True)

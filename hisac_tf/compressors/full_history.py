@@ -1,4 +1,5 @@
-"""`FullHistory`: no compression, every valid item is a group (DESIGN §3).
+"""`FullHistory`: no compression, every valid item is a group
+(docs/design.md §3).
 
 The quality reference and the cost to beat: target attention over all N
 history items. G is static, `max_items` = the model's N (data.max_history),
@@ -26,6 +27,24 @@ class FullHistory(HistoryCompressor):
       max_items: N, the history length of the model (= G).
 
     Reads: sids, has_sid (for the groups' SID embeddings).
+
+    References:
+      - [HiSAC](https://arxiv.org/abs/2602.21009): Yuan et al., "HiSAC:
+        Hierarchical Sparse Activation Compression for Ultra-long Sequence
+        Modeling in Recommenders", Taobao 2026, arXiv 2602.21009, section
+        "Experiments" (uncompressed target attention, the cost to beat).
+      - [DIN](https://arxiv.org/abs/1706.06978), Zhou et al., KDD 2018.
+
+    Example:
+
+    ```python
+    values = tf.random.normal([2, 10, 8])  # h [B, N, D]
+    valid = tf.sequence_mask([10, 3], 10)  # [B, N]: 10 and 3 items
+    compressor = FullHistory(max_items=10)
+    groups = compressor(values, valid, sids=tf.zeros([2, 10, 2], tf.int32),
+                        has_sid=valid)
+    groups["group_mask"]  # [2, 10]: every valid item is a group
+    ```
     """
 
     required_inputs = ("sids", "has_sid")

@@ -1,4 +1,5 @@
-"""`HiSACCompressor`: hierarchical voting + soft routing (DESIGN §2.2-2.3).
+"""`HiSACCompressor`: hierarchical voting + soft routing
+(docs/design.md §2.2-2.3).
 
 Groups are the user's interest agents: `HierarchicalVoting` keeps up to A
 SID leaves (top-k_l children per kept node, capped at A by votes), each
@@ -7,7 +8,7 @@ agent's prototype is p_a = sum_l E^l[c_{a,l}] (codebook rows), and
 h_i over the user's valid items that have a SID. The group prior is
 log w_a, w_a = v_a^(1/T) / sum_b v_b^(1/T).
 
-Ablations (DESIGN §3), same class:
+Ablations (docs/design.md §3), same class:
   * `hard_routing=True` (`hisac_hard`): alpha_{a,i} = 1[SID_i = SID_a] /
     v_a, so u_a is the mean ranking embedding of the agent's own items;
   * `use_voting=False` (`hisac_no_voting`): no top-k sparsification, all

@@ -1,6 +1,6 @@
 """`HistoryCompressor`: the one interface of every history compressor.
 
-DESIGN §3. A compressor maps one request's history to G groups that the
+docs/design.md §3. A compressor maps one request's history to G groups that the
 ranker's target attention consumes, so that one ranking head serves every
 method and comparisons are fair (same head, same G except `full`):
 
@@ -31,7 +31,8 @@ for an all-padding history; and be registered serialisable with a
 
 Which items take part: methods that work in the semantic space (`hisac`
 and its ablations, `kmeans`, `lsh`) group only valid items WITH a SID (an
-OOV item has no latent z; DESIGN §4 excludes it from voting and routing);
+OOV item has no latent z; docs/design.md §4 excludes it from voting and
+routing);
 the others (`patching`, `aggregator`, `recent`, `full`, `sim_hard`) use
 every valid item (an OOV item still has its hashed ranking embedding).
 
@@ -87,6 +88,24 @@ class HistoryCompressor(tf.keras.layers.Layer):
 
     Mixed precision: Keras autocast is off; `group_states` come out in the
     layer's compute dtype, priors in float32.
+
+    References:
+      - [HiSAC](https://arxiv.org/abs/2602.21009): Yuan et al., "HiSAC:
+        Hierarchical Sparse Activation Compression for Ultra-long Sequence
+        Modeling in Recommenders", Taobao 2026, arXiv 2602.21009, section
+        "Experiments" (every method compresses the history to the same number of
+        groups in front of one multi-head attention).
+
+    Example:
+
+    ```python
+    values = tf.random.normal([2, 10, 8])  # h [B, N, D]
+    valid = tf.sequence_mask([10, 3], 10)  # [B, N]: 10 and 3 items
+    compressor = make_compressor("patching", num_groups=4)
+    groups = compressor(values, valid)
+    groups["group_states"]  # [2, 4, 8]
+    groups["group_mask"]  # [2, 4]: 4 groups, then 3 and one padded
+    ```
     """
 
     candidate_dependent = False

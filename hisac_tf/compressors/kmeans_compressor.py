@@ -1,4 +1,5 @@
-"""`KMeansCompressor`: per-user k-means of the semantic latents (DESIGN §3).
+"""`KMeansCompressor`: per-user k-means of the semantic latents
+(docs/design.md §3).
 
 In graph, vectorised over the batch (all users' Lloyd steps run as one
 batched computation; the Python loop is over the fixed iteration count).
@@ -44,6 +45,23 @@ class KMeansCompressor(HistoryCompressor):
       iterations: Lloyd steps (>= 0; 0: assign to the initial centroids).
 
     Reads: latents, has_sid.
+
+    References:
+      - [HiSAC](https://arxiv.org/abs/2602.21009): Yuan et al., "HiSAC:
+        Hierarchical Sparse Activation Compression for Ultra-long Sequence
+        Modeling in Recommenders", Taobao 2026, arXiv 2602.21009, section
+        "Experiments", the K-Means baseline.
+
+    Example:
+
+    ```python
+    values = tf.random.normal([2, 10, 8])  # h [B, N, D]
+    valid = tf.sequence_mask([10, 3], 10)  # [B, N]: 10 and 3 items
+    compressor = KMeansCompressor(num_clusters=4, iterations=3)
+    groups = compressor(values, valid, latents=tf.random.normal([2, 10, 6]),
+                        has_sid=valid)
+    groups["group_states"]  # [2, 4, 8]
+    ```
     """
 
     required_inputs = ("latents", "has_sid")

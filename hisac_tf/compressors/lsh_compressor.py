@@ -1,4 +1,4 @@
-"""`LSHCompressor`: SimHash buckets of the semantic latents (DESIGN §3).
+"""`LSHCompressor`: SimHash buckets of the semantic latents (docs/design.md §3).
 
 Each valid item with a SID is hashed by b fixed random hyperplanes r_j
 (drawn once from `seed`, standard normal, [Ds, b]): code = sum_j
@@ -48,6 +48,23 @@ class LSHCompressor(HistoryCompressor):
       seed: seed of the hyperplanes (fixed at construction, not trained).
 
     Reads: latents, has_sid.
+
+    References:
+      - [HiSAC](https://arxiv.org/abs/2602.21009): Yuan et al., "HiSAC:
+        Hierarchical Sparse Activation Compression for Ultra-long Sequence
+        Modeling in Recommenders", Taobao 2026, arXiv 2602.21009, section
+        "Experiments", the LSH baseline.
+
+    Example:
+
+    ```python
+    values = tf.random.normal([2, 10, 8])  # h [B, N, D]
+    valid = tf.sequence_mask([10, 3], 10)  # [B, N]: 10 and 3 items
+    compressor = LSHCompressor(num_groups=4, num_bits=3, latent_dim=6)
+    groups = compressor(values, valid, latents=tf.random.normal([2, 10, 6]),
+                        has_sid=valid)
+    groups["group_states"]  # [2, 4, 8]
+    ```
     """
 
     required_inputs = ("latents", "has_sid")

@@ -1,4 +1,5 @@
-"""`PatchingCompressor`: A contiguous time chunks, mean-pooled (DESIGN §3).
+"""`PatchingCompressor`: A contiguous time chunks, mean-pooled
+(docs/design.md §3).
 
 A user's n valid items, oldest first, are cut into m = min(A, n)
 contiguous chunks of (almost) equal counts: the item of rank r (0-based
@@ -29,6 +30,22 @@ class PatchingCompressor(HistoryCompressor):
       num_patches: A = G.
 
     Reads: only values and valid (every valid item takes part).
+
+    References:
+      - [HiSAC](https://arxiv.org/abs/2602.21009): Yuan et al., "HiSAC:
+        Hierarchical Sparse Activation Compression for Ultra-long Sequence
+        Modeling in Recommenders", Taobao 2026, arXiv 2602.21009, section
+        "Experiments", the Patching baseline (time chunks).
+
+    Example:
+
+    ```python
+    values = tf.random.normal([2, 10, 8])  # h [B, N, D]
+    valid = tf.sequence_mask([10, 3], 10)  # [B, N]: 10 and 3 items
+    compressor = PatchingCompressor(num_patches=4)
+    groups = compressor(values, valid)
+    groups["group_states"]  # [2, 4, 8]: chunk means, oldest chunk first
+    ```
     """
 
     def __init__(self, num_patches: int, **kwargs):

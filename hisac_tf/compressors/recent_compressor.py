@@ -1,4 +1,4 @@
-"""`RecentCompressor`: the user's last A valid items (DESIGN §3).
+"""`RecentCompressor`: the user's last A valid items (docs/design.md §3).
 
 Each group is one item: the newest min(A, n) valid items, oldest first in
 slots 0 .. min(A, n) - 1. Group state = the item's ranking embedding h,
@@ -57,6 +57,23 @@ class RecentCompressor(HistoryCompressor):
       num_items: A = G.
 
     Reads: sids, has_sid (for the groups' SID embeddings).
+
+    References:
+      - [HiSAC](https://arxiv.org/abs/2602.21009): Yuan et al., "HiSAC:
+        Hierarchical Sparse Activation Compression for Ultra-long Sequence
+        Modeling in Recommenders", Taobao 2026, arXiv 2602.21009, section
+        "Experiments" (the newest behaviours only, the short-term reference).
+
+    Example:
+
+    ```python
+    values = tf.random.normal([2, 10, 8])  # h [B, N, D]
+    valid = tf.sequence_mask([10, 3], 10)  # [B, N]: 10 and 3 items
+    compressor = RecentCompressor(num_items=4)
+    groups = compressor(values, valid, sids=tf.zeros([2, 10, 2], tf.int32),
+                        has_sid=valid)
+    groups["group_mask"]  # [2, 4]: the newest 4 items, and the 3 of row 2
+    ```
     """
 
     required_inputs = ("sids", "has_sid")

@@ -1,6 +1,6 @@
 """`SimHardCompressor`: SIM's hard search, items of the candidate's category.
 
-DESIGN §3. The items a candidate attends to depend on the candidate, so
+docs/design.md §3. The items a candidate attends to depend on the candidate, so
 this is not a per-user compression: the user side is the full-history path
 (`FullHistory`: every valid item a group, G = N) plus each group's raw
 category id (`group_categories` [B, G] int64), and the candidate side masks
@@ -37,6 +37,25 @@ class SimHardCompressor(FullHistory):
       max_items: N (= G).
 
     Reads: sids, has_sid, categories.
+
+    References:
+      - [HiSAC](https://arxiv.org/abs/2602.21009): Yuan et al., "HiSAC:
+        Hierarchical Sparse Activation Compression for Ultra-long Sequence
+        Modeling in Recommenders", Taobao 2026, arXiv 2602.21009, section
+        "Related Work" (two-stage retrieval of SIM and TWIN).
+      - [SIM](https://arxiv.org/abs/2006.05639), Pi et al., CIKM 2020.
+
+    Example:
+
+    ```python
+    values = tf.random.normal([2, 10, 8])  # h [B, N, D]
+    valid = tf.sequence_mask([10, 3], 10)  # [B, N]: 10 and 3 items
+    compressor = SimHardCompressor(max_items=10)
+    groups = compressor(
+        values, valid, sids=tf.zeros([2, 10, 2], tf.int32), has_sid=valid,
+        categories=tf.random.uniform([2, 10], 1, 4, tf.int64))
+    groups["group_categories"]  # [2, 10]: scoring masks by the candidate's
+    ```
     """
 
     candidate_dependent = True

@@ -1,4 +1,4 @@
-"""`FeatureSpec`: the one data contract of hisac_tf (DESIGN §4).
+"""`FeatureSpec`: the one data contract of hisac_tf (docs/design.md §4).
 
 A record is one *request*: one user, that user's history at request time
 (oldest first) and the C candidates shown in that request with their labels.

@@ -1,4 +1,4 @@
-"""tf.data input pipeline for request-level TFRecords (DESIGN §4).
+"""tf.data input pipeline for request-level TFRecords (docs/design.md §4).
 
     files ─ interleave(TFRecordDataset, tagged "file:record") ─ shuffle ─
     repeat ─ batch ─ parse + contract checks + truncate/pad ─ prefetch

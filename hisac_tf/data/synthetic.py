@@ -1,4 +1,4 @@
-"""Synthetic request-level data with a known optimum (DESIGN §4, §5).
+"""Synthetic request-level data with a known optimum (docs/design.md §4, §5).
 
 `generate(cfg)` builds a seeded world from `cfg.synthetic` and writes the
 request-level TFRecord shards, the item table, `summary.json` and the

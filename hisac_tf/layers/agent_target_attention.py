@@ -1,6 +1,6 @@
 """Target attention of candidates over a user's interest-agent states.
 
-DESIGN §2 item 4. Each candidate (query) attends over the user's A agent
+docs/design.md §2.4. Each candidate (query) attends over the user's A agent
 states with multi-head attention; log w_a (the agent's voting weight) is a
 prior bias on every head's logits:
 

@@ -1,6 +1,6 @@
 """HierarchicalVoting: HiSAC's sparse activation of interest agents.
 
-DESIGN §2 item 2. The semantic IDs (SIDs) of all items form one global tree
+docs/design.md §2.2. The semantic IDs (SIDs) of all items form one global tree
 of L+1 levels: the root, then one level per codebook, a node of level l
 being a path (c_1..c_l). For one user:
 
@@ -86,6 +86,24 @@ class HierarchicalVoting(tf.keras.layers.Layer):
         user with no valid item);
       agent_mask: [B, A] bool, True for kept agents;
       num_active: [B] int32, the number of kept agents.
+
+    References:
+      - [HiSAC](https://arxiv.org/abs/2602.21009): Yuan et al., "HiSAC:
+        Hierarchical Sparse Activation Compression for Ultra-long Sequence
+        Modeling in Recommenders", Taobao 2026, arXiv 2602.21009, section
+        "Hierarchical Voting" (sparse activation of interest agents).
+
+    Example:
+
+    ```python
+    voting = HierarchicalVoting(codebook_sizes=(4, 4), top_k=(2, 2),
+                                num_agents=3)
+    sids = tf.constant([[[0, 1], [0, 1], [0, 2], [3, 0]]])  # [B=1, N=4, L=2]
+    mask = tf.constant([[True, True, True, False]])  # the last item: no SID
+    agents = voting(sids, mask)
+    agents["agent_sids"]  # [1, 3, 2]: (0, 1), (0, 2), padding
+    agents["agent_weights"]  # [1, 3]: 2/3, 1/3, 0
+    ```
     """
 
     def __init__(

@@ -22,19 +22,6 @@ binary search, so scoring costs O(C · T · log M) and the cacheable state is
 plus log(1 + n_valid) of the request (history length). A key beyond the M
 kept ones reads as no match (n = 0); with M >= the number of distinct keys
 (always when M >= N) every count is exact.
-
-References:
-  HiSAC (arXiv 2602.21009) §3.2: the votes of a SID prefix are counts of
-  the user's behaviours under it; this layer serves them per candidate.
-
-Example:
-  >>> layer = HistoryMatchCounts(num_slots=64)
-  >>> keys = tf.constant([[[3], [5], [3]]], tf.int64)    # [B=1, N=3, T=1]
-  >>> valid = tf.ones([1, 3, 1], tf.bool)
-  >>> times = tf.constant([[10, 20, 30]], tf.int64)
-  >>> state = layer.encode(keys, valid, times, tf.constant([3630], tf.int64))
-  >>> layer.score(state, tf.constant([[[3], [7]]], tf.int64))[0, :, 0]
-  # log1p([2, 0])
 """
 
 from __future__ import annotations
@@ -75,6 +62,25 @@ class HistoryMatchCounts(tf.keras.layers.Layer):
 
     Returns:
       [B, C, 4 T + 1] float32 features (no weights: the head learns them).
+
+    References:
+      HiSAC: Hierarchical Sparse Activation Compression for Ultra-long
+      Sequence Modeling in Recommenders (arXiv 2602.21009), Hierarchical
+      Voting: the votes of a SID prefix are counts of the user's
+      behaviours under it; this layer serves them to every candidate.
+
+    Example:
+
+    ```python
+    layer = HistoryMatchCounts(num_slots=64)
+    keys = tf.constant([[[3], [5], [3]]], tf.int64)  # [B=1, N=3, T=1]
+    state = layer.encode(keys, tf.ones([1, 3, 1], tf.bool),
+                         tf.constant([[10, 20, 30]], tf.int64),
+                         request_time=tf.constant([3630], tf.int64))
+    feats = layer.score(state, tf.constant([[[3], [7]]], tf.int64))
+    # log(1 + count) per candidate: item 3 twice, item 7 never.
+    np.testing.assert_allclose(feats[0, :, 0], np.log1p([2.0, 0.0]))
+    ```
     """
 
     def __init__(self, num_slots: int = 256, **kwargs):

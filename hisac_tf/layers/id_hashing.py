@@ -16,6 +16,21 @@ class IdHashing(tf.keras.layers.Layer):
 
     Args:
       num_buckets: rows of the embedding table fed by this layer (>= 2).
+
+    References:
+      - [HiSAC](https://arxiv.org/abs/2602.21009): Yuan et al., "HiSAC:
+        Hierarchical Sparse Activation Compression for Ultra-long Sequence
+        Modeling in Recommenders", Taobao 2026, arXiv 2602.21009, section
+        "Experiments" (raw id features: user, item, category); the in-graph
+        hashing is this project's (docs/design.md §2.5).
+
+    Example:
+
+    ```python
+    hashing = IdHashing(num_buckets=1000)
+    rows = hashing(tf.constant([[0, 42, 10**12]]))  # [1, 3] int64 in 0..999
+    embedding = tf.keras.layers.Embedding(1000, 8)(rows)  # [1, 3, 8]
+    ```
     """
 
     def __init__(self, num_buckets: int, **kwargs):

@@ -1,4 +1,5 @@
-"""`RankingEmbedding`: the learned item representation h_i (DESIGN §2.3)."""
+"""`RankingEmbedding`: the learned item representation h_i
+(docs/design.md §2.3)."""
 
 from __future__ import annotations
 
@@ -24,6 +25,27 @@ class RankingEmbedding(tf.keras.layers.Layer):
       item_buckets, category_buckets: hash buckets of the id tables.
       time_gap_buckets: buckets of the time-gap table (row 0 = padding).
       embedding_dim: D.
+
+    References:
+      - [HiSAC](https://arxiv.org/abs/2602.21009): Yuan et al., "HiSAC:
+        Hierarchical Sparse Activation Compression for Ultra-long Sequence
+        Modeling in Recommenders", Taobao 2026, arXiv 2602.21009, section
+        "Soft-Routing Attention" (the learned ranking embedding, item features
+        with time decay, is what the agents aggregate).
+
+    Example:
+
+    ```python
+    embed = RankingEmbedding(item_buckets=1000, category_buckets=100,
+                             time_gap_buckets=16, embedding_dim=8)
+    h = embed(
+        item_ids=tf.constant([[5, 7, 0]]),  # [B=1, N=3], 0 = padding
+        category_ids=tf.constant([[1, 2, 0]]),
+        behaviors=tf.constant([[1, 4, 0]]),
+        timestamps=tf.constant([[100, 7200, 0]]),
+        request_time=tf.constant([9000]),
+    )  # [1, 3, 8], zeros for the padding item
+    ```
     """
 
     def __init__(

@@ -1,6 +1,6 @@
 """`ResidualQuantizer`: the L-level residual quantiser of the RQ-VAE.
 
-DESIGN §2 item 1. With codebooks E^1..E^L (E^l is [K_l, Ds]):
+docs/design.md §2.1. With codebooks E^1..E^L (E^l is [K_l, Ds]):
 
     r_0 = z
     c_l = argmin_k ||r_{l-1} - E^l_k||^2      (ties: smaller k)

@@ -11,7 +11,7 @@ import tensorflow as tf
 
 @tf.keras.utils.register_keras_serializable(package="hisac_tf")
 class SemanticIdLookup(tf.keras.layers.Layer):
-    """Holds the tokenizer's frozen tables (DESIGN §2.1, §4).
+    """Holds the tokenizer's frozen tables (docs/design.md §2.1, §4).
 
     Raw item ids are found by binary search (`tf.searchsorted`) in the
     sorted id column, so no hash-table resource is needed and the tables
@@ -25,6 +25,27 @@ class SemanticIdLookup(tf.keras.layers.Layer):
       latent_dim: Ds.
     Weights (all non-trainable): item_ids [V] int64 sorted, sids [V, L]
     int32, latents [V, Ds], codebook_l [K_l, Ds].
+
+    References:
+      - [HiSAC](https://arxiv.org/abs/2602.21009): Yuan et al., "HiSAC:
+        Hierarchical Sparse Activation Compression for Ultra-long Sequence
+        Modeling in Recommenders", Taobao 2026, arXiv 2602.21009, section "Item
+        Tokenization" (RQ-VAE semantic IDs of the frozen multimodal embeddings).
+
+    Example:
+
+    ```python
+    from hisac_tf.tokenizer.semantic_tables import SemanticTables
+
+    tables = SemanticTables(
+        item_ids=np.array([3, 8]), sids=np.array([[0, 1], [2, 0]], np.int32),
+        latents=np.ones([2, 4], np.float32),
+        codebooks=(np.zeros([3, 4], np.float32), np.zeros([2, 4], np.float32)))
+    lookup = SemanticIdLookup.from_tables(tables)
+    found = lookup(tf.constant([[8, 5]]))  # item 5 is not in the table
+    found["sids"]  # [1, 2, 2]: (2, 0) and (0, 0)
+    found["has_sid"]  # [[True, False]]
+    ```
     """
 
     def __init__(

@@ -12,12 +12,27 @@ import tensorflow as tf
 class SidEmbedding(tf.keras.layers.Layer):
     """Sum over levels of a learned embedding of each level's code.
 
-    Used for candidates' SIDs and agents' SID paths (DESIGN §2.4). Entries
-    without a SID (OOV items, padded agents) get a zero vector.
+    Used for candidates' SIDs and agents' SID paths (docs/design.md §2.4).
+    Entries without a SID (OOV items, padded agents) get a zero vector.
 
     Args:
       codebook_sizes: K_l of each of the L levels.
       embedding_dim: D.
+
+    References:
+      - [HiSAC](https://arxiv.org/abs/2602.21009): Yuan et al., "HiSAC:
+        Hierarchical Sparse Activation Compression for Ultra-long Sequence
+        Modeling in Recommenders", Taobao 2026, arXiv 2602.21009, section
+        "Soft-Routing Attention" (agents and candidates carry their SID paths
+        into the target attention).
+
+    Example:
+
+    ```python
+    embed = SidEmbedding(codebook_sizes=(4, 4), embedding_dim=8)
+    sids = tf.constant([[[1, 2], [0, 0]]])  # [B=1, 2, L=2]
+    e = embed(sids, tf.constant([[True, False]]))  # [1, 2, 8]; 2nd: zeros
+    ```
     """
 
     def __init__(

@@ -1,6 +1,6 @@
 """Soft-Routing Attention: history items -> interest-agent states.
 
-DESIGN §2 item 3. Each interest agent a has a prototype p_a = sum_l
+docs/design.md §2.3. Each interest agent a has a prototype p_a = sum_l
 E^l[c_{a,l}] in the latent space of the frozen semantic embeddings (the
 caller sums the codewords of the agent's SID). Every valid history item i
 has a frozen semantic latent z_i (routes) and a learned ranking embedding

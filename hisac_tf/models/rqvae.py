@@ -1,4 +1,4 @@
-"""`RQVAE`: the item tokenizer of DESIGN §2 item 1.
+"""`RQVAE`: the item tokenizer of docs/design.md §2.1.
 
     x [B, F] --standardise--> encoder MLP --> z [B, Ds]
       --ResidualQuantizer--> codes [B, L], zhat, quantized (straight-through)
