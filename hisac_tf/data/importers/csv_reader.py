@@ -21,28 +21,8 @@ from hisac_tf.data.feature_spec import DataError
 from hisac_tf.data.importers.bad_rows import BadRows, BadValue
 from hisac_tf.data.importers.event_columns import EventColumns
 from hisac_tf.data.importers.field_values import LOG_COLUMNS, parse_log_row
+from hisac_tf.data.importers.gfile_stream import GFileStream
 from hisac_tf.data.importers.progress import progress
-
-
-class _GFileRaw(io.RawIOBase):
-    """A `tf.io.gfile.GFile` opened "rb" as an io raw stream."""
-
-    def __init__(self, gfile):
-        super().__init__()
-        self._gfile = gfile
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer) -> int:
-        data = self._gfile.read(len(buffer))
-        buffer[:len(data)] = data
-        return len(data)
-
-    def close(self) -> None:
-        if not self.closed:
-            self._gfile.close()
-        super().close()
 
 
 def open_text(path: str):
@@ -53,8 +33,7 @@ def open_text(path: str):
     if filesystems.scheme(path) in ("", "file"):
         raw = open(path.removeprefix("file://"), "rb")
     else:
-        raw = io.BufferedReader(_GFileRaw(tf.io.gfile.GFile(path, "rb")),
-                                buffer_size=1 << 20)
+        raw = io.BufferedReader(GFileStream(path), buffer_size=1 << 20)
     if path.endswith(".gz"):
         raw = gzip.GzipFile(fileobj=raw, mode="rb")
     return io.TextIOWrapper(raw, encoding="utf-8", newline="")

@@ -22,6 +22,7 @@ through a GFile.
 from __future__ import annotations
 
 import contextlib
+import io
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import hisac_tf  # noqa: F401  (Keras 2 before TensorFlow)
@@ -36,6 +37,7 @@ from hisac_tf.data.behaviors import behavior_id
 from hisac_tf.data.feature_spec import DataError
 from hisac_tf.data.importers.bad_rows import BadRows, BadValue
 from hisac_tf.data.importers.event_columns import EventColumns
+from hisac_tf.data.importers.gfile_stream import GFileStream
 from hisac_tf.data.importers.field_values import (
     INT64_MAX,
     LOG_COLUMNS,
@@ -57,7 +59,7 @@ def open_parquet(path: str) -> Iterator[pq.ParquetFile]:
     if filesystems.scheme(path) in ("", "file"):
         source = open(path.removeprefix("file://"), "rb")
     else:
-        source = tf.io.gfile.GFile(path, "rb")
+        source = io.BufferedReader(GFileStream(path), buffer_size=1 << 20)
     try:
         try:
             parquet = pq.ParquetFile(source)
