@@ -15,6 +15,8 @@ INSTALL_REQUIRES = [
     "absl-py==2.5.1",
     "protobuf==4.25.9",
     "grpcio==1.85.3",
+    # The importer reads Parquet with pyarrow; 18+ wheels need numpy 2.
+    "pyarrow>=14,<18",
 ]
 EXTRAS_REQUIRE = {
     "test": [
