@@ -13,6 +13,8 @@ import os
 import subprocess
 import sys
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 import tensorflow as tf
 
@@ -173,9 +175,6 @@ GOLDEN = [
 
 def test_import_job_reads_and_writes_s3(s3, tmp_path):
     """CSV and Parquet (pyarrow over a GFile) inputs on s3, outputs too."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
     log = tmp_path / "log.csv"
     with open(log, "w", newline="") as f:
         csv.writer(f).writerows(GOLDEN[:5])

@@ -4,6 +4,7 @@ negatives without label leaks, the time split, the warnings and the CLI."""
 import collections
 import csv
 import glob
+import gzip
 import os
 import re
 import subprocess
@@ -435,8 +436,6 @@ def test_header_option_no_reads_first_row_as_data(tmp_path):
 
 
 def test_several_inputs_and_gzip(tmp_path):
-    import gzip
-
     write_csv(tmp_path / "a.csv", GOLDEN[:4])
     with gzip.open(tmp_path / "b.csv.gz", "wt", newline="") as f:
         csv.writer(f).writerows(GOLDEN[4:])
