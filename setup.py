@@ -19,6 +19,8 @@ INSTALL_REQUIRES = [
     "absl-py>=1.0,<3",
     "protobuf>=3.20.3,<5",
     "grpcio>=1.24.3,<2",
+    # The importer reads Parquet with pyarrow; 18+ wheels need numpy 2.
+    "pyarrow>=14,<18",
 ]
 EXTRAS_REQUIRE = {
     "test": [

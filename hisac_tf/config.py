@@ -1,9 +1,9 @@
 """Typed, frozen configuration for every hisac_tf job.
 
-One `Config` holds six sections (`data`, `synthetic`, `tokenizer`, `model`,
-`training`, `export`). Named presets live as JSON files under `configs/`
-(`tiny`, `demo`, `taobao_mm`, `industrial`); a preset may name a `base`
-preset it extends. Overrides are dotted `key=value` strings, e.g.
+One `Config` holds seven sections (`data`, `synthetic`, `tokenizer`,
+`model`, `training`, `export`, `importer`). Named presets live as JSON files
+under `configs/` (`tiny`, `demo`, `taobao_mm`, `industrial`); a preset may
+name a `base` preset it extends. Overrides are dotted `key=value` strings, e.g.
 `model.num_agents=100`. Unknown keys and values of the wrong type are errors
 that name the key and the value. Layers never see this module: config stops
 at `build_model(cfg, feature_spec)` and the job entry points.
@@ -15,8 +15,11 @@ import dataclasses
 import importlib.resources
 import json
 import os
+import types
 import typing
 from typing import Any, Mapping, Sequence
+
+from hisac_tf.data.behaviors import BEHAVIOR_IDS, behavior_id
 
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 _CHECKOUT_ROOT = os.path.dirname(_PACKAGE_DIR)
@@ -265,6 +268,88 @@ class ExportConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class ImporterConfig:
+    """The raw-log importer, `hisac-import` (docs/design.md §4).
+
+    N, C, the user features, the file patterns, the compression and the
+    output directory are `data`'s (`data.max_history` and so on): the
+    records are written for the FeatureSpec that training reads them with.
+    The contract of every field is in `hisac_tf.data.importers.log_importer`.
+    """
+
+    input: str = ""  # comma-separated paths or glob patterns; required
+    format: str = "auto"
+    items: str = ""
+    users: str = ""
+    header: str = "auto"
+    delimiter: str = ","
+    request_window_s: int = 3600
+    positive_behaviors: tuple[str, ...] = ("cart", "fav", "buy")
+    negatives_per_request: int = 4
+    # Never sample a negative the user interacted with before the request
+    # (an exact-match attention would learn that history items are label 0).
+    exclude_history_from_negatives: bool = True
+    # Time split: eval (the held-out test split) is the newest eval_days
+    # days, valid the valid_days days just before it (0: no valid split).
+    eval_days: int = 1
+    eval_start_ts: int | None = None  # overrides eval_days
+    valid_days: int = 0
+    valid_start_ts: int | None = None  # overrides valid_days
+    min_history: int = 0
+    skip_bad_rows: bool = False
+    num_shards: int = 1
+    seed: int = 0
+    progress_every: int = 1_000_000
+    overwrite: bool = False
+    # The closing warnings: a share of events, candidates or histories lost
+    # above warn_share, a split with fewer than warn_min_requests requests.
+    warn_share: float = 0.05
+    warn_min_requests: int = 100
+
+    def validate(self) -> None:
+        def bad(name: str, what: str) -> None:
+            raise ConfigError(
+                f"importer.{name} {what}, got {getattr(self, name)!r}"
+            )
+
+        if self.format not in ("auto", "csv", "parquet"):
+            bad("format", "must be 'auto', 'csv' or 'parquet'")
+        if self.header not in ("auto", "yes", "no"):
+            bad("header", "must be 'auto', 'yes' or 'no'")
+        if len(self.delimiter) != 1:
+            bad("delimiter", "must be one character")
+        for name in ("request_window_s", "num_shards", "progress_every"):
+            if getattr(self, name) < 1:
+                bad(name, "must be an integer >= 1")
+        for name in ("negatives_per_request", "eval_days", "valid_days",
+                     "min_history", "warn_min_requests"):
+            if getattr(self, name) < 0:
+                bad(name, "must be an integer >= 0")
+        for name in ("eval_start_ts", "valid_start_ts"):
+            if getattr(self, name) is not None and getattr(self, name) < 0:
+                bad(name, "must be a timestamp >= 0 or null")
+        if (self.valid_start_ts is not None
+                and self.eval_start_ts is not None
+                and self.valid_start_ts > self.eval_start_ts):
+            bad("valid_start_ts",
+                f"must be <= importer.eval_start_ts ({self.eval_start_ts})")
+        if not 0.0 <= self.warn_share <= 1.0:
+            bad("warn_share", "must be in [0, 1]")
+        if not self.positive_behaviors:
+            bad("positive_behaviors", "must name at least one behaviour")
+        for b in self.positive_behaviors:
+            if behavior_id(b) is None:
+                bad("positive_behaviors",
+                    f"must hold behaviours out of {sorted(BEHAVIOR_IDS)} "
+                    f"or 1..4 (bad: {b!r})")
+
+    @property
+    def positive_ids(self) -> frozenset[int]:
+        """The behaviour ids (1..4) that make a candidate's label 1."""
+        return frozenset(behavior_id(b) for b in self.positive_behaviors)
+
+
+@dataclasses.dataclass(frozen=True)
 class Config:
     """The whole resolved configuration of a run."""
 
@@ -275,6 +360,7 @@ class Config:
     model: ModelConfig = ModelConfig()
     training: TrainingConfig = TrainingConfig()
     export: ExportConfig = ExportConfig()
+    importer: ImporterConfig = ImporterConfig()
 
     def validate(self) -> "Config":
         for section in _SECTIONS:
@@ -301,7 +387,8 @@ class Config:
         return from_dict(_merge(self.to_dict(), sections))
 
 
-_SECTIONS = ("data", "synthetic", "tokenizer", "model", "training", "export")
+_SECTIONS = ("data", "synthetic", "tokenizer", "model", "training", "export",
+             "importer")
 
 
 def _positive(obj: Any, *names: str) -> None:
@@ -336,6 +423,7 @@ _SECTION_TYPES = {
     "model": ModelConfig,
     "training": TrainingConfig,
     "export": ExportConfig,
+    "importer": ImporterConfig,
 }
 
 
@@ -360,6 +448,12 @@ def _merge(base: dict, update: Mapping) -> dict:
 def _coerce(path: str, annotation: Any, value: Any) -> Any:
     """Checks `value` against a field's type, converting JSON lists."""
     origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(annotation)  # Optional[X]: null or an X.
+        if value is None and type(None) in args:
+            return None
+        (inner,) = [a for a in args if a is not type(None)]
+        return _coerce(path, inner, value)
     if origin is tuple:
         (item_type, _) = typing.get_args(annotation)
         if not isinstance(value, (list, tuple)):

@@ -13,13 +13,15 @@ import os
 import subprocess
 import sys
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 import tensorflow as tf
 
 from hisac_tf import config as config_lib
 from hisac_tf.data.feature_spec import FeatureSpec, item_table_parse_spec
-from pipelines import import_logs
 from hisac_tf.data import filesystems
+from hisac_tf.data.importers.log_importer import import_logs
 from tests.s3_server import LocalS3
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -172,10 +174,7 @@ GOLDEN = [
 
 
 def test_import_job_reads_and_writes_s3(s3, tmp_path):
-    """CSV (GFile) and Parquet (tensorflow-io) inputs on s3, outputs too."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
+    """CSV and Parquet (pyarrow over a GFile) inputs on s3, outputs too."""
     log = tmp_path / "log.csv"
     with open(log, "w", newline="") as f:
         csv.writer(f).writerows(GOLDEN[:5])
@@ -215,19 +214,19 @@ def test_import_job_reads_and_writes_s3(s3, tmp_path):
     for key in keys:
         (got / os.path.basename(key)).write_bytes(s3.get(BUCKET, key))
     # The same import run locally in this process gives the same records.
-    cfg = import_logs.ImportConfig.from_config(
-        config_lib.load_config("tiny"), input=f"{log},{log_pq}",
-        items=str(items),
-        output_dir=str(tmp_path / "local"), eval_start_ts=86400,
-        negatives_per_request=2, num_shards=2)
-    import_logs.main(cfg)
+    cfg = config_lib.load_config("tiny").replace(
+        data={"data_dir": str(tmp_path / "local")},
+        importer={"input": f"{log},{log_pq}", "items": str(items),
+                  "eval_start_ts": 86400, "negatives_per_request": 2,
+                  "num_shards": 2})
+    import_logs(cfg)
     for path in sorted(glob.glob(str(tmp_path / "local" / "*.gz"))):
         name = os.path.basename(path)
         local = [r.numpy() for r in tf.data.TFRecordDataset(path, "GZIP")]
         remote = [r.numpy() for r in tf.data.TFRecordDataset(
             str(got / name), "GZIP")]
         assert remote == local, name
-    spec = FeatureSpec(cfg.max_history, cfg.max_candidates)
+    spec = FeatureSpec(cfg.data.max_history, cfg.data.max_candidates)
     train = tf.stack([r for f in sorted(glob.glob(str(got / "train-*")))
                       for r in tf.data.TFRecordDataset(f, "GZIP")])
     assert spec.parse(train)["request_time"].numpy().tolist() == [

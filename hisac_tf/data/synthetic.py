@@ -59,7 +59,6 @@ user at a time plus fixed-size accumulators.
 from __future__ import annotations
 
 import dataclasses
-import fnmatch
 import json
 import math
 import os
@@ -74,6 +73,7 @@ from hisac_tf import metrics
 from hisac_tf.config import Config, ConfigError, write_resolved
 from hisac_tf.data.feature_spec import FeatureSpec, item_example
 from hisac_tf.data import filesystems
+from hisac_tf.data.shard_writer import shard_name
 
 DAY_S = 86_400
 # 2017-11-25 00:00 UTC, the first day of the Taobao UserBehavior log.
@@ -585,19 +585,6 @@ def _length_stats(counts: np.ndarray, max_history: int) -> dict:
         "history_max": int(lengths[counts > 0].max()),
         "histories_over_max_history": int(counts[max_history + 1:].sum()),
     }
-
-
-def shard_name(pattern: str, index: int, count: int) -> str:
-    """`train-*.tfrecord.gz` -> `train-00001-of-00004.tfrecord.gz`."""
-    if pattern.count("*") != 1:
-        raise ConfigError(
-            f"file pattern must hold exactly one '*' for the shard number, "
-            f"got {pattern!r}"
-        )
-    name = pattern.replace("*", f"{index:05d}-of-{count:05d}")
-    if not fnmatch.fnmatch(name, pattern):
-        raise ConfigError(f"shard name {name!r} does not match {pattern!r}")
-    return name
 
 
 class _Progress:

@@ -25,8 +25,8 @@ The compressor (`hisac_tf.compressors`, docs/design.md §3) is the only
 part of the long branch that differs between HiSAC and its baselines:
 every compressor yields G group states, a mask, a log-weight prior and
 optional group SIDs, and the same attention and head consume them.
-`compress_user` returns the cacheable per-user state; `score` consumes it; `call` chains both, so C candidates
-never repeat user-side work.
+`compress_user` returns the cacheable per-user state; `score` consumes
+it; `call` chains both, so C candidates never repeat user-side work.
 """
 
 from __future__ import annotations

@@ -1,0 +1,122 @@
+"""CSV logs and side tables, on any filesystem, gzipped or not.
+
+A header row is optional: `header="auto"` takes a first row whose first
+field is not an integer as the header, and columns are then found by name
+(case-insensitive); without one the columns are positional.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+from typing import Any, Iterator, Sequence
+
+import hisac_tf  # noqa: F401  (Keras 2 before TensorFlow)
+import tensorflow as tf
+
+from hisac_tf.data import filesystems
+from hisac_tf.data.behaviors import is_integer
+from hisac_tf.data.feature_spec import DataError
+from hisac_tf.data.importers.bad_rows import BadRows, BadValue
+from hisac_tf.data.importers.event_columns import EventColumns
+from hisac_tf.data.importers.field_values import LOG_COLUMNS, parse_log_row
+from hisac_tf.data.importers.gfile_stream import GFileStream
+from hisac_tf.data.importers.progress import progress
+
+
+def open_text(path: str):
+    """A text stream of `path` on any filesystem; `*.gz` is decompressed."""
+    filesystems.ensure_filesystem(path)
+    if not tf.io.gfile.exists(path):
+        raise FileNotFoundError(f"input file {path!r} does not exist")
+    if filesystems.scheme(path) in ("", "file"):
+        raw = open(path.removeprefix("file://"), "rb")
+    else:
+        raw = io.BufferedReader(GFileStream(path), buffer_size=1 << 20)
+    if path.endswith(".gz"):
+        raw = gzip.GzipFile(fileobj=raw, mode="rb")
+    return io.TextIOWrapper(raw, encoding="utf-8", newline="")
+
+
+def _looks_like_header(row: Sequence[str]) -> bool:
+    return not is_integer(row[0].strip().lstrip("\ufeff"))
+
+
+def csv_rows(path: str, delimiter: str, header: str,
+             columns: Sequence[str] | None
+             ) -> Iterator[tuple[int, list[str] | None, list[str]]]:
+    """Yields (line number, header or None, row) for each non-blank row.
+
+    Raises DataError when the header lacks one of `columns`.
+    """
+    with open_text(path) as f:
+        reader = csv.reader(f, delimiter=delimiter)
+        names: list[str] | None = None
+        first = True
+        for row in reader:
+            if not row or all(not v.strip() for v in row):
+                continue
+            if first:
+                first = False
+                if header == "yes" or (header == "auto"
+                                       and _looks_like_header(row)):
+                    names = [v.strip().lstrip("\ufeff").lower() for v in row]
+                    if columns is not None:
+                        missing = [c for c in columns if c not in names]
+                        if missing:
+                            raise DataError(
+                                f"{path}: header {row!r} lacks column(s) "
+                                f"{missing} (expected {list(columns)})"
+                            )
+                    continue
+            yield reader.line_num, names, row
+
+
+def csv_log_events(path: str, delimiter: str, header: str, bad: BadRows,
+                   out: EventColumns, progress_every: int) -> int:
+    """Appends the valid events of one CSV log to `out`; returns rows."""
+    rows = 0
+    index: list[int] | None = None
+    width = len(LOG_COLUMNS)
+    for line, names, row in csv_rows(path, delimiter, header, LOG_COLUMNS):
+        rows += 1
+        if index is None:
+            index = ([names.index(c) for c in LOG_COLUMNS] if names
+                     else list(range(width)))
+            width = len(names) if names else width
+        try:
+            if len(row) != width:
+                missing = [c for c, i in zip(LOG_COLUMNS, index)
+                           if i >= len(row)]
+                if missing:
+                    raise BadValue(
+                        missing[0], None, f"is missing (the row has "
+                        f"{len(row)} fields, expected {width})")
+                raise BadValue("(row)", row, f"has {len(row)} fields, "
+                               f"expected {width}")
+            out.append(*parse_log_row([row[i] for i in index]))
+        except BadValue as b:
+            bad.add(path, f"line {line}", b)
+        if rows % progress_every == 0:
+            progress(f"{path}: {rows} rows read")
+    return rows
+
+
+def csv_table_rows(path: str, delimiter: str, header: str,
+                   columns: Sequence[str] | None
+                   ) -> Iterator[tuple[str, dict[str, Any] | list[Any]
+                                       | BadValue]]:
+    """Rows of a side table as (place, {column: text} or [text, ...]).
+
+    A row whose width differs from the header's is yielded as a BadValue.
+    """
+    for line, names, row in csv_rows(path, delimiter, header, columns):
+        if names is None:
+            yield f"line {line}", list(row)
+        elif len(row) != len(names):
+            yield f"line {line}", BadValue(
+                "(row)", row, f"has {len(row)} fields, expected "
+                f"{len(names)}")
+        else:
+            yield f"line {line}", dict(zip(names, row))

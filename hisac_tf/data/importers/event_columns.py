@@ -1,0 +1,43 @@
+"""The events read so far, as growing int64 columns."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from hisac_tf.data.importers.field_values import LOG_COLUMNS
+
+
+class EventColumns:
+    """Growing int64 columns (`LOG_COLUMNS`) of the events read so far.
+
+    Rows come one at a time (`append`, the CSV reader) or as column
+    batches (`extend`, the Parquet reader); `arrays()` gives [E] columns.
+    """
+
+    def __init__(self):
+        self.parts: list[list[np.ndarray]] = [[] for _ in LOG_COLUMNS]
+        self.pending: list[list[int]] = [[] for _ in LOG_COLUMNS]
+
+    def append(self, *values: int) -> None:
+        for column, v in zip(self.pending, values):
+            column.append(v)
+        if len(self.pending[0]) >= 1 << 16:
+            self._flush()
+
+    def extend(self, *arrays: np.ndarray) -> None:
+        self._flush()
+        for column, a in zip(self.parts, arrays):
+            column.append(np.asarray(a, np.int64))
+
+    def _flush(self) -> None:
+        if self.pending[0]:
+            for column, values in zip(self.parts, self.pending):
+                column.append(np.array(values, np.int64))
+            self.pending = [[] for _ in LOG_COLUMNS]
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        self._flush()
+        return {
+            name: (np.concatenate(parts) if parts else np.zeros(0, np.int64))
+            for name, parts in zip(LOG_COLUMNS, self.parts)
+        }

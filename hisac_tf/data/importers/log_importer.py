@@ -1,0 +1,305 @@
+"""The import job's body: raw behaviour logs -> request-level TFRecords.
+
+`import_logs(cfg)` reads `cfg.importer` (what to read and how to form
+requests) and `cfg.data` (N = `max_history`, C = `max_candidates`, the
+user features, the file patterns, the compression and the output
+directory `data_dir`, so training reads what was written). See
+docs/design.md §4.
+
+Input: behaviour logs in the Taobao UserBehavior layout
+
+    user_id,item_id,category_id,behavior_type,timestamp
+
+as CSV (`csv_reader`) or Parquet (`parquet_reader`, by extension .parquet,
+.parq, .pq unless `importer.format` says). `behavior_type` is pv/cart/fav/
+buy (any case) or the ids 1..4 they map to; ids are integers >= 1,
+timestamps integer seconds >= 0. Several inputs: a comma-separated list of
+paths or glob patterns; gzipped CSV (`*.gz`) is read as such. Paths may be
+local, gs://, s3:// or hdfs:// (`hisac_tf.data.filesystems`). Optional
+side tables: `importer.items` (`item_table`) and `importer.users`
+(`user_table`).
+
+Requests (`request_formation`): one per (user, request window), history =
+the user's events before it (newest N), candidates = the window's distinct
+items (at most C, positives first), label 1 when an event of the item in
+the window has a behaviour in `importer.positive_behaviors` (default cart,
+fav, buy; pv-only items are viewed-but-not-engaged impressions, label 0).
+Requests with fewer than `importer.min_history` history events are
+dropped (counted).
+
+Negatives (`negative_sampler`): up to `importer.negatives_per_request`
+items per request, label 0, drawn in proportion to their events before
+`request_time` (all users), never an item of the window and, with
+`importer.exclude_history_from_negatives` (default), never an item of the
+user's whole history before the request; seeded by `importer.seed`. They
+fill the candidate slots the window leaves under C.
+
+Splits (`time_split`): eval (the held-out test split) is the newest
+`eval_days` days (or from `eval_start_ts`), valid the `valid_days` days
+before it (or from `valid_start_ts`), train the rest.
+
+Output in `data.data_dir`: `train-0000k-of-0000S.tfrecord.gz`, `valid-...`
+(only when a valid split is configured), `eval-...` (S =
+`importer.num_shards`; every shard is written, possibly empty; requests
+are in time order across the shards of a split), `items-00000-of-00001
+.tfrecord.gz` (when items are given) and `summary.json` with the counts per
+split, the losses and the warnings (`import_summary`). Records follow
+`FeatureSpec` with `with_true_ctr=False`. Existing outputs are replaced
+only with `importer.overwrite`, and only once the input has been read.
+
+Memory: events are kept as five int64 columns for the whole input (40
+bytes per event; about 120 bytes per event at the peak, with the sorted
+copies), because requests are written in global time order and negatives
+are sampled from the popularity seen so far across users; plus, per user
+with requests still to write, the set of their history items. Larger logs:
+split them by user into several runs.
+
+Bad input: a row with a missing, empty or null field, a non-integer id or
+timestamp, an id <= 0, a negative timestamp or an unknown behaviour stops
+the job with an error naming the file, the line (CSV) or row (Parquet,
+1-based), the field and the value; with `importer.skip_bad_rows` such rows
+are skipped and counted. Problems of a whole file (a missing column, a
+column of a wrong type, not Parquet) always stop the job.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import os
+import sys
+import time
+
+import hisac_tf  # noqa: F401  (Keras 2 before TensorFlow)
+import numpy as np
+import tensorflow as tf
+
+from hisac_tf.config import Config, ConfigError
+from hisac_tf.data import filesystems
+from hisac_tf.data.feature_spec import DataError, FeatureSpec
+from hisac_tf.data.importers.import_summary import (
+    format_settings,
+    format_summary,
+    lossy_warnings,
+)
+from hisac_tf.data.importers.item_table import write_items
+from hisac_tf.data.importers.log_reader import read_events
+from hisac_tf.data.importers.negative_sampler import NegativeSampler
+from hisac_tf.data.importers.progress import progress
+from hisac_tf.data.importers.request_formation import (
+    form_requests,
+    request_example,
+    window_candidates,
+)
+from hisac_tf.data.importers.time_split import (
+    SPLITS,
+    assign_splits,
+    split_boundaries,
+)
+from hisac_tf.data.importers.user_table import (
+    UNKNOWN_USER_FEATURE,
+    read_users,
+)
+from hisac_tf.data.shard_writer import ShardedWriter, shard_name
+
+SUMMARY_FILE = "summary.json"
+
+
+def split_patterns(cfg: Config) -> dict[str, str]:
+    """Split name -> file pattern (`data.*_pattern`)."""
+    data = cfg.data
+    return {"train": data.train_pattern, "valid": data.valid_pattern,
+            "eval": data.eval_pattern}
+
+
+def _existing_outputs(cfg: Config) -> list[str]:
+    found = []
+    patterns = list(split_patterns(cfg).values())
+    for pattern in patterns + [cfg.data.item_table_pattern, SUMMARY_FILE]:
+        found += tf.io.gfile.glob(os.path.join(cfg.data.data_dir, pattern))
+    return sorted(found)
+
+
+class _UserHistories:
+    """The items each user interacted with before their current request.
+
+    Requests of one user must come in time order; a user's set grows with
+    each request and is freed after their last one.
+    """
+
+    def __init__(self, items: np.ndarray, users: np.ndarray):
+        self.items = items  # [E] sorted by (user, time).
+        self.left = collections.Counter(users.tolist())  # Requests to go.
+        self.sets: dict[int, tuple[set[int], list[int]]] = {}
+
+    def before(self, user: int, user_start: int, start: int) -> set[int]:
+        items, upto = self.sets.setdefault(user, (set(), [user_start]))
+        items.update(self.items[upto[0]:start].tolist())
+        upto[0] = start
+        self.left[user] -= 1
+        if not self.left[user]:
+            del self.sets[user]
+        return items
+
+
+def import_logs(cfg: Config) -> dict:
+    """Imports the logs of `cfg.importer`; returns (and writes) the summary.
+
+    Raises ConfigError for settings that cannot be used, FileExistsError
+    when `data.data_dir` holds outputs and `importer.overwrite` is off,
+    FileNotFoundError for a missing input, DataError (BadRowError) for bad
+    input.
+    """
+    imp, data = cfg.importer, cfg.data
+    if not imp.input.strip():
+        raise ConfigError(
+            "importer.input must name at least one file or pattern "
+            f"(--input), got {imp.input!r}")
+    started = time.time()
+    spec = FeatureSpec(data.max_history, data.max_candidates,
+                       data.user_features, with_true_ctr=False)
+    patterns = split_patterns(cfg)
+    for pattern in list(patterns.values()) + [data.item_table_pattern]:
+        shard_name(pattern, 0, imp.num_shards)  # Checks the pattern.
+    print(format_settings(cfg), file=sys.stderr, flush=True)
+    out_dir = data.data_dir
+    filesystems.ensure_filesystem(out_dir)
+    tf.io.gfile.makedirs(out_dir)
+    stale = _existing_outputs(cfg)
+    if stale and not imp.overwrite:
+        raise FileExistsError(
+            f"data.data_dir {out_dir!r} already holds outputs ({stale[0]}, "
+            f"... {len(stale)} files); pass --overwrite "
+            "(importer.overwrite=true) to replace them"
+        )
+
+    events, summary = read_events(imp)
+    users, user_counts = read_users(imp.users, data.user_features,
+                                    imp.delimiter, imp.skip_bad_rows)
+    if not len(events["user_id"]):
+        raise DataError(f"no valid events in {imp.input!r}")
+    for path in stale:  # Only once the input has been read and checked.
+        tf.io.gfile.remove(path)
+    item_counts = (write_items(imp.items, out_dir, data.item_table_pattern,
+                               data.compression, imp.header, imp.delimiter,
+                               imp.skip_bad_rows) if imp.items else None)
+    ev, req = form_requests(events, imp.request_window_s)
+    del events
+    ts = ev["timestamp"]
+    t_order = np.lexsort((np.arange(len(ts)), ts))  # Stable time order.
+    ts_by_time = ts[t_order]
+    sampler = NegativeSampler(ev["item_id"][t_order],
+                              ev["category_id"][t_order], ts_by_time,
+                              imp.seed)
+    del t_order
+
+    bounds = split_boundaries(imp, int(ts_by_time[-1]))
+    progress(f"split starts: valid {bounds.valid_start}, eval "
+             f"{bounds.eval_start}")
+    hist_len = req.start - req.user_start  # [R] events before the request.
+    keep = hist_len >= imp.min_history
+    split_index = assign_splits(req.time, bounds)  # [R]
+    order = np.lexsort((req.user, req.time))  # Requests in time order.
+    order = order[keep[order]]
+    written = ["train", "valid", "eval"]
+    if bounds.valid_start is None:
+        written.remove("valid")
+    rows_of = {s: order[split_index[order] == SPLITS.index(s)]
+               for s in written}
+
+    histories = _UserHistories(ev["item_id"], req.user[order])
+    exclude_history = imp.exclude_history_from_negatives
+    positive = imp.positive_ids
+    unknown = (UNKNOWN_USER_FEATURE,) * len(data.user_features)
+    counters = collections.Counter()
+    splits: dict[str, dict] = {}
+    files: dict[str, list[str]] = {}
+    columns = {k: ev[k] for k in ("item_id", "category_id", "behavior_type",
+                                  "timestamp")}
+    starts, ends = req.start.tolist(), req.end.tolist()
+    user_starts, times = req.user_start.tolist(), req.time.tolist()
+    request_users = req.user.tolist()
+    done = 0
+    for split in written:
+        rows = rows_of[split]
+        stats = collections.Counter(requests=len(rows))
+        with ShardedWriter(out_dir, patterns[split], imp.num_shards,
+                           len(rows), data.compression) as writer:
+            for r in rows.tolist():
+                s, e, u0 = starts[r], ends[r], user_starts[r]
+                h0 = max(u0, s - data.max_history)
+                counters["histories_truncated"] += h0 > u0
+                window = {k: v[s:e].tolist() for k, v in columns.items()}
+                items, cats, labels, dropped = window_candidates(
+                    window["item_id"], window["category_id"],
+                    window["behavior_type"], positive, data.max_candidates)
+                counters["window_candidates"] += len(items) + dropped
+                counters["truncated_candidates"] += dropped
+                user = request_users[r]
+                history = histories.before(user, u0, s)
+                want = min(imp.negatives_per_request,
+                           data.max_candidates - len(items))
+                negatives = sampler.sample(
+                    want, times[r], set(window["item_id"]),
+                    history if exclude_history else frozenset())
+                counters["negatives_sampled"] += len(negatives.items)
+                counters["negatives_short"] += want - len(negatives.items)
+                counters["negatives_truncated"] += (
+                    imp.negatives_per_request - want)
+                counters["negatives_history_rejected"] += (
+                    negatives.history_rejected)
+                counters["negatives_from_history"] += sum(
+                    i in history for i in negatives.items)
+                request = {
+                    "user_id": user,
+                    "request_time": times[r],
+                    **dict(zip(data.user_features,
+                               users.get(user, unknown))),
+                    "hist_item_ids": columns["item_id"][h0:s].tolist(),
+                    "hist_category_ids":
+                        columns["category_id"][h0:s].tolist(),
+                    "hist_behaviors": columns["behavior_type"][h0:s].tolist(),
+                    "hist_timestamps": columns["timestamp"][h0:s].tolist(),
+                    "cand_item_ids": items + negatives.items,
+                    "cand_category_ids": cats + negatives.categories,
+                    "labels": labels + [0] * len(negatives.items),
+                }
+                writer.write(
+                    request_example(spec, request).SerializeToString())
+                stats["impressions"] += len(items) + len(negatives.items)
+                stats["positives"] += sum(labels)
+                done += 1
+                if done % imp.progress_every == 0:
+                    progress(f"{done} of {len(order)} requests written")
+        files[split] = writer.paths
+        splits[split] = dict(stats)
+
+    if item_counts:
+        files["items"] = [item_counts["file"]]
+    totals = {key: sum(s.get(key, 0) for s in splits.values())
+              for key in ("requests", "impressions", "positives")}
+    summary.update({
+        "users": int(len(np.unique(ev["user_id"]))),
+        "items_in_log": int(len(np.unique(ev["item_id"]))),
+        "time_range": [int(ts_by_time[0]), int(ts_by_time[-1])],
+        "valid_start_ts": bounds.valid_start,
+        "eval_start_ts": bounds.eval_start,
+        **totals,
+        "requests_dropped_short_history": int((~keep).sum()),
+        **{key: int(counters[key]) for key in (
+            "histories_truncated", "window_candidates",
+            "truncated_candidates", "negatives_sampled", "negatives_short",
+            "negatives_truncated", "negatives_history_rejected",
+            "negatives_from_history")},
+        "splits": splits,
+        "user_table": user_counts,
+        "item_table": item_counts,
+        "files": files,
+        "config": cfg.to_dict(),
+    })
+    summary["warnings"] = lossy_warnings(summary, cfg)
+    summary["seconds"] = round(time.time() - started, 3)
+    with tf.io.gfile.GFile(os.path.join(out_dir, SUMMARY_FILE), "w") as f:
+        f.write(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+    print(format_summary(summary), file=sys.stderr, flush=True)
+    return summary

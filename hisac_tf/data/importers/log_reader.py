@@ -1,0 +1,69 @@
+"""All events of the raw logs, as int64 columns, with the read counts."""
+
+from __future__ import annotations
+
+import hisac_tf  # noqa: F401  (Keras 2 before TensorFlow)
+import numpy as np
+import tensorflow as tf
+
+from hisac_tf.config import ImporterConfig
+from hisac_tf.data import filesystems
+from hisac_tf.data.importers.bad_rows import BadRows
+from hisac_tf.data.importers.csv_reader import csv_log_events
+from hisac_tf.data.importers.event_columns import EventColumns
+from hisac_tf.data.importers.parquet_reader import parquet_log_events
+from hisac_tf.data.importers.progress import progress
+
+PARQUET_SUFFIXES = (".parquet", ".parq", ".pq")
+
+
+def format_of(path: str, fmt: str = "auto") -> str:
+    """"csv" or "parquet": `fmt` unless "auto", else by file extension."""
+    if fmt != "auto":
+        return fmt
+    return "parquet" if path.lower().endswith(PARQUET_SUFFIXES) else "csv"
+
+
+def expand_inputs(spec: str) -> list[str]:
+    """Comma-separated paths or glob patterns -> sorted unique files.
+
+    Raises FileNotFoundError naming a path, or a pattern, that matches
+    nothing.
+    """
+    files: list[str] = []
+    for part in (p.strip() for p in spec.split(",")):
+        if not part:
+            continue
+        if any(ch in part for ch in "*?["):
+            files.extend(filesystems.glob(part))
+        else:
+            filesystems.ensure_filesystem(part)
+            if not tf.io.gfile.exists(part):
+                raise FileNotFoundError(f"input file {part!r} does not exist")
+            files.append(part)
+    return sorted(dict.fromkeys(files))
+
+
+def read_events(cfg: ImporterConfig) -> tuple[dict[str, np.ndarray], dict]:
+    """All valid events of `cfg.input` as [E] int64 columns, and counts.
+
+    The columns are `LOG_COLUMNS` in input order (files in sorted order);
+    the counts are `inputs`, `rows_read`, `events`, `skipped_rows` and
+    `skipped_by_reason`.
+    """
+    files = expand_inputs(cfg.input)
+    bad = BadRows(cfg.skip_bad_rows, "log")
+    out = EventColumns()
+    rows = 0
+    for path in files:
+        fmt = format_of(path, cfg.format)
+        progress(f"reading {path} ({fmt})")
+        if fmt == "parquet":
+            rows += parquet_log_events(path, bad, out, cfg.progress_every)
+        else:
+            rows += csv_log_events(path, cfg.delimiter, cfg.header, bad, out,
+                                   cfg.progress_every)
+    events = out.arrays()
+    counts = {"inputs": files, "rows_read": rows,
+              "events": int(len(events["user_id"])), **bad.summary()}
+    return events, counts
