@@ -19,7 +19,7 @@ import types
 import typing
 from typing import Any, Mapping, Sequence
 
-from hisac_tf.data.behaviors import BEHAVIOR_IDS, behavior_id
+from hisac_tf.behaviors import BEHAVIOR_IDS, behavior_id
 
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 _CHECKOUT_ROOT = os.path.dirname(_PACKAGE_DIR)
@@ -175,7 +175,7 @@ class ModelConfig:
     # 0 turns the branch off.
     short_term_length: int = 50
     # M of the match counts (HistoryMatchCounts): per candidate, how many
-    # behaviours share its item, category and each SID prefix (the keys
+    # behaviours share its category and each SID prefix (the keys
     # with the M most behaviours are kept per type); 0 turns them off.
     count_slots: int = 256
     # Baseline compressors' own settings (docs/design.md §3).

@@ -656,7 +656,7 @@ def test_flops_two_branch_head_and_short_branch_match_the_model():
     base_width = (1 + len(cfg.data.user_features)) * m.embedding_dim + (
         4 * m.embedding_dim)
     levels = len(cfg.tokenizer.codebook_sizes)
-    assert width == base_width + m.embedding_dim + 4 * (2 + levels) + 1
+    assert width == base_width + m.embedding_dim + 4 * (1 + levels) + 1
     short = model.short_attention
     short_kernels = sum(int(np.prod(k.kernel.shape)) for k in (
         short.query_dense, short.output_dense, short.mass_dense))

@@ -245,15 +245,14 @@ def test_count_features_see_lifetime_counts():
                  hist_length=tf.constant([20, 20], tf.int32),
                  cand_category_ids=tf.constant([[4, 4], [4, 4]]))
     state = model.compress_user(batch)
-    keys, _ = model._count_keys(batch["cand_item_ids"],
-                                batch["cand_category_ids"],
+    keys, _ = model._count_keys(batch["cand_category_ids"],
                                 tf.zeros([2, 2, 2], tf.int32),
                                 tf.zeros([2, 2], tf.bool))
     feats = model.match_counts.score(
         {k: state[k] for k in ("count_keys", "count_values", "count_gaps",
                                "count_lengths")}, keys).numpy()
-    # type 1 = category: log1p(count) is the first of its 4 features
-    np.testing.assert_allclose(feats[:, 0, 4], np.log1p([15, 1]), rtol=1e-6)
+    # type 0 = category: log1p(count) is the first of its 4 features
+    np.testing.assert_allclose(feats[:, 0, 0], np.log1p([15, 1]), rtol=1e-6)
 
 
 @pytest.mark.parametrize("override", [

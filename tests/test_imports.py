@@ -25,6 +25,7 @@ PACKAGES = ("hisac_tf", "pipelines", "serving")
 # `hisac_tf` itself, config and metrics are the base every part may use.
 RANKS = {
     "hisac_tf": 0,
+    "hisac_tf.behaviors": 0,
     "hisac_tf.config": 0,
     "hisac_tf.metrics": 0,
     "hisac_tf.data": 1,

@@ -184,6 +184,6 @@ def config_flops(cfg, name: str | None = None, n: int | None = None,
         lsh_bits=m.lsh_bits,
         attention_mass=m.attention_mass,
         short_term_length=m.short_term_length,
-        count_types=(2 + len(cfg.tokenizer.codebook_sizes)
+        count_types=(1 + len(cfg.tokenizer.codebook_sizes)
                      if m.count_slots else 0),
     )

@@ -18,7 +18,7 @@ A plan is JSON (a file or the parsed object), parsed into the typed
     ]}
 
   name        required, unique, [A-Za-z0-9_.-]+; names the model directory
-  compressor  required, one of hisac_tf.compressors.COMPRESSOR_NAMES
+  compressor  required, a model.compressor value ("none": short-only)
   lengths     list of ints >= 1 (default [data.max_history])
   group       string (default "main"); one results table per group
   set         {"section.key": JSON value} config overrides of this run
@@ -49,7 +49,7 @@ from typing import Any, Callable, Mapping, Sequence
 import hisac_tf  # noqa: F401  (Keras 2 before TensorFlow)
 import tensorflow as tf
 
-from hisac_tf.compressors import COMPRESSOR_NAMES
+from hisac_tf.models.build import SUPPORTED_COMPRESSORS as COMPRESSOR_NAMES
 from hisac_tf.config import (
     Config,
     ConfigError,

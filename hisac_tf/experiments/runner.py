@@ -196,7 +196,8 @@ def diagnose(cfg: Config) -> dict:
             int(np.prod(v.shape)) for v in model.trainable_variables)),
         "compressor_parameters": int(sum(
             int(np.prod(v.shape))
-            for v in model.compressor.trainable_weights)),
+            for v in (model.compressor.trainable_weights
+                      if model.compressor is not None else ()))),
         "groups": int(model.num_groups),
         "active_mean": float(counts.mean()) if len(counts) else 0.0,
         "active_max": int(counts.max()) if len(counts) else 0,

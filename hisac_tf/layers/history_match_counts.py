@@ -7,7 +7,7 @@ output. With long histories that amount is often the signal (a lifetime
 interest in the candidate's sub-topic that the recent window does not
 show). This layer gives the ranking head exact counts.
 
-For T key types (e.g. item id, category id, SID prefix of each level) the
+For T key types (e.g. category id, SID prefix of each level) the
 user side sorts the history's keys once and keeps, per type, the M keys
 with the most behaviours (all distinct keys when M >= N), their counts and
 the time since their newest behaviour. A candidate's key is then found by
@@ -19,9 +19,11 @@ binary search, so scoring costs O(C · T · log M) and the cacheable state is
     [n > 0]               any match
     [n > 0] · log(1 + Δ)  Δ: hours since the newest matching behaviour
 
-plus log(1 + n_valid) of the request (history length). A key beyond the M
-kept ones reads as no match (n = 0); with M >= the number of distinct keys
-(always when M >= N) every count is exact.
+plus log(1 + n_valid) of the request, n_valid being the FIRST type's valid
+count (so the first type must count every valid behaviour: the history
+length). A key beyond the M kept ones reads as no match (n = 0); with
+M >= the number of distinct keys (always when M >= N) every count is
+exact.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ One forward pass scores B requests, each with a history of N items and C
 candidates. Two branches read the history (docs/design.md §2.6): a
 short-term branch, exact target attention over the newest S behaviours,
 and a long-term branch, a compressor over all N; `HistoryMatchCounts`
-adds how many behaviours match each candidate (item, category, each SID
+adds how many behaviours match each candidate (category, each SID
 prefix), which softmax attention normalises away. Either branch may be
 off (S = 0, or `long_term=False`: the recent-window reference). The long
 branch:
@@ -299,15 +299,19 @@ class HiSACRanker(tfrs.models.Model):
         state["bias"] = tf.where(mask, prior, tf.float32.min)  # [B, G]
         return state
 
-    def _count_keys(self, item_ids, category_ids, sids, has_sid):
-        """Keys of the count types: item, category, SID prefix per level.
+    def _count_keys(self, category_ids, sids, has_sid):
+        """Keys of the count types: category, then SID prefix per level.
 
-        item_ids, category_ids [B, X]; sids [B, X, L]; has_sid [B, X] ->
-        (keys [B, X, 2 + L] int64, sid_ok [B, X] bool). A prefix key
-        encodes (c_1, .., c_l) as a mixed-radix number, >= 1.
+        category_ids [B, X]; sids [B, X, L]; has_sid [B, X] -> (keys
+        [B, X, 1 + L] int64, sid_ok [B, X] bool). A prefix key encodes
+        (c_1, .., c_l) as a mixed-radix number, >= 1. Item ids are not a
+        count type: with negatives sampled outside the user's history (the
+        importer's default) "the candidate is in the history" would read
+        as "clicked"; exact repeats stay visible to the attention branches
+        through the item embedding.
         """
         sids = tf.cast(sids, tf.int64)
-        parts = [tf.cast(item_ids, tf.int64), tf.cast(category_ids, tf.int64)]
+        parts = [tf.cast(category_ids, tf.int64)]
         prefix = tf.zeros_like(parts[0])
         for level, size in enumerate(self.codebook_sizes):
             prefix = prefix * (size + 1) + sids[..., level] + 1
@@ -324,7 +328,7 @@ class HiSACRanker(tfrs.models.Model):
           the cacheable state (`state_keys`): per attention branch keys,
           values [B, H, G, dk], bias [B, G], mask [B, G] (short-term ones
           prefixed `short_`, G = S); count_keys, count_values, count_gaps
-          [B, 2 + L, M'] and count_lengths [B, 2 + L]; user_embedding
+          [B, 1 + L, M'] and count_lengths [B, 1 + L]; user_embedding
           [B, Du]; plus the diagnostics agent_mask [B, G] and num_active
           [B] (groups in use), and group_categories [B, G] for `sim_hard`.
           G = A, or N for the `full` and `sim_hard` compressors.
@@ -380,12 +384,12 @@ class HiSACRanker(tfrs.models.Model):
                     valid, rank > (total - self.short_term_length)[:, None]
                 )  # [B, N] the newest S valid
             keys, sid_ok = self._count_keys(
-                item_ids, features["hist_category_ids"], semantic["sids"],
+                features["hist_category_ids"], semantic["sids"],
                 semantic["has_sid"],
             )  # [B, N, T], [B, N]
             levels = len(self.codebook_sizes)
             type_valid = tf.concat([
-                tf.repeat(window[..., None], 2, axis=-1),
+                window[..., None],
                 tf.repeat(tf.logical_and(window, sid_ok)[..., None], levels,
                           axis=-1),
             ], axis=-1)  # [B, N, T]
@@ -448,11 +452,11 @@ class HiSACRanker(tfrs.models.Model):
             ))  # [B, C, D]
         if self.match_counts is not None:
             keys, sid_ok = self._count_keys(
-                cand_items, cand_cats, semantic["sids"], semantic["has_sid"]
+                cand_cats, semantic["sids"], semantic["has_sid"]
             )  # [B, C, T]
             levels = len(self.codebook_sizes)
             no_sid = tf.concat([
-                tf.zeros_like(keys[..., :2], tf.bool),
+                tf.zeros_like(keys[..., :1], tf.bool),
                 tf.repeat(tf.logical_not(sid_ok)[..., None], levels,
                           axis=-1),
             ], axis=-1)  # [B, C, T]

@@ -16,7 +16,7 @@ import hisac_tf  # noqa: F401  (Keras 2 before TensorFlow)
 import tensorflow as tf
 
 from hisac_tf.data import filesystems
-from hisac_tf.data.behaviors import is_integer
+from hisac_tf.behaviors import is_integer
 from hisac_tf.data.feature_spec import DataError
 from hisac_tf.data.importers.bad_rows import BadRows, BadValue
 from hisac_tf.data.importers.event_columns import EventColumns

@@ -7,7 +7,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from hisac_tf.data.behaviors import behavior_id, is_integer
+from hisac_tf.behaviors import behavior_id, is_integer
 from hisac_tf.data.importers.bad_rows import BadValue
 
 # The UserBehavior layout, in column order.

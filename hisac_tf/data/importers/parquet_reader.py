@@ -33,7 +33,7 @@ import pyarrow.parquet as pq
 import tensorflow as tf
 
 from hisac_tf.data import filesystems
-from hisac_tf.data.behaviors import behavior_id
+from hisac_tf.behaviors import behavior_id
 from hisac_tf.data.feature_spec import DataError
 from hisac_tf.data.importers.bad_rows import BadRows, BadValue
 from hisac_tf.data.importers.event_columns import EventColumns
