@@ -88,6 +88,7 @@ class SyntheticConfig:
     popularity_weight: float = 0.3
     # Long-range structure (docs/design.md §5); zero or off by default.
     count_weight: float = 0.0  # non-saturating log1p(n_s), whole history
+    count_reference: int = 0  # > 0: n_s as a rate scaled to this length
     recent_share_weight: float = 0.0  # s's share of the newest behaviours
     recent_half_life: float = 20.0  # ... decayed by 2^-(age / half-life)
     periodic_interests: int = 0  # dormant interests active in bursts
@@ -122,7 +123,7 @@ class SyntheticConfig:
         _non_negative(
             self, "affinity_weight", "longtail_weight", "recency_weight",
             "popularity_weight", "count_weight", "recent_share_weight",
-            "periodic_interests", "periodic_period_sigma",
+            "periodic_interests", "periodic_period_sigma", "count_reference",
             "history_lead_spans",
         )
         for name in ("recency_days", "recent_half_life",

@@ -8,7 +8,7 @@ The true click logit of a candidate of sub-topic s at request time t
     + longtail_weight [1.5]     · (1 − 2^−n_s) · [s not dominant]
     + recency_weight [1.0]      · exp(−Δt_s / recency_days [2])
     + popularity_weight [0.3]   · standardised log popularity
-    + count_weight [0]          · log1p(n_s)
+    + count_weight [0]          · log1p(n_s · count_reference / L)
     + recent_share_weight [0]   · Σ_j 2^−a_j [s_j = s] / Σ_j 2^−a_j
 
 with w(t) the user's drifting interest weights, "dominant" the top
@@ -17,8 +17,12 @@ history), Δt_s the time since the newest of them and a_j = (age of
 behaviour j in behaviours, 0 for the newest) / `recent_half_life`. The
 first two terms read latent interests; the others read only the history
 (`history_features`), so the history-window oracle can re-estimate them
-from the newest W behaviours. `log1p(n_s)` never saturates: only the count
-over the whole history shows a rarely expressed interest's strength.
+from the newest W behaviours. L is the number of behaviours read; with
+`count_reference` = 0 [default] the term is log1p(n_s), with a reference
+length it is the lifetime rate of s scaled to that length, so that a
+longer history does not raise every affinity. Either way it never
+saturates: only the count over the whole history shows a rarely expressed
+interest's strength.
 
 Candidates: `candidates_per_request` distinct items from the user's
 dominant and long-tail sub-topics, popular and random items
@@ -76,6 +80,7 @@ class HistoryFeatures:
     count: np.ndarray  # n_s: behaviours in the candidate's sub-topic
     gap: np.ndarray  # seconds since the newest of them (where count > 0)
     recent_share: np.ndarray | None  # decayed share; None when unused
+    length: np.ndarray  # [R, 1] behaviours read before each request
 
 
 def history_features(world: World, hist_items: np.ndarray,
@@ -113,7 +118,8 @@ def history_features(world: World, hist_items: np.ndarray,
                 decay = np.exp2(-np.arange(b - a)[::-1] / half_life)  # [b-a]
                 mass = np.bincount(hist_sub[a:b], decay, minlength=num_s)
                 share[r] = mass[cand_sub[r]] / decay.sum()
-    return HistoryFeatures(count=count, gap=gap, recent_share=share)
+    return HistoryFeatures(count=count, gap=gap, recent_share=share,
+                           length=(hist_end - first)[:, None])
 
 
 def click_logits(world: World, syn: SyntheticConfig, cands: np.ndarray,
@@ -136,7 +142,11 @@ def click_logits(world: World, syn: SyntheticConfig, cands: np.ndarray,
         + syn.popularity_weight * world.pop_z[cands]
     )
     if syn.count_weight:
-        logits = logits + syn.count_weight * np.log1p(feats.count)
+        count = feats.count
+        if syn.count_reference:  # A rate, scaled to a reference length.
+            count = count * (syn.count_reference
+                             / np.maximum(feats.length, 1))
+        logits = logits + syn.count_weight * np.log1p(count)
     if syn.recent_share_weight:
         logits = logits + syn.recent_share_weight * feats.recent_share
     return logits
