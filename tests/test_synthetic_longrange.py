@@ -176,6 +176,23 @@ def test_count_term_grows_without_saturating(count):
     assert 1.5 < step < np.log(10) + 0.01
 
 
+@pytest.mark.parametrize("scale", [1, 3, 10])
+def test_count_reference_makes_the_count_a_rate(scale):
+    """With a reference length, n_s behaviours of L count as a rate:
+    scaling both leaves the term as it is, and it is log1p(n · ref / L)."""
+    cfg = tiny("synthetic.count_weight=1.0", "synthetic.count_reference=50",
+               "synthetic.affinity_weight=0", "synthetic.longtail_weight=0",
+               "synthetic.recency_weight=0", "synthetic.popularity_weight=0")
+    world = synthetic.build_world(cfg.synthetic)
+    feats = synthetic.HistoryFeatures(
+        count=np.array([[4 * scale]]), gap=np.zeros((1, 1)),
+        recent_share=None, length=np.array([[100 * scale]]))
+    got = synthetic.click_logits(world, cfg.synthetic, np.array([[1]]), 0.0,
+                                 np.zeros((1, 1)), np.zeros((1, 1), bool),
+                                 feats)[0, 0]
+    assert got == pytest.approx(world.item_quality[1] + np.log1p(2.0))
+
+
 @pytest.mark.parametrize(
     "short, max_history, expected",
     [

@@ -15,14 +15,14 @@ with w(t) the user's drifting interest weights, "dominant" the top
 `dominant_interests` of them, n_s the behaviours in s before t (the whole
 history), Δt_s the time since the newest of them and a_j = (age of
 behaviour j in behaviours, 0 for the newest) / `recent_half_life`. The
-first two terms read latent interests; the others read only the history
-(`history_features`), so the history-window oracle can re-estimate them
-from the newest W behaviours. L is the number of behaviours read; with
-`count_reference` = 0 [default] the term is log1p(n_s), with a reference
-length it is the lifetime rate of s scaled to that length, so that a
-longer history does not raise every affinity. Either way it never
-saturates: only the count over the whole history shows a rarely expressed
-interest's strength.
+affinity term and the long-tail term's dominance read latent interests;
+everything else reads only the history (`history_features`), so the
+history-window oracle can re-estimate it from the newest W behaviours.
+L is the number of behaviours read; with `count_reference` = 0 [default]
+the count term is log1p(n_s), with a reference length it is the lifetime
+rate of s scaled to that length, so that a longer history does not raise
+every affinity. Either way it never saturates: only the count over the
+whole history shows a rarely expressed interest's strength.
 
 Candidates: `candidates_per_request` distinct items from the user's
 dominant and long-tail sub-topics, popular and random items
