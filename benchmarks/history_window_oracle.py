@@ -1,30 +1,19 @@
 """How much of the synthetic click signal lies beyond the newest W behaviours?
 
-An analysis of the generator (`hisac_tf/data/synthetic.py`), not of a model: it
-explains the sequence-length scaling in docs/results.md. For the eval
-requests of the first `--users` users of a preset, the true click logit
-(docs/design.md §5) is re-estimated by a plug-in oracle that sees only the
-newest W
-behaviours before each request, but knows every item's true sub-topic,
-quality and popularity:
-
-    affinity  share of the candidate's sub-topic among the W behaviours,
-              over the largest share (the true model: interest weights)
-    long tail 1 - 2^-n with n the behaviours in the sub-topic among the W,
-              for a sub-topic outside the window's top `dominant_interests`
-    recency   exp(-time since the newest such behaviour / 2 days)
-
-with the generator's weights; the user bias is unknown to it, so GAUC
-(per-user AUC) is the figure to read, AUC is shown beside it. W runs over
-`--windows` and "all" (the whole history before the request); the Bayes
-row scores with the true click probability. The gap between W = 200 (what
-`recent` keeps with A = 200) and "all" bounds what a longer history can
-add on this data for an estimator of this form.
+An analysis of the generator (`hisac_tf/data/synthetic/`), not of a model:
+for the eval requests of the first `--users` users of a preset, the true
+click model is re-estimated from only the newest W behaviours before each
+request (`hisac_tf.data.synthetic.oracle`, which documents what the oracle
+knows and estimates). The generator writes the same curve for every split
+into `summary.json` at the summary's windows; this script gives exact AUCs
+at any windows on a subset of users. W runs over `--windows` and "all"
+(the whole history); the Bayes row scores with the true click probability.
 
     python benchmarks/history_window_oracle.py --config=taobao_mm_hour \
         [--users=2000] [--windows=100,200,300,1000,3000]
 
-Writes `benchmarks/results/history_window_oracle.json` and prints a table.
+Reads the data set's `summary.json` (its calibrated bias and eval split),
+writes `benchmarks/results/history_window_oracle.json` and prints a table.
 """
 
 from __future__ import annotations
@@ -42,43 +31,8 @@ import hisac_tf  # noqa: E402,F401  (Keras 2: before TensorFlow)
 # isort: split
 import numpy as np  # noqa: E402
 
-from hisac_tf import metrics  # noqa: E402
 from hisac_tf.config import load_config  # noqa: E402
 from hisac_tf.data import synthetic  # noqa: E402
-
-ALL = 0  # window size meaning "the whole history"
-
-
-def plug_in_logits(world, sample, window: int, dominant: int,
-                   params=synthetic.PARAMS) -> np.ndarray:
-    """[R, C] oracle logits from the newest `window` behaviours (0: all)."""
-    sub = world.item_subtopic[sample.hist_item_ids]  # [L]
-    t = sample.hist_timestamps  # [L]
-    num_s = world.num_subtopics
-    cand_sub = world.item_subtopic[sample.cand_item_ids]  # [R, C]
-    out = np.zeros(sample.cand_item_ids.shape)
-    for r, end in enumerate(sample.hist_end):
-        lo = 0 if window == ALL else max(0, end - window)
-        counts = np.bincount(sub[lo:end], minlength=num_s)  # [S]
-        last = np.full(num_s, -1)
-        last[sub[lo:end]] = np.arange(lo, end)  # the newest index wins
-        share = counts / max(counts.max(), 1)  # [S]
-        top = np.argsort(-counts, kind="stable")[:dominant]
-        is_dom = np.zeros(num_s, bool)
-        is_dom[top[counts[top] > 0]] = True
-        n = counts[cand_sub[r]]  # [C]
-        gap = sample.request_time[r] - t[np.maximum(last[cand_sub[r]], 0)]
-        recency = np.where(n > 0, np.exp(-gap / params.recency_s), 0.0)
-        longtail = np.where((n > 0) & ~is_dom[cand_sub[r]],
-                            1.0 - 0.5**n, 0.0)
-        out[r] = (
-            world.item_quality[sample.cand_item_ids[r]]
-            + params.w_affinity * share[cand_sub[r]]
-            + params.w_longtail * longtail
-            + params.w_recency * recency
-            + params.w_popularity * world.pop_z[sample.cand_item_ids[r]]
-        )
-    return out
 
 
 def main(cfg, users: int, windows: list[int]) -> dict:
@@ -88,45 +42,23 @@ def main(cfg, users: int, windows: list[int]) -> dict:
     summary_path = os.path.join(cfg.data.data_dir, synthetic.SUMMARY_FILE)
     with open(summary_path) as f:
         summary = json.load(f)
-    bias, split = summary["calibrated_bias"], summary["eval_split_time"]
-    scores = {w: [] for w in windows + [ALL]}
-    bayes, labels, user_ids, lengths = [], [], [], []
-    for user in range(1, users + 1):
-        sample = synthetic.simulate_user(world, cfg, user)
-        keep = sample.request_time >= split  # eval requests only
-        if not keep.any():
-            continue
-        ctr = synthetic._sigmoid(sample.logits + bias)  # [R, C]
-        label = (sample.uniforms < ctr).astype(np.int64)  # its labels
-        for w in scores:
-            scores[w].append(plug_in_logits(
-                world, sample, w, cfg.synthetic.dominant_interests)[keep])
-        bayes.append(ctr[keep])
-        labels.append(label[keep])
-        user_ids.append(np.full(label[keep].shape, user))
-        lengths.append(sample.hist_end[keep])
-    y = np.concatenate(labels).ravel()
-    uid = np.concatenate(user_ids).ravel()
-    rows = []
-    for w, parts in scores.items():
-        s = np.concatenate(parts).ravel()
-        rows.append({"window": "all" if w == ALL else w,
-                     "auc": metrics.auc(y, s), "gauc": metrics.gauc(uid, y, s)})
-    b = np.concatenate(bayes).ravel()
-    rows.append({"window": "Bayes (true ctr)", "auc": metrics.auc(y, b),
-                 "gauc": metrics.gauc(uid, y, b)})
-    hist = np.concatenate(lengths)
+    samples = (synthetic.simulate_user(world, cfg, user)
+               for user in range(1, users + 1))
+    table = synthetic.oracle_table(
+        world, cfg, samples, summary["calibrated_bias"],
+        summary["eval_split_time"], windows)
+    hist = table["history_lengths"]
     return {
         "preset": cfg.name,
         "users": users,
-        "eval_requests": int(hist.size),
-        "impressions": int(y.size),
+        "eval_requests": table["eval_requests"],
+        "impressions": table["impressions"],
         "history_at_request": {
             "mean": float(hist.mean()), "median": float(np.median(hist)),
             "share_over_200": float((hist > 200).mean()),
             "share_over_1000": float((hist > 1000).mean()),
         },
-        "rows": rows,
+        "rows": table["rows"],
         "seconds": time.time() - began,
     }
 

@@ -99,6 +99,28 @@ class SyntheticConfig:
     eval_fraction: float = 0.2
     num_shards: int = 2
     span_days: int = 30
+    # The validation split: requests in this share of the span just before
+    # the eval share go to `data.valid_pattern` shards (0: none written).
+    valid_fraction: float = 0.0
+    # Click model (docs/design.md §5); the defaults are the original model.
+    affinity_weight: float = 2.5  # current interest weights w_s(t)
+    longtail_weight: float = 1.5  # saturating 1 - 2^-n_s, non-dominant s
+    recency_weight: float = 1.0  # exp(-time since the last s / recency)
+    recency_days: float = 2.0
+    popularity_weight: float = 0.3
+    # Long-range structure (docs/design.md §5); zero or off by default.
+    count_weight: float = 0.0  # non-saturating log1p(n_s), whole history
+    count_reference: int = 0  # > 0: n_s as a rate scaled to this length
+    recent_share_weight: float = 0.0  # s's share of the newest behaviours
+    recent_half_life: float = 20.0  # ... decayed by 2^-(age / half-life)
+    periodic_interests: int = 0  # dormant interests active in bursts
+    periodic_period_days: float = 30.0  # median cycle (lognormal)
+    periodic_period_sigma: float = 0.5
+    periodic_burst_days: float = 2.0  # how long a burst lasts
+    periodic_burst_share: float = 0.5  # behaviours of a burst it takes
+    comeback_request_share: float = 0.0  # requests as a burst begins
+    lifetime_candidate_share: float = 0.0  # candidates by lifetime counts
+    history_lead_spans: float = 1.0  # behaviour log before the span
 
     def validate(self) -> None:
         _positive(
@@ -114,6 +136,32 @@ class SyntheticConfig:
                 "synthetic.eval_fraction must be in (0, 1), got "
                 f"{self.eval_fraction!r}"
             )
+        if not 0.0 <= self.valid_fraction < 1.0 - self.eval_fraction:
+            raise ConfigError(
+                "synthetic.valid_fraction must be in [0, 1 - "
+                f"synthetic.eval_fraction = {1.0 - self.eval_fraction!r}), "
+                f"got {self.valid_fraction!r}"
+            )
+        _non_negative(
+            self, "affinity_weight", "longtail_weight", "recency_weight",
+            "popularity_weight", "count_weight", "recent_share_weight",
+            "periodic_interests", "periodic_period_sigma", "count_reference",
+            "history_lead_spans",
+        )
+        for name in ("recency_days", "recent_half_life",
+                     "periodic_period_days", "periodic_burst_days"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(
+                    f"synthetic.{name} must be > 0, got "
+                    f"{getattr(self, name)!r}"
+                )
+        for name in ("periodic_burst_share", "comeback_request_share",
+                     "lifetime_candidate_share"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ConfigError(
+                    f"synthetic.{name} must be in [0, 1], got "
+                    f"{getattr(self, name)!r}"
+                )
         if self.zipf_exponent <= 0:
             raise ConfigError(
                 "synthetic.zipf_exponent must be > 0, got "

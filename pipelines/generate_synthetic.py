@@ -3,10 +3,10 @@
     hisac-generate --config=demo --set synthetic.num_users=500 \
         --output_dir=/tmp/demo_data
 
-Writes train/eval request shards, the item table, `summary.json` and the
+Writes train/(valid/)eval request shards, the item table, `summary.json` and the
 resolved `config.json` into `--output_dir` (default `data.data_dir`) and
-prints the Bayes-optimal AUC/GAUC of each split (see hisac_tf/data/synthetic.py
-for the world it simulates).
+prints the Bayes-optimal AUC/GAUC and the history-window oracle curve of
+each split (see hisac_tf/data/synthetic/ for the world it simulates).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from absl import flags
 
 from hisac_tf.config import Config
 from hisac_tf.data import synthetic
+from pipelines import cli
 
 _FLAGS = {
     "output_dir": (str, None, "Output directory (default: data.data_dir)."),
@@ -47,13 +48,18 @@ def format_summary(summary: dict) -> str:
         f"{summary['history_max']}, {summary['histories_over_max_history']}"
         f" longer than max_history={summary['max_history']}",
     ]
-    for split in ("train", "eval"):
+    for split in ("train", "valid", "eval"):
+        if split not in summary:  # No valid split unless valid_fraction.
+            continue
         s = summary[split]
         lines.append(
             f"  {split:5s}: {s['requests']} requests, {s['impressions']} "
             f"impressions, CTR {s['ctr']:.3f}; Bayes-optimal AUC "
             f"{_fmt(s['bayes_auc'])}, GAUC {_fmt(s['bayes_gauc'])}"
         )
+        curve = ", ".join(f"{r['window']}: {_fmt(r['auc'])}"
+                          for r in s["history_window_oracle"])
+        lines.append(f"         oracle AUC, newest W behaviours: {curve}")
     return "\n".join(lines)
 
 
@@ -72,8 +78,6 @@ def _main_from_flags(cfg: Config) -> dict:
 def run() -> None:
     """`hisac-generate`: --config/--set as every job, plus the flags above."""
     _define_flags()
-    from pipelines import cli
-
     cli.run(_main_from_flags)
 
 

@@ -9,7 +9,8 @@ from hisac_tf.config import ConfigError
 
 
 @pytest.mark.parametrize(
-    "name", ["tiny", "demo", "taobao_mm", "taobao_mm_hour", "industrial"])
+    "name", ["tiny", "demo", "taobao_mm", "taobao_mm_hour", "industrial",
+             "longrange", "longrange_10k"])
 def test_presets_load_and_validate(name):
     cfg = config_lib.load_config(name)
     assert cfg.name == name

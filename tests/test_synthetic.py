@@ -1,4 +1,4 @@
-"""Tests of the synthetic data generator (hisac_tf/data/synthetic.py)."""
+"""Tests of the synthetic data generator (hisac_tf/data/synthetic/)."""
 
 import fnmatch
 import glob
