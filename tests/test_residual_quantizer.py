@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from hisac_tf.layers.residual_quantizer import ResidualQuantizer, kmeans
-from hisac_tf.models.rqvae import RQVAE
+from hisac_tf.tokenizer.residual_quantizer import ResidualQuantizer, kmeans
+from hisac_tf.tokenizer.rqvae import RQVAE
 from tests.layer_harness import check_layer
 
 
