@@ -104,6 +104,22 @@ def test_reconstruction_and_code_usage(trained):
     assert len(r["history"]) == 30
 
 
+def test_report_records_the_latent_scale_per_epoch(trained):
+    r = trained["report"]
+    for row in r["history"]:
+        assert row["latent_rms"] > 0 and row["prototype_rms"] > 0
+        assert len(row["code_usage"]) == 2
+        assert len(row["reseeded_codes"]) == 2
+    tables = load_semantic_tables(trained["out"])
+    z = tables.latents.astype(np.float64)
+    np.testing.assert_allclose(r["latent"]["latent_mean_sq_norm"],
+                               (z ** 2).sum(1).mean(), rtol=1e-5)
+    np.testing.assert_allclose(r["latent"]["latent_rms"],
+                               np.sqrt((z ** 2).mean()), rtol=1e-5)
+    tb = os.path.join(trained["out"], "tensorboard")
+    assert any(n.startswith("events.out.tfevents") for n in os.listdir(tb))
+
+
 def test_sids_recover_the_clusters(trained):
     # Measured with seeds 0-4: level-1 purity 0.78-0.85 (NMI 0.87-0.94)
     # vs the 12 sub-topics, full-SID purity 0.92-0.98, level-1 purity vs

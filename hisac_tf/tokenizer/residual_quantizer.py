@@ -26,12 +26,16 @@ Codebook updates (`codebook_update`):
 - "gradient" (default): the codebook term trains the codebooks through
   the optimiser, as above.
 - "ema": the codebooks are not trainable; every `call(..., training=True)`
-  moves them to the exponential moving average (decay `ema_decay`) of the
-  residuals assigned to each code (van den Oord et al. 2017, appendix):
-      N_k <- d N_k + (1 - d) n_k,   S_k <- d S_k + (1 - d) sum_{c_i=k} r_i,
-      E_k  = S_k / N~_k,  N~_k = (N_k + eps) n / (n + K eps), n = sum_k N_k.
-  The loss keeps its value (the codebook term then has no trainable
-  variable to reach).
+  moves them to the exponential moving average (decay `ema_decay` = d) of
+  the residuals assigned to each code (van den Oord et al. 2017,
+  appendix A.1). With n_k the batch's count of code k and s_k the sum of
+  its residuals r_{l-1}, and N_k the running count (1 after an
+  initialisation or re-seed):
+      N_k <- d N_k + (1 - d) n_k
+      E_k <- E_k + (1 - d) (s_k - n_k E_k) / N_k
+  which is E_k = S_k / N_k for the running sum S_k <- d S_k + (1 - d) s_k
+  (a code with no residual keeps its codeword). The loss keeps its value;
+  its codebook term then has no trainable variable to reach.
 
 Codebook maintenance (eager, outside the training step):
 - `kmeans_init(z)`: level by level, k-means (k-means++ seeding, a few
@@ -125,7 +129,6 @@ class ResidualQuantizer(tf.keras.layers.Layer):
         self._codebooks = []
         self._usage = []
         self._ema_counts = []
-        self._ema_sums = []
 
     @property
     def num_levels(self) -> int:
@@ -165,9 +168,6 @@ class ResidualQuantizer(tf.keras.layers.Layer):
                 self._ema_counts.append(self.add_weight(
                     name=f"ema_counts_{level}", shape=[k], dtype=tf.float32,
                     initializer="ones", trainable=False))
-                self._ema_sums.append(self.add_weight(
-                    name=f"ema_sums_{level}", shape=[k, self.latent_dim],
-                    dtype=tf.float32, initializer="zeros", trainable=False))
         self.initialized = self.add_weight(
             name="initialized", shape=[], dtype=tf.bool,
             initializer="zeros", trainable=False,
@@ -226,28 +226,22 @@ class ResidualQuantizer(tf.keras.layers.Layer):
         """EMA step of level `level`'s codebook from residuals r [B, Ds]."""
         k = self.codebook_sizes[level]
         d = self.ema_decay
-        sums = tf.math.unsorted_segment_sum(r, code, k)  # [K, Ds]
+        book = self._codebooks[level]
         n_k = self._ema_counts[level]
-        s_k = self._ema_sums[level]
-        n_k.assign(d * n_k + (1.0 - d) * counts)
-        s_k.assign(d * s_k + (1.0 - d) * sums)
-        total = tf.reduce_sum(n_k)
-        smoothed = (n_k + _EMA_EPS) * total / (total + k * _EMA_EPS)  # [K]
-        self._codebooks[level].assign(s_k / smoothed[:, tf.newaxis])
+        sums = tf.math.unsorted_segment_sum(r, code, k)  # [K, Ds]
+        n_k.assign(d * n_k + (1.0 - d) * counts)  # [K]
+        step = (1.0 - d) * (sums - counts[:, tf.newaxis] * book) / \
+            tf.maximum(n_k, _EMA_EPS)[:, tf.newaxis]  # [K, Ds]
+        book.assign_add(step)
 
     def _set_codewords(self, level, centres, rows=None) -> None:
-        """Writes codewords (all, or `rows`) and resets their EMA state."""
-        book = self._codebooks[level]
-        book.assign(centres.astype(np.float32))
+        """Writes codewords (all, or `rows`); their EMA counts restart at 1."""
+        self._codebooks[level].assign(centres.astype(np.float32))
         if self.codebook_update != "ema":
             return
         counts = self._ema_counts[level].numpy()
-        sums = self._ema_sums[level].numpy()
-        rows = np.arange(centres.shape[0]) if rows is None else rows
-        counts[rows] = 1.0
-        sums[rows] = centres[rows]
+        counts[slice(None) if rows is None else rows] = 1.0
         self._ema_counts[level].assign(counts)
-        self._ema_sums[level].assign(sums.astype(np.float32))
 
     def quantize(self, z) -> tuple:
         """Codes [B, L] int32 and zhat [B, Ds] of z [B, Ds] (no gradients)."""
