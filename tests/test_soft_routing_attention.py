@@ -39,7 +39,7 @@ def _tensors(inputs):
 # --- golden values ---------------------------------------------------------
 
 # 1-D latents z = (0, 1, 3), agent prototypes p = (0, 2), tau = 1, values
-# h = ((1, 0), (0, 1), (2, 2)); absolute distances (latent_sq_norm = 1).
+# h = ((1, 0), (0, 1), (2, 2)); absolute distances (latent_variance = 1).
 # Agent 0 (p = 0): squared distances (0, 1, 9), logits (0, -1, -9),
 #   exp = (1, e^-1, e^-9) = (1, 0.3678794, 0.0001234), sum = 1.3680029,
 #   alpha = (0.7309926, 0.2689172, 0.0000902),
@@ -72,7 +72,7 @@ GOLDEN = [
 
 @pytest.mark.parametrize("hist_mask,routing,states", GOLDEN)
 def test_golden_values(hist_mask, routing, states):
-    out = SoftRoutingAttention(temperature=1.0, latent_sq_norm=1.0)(
+    out = SoftRoutingAttention(temperature=1.0, latent_variance=1.0)(
         latents=tf.constant([[[0.0], [1.0], [3.0]]]),
         values=tf.constant([[[1.0, 0.0], [0.0, 1.0], [2.0, 2.0]]]),
         prototypes=tf.constant([[[0.0], [2.0]]]),
@@ -83,8 +83,8 @@ def test_golden_values(hist_mask, routing, states):
     np.testing.assert_allclose(out["states"][0], states, atol=1e-6)
 
 
-# Relative temperature (latent_sq_norm None): the same data, s^2 = mean of
-# ||z_i||^2 over the valid items.
+# Relative temperature (latent_variance None): the same data, s^2 = mean of
+# ||z_i||^2 / Ds over the valid items (Ds = 1 here).
 # All valid: s^2 = (0 + 1 + 9) / 3 = 10/3, tau s^2 = 10/3.
 #   Agent 0: logits -(0, 1, 9) * 0.3 = (0, -0.3, -2.7), exp = (1,
 #   0.7408182, 0.0672055), sum 1.8080237, alpha = (0.5530901, 0.4097392,
@@ -137,10 +137,22 @@ def test_relative_routing_ignores_the_latent_scale(factor):
     np.testing.assert_allclose(got["routing"], want["routing"], atol=1e-5)
 
 
+def test_unit_rms_latents_keep_the_absolute_temperature():
+    # Every ||z_i||^2 = Ds: s^2 = 1, the relative and absolute routings
+    # agree (tau keeps its meaning on normalised latents).
+    inputs = _inputs(21)
+    z = inputs["latents"]
+    inputs["latents"] = z / np.sqrt((z ** 2).mean(-1, keepdims=True))
+    rel = SoftRoutingAttention(temperature=0.4)(**_tensors(inputs))
+    ab = SoftRoutingAttention(temperature=0.4, latent_variance=1.0)(
+        **_tensors(inputs))
+    np.testing.assert_allclose(rel["routing"], ab["routing"], atol=1e-5)
+
+
 def test_temperature_sharpens():
     # Same data, tau = 0.5: agent 0 logits (0, -2, -18) ->
     # alpha_0 = 1 / (1 + e^-2 + e^-18) = 0.8807971 (sharper than 0.7309926).
-    out = SoftRoutingAttention(temperature=0.5, latent_sq_norm=1.0)(
+    out = SoftRoutingAttention(temperature=0.5, latent_variance=1.0)(
         latents=tf.constant([[[0.0], [1.0], [3.0]]]),
         values=tf.constant([[[1.0], [0.0], [0.0]]]),
         prototypes=tf.constant([[[0.0]]]),
@@ -166,10 +178,10 @@ def test_temperature_sharpens():
 )
 def test_matches_numpy_reference(seed, tau, scale, s2):
     inputs = _inputs(seed, scale=scale)
-    out = SoftRoutingAttention(temperature=tau, latent_sq_norm=s2)(
+    out = SoftRoutingAttention(temperature=tau, latent_variance=s2)(
         **_tensors(inputs))
     states, routing = ref.soft_routing(**inputs, temperature=tau,
-                                       latent_sq_norm=s2)
+                                       latent_variance=s2)
     np.testing.assert_allclose(out["routing"], routing, atol=2e-5)
     np.testing.assert_allclose(out["states"], states, atol=5e-5)
     # Routing rows: sum to 1 for a valid agent of a non-empty history,
@@ -331,9 +343,9 @@ def test_degenerate_masks_give_finite_zeros(hard, which):
 
 def test_mixed_float16_policy_finite_and_close():
     inputs = _tensors(_inputs(7, scale=20.0))  # ||z - p||^2 ~ 4000
-    want = SoftRoutingAttention(temperature=400.0, latent_sq_norm=1.0)(
+    want = SoftRoutingAttention(temperature=400.0, latent_variance=1.0)(
         **inputs)
-    got = SoftRoutingAttention(temperature=400.0, latent_sq_norm=1.0,
+    got = SoftRoutingAttention(temperature=400.0, latent_variance=1.0,
                                dtype="mixed_float16")(**inputs)
     assert got["states"].dtype == tf.float16
     assert got["routing"].dtype == tf.float16
@@ -360,11 +372,11 @@ def test_float16_inputs_with_large_latents_finite():
     # ||z||^2 ~ 8 * 300^2 = 720000 overflows float16 (max 65504); the layer
     # computes distances in float32.
     inputs = _inputs(8, ds=8, scale=300.0)
-    layer = SoftRoutingAttention(temperature=1e5, latent_sq_norm=1.0)
+    layer = SoftRoutingAttention(temperature=1e5, latent_variance=1.0)
     want = layer(**_tensors(inputs))
     f16 = {k: (v.astype(np.float16) if v.dtype == np.float32 else v)
            for k, v in inputs.items()}
-    got = SoftRoutingAttention(temperature=1e5, latent_sq_norm=1.0)(
+    got = SoftRoutingAttention(temperature=1e5, latent_variance=1.0)(
         **_tensors(f16))
     assert got["states"].dtype == tf.float32  # compute dtype of the policy
     assert np.all(np.isfinite(got["states"].numpy()))
@@ -411,9 +423,9 @@ def test_harness_hard():
 
 def test_config_round_trip_values():
     layer = SoftRoutingAttention(temperature=0.25, hard=True,
-                                 latent_sq_norm=16.0, name="srt")
+                                 latent_variance=16.0, name="srt")
     clone = SoftRoutingAttention.from_config(layer.get_config())
-    assert (clone.temperature, clone.hard, clone.latent_sq_norm,
+    assert (clone.temperature, clone.hard, clone.latent_variance,
             clone.name) == (0.25, True, 16.0, "srt")
 
 
@@ -430,13 +442,13 @@ def test_config_round_trip_values():
                      id="tau_nan"),
         pytest.param({"temperature": "1"}, "temperature.*'1'", id="tau_str"),
         pytest.param({"hard": 1}, "hard.*1", id="hard_not_bool"),
-        pytest.param({"latent_sq_norm": 0.0}, "latent_sq_norm.*0.0",
+        pytest.param({"latent_variance": 0.0}, "latent_variance.*0.0",
                      id="s2_zero"),
-        pytest.param({"latent_sq_norm": -2.0}, "latent_sq_norm.*-2.0",
+        pytest.param({"latent_variance": -2.0}, "latent_variance.*-2.0",
                      id="s2_negative"),
-        pytest.param({"latent_sq_norm": float("inf")}, "latent_sq_norm.*inf",
+        pytest.param({"latent_variance": float("inf")}, "latent_variance.*inf",
                      id="s2_inf"),
-        pytest.param({"latent_sq_norm": "16"}, "latent_sq_norm.*'16'",
+        pytest.param({"latent_variance": "16"}, "latent_variance.*'16'",
                      id="s2_str"),
     ],
 )

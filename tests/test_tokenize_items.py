@@ -116,6 +116,8 @@ def test_report_records_the_latent_scale_per_epoch(trained):
                                (z ** 2).sum(1).mean(), rtol=1e-5)
     np.testing.assert_allclose(r["latent"]["latent_rms"],
                                np.sqrt((z ** 2).mean()), rtol=1e-5)
+    np.testing.assert_allclose(r["latent"]["latent_variance"],
+                               (z ** 2).mean(), rtol=1e-5)
     tb = os.path.join(trained["out"], "tensorboard")
     assert any(n.startswith("events.out.tfevents") for n in os.listdir(tb))
 

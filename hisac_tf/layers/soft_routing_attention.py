@@ -12,14 +12,15 @@ h_i (is aggregated):
 The temperature is relative to the latent scale s^2, so that how soft the
 routing is does not depend on the scale the tokenizer happened to give its
 latents: tau = 1 means distances measured in units of the latent
-variance (s^2), tau = 0.1 a tenth of it. s^2 is `latent_sq_norm` when
-given (e.g. the tokenizer report's `latent.latent_mean_sq_norm`, the mean
-||z_i||^2 over the item table; 1.0 gives the absolute distances of the
-paper's formula), otherwise the mean of ||z_i||^2 over the user's valid
-history items (per user, no gradient). With the tokenizer's normalised
-latents (`tokenizer.latent_norm` "rms" or "layer") every ||z_i||^2 = Ds,
-so both agree and s^2 = Ds: items at the prototype get logit 0, opposite
-ones -4 / tau.
+variance s^2, the mean square of one latent coordinate,
+s^2 = mean_i ||z_i||^2 / Ds (the per-dimension variance of centred
+latents). s^2 is `latent_variance` when given (e.g. the tokenizer
+report's `latent.latent_variance`, over the whole item table; 1.0 gives
+the absolute distances of the paper's formula), otherwise the mean of
+||z_i||^2 / Ds over the user's valid history items (per user, no
+gradient). With the tokenizer's normalised latents
+(`tokenizer.latent_norm` "rms" or "layer") every ||z_i||^2 = Ds, so both
+agree and s^2 = 1: tau keeps the meaning it has on unit-RMS latents.
 
 Every agent sees the whole history, so long-tail items still contribute.
 `hard=True` is the paper's hard-routing ablation: an item goes to the agent
@@ -65,8 +66,8 @@ class SoftRoutingAttention(tf.keras.layers.Layer):
         units of the latent scale s^2 (module docstring).
       hard: the hard-routing ablation (needs `item_sids` and `agent_sids`
         at call).
-      latent_sq_norm: s^2 > 0, fixed; None (default): per user, the mean
-        ||z_i||^2 over the valid history items.
+      latent_variance: s^2 > 0, fixed; None (default): per user, the
+        mean of ||z_i||^2 / Ds over the valid history items.
 
     Call args:
       latents: z [B, N, Ds] frozen semantic latents of the history items.
@@ -90,18 +91,18 @@ class SoftRoutingAttention(tf.keras.layers.Layer):
     """
 
     def __init__(self, temperature: float = 1.0, hard: bool = False,
-                 latent_sq_norm: Optional[float] = None, **kw):
+                 latent_variance: Optional[float] = None, **kw):
         kw.setdefault("autocast", False)
         super().__init__(**kw)
-        if latent_sq_norm is not None and (
-            isinstance(latent_sq_norm, bool)
-            or not isinstance(latent_sq_norm, (int, float))
-            or not math.isfinite(latent_sq_norm)
-            or latent_sq_norm <= 0
+        if latent_variance is not None and (
+            isinstance(latent_variance, bool)
+            or not isinstance(latent_variance, (int, float))
+            or not math.isfinite(latent_variance)
+            or latent_variance <= 0
         ):
             raise ValueError(
-                "SoftRoutingAttention: `latent_sq_norm` must be None or a "
-                f"finite number > 0; received {latent_sq_norm!r}"
+                "SoftRoutingAttention: `latent_variance` must be None or a "
+                f"finite number > 0; received {latent_variance!r}"
             )
         if (
             isinstance(temperature, bool)
@@ -120,13 +121,13 @@ class SoftRoutingAttention(tf.keras.layers.Layer):
             )
         self.temperature = float(temperature)
         self.hard = hard
-        self.latent_sq_norm = (
-            None if latent_sq_norm is None else float(latent_sq_norm))
+        self.latent_variance = (
+            None if latent_variance is None else float(latent_variance))
 
     def get_config(self):
         config = super().get_config()
         config.update(temperature=self.temperature, hard=self.hard,
-                      latent_sq_norm=self.latent_sq_norm)
+                      latent_variance=self.latent_variance)
         return config
 
     def _check_inputs(self, latents, values, prototypes, history_mask,
@@ -209,14 +210,14 @@ class SoftRoutingAttention(tf.keras.layers.Layer):
         states = tf.einsum("ban,bnd->bad", routing, values)  # [B, A, D]
         return {"states": states, "routing": routing}
 
-    def _latent_scale(self, zz, history_mask):
-        """s^2 [B, 1, 1]: fixed, or the mean ||z_i||^2 of valid items."""
-        if self.latent_sq_norm is not None:
-            return tf.fill([tf.shape(zz)[0], 1, 1], self.latent_sq_norm)
+    def _latent_scale(self, zz, history_mask, latent_dim):
+        """s^2 [B, 1, 1]: fixed, or the mean ||z_i||^2 / Ds of valid items."""
+        if self.latent_variance is not None:
+            return tf.fill([tf.shape(zz)[0], 1, 1], self.latent_variance)
         weight = tf.cast(history_mask, tf.float32)  # [B, N]
         count = tf.reduce_sum(weight, axis=-1)  # [B]
         mean_sq = tf.reduce_sum(zz * weight, axis=-1) / tf.maximum(
-            count, 1.0)  # [B]
+            count, 1.0) / latent_dim  # [B]
         # A user with no valid item (no routing row) or all-zero latents
         # (all distances 0, uniform routing) gets s^2 = 1.
         mean_sq = tf.where(mean_sq > 0.0, mean_sq, tf.ones_like(mean_sq))
@@ -227,7 +228,8 @@ class SoftRoutingAttention(tf.keras.layers.Layer):
         z = tf.stop_gradient(tf.cast(latents, tf.float32))  # [B, N, Ds]
         p = tf.stop_gradient(tf.cast(prototypes, tf.float32))  # [B, A, Ds]
         zz = tf.reduce_sum(tf.square(z), axis=-1)  # [B, N]
-        scale = self._latent_scale(zz, history_mask)  # [B, 1, 1]
+        scale = self._latent_scale(
+            zz, history_mask, tf.cast(tf.shape(z)[-1], tf.float32))
         pp = tf.reduce_sum(tf.square(p), axis=-1)  # [B, A]
         zp = tf.einsum("bas,bns->ban", p, z)  # [B, A, N]
         dist = (

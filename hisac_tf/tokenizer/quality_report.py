@@ -96,20 +96,26 @@ def latent_stats(latents: np.ndarray, codebooks: Sequence[np.ndarray],
                  sids: np.ndarray) -> dict:
     """Scale of the latents z [V, Ds] and of the prototypes ẑ they route to.
 
-    latent_rms = sqrt(mean z²) over items and dimensions; prototype_rms
-    the same of ẑ_i = Σ_l E^l[c_{i,l}] (the codeword sums that become
-    agent prototypes); latent_mean_sq_norm = mean ||z_i||² (the s² that
-    soft routing divides distances by); quantization_mse = mean over
-    items of ||z_i − ẑ_i||².
+    latent_rms = sqrt(mean z²) over items and dimensions and
+    latent_variance its square (the s² that soft routing measures
+    distances in); prototype_rms the same of ẑ_i = Σ_l E^l[c_{i,l}] (the
+    codeword sums that become agent prototypes); latent_mean_sq_norm =
+    mean ||z_i||²; quantization_mse = mean over items of ||z_i − ẑ_i||²
+    and relative_quantization_mse = quantization_mse / latent_mean_sq_norm
+    (scale free).
     """
     z = np.asarray(latents, np.float64)
     zhat = sum(np.asarray(book, np.float64)[sids[:, level]]
                for level, book in enumerate(codebooks))
+    mean_sq_norm = float(np.mean(np.sum(z ** 2, axis=1)))
+    quantization = float(np.mean(np.sum((z - zhat) ** 2, axis=1)))
     return {
         "latent_rms": float(np.sqrt(np.mean(z ** 2))),
+        "latent_variance": float(np.mean(z ** 2)),
         "prototype_rms": float(np.sqrt(np.mean(zhat ** 2))),
-        "latent_mean_sq_norm": float(np.mean(np.sum(z ** 2, axis=1))),
-        "quantization_mse": float(np.mean(np.sum((z - zhat) ** 2, axis=1))),
+        "latent_mean_sq_norm": mean_sq_norm,
+        "quantization_mse": quantization,
+        "relative_quantization_mse": quantization / max(mean_sq_norm, 1e-30),
     }
 
 
