@@ -107,7 +107,10 @@ class TokenizerConfig:
     codebook_sizes: tuple[int, ...] = (16, 8)
     latent_dim: int = 16
     hidden_dims: tuple[int, ...] = (64,)
-    beta: float = 0.25
+    # 1.0, not the paper's 0.25: with latent_norm "rms" it keeps the
+    # quantisation error a small, steady share of ||z||^2 (demo item table,
+    # 15 epochs: 7 % of ||z||^2 against 20 % at 0.25, same reconstruction).
+    beta: float = 1.0
     batch_size: int = 256
     epochs: int = 20
     learning_rate: float = 1e-3
@@ -115,7 +118,7 @@ class TokenizerConfig:
     seed: int = 0
     # Latent geometry (docs/design.md §2.1): normalisation of z ("none",
     # "rms", "layer") and the codebook update ("gradient", "ema").
-    latent_norm: str = "none"
+    latent_norm: str = "rms"
     codebook_update: str = "gradient"
     ema_decay: float = 0.99
 
