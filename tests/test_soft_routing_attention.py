@@ -1,4 +1,4 @@
-"""Tests for SoftRoutingAttention (DESIGN §2 item 3)."""
+"""Tests for SoftRoutingAttention (docs/design.md §2.3)."""
 
 import hisac_tf  # noqa: F401  (Keras 2 before TensorFlow)
 

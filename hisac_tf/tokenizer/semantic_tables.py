@@ -1,6 +1,6 @@
 """`SemanticTables`: the tokenizer's outputs that the ranker loads frozen.
 
-DESIGN §2 item 1 and §4: item → (SID, latent z) tables plus the codebooks.
+docs/design.md §2.1 and §4: item → (SID, latent z) tables plus the codebooks.
 
 Storage, one directory (local, `gs://`, or any path `tf.io.gfile` knows,
 e.g. `s3://` once tensorflow-io is imported), every file written and read
