@@ -24,11 +24,15 @@ def soft_routing(
     history_mask: np.ndarray,
     agent_mask: np.ndarray,
     temperature: float,
+    latent_variance: Optional[float] = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(states [B, A, D], routing [B, A, N]) by explicit loops.
 
     latents [B, N, Ds], values [B, N, D], prototypes [B, A, Ds],
-    history_mask [B, N] bool, agent_mask [B, A] bool.
+    history_mask [B, N] bool, agent_mask [B, A] bool. Scores are
+    -||z_i - p_a||^2 / (temperature * s2), s2 = latent_variance, or when
+    None the average over the user's valid items and the Ds coordinates of
+    z_{i,d}^2 (1 when that is 0).
     """
     latents = np.asarray(latents, np.float64)
     values = np.asarray(values, np.float64)
@@ -39,13 +43,24 @@ def soft_routing(
     states = np.zeros((batch, num_agents, values.shape[2]))
     for b in range(batch):
         items = [i for i in range(length) if history_mask[b, i]]
+        if latent_variance is not None:
+            s2 = float(latent_variance)
+        else:
+            total = 0.0
+            for i in items:
+                for value in latents[b, i]:
+                    total += float(value) * float(value)
+            s2 = total / (len(items) * latents.shape[2]) if items else 0.0
+            if s2 == 0.0:
+                s2 = 1.0
         for a in range(num_agents):
             if not agent_mask[b, a] or not items:
                 continue
             scores = []
             for i in items:
                 diff = latents[b, i] - prototypes[b, a]
-                scores.append(-float(np.sum(diff * diff)) / temperature)
+                scores.append(
+                    -float(np.sum(diff * diff)) / (temperature * s2))
             top = max(scores)
             exps = [math.exp(s - top) for s in scores]
             total = sum(exps)

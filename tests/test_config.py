@@ -60,6 +60,11 @@ def test_overrides_apply_with_types():
         pytest.param("model.routing_temperature=0", "routing_temperature",
                      id="tau"),
         pytest.param("model.num_heads=3", "divisible", id="heads"),
+        pytest.param('tokenizer.latent_norm="l2"',
+                     "tokenizer.latent_norm must be one of .*'l2'",
+                     id="latent-norm"),
+        pytest.param("tokenizer.ema_decay=1.5",
+                     "tokenizer.ema_decay must be in .*1.5", id="ema-decay"),
         pytest.param("no_equals", "section.key=value", id="syntax"),
     ],
 )

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from hisac_tf.layers.residual_quantizer import ResidualQuantizer, kmeans
-from hisac_tf.models.rqvae import RQVAE
+from hisac_tf.tokenizer.residual_quantizer import ResidualQuantizer, kmeans
+from hisac_tf.tokenizer.rqvae import RQVAE
 from tests.layer_harness import check_layer
 
 
@@ -194,6 +194,39 @@ def test_reseed_threshold_counts_rare_codes_dead():
     assert q.reseed_dead_codes(np.asarray(HAND_Z), threshold=2) == [2, 2]
 
 
+# EMA hand case, one level, d = 0.5: E = {(0, 0), (4, 0)}, N = (1, 1).
+# Batch z = (1, 0), (3, 0), (5, 2): codes 0, 1, 1; n = (1, 2),
+# s = ((1, 0), (8, 2)).
+# N <- .5 (1, 1) + .5 (1, 2) = (1, 1.5).
+# E_0 <- (0, 0) + .5 ((1, 0) - 1 (0, 0)) / 1 = (.5, 0).
+# E_1 <- (4, 0) + .5 ((8, 2) - 2 (4, 0)) / 1.5 = (4, 2/3).
+# (= S / N with S <- .5 (0, 0) + .5 (1, 0) and .5 (4, 0) + .5 (8, 2)).
+def test_ema_update_hand_values():
+    q = _quantizer([[[0, 0], [4, 0]]], codebook_update="ema", ema_decay=0.5)
+    assert q.trainable_weights == []
+    q(tf.constant([[1.0, 0.0], [3.0, 0.0], [5.0, 2.0]]), training=True)
+    np.testing.assert_allclose(q.codebooks[0].numpy(),
+                               [[0.5, 0.0], [4.0, 2.0 / 3.0]], atol=1e-6)
+    np.testing.assert_allclose(q._ema_counts[0].numpy(), [1.0, 1.5])
+    # Inference leaves the codebook alone.
+    q(tf.constant([[1.0, 0.0]]))
+    np.testing.assert_allclose(q.codebooks[0].numpy()[0], [0.5, 0.0])
+
+
+def test_ema_codebooks_follow_their_clusters():
+    rng = np.random.default_rng(8)
+    centres = np.array([[5.0, 0.0], [-5.0, 0.0], [0.0, 5.0]])
+    z, _ = _clustered(rng, centres, 40, 0.3)
+    q = ResidualQuantizer([3], 2, codebook_update="ema", ema_decay=0.8)
+    q.kmeans_init(z[::7], iterations=0, seed=0)  # rough start
+    for _ in range(40):
+        q(tf.constant(z), training=True)
+    got = q.codebooks[0].numpy()
+    for c in centres:
+        assert np.min(np.linalg.norm(got - c, axis=1)) < 0.2
+    np.testing.assert_allclose(q.get_config()["ema_decay"], 0.8)
+
+
 def test_layer_harness():
     rng = np.random.default_rng(6)
     z = tf.constant(rng.normal(size=(10, 4)).astype(np.float32))
@@ -224,6 +257,12 @@ def test_traces_with_unknown_batch_and_float16():
                  "latent_dim.*0", id="latent_dim"),
     pytest.param({"codebook_sizes": [4], "latent_dim": 2, "beta": -1.0},
                  "beta.*-1.0", id="beta"),
+    pytest.param({"codebook_sizes": [4], "latent_dim": 2,
+                  "codebook_update": "adam"},
+                 "codebook_update.*'adam'", id="codebook_update"),
+    pytest.param({"codebook_sizes": [4], "latent_dim": 2,
+                  "ema_decay": 1.0},
+                 r"ema_decay.*\[0, 1\).*1.0", id="ema_decay"),
 ])
 def test_bad_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
@@ -239,9 +278,9 @@ def test_wrong_latent_width_is_named():
 
 
 # ------------------------------------------------------------------- RQVAE
-def _rqvae(beta=0.25):
+def _rqvae(beta=0.25, **kwargs):
     model = RQVAE(content_dim=5, latent_dim=3, hidden_dims=[8],
-                  codebook_sizes=[4, 2], beta=beta)
+                  codebook_sizes=[4, 2], beta=beta, **kwargs)
     x = np.random.default_rng(7).normal(size=(32, 5)).astype(np.float32)
     model.initialize_codebooks(x, seed=0)
     return model, tf.constant(x)
@@ -291,3 +330,41 @@ def test_rqvae_input_normalization_checks():
         model.set_input_normalization(np.zeros(5), np.zeros(5))
     clone = RQVAE.from_config(model.get_config())
     assert clone.get_config() == model.get_config()
+
+
+@pytest.mark.parametrize("norm", [pytest.param("rms", id="rms"),
+                                  pytest.param("layer", id="layer")])
+def test_latent_norm_fixes_the_latent_scale(norm):
+    model, x = _rqvae(latent_norm=norm)
+    z = model.encode(x * 100.0).numpy()
+    # Every ||z||^2 = Ds = 3, whatever the input's scale.
+    np.testing.assert_allclose((z ** 2).sum(-1), 3.0, rtol=1e-4)
+    if norm == "layer":
+        np.testing.assert_allclose(z.mean(-1), 0.0, atol=1e-5)
+    out = model(x, training=False)
+    np.testing.assert_allclose(out["z"].numpy(), model.encode(x).numpy(),
+                               atol=1e-6)
+    assert model.get_config()["latent_norm"] == norm
+
+
+def test_latent_norm_none_is_the_encoder_output():
+    model, x = _rqvae()
+    np.testing.assert_allclose(
+        model.encode(x).numpy(),
+        model.encoder(model.standardize(x)).numpy(), atol=1e-6)
+
+
+def test_rqvae_fit_reports_the_latent_scale():
+    model, x = _rqvae(latent_norm="rms", codebook_update="ema")
+    model.compile(optimizer=tf.keras.optimizers.Adam(1e-2))
+    logs = model.fit(tf.data.Dataset.from_tensors(x).repeat(3), epochs=2,
+                     verbose=0).history
+    np.testing.assert_allclose(logs["latent_rms"], [1.0, 1.0], rtol=1e-4)
+    assert all(v > 0 for v in logs["prototype_rms"])
+    # EMA: the codebooks are not among the optimiser's variables.
+    assert not any("codebook" in v.name for v in model.trainable_variables)
+
+
+def test_rqvae_bad_latent_norm():
+    with pytest.raises(ValueError, match="latent_norm.*'l2'"):
+        RQVAE(5, 3, [8], [4], latent_norm="l2")

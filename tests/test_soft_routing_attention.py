@@ -39,7 +39,7 @@ def _tensors(inputs):
 # --- golden values ---------------------------------------------------------
 
 # 1-D latents z = (0, 1, 3), agent prototypes p = (0, 2), tau = 1, values
-# h = ((1, 0), (0, 1), (2, 2)).
+# h = ((1, 0), (0, 1), (2, 2)); absolute distances (latent_variance = 1).
 # Agent 0 (p = 0): squared distances (0, 1, 9), logits (0, -1, -9),
 #   exp = (1, e^-1, e^-9) = (1, 0.3678794, 0.0001234), sum = 1.3680029,
 #   alpha = (0.7309926, 0.2689172, 0.0000902),
@@ -72,6 +72,48 @@ GOLDEN = [
 
 @pytest.mark.parametrize("hist_mask,routing,states", GOLDEN)
 def test_golden_values(hist_mask, routing, states):
+    out = SoftRoutingAttention(temperature=1.0, latent_variance=1.0)(
+        latents=tf.constant([[[0.0], [1.0], [3.0]]]),
+        values=tf.constant([[[1.0, 0.0], [0.0, 1.0], [2.0, 2.0]]]),
+        prototypes=tf.constant([[[0.0], [2.0]]]),
+        history_mask=tf.constant([hist_mask]),
+        agent_mask=tf.constant([[True, True]]),
+    )
+    np.testing.assert_allclose(out["routing"][0], routing, atol=1e-6)
+    np.testing.assert_allclose(out["states"][0], states, atol=1e-6)
+
+
+# Relative temperature (latent_variance None): the same data, s^2 = mean of
+# ||z_i||^2 / Ds over the valid items (Ds = 1 here).
+# All valid: s^2 = (0 + 1 + 9) / 3 = 10/3, tau s^2 = 10/3.
+#   Agent 0: logits -(0, 1, 9) * 0.3 = (0, -0.3, -2.7), exp = (1,
+#   0.7408182, 0.0672055), sum 1.8080237, alpha = (0.5530901, 0.4097392,
+#   0.0371707), u = (0.5530901 + 2 * 0.0371707, 0.4097392 + 2 * 0.0371707)
+#   = (0.6274315, 0.4840806).
+#   Agent 1: logits -(4, 1, 1) * 0.3 = (-1.2, -0.3, -0.3), alpha =
+#   (0.1689416, 0.4155292, 0.4155292), u = (0.1689416 + 0.8310584,
+#   0.4155292 + 0.8310584) = (1.0, 1.2465876).
+# Item 2 masked: s^2 = (0 + 1) / 2 = 0.5, so tau s^2 = 0.5:
+#   agent 0 logits (0, -2): alpha = (0.8807971, 0.1192029);
+#   agent 1 logits (-8, -2): alpha = (0.0024726, 0.9975274).
+RELATIVE_GOLDEN = [
+    pytest.param(
+        [True, True, True],
+        [[0.5530901, 0.4097392, 0.0371707], [0.1689416, 0.4155292, 0.4155292]],
+        [[0.6274315, 0.4840806], [1.0, 1.2465876]],
+        id="all_valid",
+    ),
+    pytest.param(
+        [True, True, False],
+        [[0.8807971, 0.1192029, 0.0], [0.0024726, 0.9975274, 0.0]],
+        [[0.8807971, 0.1192029], [0.0024726, 0.9975274]],
+        id="item_masked",
+    ),
+]
+
+
+@pytest.mark.parametrize("hist_mask,routing,states", RELATIVE_GOLDEN)
+def test_golden_values_relative_temperature(hist_mask, routing, states):
     out = SoftRoutingAttention(temperature=1.0)(
         latents=tf.constant([[[0.0], [1.0], [3.0]]]),
         values=tf.constant([[[1.0, 0.0], [0.0, 1.0], [2.0, 2.0]]]),
@@ -83,10 +125,34 @@ def test_golden_values(hist_mask, routing, states):
     np.testing.assert_allclose(out["states"][0], states, atol=1e-6)
 
 
+@pytest.mark.parametrize("factor", [pytest.param(f, id=f"x{f}")
+                                    for f in (0.01, 1.0, 50.0)])
+def test_relative_routing_ignores_the_latent_scale(factor):
+    # Scaling z and p together leaves the relative routing unchanged.
+    inputs = _inputs(20)
+    want = SoftRoutingAttention(temperature=0.3)(**_tensors(inputs))
+    scaled = dict(inputs, latents=inputs["latents"] * factor,
+                  prototypes=inputs["prototypes"] * factor)
+    got = SoftRoutingAttention(temperature=0.3)(**_tensors(scaled))
+    np.testing.assert_allclose(got["routing"], want["routing"], atol=1e-5)
+
+
+def test_unit_rms_latents_keep_the_absolute_temperature():
+    # Every ||z_i||^2 = Ds: s^2 = 1, the relative and absolute routings
+    # agree (tau keeps its meaning on normalised latents).
+    inputs = _inputs(21)
+    z = inputs["latents"]
+    inputs["latents"] = z / np.sqrt((z ** 2).mean(-1, keepdims=True))
+    rel = SoftRoutingAttention(temperature=0.4)(**_tensors(inputs))
+    ab = SoftRoutingAttention(temperature=0.4, latent_variance=1.0)(
+        **_tensors(inputs))
+    np.testing.assert_allclose(rel["routing"], ab["routing"], atol=1e-5)
+
+
 def test_temperature_sharpens():
     # Same data, tau = 0.5: agent 0 logits (0, -2, -18) ->
     # alpha_0 = 1 / (1 + e^-2 + e^-18) = 0.8807971 (sharper than 0.7309926).
-    out = SoftRoutingAttention(temperature=0.5)(
+    out = SoftRoutingAttention(temperature=0.5, latent_variance=1.0)(
         latents=tf.constant([[[0.0], [1.0], [3.0]]]),
         values=tf.constant([[[1.0], [0.0], [0.0]]]),
         prototypes=tf.constant([[[0.0]]]),
@@ -100,18 +166,22 @@ def test_temperature_sharpens():
 
 
 @pytest.mark.parametrize(
-    "seed,tau,scale",
+    "seed,tau,scale,s2",
     [
-        pytest.param(0, 1.0, 1.0, id="seed0_tau1"),
-        pytest.param(1, 0.3, 1.0, id="seed1_tau0.3"),
-        pytest.param(2, 5.0, 3.0, id="seed2_tau5_wide"),
-        pytest.param(3, 0.05, 0.5, id="seed3_tau0.05"),
+        pytest.param(0, 1.0, 1.0, None, id="seed0_tau1"),
+        pytest.param(1, 0.3, 1.0, None, id="seed1_tau0.3"),
+        pytest.param(2, 5.0, 3.0, None, id="seed2_tau5_wide"),
+        pytest.param(3, 0.05, 0.5, None, id="seed3_tau0.05"),
+        pytest.param(4, 1.0, 1.0, 1.0, id="seed4_tau1_absolute"),
+        pytest.param(5, 0.5, 2.0, 7.5, id="seed5_tau0.5_fixed_s2"),
     ],
 )
-def test_matches_numpy_reference(seed, tau, scale):
+def test_matches_numpy_reference(seed, tau, scale, s2):
     inputs = _inputs(seed, scale=scale)
-    out = SoftRoutingAttention(temperature=tau)(**_tensors(inputs))
-    states, routing = ref.soft_routing(**inputs, temperature=tau)
+    out = SoftRoutingAttention(temperature=tau, latent_variance=s2)(
+        **_tensors(inputs))
+    states, routing = ref.soft_routing(**inputs, temperature=tau,
+                                       latent_variance=s2)
     np.testing.assert_allclose(out["routing"], routing, atol=2e-5)
     np.testing.assert_allclose(out["states"], states, atol=5e-5)
     # Routing rows: sum to 1 for a valid agent of a non-empty history,
@@ -273,9 +343,10 @@ def test_degenerate_masks_give_finite_zeros(hard, which):
 
 def test_mixed_float16_policy_finite_and_close():
     inputs = _tensors(_inputs(7, scale=20.0))  # ||z - p||^2 ~ 4000
-    want = SoftRoutingAttention(temperature=400.0)(**inputs)
-    got = SoftRoutingAttention(temperature=400.0, dtype="mixed_float16")(
+    want = SoftRoutingAttention(temperature=400.0, latent_variance=1.0)(
         **inputs)
+    got = SoftRoutingAttention(temperature=400.0, latent_variance=1.0,
+                               dtype="mixed_float16")(**inputs)
     assert got["states"].dtype == tf.float16
     assert got["routing"].dtype == tf.float16
     for key in ("states", "routing"):
@@ -301,10 +372,12 @@ def test_float16_inputs_with_large_latents_finite():
     # ||z||^2 ~ 8 * 300^2 = 720000 overflows float16 (max 65504); the layer
     # computes distances in float32.
     inputs = _inputs(8, ds=8, scale=300.0)
-    want = SoftRoutingAttention(temperature=1e5)(**_tensors(inputs))
+    layer = SoftRoutingAttention(temperature=1e5, latent_variance=1.0)
+    want = layer(**_tensors(inputs))
     f16 = {k: (v.astype(np.float16) if v.dtype == np.float32 else v)
            for k, v in inputs.items()}
-    got = SoftRoutingAttention(temperature=1e5)(**_tensors(f16))
+    got = SoftRoutingAttention(temperature=1e5, latent_variance=1.0)(
+        **_tensors(f16))
     assert got["states"].dtype == tf.float32  # compute dtype of the policy
     assert np.all(np.isfinite(got["states"].numpy()))
     np.testing.assert_allclose(got["states"], want["states"], atol=2e-2)
@@ -349,9 +422,11 @@ def test_harness_hard():
 
 
 def test_config_round_trip_values():
-    layer = SoftRoutingAttention(temperature=0.25, hard=True, name="srt")
+    layer = SoftRoutingAttention(temperature=0.25, hard=True,
+                                 latent_variance=16.0, name="srt")
     clone = SoftRoutingAttention.from_config(layer.get_config())
-    assert (clone.temperature, clone.hard, clone.name) == (0.25, True, "srt")
+    assert (clone.temperature, clone.hard, clone.latent_variance,
+            clone.name) == (0.25, True, 16.0, "srt")
 
 
 # --- argument errors -------------------------------------------------------
@@ -367,6 +442,14 @@ def test_config_round_trip_values():
                      id="tau_nan"),
         pytest.param({"temperature": "1"}, "temperature.*'1'", id="tau_str"),
         pytest.param({"hard": 1}, "hard.*1", id="hard_not_bool"),
+        pytest.param({"latent_variance": 0.0}, "latent_variance.*0.0",
+                     id="s2_zero"),
+        pytest.param({"latent_variance": -2.0}, "latent_variance.*-2.0",
+                     id="s2_negative"),
+        pytest.param({"latent_variance": float("inf")}, "latent_variance.*inf",
+                     id="s2_inf"),
+        pytest.param({"latent_variance": "16"}, "latent_variance.*'16'",
+                     id="s2_str"),
     ],
 )
 def test_constructor_errors(kwargs, match):

@@ -14,6 +14,7 @@ import tensorflow as tf
 
 from hisac_tf.config import load_config
 from hisac_tf.data.feature_spec import DataError, item_example
+from hisac_tf.tokenizer import quality_report
 from hisac_tf.tokenizer.semantic_tables import (
     SemanticTables,
     load_semantic_tables,
@@ -101,6 +102,24 @@ def test_reconstruction_and_code_usage(trained):
     assert r["code_usage"][1]["fraction_used"] > 0.7
     assert r["history"][-1]["loss"] < 0.5 * r["history"][0]["loss"]
     assert len(r["history"]) == 30
+
+
+def test_report_records_the_latent_scale_per_epoch(trained):
+    r = trained["report"]
+    for row in r["history"]:
+        assert row["latent_rms"] > 0 and row["prototype_rms"] > 0
+        assert len(row["code_usage"]) == 2
+        assert len(row["reseeded_codes"]) == 2
+    tables = load_semantic_tables(trained["out"])
+    z = tables.latents.astype(np.float64)
+    np.testing.assert_allclose(r["latent"]["latent_mean_sq_norm"],
+                               (z ** 2).sum(1).mean(), rtol=1e-5)
+    np.testing.assert_allclose(r["latent"]["latent_rms"],
+                               np.sqrt((z ** 2).mean()), rtol=1e-5)
+    np.testing.assert_allclose(r["latent"]["latent_variance"],
+                               (z ** 2).mean(), rtol=1e-5)
+    tb = os.path.join(trained["out"], "tensorboard")
+    assert any(n.startswith("events.out.tfevents") for n in os.listdir(tb))
 
 
 def test_sids_recover_the_clusters(trained):
@@ -276,21 +295,21 @@ def test_nmi_and_purity_hand_values():
     # U = [0,0,1,1], V = [0,1,1,1]: I = .25 ln2 + .25 ln(2/3) + .5 ln(4/3)
     # = .215762; H(U) = ln 2; H(V) = .562335; NMI = 2I / (H(U) + H(V)).
     u, v = np.array([0, 0, 1, 1]), np.array([0, 1, 1, 1])
-    np.testing.assert_allclose(tokenize_items.nmi(u, v), 0.343712,
+    np.testing.assert_allclose(quality_report.nmi(u, v), 0.343712,
                                atol=1e-6)
-    assert tokenize_items.purity(u, v) == 0.75
-    assert tokenize_items.nmi(v * 5, v) == pytest.approx(1.0)
-    assert tokenize_items.nmi(np.zeros(4), np.array([0, 0, 1, 1])) == 0.0
+    assert quality_report.purity(u, v) == 0.75
+    assert quality_report.nmi(v * 5, v) == pytest.approx(1.0)
+    assert quality_report.nmi(np.zeros(4), np.array([0, 0, 1, 1])) == 0.0
     # Rows of a [N, L] SID are one cluster label each.
     sids = np.array([[0, 0], [0, 1], [1, 0], [1, 0]])
-    assert tokenize_items.purity(sids, np.array([1, 2, 3, 3])) == 1.0
+    assert quality_report.purity(sids, np.array([1, 2, 3, 3])) == 1.0
 
 
 def test_usage_and_collision_hand_values():
     sids = np.array([[0, 0], [0, 0], [1, 0], [2, 1]])
-    stats = tokenize_items.collision_stats(sids)
+    stats = quality_report.collision_stats(sids)
     assert stats["collision_rate"] == 0.5 and stats["distinct_sids"] == 3
-    usage = tokenize_items.code_usage(sids, [4, 2])
+    usage = quality_report.code_usage(sids, [4, 2])
     assert usage[0]["fraction_used"] == 0.75
     # Level 1 counts (2, 1, 1): perplexity exp(1.5 ln 2) = 2^1.5.
     np.testing.assert_allclose(usage[0]["perplexity"], 2 ** 1.5)

@@ -6,8 +6,21 @@ caller sums the codewords of the agent's SID). Every valid history item i
 has a frozen semantic latent z_i (routes) and a learned ranking embedding
 h_i (is aggregated):
 
-    alpha_{a,i} = softmax over valid i of ( -||z_i - p_a||^2 / tau )
+    alpha_{a,i} = softmax over valid i of ( -||z_i - p_a||^2 / (tau s^2) )
     u_a         = sum_i alpha_{a,i} h_i
+
+The temperature is relative to the latent scale s^2, so that how soft the
+routing is does not depend on the scale the tokenizer happened to give its
+latents: tau = 1 means distances measured in units of the latent
+variance s^2, the mean square of one latent coordinate,
+s^2 = mean_i ||z_i||^2 / Ds (the per-dimension variance of centred
+latents). s^2 is `latent_variance` when given (e.g. the tokenizer
+report's `latent.latent_variance`, over the whole item table; 1.0 gives
+the absolute distances of the paper's formula), otherwise the mean of
+||z_i||^2 / Ds over the user's valid history items (per user, no
+gradient). With the tokenizer's normalised latents
+(`tokenizer.latent_norm` "rms" or "layer") every ||z_i||^2 = Ds, so both
+agree and s^2 = 1: tau keeps the meaning it has on unit-RMS latents.
 
 Every agent sees the whole history, so long-tail items still contribute.
 `hard=True` is the paper's hard-routing ablation: an item goes to the agent
@@ -17,6 +30,16 @@ Gradients: the layer applies `tf.stop_gradient` to `latents` and
 `prototypes`. Routing is defined on the frozen tokenizer's space, so nothing
 upstream of z or p (tokenizer tables, codebooks) trains through the routing
 weights; only `values` (the ranking embeddings) receive gradients.
+
+References: "Hierarchical Sparse Activation Compression" (HiSAC, Taobao
+2026), soft-routing attention.
+
+Example:
+
+    layer = SoftRoutingAttention(temperature=0.5)
+    out = layer(latents=z, values=h, prototypes=p, history_mask=m_items,
+                agent_mask=m_agents)
+    out["states"]  # [B, A, D]; out["routing"]  # [B, A, N]
 
 Cost: distances are ||z||^2 + ||p||^2 - 2 z.p with one batched matmul,
 O(B.A.N.Ds) time and an [B, A, N] routing tensor (never [B, A, N, Ds]),
@@ -39,9 +62,12 @@ class SoftRoutingAttention(tf.keras.layers.Layer):
     """Routes history items to interest agents; returns the agent states.
 
     Args:
-      temperature: tau > 0 of the routing softmax (smaller: sharper).
+      temperature: tau > 0 of the routing softmax (smaller: sharper), in
+        units of the latent scale s^2 (module docstring).
       hard: the hard-routing ablation (needs `item_sids` and `agent_sids`
         at call).
+      latent_variance: s^2 > 0, fixed; None (default): per user, the
+        mean of ||z_i||^2 / Ds over the valid history items.
 
     Call args:
       latents: z [B, N, Ds] frozen semantic latents of the history items.
@@ -64,9 +90,20 @@ class SoftRoutingAttention(tf.keras.layers.Layer):
     compute dtype.
     """
 
-    def __init__(self, temperature: float = 1.0, hard: bool = False, **kw):
+    def __init__(self, temperature: float = 1.0, hard: bool = False,
+                 latent_variance: Optional[float] = None, **kw):
         kw.setdefault("autocast", False)
         super().__init__(**kw)
+        if latent_variance is not None and (
+            isinstance(latent_variance, bool)
+            or not isinstance(latent_variance, (int, float))
+            or not math.isfinite(latent_variance)
+            or latent_variance <= 0
+        ):
+            raise ValueError(
+                "SoftRoutingAttention: `latent_variance` must be None or a "
+                f"finite number > 0; received {latent_variance!r}"
+            )
         if (
             isinstance(temperature, bool)
             or not isinstance(temperature, (int, float))
@@ -84,10 +121,13 @@ class SoftRoutingAttention(tf.keras.layers.Layer):
             )
         self.temperature = float(temperature)
         self.hard = hard
+        self.latent_variance = (
+            None if latent_variance is None else float(latent_variance))
 
     def get_config(self):
         config = super().get_config()
-        config.update(temperature=self.temperature, hard=self.hard)
+        config.update(temperature=self.temperature, hard=self.hard,
+                      latent_variance=self.latent_variance)
         return config
 
     def _check_inputs(self, latents, values, prototypes, history_mask,
@@ -163,17 +203,33 @@ class SoftRoutingAttention(tf.keras.layers.Layer):
         if self.hard:
             routing = self._hard_routing(item_sids, agent_sids, valid)
         else:
-            routing = self._soft_routing(latents, prototypes, valid)
+            routing = self._soft_routing(latents, prototypes, history_mask,
+                                         valid)
         routing = tf.cast(routing, self.compute_dtype)  # [B, A, N]
         values = tf.cast(values, self.compute_dtype)  # [B, N, D]
         states = tf.einsum("ban,bnd->bad", routing, values)  # [B, A, D]
         return {"states": states, "routing": routing}
 
-    def _soft_routing(self, latents, prototypes, valid):
+    def _latent_scale(self, zz, history_mask, latent_dim):
+        """s^2 [B, 1, 1]: fixed, or the mean ||z_i||^2 / Ds of valid items."""
+        if self.latent_variance is not None:
+            return tf.fill([tf.shape(zz)[0], 1, 1], self.latent_variance)
+        weight = tf.cast(history_mask, tf.float32)  # [B, N]
+        count = tf.reduce_sum(weight, axis=-1)  # [B]
+        mean_sq = tf.reduce_sum(zz * weight, axis=-1) / tf.maximum(
+            count, 1.0) / latent_dim  # [B]
+        # A user with no valid item (no routing row) or all-zero latents
+        # (all distances 0, uniform routing) gets s^2 = 1.
+        mean_sq = tf.where(mean_sq > 0.0, mean_sq, tf.ones_like(mean_sq))
+        return mean_sq[:, tf.newaxis, tf.newaxis]  # [B, 1, 1]
+
+    def _soft_routing(self, latents, prototypes, history_mask, valid):
         """float32 [B, A, N] softmax weights; zero rows where none valid."""
         z = tf.stop_gradient(tf.cast(latents, tf.float32))  # [B, N, Ds]
         p = tf.stop_gradient(tf.cast(prototypes, tf.float32))  # [B, A, Ds]
         zz = tf.reduce_sum(tf.square(z), axis=-1)  # [B, N]
+        scale = self._latent_scale(
+            zz, history_mask, tf.cast(tf.shape(z)[-1], tf.float32))
         pp = tf.reduce_sum(tf.square(p), axis=-1)  # [B, A]
         zp = tf.einsum("bas,bns->ban", p, z)  # [B, A, N]
         dist = (
@@ -189,7 +245,7 @@ class SoftRoutingAttention(tf.keras.layers.Layer):
         nearest = tf.reduce_min(
             tf.where(valid, dist, tf.float32.max), axis=-1, keepdims=True
         )  # [B, A, 1]
-        logits = (nearest - dist) / self.temperature  # [B, A, N]
+        logits = (nearest - dist) / (self.temperature * scale)  # [B, A, N]
         logits = tf.where(valid, logits, tf.float32.min)  # [B, A, N]
         alpha = tf.nn.softmax(logits, axis=-1)  # [B, A, N]
         # A row with no valid item is uniform after softmax: zero it.
