@@ -7,7 +7,7 @@ asserts), so the server and client are tested without a trained model:
     u = 0.01 Σ_valid (item % 7) + 0.1 gender + 0.05 age + 0.001 (user % 13)
         + 0.1 version,
     s_c = 0.02 (cand_item % 11) + 0.03 (cand_category % 5).
-The slow test at the end exports the real model (pipelines/export.py).
+The slow test at the end exports the real model (hisac_tf.export).
 """
 
 import json
@@ -31,8 +31,19 @@ from tensorflow_serving.apis import (
     prediction_service_pb2_grpc,
 )
 
+from hisac_tf import config as config_lib
+from hisac_tf.data import synthetic
 from hisac_tf.data.feature_spec import FeatureSpec
-from serving import grpc_client, load_test, local_server
+from hisac_tf.data.request_values import impression_examples
+from hisac_tf.export import exporter
+from pipelines import tokenize_items, train
+from serving import (
+    grpc_client,
+    load_test,
+    local_server,
+    prediction_handlers,
+    version_manager,
+)
 from serving.grpc_client import HisacClient, ServingError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -194,7 +205,7 @@ def store(tmp_path_factory):
         tf.saved_model.save(module, path, signatures=module.signatures())
         if version == 1:
             os.makedirs(os.path.join(path, "assets.extra"))
-            warm = os.path.join(path, local_server.WARMUP_FILE)
+            warm = os.path.join(path, version_manager.WARMUP_FILE)
             with tf.io.TFRecordWriter(warm) as w:
                 w.write(warmup_record(make_request(r=1)))
     return root
@@ -268,7 +279,7 @@ def test_two_step_equals_predict(client):
 
 def test_predict_examples_equals_predict(client):
     f = make_request(seed=2)
-    per_request = grpc_client.impression_examples(f, SPEC)
+    per_request = impression_examples(f, SPEC)
     assert [len(e) for e in per_request] == list(f["cand_count"])
     flat = client.predict_examples(sum(per_request, []))
     ctr = client.predict(f)
@@ -512,7 +523,7 @@ def test_no_version_yet_is_unavailable(tmp_path):
 
 
 # -------------------------------------------------------------- retries
-class FlakyServicer(local_server.PredictionServicer):
+class FlakyServicer(prediction_handlers.PredictionServicer):
     """Answers UNAVAILABLE to the first `failures` Predict calls."""
 
     def __init__(self, registry, failures):
@@ -530,14 +541,14 @@ class FlakyServicer(local_server.PredictionServicer):
 @pytest.fixture
 def flaky(store, tmp_path):
     publish(store, str(tmp_path), 1)
-    registry = local_server.ModelRegistry(str(tmp_path))
+    registry = version_manager.ModelRegistry(str(tmp_path))
     registry.refresh()
     servicer = FlakyServicer(registry, failures=2)
     server = grpc.server(futures.ThreadPoolExecutor(2))
     prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
         servicer, server)
     model_service_pb2_grpc.add_ModelServiceServicer_to_server(
-        local_server.ModelServicer(registry), server)
+        prediction_handlers.ModelServicer(registry), server)
     port = server.add_insecure_port("127.0.0.1:0")
     server.start()
     yield servicer, f"localhost:{port}"
@@ -654,7 +665,7 @@ def test_command_lines_serve_and_score(store, tmp_path):
     port = _free_port()
     env = {**os.environ, "PYTHONPATH": ROOT}
     server = subprocess.Popen(
-        [sys.executable, "-m", "serving.local_server",
+        [sys.executable, "-m", "pipelines.serve",
          f"--server_export_dir={export}", f"--server_port={port}",
          "--server_host=127.0.0.1", "--server_poll_s=0"],
         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -668,7 +679,7 @@ def test_command_lines_serve_and_score(store, tmp_path):
         path = tmp_path / "request.json"
         path.write_text(json.dumps(request))
         out = subprocess.run(
-            [sys.executable, "-m", "serving.grpc_client",
+            [sys.executable, "-m", "pipelines.score",
              f"--client_target=localhost:{port}",
              f"--client_request={path}", "--client_two_step",
              "--client_retries=40", "--client_timeout_s=30"],
@@ -687,11 +698,7 @@ def test_command_lines_serve_and_score(store, tmp_path):
 # ------------------------------------------------------------ real export
 @pytest.mark.slow
 def test_real_export_round_trip_and_version_pickup(tmp_path):
-    """Tiny model -> pipelines.export -> local server -> client."""
-    from hisac_tf import config as config_lib
-    from pipelines import export, tokenize_items, train
-    from hisac_tf.data import synthetic
-
+    """Tiny model -> exporter -> local server -> client."""
     root = str(tmp_path)
     cfg = config_lib.load_config("tiny", [
         f"data.data_dir={root}/data",
@@ -703,10 +710,10 @@ def test_real_export_round_trip_and_version_pickup(tmp_path):
     ])
     synthetic.generate(cfg, progress=False)
     tokenize_items.main(cfg, progress=False)
-    train.train(cfg, progress=False)
-    assert export.main(cfg, progress=False)["version"] == 1
+    train.main(cfg, progress=False)
+    assert exporter.export_model(cfg, progress=False)["version"] == 1
     spec = FeatureSpec.from_config(cfg.data)
-    batch = {k: v.numpy() for k, v in export.first_batch(cfg, spec, 4).items()
+    batch = {k: v.numpy() for k, v in exporter.first_batch(cfg, spec, 4).items()
              if k in spec.input_signature()}
     server, port = local_server.start_server(cfg.export.export_dir,
                                              poll_s=0.2)
@@ -724,7 +731,7 @@ def test_real_export_round_trip_and_version_pickup(tmp_path):
             np.testing.assert_allclose(c.score_with_state(state_v1, cands),
                                        ctr, atol=1e-6)
             flat = c.predict_examples(
-                sum(grpc_client.impression_examples(batch, spec), []))
+                sum(impression_examples(batch, spec), []))
             np.testing.assert_allclose(
                 flat, ctr[np.arange(ctr.shape[1])[None]
                           < batch["cand_count"][:, None]], atol=1e-6)
@@ -740,7 +747,7 @@ def test_real_export_round_trip_and_version_pickup(tmp_path):
             assert e.value.code == INVALID
 
             # A second export is picked up; labels follow its models.config.
-            assert export.main(cfg, progress=False)["version"] == 2
+            assert exporter.export_model(cfg, progress=False)["version"] == 2
             server.wait_for_version(2, timeout_s=60)
             assert c.metadata()["_version"] == 2
             with pytest.raises(ServingError, match="model_fingerprint") as e:
