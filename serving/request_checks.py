@@ -201,9 +201,9 @@ def _check_values(arrays: Mapping[str, np.ndarray],
     if now is not None and now.ndim == 1:
         _refuse_first(contract.TIMESTAMPS, valid & (ts > now[:, None]), ts,
                       later)
-    _refuse_first(contract.TIMESTAMPS,
-                  valid[:, 1:] & (ts[:, 1:] < ts[:, :-1]), ts[:, 1:],
-                  unsorted)
+    earlier = np.zeros_like(valid)  # [R, N']: older than its predecessor
+    earlier[:, 1:] = valid[:, 1:] & (ts[:, 1:] < ts[:, :-1])
+    _refuse_first(contract.TIMESTAMPS, earlier, ts, unsorted)
 
 
 def _check_low(name: str, values: np.ndarray, low: int,

@@ -34,7 +34,10 @@ from tensorflow_serving.apis import (
 from hisac_tf import config as config_lib
 from hisac_tf.data import synthetic
 from hisac_tf.data.feature_spec import FeatureSpec
-from hisac_tf.data.request_values import impression_examples
+from hisac_tf.data.request_values import (
+    impression_examples,
+    request_values,
+)
 from hisac_tf.export import exporter
 from pipelines import tokenize_items, train
 from serving import (
@@ -412,7 +415,47 @@ BAD_INPUTS = [
     pytest.param(
         "no_such_signature", lambda f: f, NOT_FOUND,
         r"signature 'no_such_signature' not found", id="unknown-signature"),
+    # The value rules of hisac_tf.export.input_contract (the graph's own).
+    pytest.param(
+        "serving_default", lambda f: set_entry(f, "hist_item_ids", 0, 2, 0),
+        INVALID, r"input 'hist_item_ids': hist_item_ids must be >= 1 in the "
+        r"first hist_length entries .* got 0 at request 0, position 2",
+        id="padding-id-within-history"),
+    pytest.param(
+        "serving_default",
+        lambda f: set_entry(f, "cand_category_ids", 0, 1, -3), INVALID,
+        r"input 'cand_category_ids': cand_category_ids must be >= 0; got -3 "
+        r"at request 0, position 1", id="negative-category"),
+    pytest.param(
+        "serving_default", lambda f: {**f, "gender": -f["gender"]}, INVALID,
+        r"input 'gender': gender must be >= 0; got -\d+ at request 0",
+        id="negative-user-feature"),
+    pytest.param(
+        "serving_default",
+        lambda f: set_entry(f, "hist_timestamps", 0, N_EXPORT - 1,
+                            int(f["request_time"][0]) + 1), INVALID,
+        r"hist_timestamps must be <= request_time; got \d+ at request 0, "
+        rf"position {N_EXPORT - 1}", id="timestamp-after-request"),
+    pytest.param(
+        "serving_default",
+        lambda f: set_entry(f, "hist_timestamps", 0, 0,
+                            int(f["request_time"][0])), INVALID,
+        r"hist_timestamps must be sorted oldest first; got \d+ at request 0, "
+        r"position 1", id="timestamps-unsorted"),
+    pytest.param(
+        "encode_user",
+        lambda f: set_entry(grpc_client.split_request(f)[0],
+                            "hist_behaviors", 0, 0, -1), INVALID,
+        r"input 'hist_behaviors': hist_behaviors must be >= 0; got -1",
+        id="encode-user-negative-behaviour"),
 ]
+
+
+def set_entry(f, name, row, col, value):
+    """A copy of request `f` with f[name][row, col] = value."""
+    out = {k: np.array(v) for k, v in f.items()}
+    out[name][row, col] = value
+    return out
 
 
 @pytest.mark.parametrize("signature, edit, code, message", BAD_INPUTS)
@@ -423,6 +466,20 @@ def test_bad_input_gets_clear_error(client, signature, edit, code, message):
     assert e.value.code == code
     # The server survives and still scores good requests.
     np.testing.assert_allclose(client.predict(f), reference_ctr(f, 2),
+                               rtol=1e-5)
+
+
+def test_values_past_the_counts_are_padding(client):
+    """The contract's rules hold within hist_length / cand_count only."""
+    f = make_request(seed=6)
+    f["hist_length"][1], f["cand_count"][1] = 2, 1
+    bad = {k: np.array(v) for k, v in f.items()}
+    for name in ("hist_item_ids", "hist_category_ids", "hist_behaviors"):
+        bad[name][1, 2:] = -7
+    bad["hist_timestamps"][1, 2:] = bad["request_time"][1] + 99
+    for name in ("cand_item_ids", "cand_category_ids"):
+        bad[name][1, 1:] = -7
+    np.testing.assert_allclose(client.predict(bad), reference_ctr(f, 2),
                                rtol=1e-5)
 
 
@@ -638,6 +695,18 @@ def test_json_and_tfrecord_requests_give_the_same_scores(client, tmp_path):
     with pytest.raises(ValueError, match="'hist_item_ids' must hold integ"):
         grpc_client.request_from_dict(
             {**request, "hist_item_ids": [1.5] * 6}, spec)
+
+
+def test_request_values_cut_rows_to_their_lengths():
+    f = make_request(r=2, n=4, c=3)
+    f["hist_length"][1], f["cand_count"][1] = 2, 1
+    values = request_values(f, 1)
+    assert values["hist_item_ids"] == f["hist_item_ids"][1, :2].tolist()
+    assert values["cand_category_ids"] == [int(f["cand_category_ids"][1, 0])]
+    assert values["user_id"] == int(f["user_id"][1])
+    assert [len(e) for e in impression_examples(f, SPEC)] == [3, 1]
+    with pytest.raises(IndexError, match="row 2 is outside the 2 rows"):
+        request_values(f, 2)
 
 
 # -------------------------------------------------------- load test, CLI

@@ -363,9 +363,10 @@ class ServingModule(tf.Module):
         checks.append(_check_first(
             tf.logical_and(valid, ts > f[contract.REQUEST_TIME][:, None]),
             ts, later))
-        checks.append(_check_first(
+        earlier = tf.pad(
             tf.logical_and(valid[:, 1:], ts[:, 1:] < ts[:, :-1]),
-            ts[:, 1:], unsorted))
+            [[0, 0], [1, 0]])  # [R, N']: older than its predecessor
+        checks.append(_check_first(earlier, ts, unsorted))
         with tf.control_dependencies(checks):
             out = {
                 name: tf.identity(f[name])
