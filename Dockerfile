@@ -1,4 +1,4 @@
-# hisac_tf: training image and TF Serving image (DESIGN §6).
+# hisac_tf: training image and TF Serving image (docs/design.md §6).
 #
 # Both images use the TensorFlow version pinned in setup.py (TF_VERSION):
 # a SavedModel serves in the TF Serving release built against the

@@ -1,6 +1,6 @@
 """`ServingModule`: the serving signatures of a trained HiSACRanker.
 
-DESIGN §6. Four `tf.function`s over the ranker's variables, saved as the
+docs/design.md §6. Four `tf.function`s over the ranker's variables, saved as the
 SavedModel's signatures (only core TensorFlow ops; raw ids are hashed or
 binary-searched inside the graph):
 
