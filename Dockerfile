@@ -1,9 +1,9 @@
-# hisac_tf: training image and TF Serving image (DESIGN §6).
+# hisac_tf: training image and TF Serving image (docs/design.md §6).
 #
 # Both images use the TensorFlow version pinned in setup.py (TF_VERSION):
 # a SavedModel serves in the TF Serving release built against the
 # TensorFlow that exported it (tests/test_serving_configs.py checks this
-# file against setup.py, pipelines/export.py and serving/configs/).
+# file against setup.py, hisac_tf/export/ and serving/configs/).
 #
 # train: the jobs, on GPU.
 #   docker build --target train -t hisac-train .
@@ -20,7 +20,7 @@
 #   docker run --gpus all -p 8500:8500 -p 8501:8501 hisac-serve
 # serving/configs/models.config names the versions served and the stable /
 # canary labels; regenerate it for the versions you ship:
-#   python -m hisac_tf.export.tf_serving_config --serving_versions=1,2 \
+#   python -m pipelines.serving_config --serving_versions=1,2 \
 #       --serving_stable=1 --serving_canary=2
 
 FROM tensorflow/tensorflow:2.17.1-gpu AS train

@@ -60,9 +60,9 @@ setup(
             "hisac-evaluate=pipelines.evaluate:run",
             "hisac-export=pipelines.export:run",
             "hisac-experiment=pipelines.experiment:run",
-            "hisac-serve=serving.local_server:run",
-            "hisac-score=serving.grpc_client:run",
-            "hisac-loadtest=serving.load_test:run",
+            "hisac-serve=pipelines.serve:run",
+            "hisac-score=pipelines.score:run",
+            "hisac-loadtest=pipelines.load_test:run",
             "hisac-demo=pipelines.demo:run",
         ]
     },

@@ -14,7 +14,7 @@ not depend on training), exports it with `hisac_tf.export.signatures` as
    serving_default, of predict_examples with C examples, their ratio, and
    of score_with_state on a cached state (encode_user run once before);
 2. through gRPC, the load test (`serving.load_test`) against the local
-   server (`serving.local_server`, started as a subprocess on a loopback
+   server (`pipelines/serve.py`, started as a subprocess on a loopback
    port): QPS and p50/p95/p99 latency of `concurrency` clients for a fixed
    time, request-level and per-example, at C = 100, N = 1,000.
 
@@ -45,6 +45,7 @@ import tensorflow as tf  # noqa: E402
 
 from hisac_tf import config as config_lib  # noqa: E402
 from hisac_tf.data.feature_spec import FeatureSpec  # noqa: E402
+from hisac_tf.data.request_values import impression_examples  # noqa: E402,E501
 from hisac_tf.models.build import build_model  # noqa: E402
 from hisac_tf.tokenizer.semantic_tables import SemanticTables  # noqa: E402
 from serving import grpc_client, load_test  # noqa: E402
@@ -123,7 +124,7 @@ def measure_in_process(path: str, spec: FeatureSpec, candidates: int,
                                        seed=seed)
     inputs = {k: tf.constant(v) for k, v in request.items()}
     examples = tf.constant(
-        np.asarray(grpc_client.impression_examples(request, spec)[0],
+        np.asarray(impression_examples(request, spec)[0],
                    dtype=object))
     user, cands = grpc_client.split_request(inputs)
     state = fns[sig.ENCODE_USER](**user)
@@ -171,7 +172,7 @@ def measure_grpc(export_dir: str, spec: FeatureSpec, candidates: int,
     """Load tests against a local server subprocess."""
     port = _free_port()
     server = subprocess.Popen(
-        [sys.executable, "-m", "serving.local_server",
+        [sys.executable, "-m", "pipelines.serve",
          f"--server_export_dir={export_dir}", f"--server_port={port}",
          "--server_host=127.0.0.1", "--server_poll_s=0",
          f"--server_max_workers={max(4, concurrency)}"],

@@ -26,8 +26,9 @@ from hisac_tf.data import input_pipeline, synthetic
 from hisac_tf.data.data_summary import summarize_data
 from hisac_tf.data.feature_spec import FeatureSpec
 from hisac_tf.training.evaluation import evaluate, format_report
+from hisac_tf.export import exporter
 from hisac_tf.training.trainer import train
-from pipelines import cli, export, tokenize_items
+from pipelines import cli, tokenize_items
 from serving import grpc_client, local_server
 
 
@@ -120,7 +121,7 @@ def main(cfg: Config) -> dict:
 
 def export_latest(cfg: Config) -> dict:
     """Exports a new version unless the newest came from this checkpoint."""
-    summary_path = os.path.join(cfg.export.export_dir, export.SUMMARY_FILE)
+    summary_path = os.path.join(cfg.export.export_dir, exporter.SUMMARY_FILE)
     latest = tf.train.latest_checkpoint(
         os.path.join(cfg.training.model_dir, "checkpoints")
     )
@@ -133,7 +134,7 @@ def export_latest(cfg: Config) -> dict:
             print(f"  {summary['path']} is from {latest}: reusing",
                   file=sys.stderr)
             return summary
-    return export.main(cfg)
+    return exporter.export_model(cfg)
 
 
 def score_over_grpc(cfg: Config, users: int = 3) -> dict:

@@ -14,19 +14,14 @@ backoff on UNAVAILABLE only (a server that is starting or restarting);
 other errors raise `ServingError` at once with the server's status code and
 message. `max_message_mb` lifts gRPC's 4 MiB default for long histories.
 
-Command line (one request from a JSON file, or the first requests of a
-request-level TFRecord file, parsed and padded by the input pipeline):
-
-    python -m serving.grpc_client --config=tiny \
-        --client_target=localhost:8500 --client_request=request.json \
-        [--client_two_step | --client_examples] [--client_version=2 |
-        --client_version_label=canary] [--client_timeout_s=5]
-
-A JSON request is one object with every scalar feature (user_id,
-request_time, user features) and the lists (hist_item_ids,
-hist_category_ids, hist_behaviors, hist_timestamps, oldest first;
-cand_item_ids, cand_category_ids); histories longer than the config's N
-keep their newest N items, as in training.
+Requests come from a JSON file (`request_from_json`) or as the first
+requests of a request-level TFRecord file, parsed and padded by the input
+pipeline (`requests_from_tfrecord`); the command line is
+`pipelines/score.py` (hisac-score). A JSON request is one object with
+every scalar feature (user_id, request_time, user features) and the lists
+(hist_item_ids, hist_category_ids, hist_behaviors, hist_timestamps, oldest
+first; cand_item_ids, cand_category_ids); histories longer than the
+config's N keep their newest N items, as in training.
 """
 
 from __future__ import annotations
@@ -50,14 +45,15 @@ from tensorflow_serving.apis import (
 )
 
 from hisac_tf.config import DataConfig
+from hisac_tf.data import input_pipeline
 from hisac_tf.data.feature_spec import (
     CANDIDATE_FEATURES,
     HISTORY_FEATURES,
     FeatureSpec,
 )
+from hisac_tf.export.input_contract import CANDIDATE_INPUTS
 
 CTR = "ctr"
-CANDIDATE_INPUTS = CANDIDATE_FEATURES + ("cand_count",)
 MiB = 1 << 20
 
 
@@ -431,8 +427,6 @@ def requests_from_tfrecord(path: str, spec: FeatureSpec,
                            compression: str | None = None) -> dict:
     """The first `max_requests` requests of a request-level TFRecord file,
     parsed, checked and padded by the training input pipeline."""
-    from hisac_tf.data import input_pipeline
-
     if compression is None:
         compression = "GZIP" if path.endswith(".gz") else ""
     ds = input_pipeline.request_dataset(
@@ -458,120 +452,3 @@ def split_request(features: Mapping[str, np.ndarray]) -> tuple[dict, dict]:
     user = {k: v for k, v in features.items() if k not in CANDIDATE_INPUTS}
     cands = {k: v for k, v in features.items() if k in CANDIDATE_INPUTS}
     return user, cands
-
-
-def request_values(features: Mapping[str, np.ndarray], r: int) -> dict:
-    """Row r of padded requests as plain values (lists cut to length)."""
-    n, c = int(features["hist_length"][r]), int(features["cand_count"][r])
-    out = {k: int(v[r]) for k, v in features.items() if np.ndim(v) == 1}
-    for name in HISTORY_FEATURES:
-        out[name] = np.asarray(features[name])[r, :n].tolist()
-    for name in CANDIDATE_FEATURES:
-        out[name] = np.asarray(features[name])[r, :c].tolist()
-    return out
-
-
-def impression_examples(features: Mapping[str, np.ndarray],
-                        spec: FeatureSpec) -> list[list[bytes]]:
-    """Per-impression tf.Examples of padded requests, for predict_examples.
-
-    The examples are `FeatureSpec.impression_example`s (user features, the
-    unpadded history, one cand_item_id and cand_category_id). Returns one
-    list of serialized examples per request, its valid candidates in order.
-    """
-    rows = len(features["user_id"])
-    return [
-        [ex.SerializeToString() for ex in
-         spec.impression_examples(request_values(features, r))]
-        for r in range(rows)
-    ]
-
-
-# -------------------------------------------------------------------- CLI
-def _define_flags():
-    from absl import flags
-
-    flags.DEFINE_string("client_target", "localhost:8500", "host:port.")
-    flags.DEFINE_string("client_request", None,
-                        "Request file: .json (one request) or a "
-                        "request-level TFRecord (.tfrecord[.gz]).")
-    flags.DEFINE_integer("client_max_requests", 1,
-                         "Requests read from a TFRecord file.")
-    flags.DEFINE_bool("client_two_step", False,
-                      "Score through encode_user + score_with_state.")
-    flags.DEFINE_bool("client_examples", False,
-                      "Score through predict_examples (one per candidate).")
-    flags.DEFINE_bool("client_metadata", False,
-                      "Print the model's metadata and status instead.")
-    flags.DEFINE_string("client_model_name", "hisac", "Model name.")
-    flags.DEFINE_integer("client_version", None, "Model version to pin.")
-    flags.DEFINE_string("client_version_label", None,
-                        "Version label (stable, canary).")
-    flags.DEFINE_float("client_timeout_s", 5.0, "Deadline per attempt.")
-    flags.DEFINE_integer("client_retries", 3, "Retries on UNAVAILABLE.")
-    flags.DEFINE_integer("client_max_message_mb", 256,
-                         "Largest message, MiB.")
-
-
-def main(cfg) -> dict:
-    from absl import flags
-
-    FLAGS = flags.FLAGS
-    spec = FeatureSpec.from_config(cfg.data)
-    client = HisacClient(
-        FLAGS.client_target,
-        model_name=FLAGS.client_model_name,
-        version=FLAGS.client_version,
-        version_label=FLAGS.client_version_label,
-        timeout_s=FLAGS.client_timeout_s,
-        retries=FLAGS.client_retries,
-        max_message_mb=FLAGS.client_max_message_mb,
-        spec=spec,
-    )
-    with client:
-        if FLAGS.client_metadata:
-            out = {"metadata": client.metadata(), "status": client.status()}
-            print(json.dumps(out, indent=2))
-            return out
-        if not FLAGS.client_request:
-            raise SystemExit("--client_request is required")
-        features = load_request(FLAGS.client_request, spec,
-                                FLAGS.client_max_requests)
-        counts = features["cand_count"]
-        start = time.perf_counter()
-        if FLAGS.client_examples:
-            ctr = [client.predict_examples(ex).tolist()
-                   for ex in impression_examples(features, spec)]
-            mode = "predict_examples"
-        else:
-            if FLAGS.client_two_step:
-                user, cands = split_request(features)
-                ctr = client.score_with_state(client.encode_user(user),
-                                              cands)
-                mode = "encode_user+score_with_state"
-            else:
-                ctr = client.predict(features)
-                mode = "serving_default"
-            ctr = [row[:n].tolist() for row, n in zip(ctr, counts)]
-        out = {
-            "mode": mode,
-            "user_id": features["user_id"].tolist(),
-            "cand_item_ids": [row[:n].tolist() for row, n in
-                              zip(features["cand_item_ids"], counts)],
-            "ctr": ctr,
-            "latency_ms": round(1000 * (time.perf_counter() - start), 3),
-        }
-    print(json.dumps(out))
-    return out
-
-
-def run():
-    """`hisac-score`: score requests over gRPC."""
-    from pipelines import cli
-
-    _define_flags()
-    cli.run(main)
-
-
-if __name__ == "__main__":
-    run()

@@ -11,28 +11,22 @@ elapsed_s. The report
 status code, QPS, candidates scored per second and the p50/p95/p99 latency
 in milliseconds.
 
-    python -m serving.load_test --config=tiny --load_target=localhost:8500 \
-        [--load_request=request.json] [--load_history=1000 \
-        --load_candidates=100] --load_concurrency=8 --load_duration_s=10 \
-        [--load_mode=predict|two_step|examples] \
-        [--load_output=load_test.json]
-
-Without --load_request the request is a random one of the given history
-length and candidate count (`random_request`).
+The command line is `pipelines/load_test.py` (hisac-loadtest); without a
+request file its request is a random one of the given history length and
+candidate count (`random_request`).
 """
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from typing import Mapping
 
 import hisac_tf  # noqa: F401  (Keras 2 before TensorFlow)
 import numpy as np
-import tensorflow as tf
 
 from hisac_tf.data.feature_spec import FeatureSpec
+from hisac_tf.data.request_values import impression_examples
 from serving import grpc_client
 
 MODES = ("predict", "two_step", "examples")
@@ -84,7 +78,7 @@ def _call_fn(client: grpc_client.HisacClient, features, mode: str,
         return lambda: client.score_with_state(client.encode_user(user),
                                                cands)
     if mode == "examples":
-        examples = sum(grpc_client.impression_examples(features, spec), [])
+        examples = sum(impression_examples(features, spec), [])
         return lambda: client.predict_examples(examples)
     raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
 
@@ -228,66 +222,3 @@ def _percentiles(lat_ms: np.ndarray) -> dict:
         "p50": float(p50), "p95": float(p95), "p99": float(p99),
         "mean": float(lat_ms.mean()), "max": float(lat_ms.max()),
     }
-
-
-# -------------------------------------------------------------------- CLI
-def _define_flags():
-    from absl import flags
-
-    flags.DEFINE_string("load_target", "localhost:8500", "host:port.")
-    flags.DEFINE_string("load_request", None,
-                        "Request file (.json or request TFRecord); default "
-                        "a random request.")
-    flags.DEFINE_integer("load_history", 1000,
-                         "History length of the random request.")
-    flags.DEFINE_integer("load_candidates", 100,
-                         "Candidates of the random request.")
-    flags.DEFINE_integer("load_requests", 1, "Requests per call.")
-    flags.DEFINE_enum("load_mode", "predict", list(MODES), "Signature path.")
-    flags.DEFINE_integer("load_concurrency", 8, "Client threads.")
-    flags.DEFINE_float("load_duration_s", 10.0, "Measured seconds.")
-    flags.DEFINE_float("load_warmup_s", 1.0, "Unmeasured seconds first.")
-    flags.DEFINE_string("load_model_name", "hisac", "Model name.")
-    flags.DEFINE_integer("load_version", None, "Model version to pin.")
-    flags.DEFINE_string("load_version_label", None, "Version label.")
-    flags.DEFINE_float("load_timeout_s", 10.0, "Deadline per call.")
-    flags.DEFINE_string("load_output", None, "JSON report path.")
-
-
-def main(cfg) -> dict:
-    from absl import flags
-
-    FLAGS = flags.FLAGS
-    spec = FeatureSpec.from_config(cfg.data)
-    if FLAGS.load_request:
-        features = grpc_client.load_request(FLAGS.load_request, spec,
-                                            FLAGS.load_requests)
-    else:
-        features = random_request(spec, FLAGS.load_history,
-                                  FLAGS.load_candidates, FLAGS.load_requests)
-    report = run_load_test(
-        FLAGS.load_target, features, spec=spec, mode=FLAGS.load_mode,
-        concurrency=FLAGS.load_concurrency,
-        duration_s=FLAGS.load_duration_s, warmup_s=FLAGS.load_warmup_s,
-        model_name=FLAGS.load_model_name, version=FLAGS.load_version,
-        version_label=FLAGS.load_version_label,
-        timeout_s=FLAGS.load_timeout_s,
-    )
-    text = json.dumps(report, indent=2)
-    if FLAGS.load_output:
-        with tf.io.gfile.GFile(FLAGS.load_output, "w") as f:
-            f.write(text + "\n")
-    print(text)
-    return report
-
-
-def run():
-    """`hisac-loadtest`: concurrent gRPC clients for a fixed time."""
-    from pipelines import cli
-
-    _define_flags()
-    cli.run(main)
-
-
-if __name__ == "__main__":
-    run()

@@ -23,9 +23,12 @@ from hisac_tf.data.feature_spec import (
     DataError,
     FeatureSpec,
 )
+from hisac_tf.models.build import SUPPORTED_COMPRESSORS, build_model
 from hisac_tf.tokenizer.semantic_tables import load_semantic_tables
-from pipelines import export, tokenize_items, train
+from pipelines import tokenize_items, train
 from hisac_tf.data import synthetic
+from hisac_tf.data.request_values import request_values
+from hisac_tf.export import exporter, verification, warmup
 from hisac_tf.export import signatures as sig
 from hisac_tf.export import tf_serving_config
 
@@ -67,11 +70,11 @@ def exp(tmp_path_factory):
     tokenize_items.main(cfg, progress=False)
     train.main(cfg, progress=False)
     began = time.time()
-    summary = export.main(cfg, progress=False)
+    summary = exporter.export_model(cfg, progress=False)
     seconds = time.time() - began
     print(f"\nexport of the tiny model: {seconds:.1f} s", file=sys.stderr)
-    spec, model, _, _, _ = export.restore(cfg)
-    batch = export.first_batch(cfg, spec, 8)
+    spec, model, _, _, _ = exporter.restore(cfg)
+    batch = exporter.first_batch(cfg, spec, 8)
     return types.SimpleNamespace(
         cfg=cfg, root=root, summary=summary, spec=spec, model=model,
         batch={k: v.numpy() for k, v in batch.items()},
@@ -110,10 +113,10 @@ def user_names(exp):
 @pytest.mark.slow
 def test_export_writes_version_with_assets_and_configs(exp):
     export_dir = exp.cfg.export.export_dir
-    assert export.existing_versions(export_dir) == [1]
+    assert exporter.existing_versions(export_dir) == [1]
     assert exp.summary["version"] == 1
     leftovers = [n for n in os.listdir(export_dir)
-                 if n.startswith(export.TMP_PREFIX)]
+                 if n.startswith(exporter.TMP_PREFIX)]
     assert leftovers == []
     version_dir = os.path.join(export_dir, "1")
     for name in ("saved_model.pb", "variables",
@@ -124,7 +127,7 @@ def test_export_writes_version_with_assets_and_configs(exp):
     with open(os.path.join(version_dir, "assets.extra/config.json")) as f:
         assert json.load(f) == exp.cfg.to_dict()
     with open(os.path.join(version_dir, "assets.extra",
-                           export.SUMMARY_FILE)) as f:
+                           exporter.SUMMARY_FILE)) as f:
         saved = json.load(f)
     assert saved["model_fingerprint"] == exp.summary["model_fingerprint"]
     assert saved["step"] == 6
@@ -199,7 +202,7 @@ def impressions(exp, request):
     out = []
     for r in range(len(request["user_id"])):
         out += [ex.SerializeToString() for ex in exp.spec.impression_examples(
-            export.request_values(request, r))]
+            request_values(request, r))]
     return np.array(out, dtype=object)
 
 
@@ -337,8 +340,6 @@ def test_serving_default_runs_user_side_once(exp):
 ])
 def test_signatures_serve_other_compressors(exp, compressor):
     """A baseline with G = N groups and an extra state key."""
-    from hisac_tf.models.build import SUPPORTED_COMPRESSORS, build_model
-
     if compressor not in SUPPORTED_COMPRESSORS:
         pytest.skip(f"compressor {compressor} is not built here")
     cfg = exp.cfg.replace(model={"compressor": compressor})
@@ -479,7 +480,7 @@ def test_state_from_another_model_is_refused(exp):
 @pytest.mark.slow
 def test_bad_examples_are_invalid_argument(exp):
     request = inputs_of(exp.batch, request_names(exp))
-    values = export.request_values(request, 0)
+    values = request_values(request, 0)
     good = exp.spec.impression_example(values, 0)
     missing = tf.train.Example()
     missing.CopyFrom(good)
@@ -499,9 +500,9 @@ def test_bad_examples_are_invalid_argument(exp):
 # ------------------------------------------------------------------ warmup
 @pytest.mark.slow
 def test_warmup_requests_parse_and_run(exp):
-    path = os.path.join(exp.summary["path"], export.ASSETS_EXTRA,
-                        export.WARMUP_FILE)
-    logs = export.read_warmup(path)
+    path = os.path.join(exp.summary["path"], warmup.ASSETS_EXTRA,
+                        warmup.WARMUP_FILE)
+    logs = warmup.read_warmup(path)
     assert len(logs) == exp.summary["warmup_requests"] >= 4
     seen = set()
     for log in logs:
@@ -560,12 +561,12 @@ print(json.dumps({
 def test_graph_has_only_core_tensorflow_ops_and_needs_no_project_code(exp):
     path = exp.summary["path"]
     pb = os.path.join(path, "saved_model.pb")
-    warmup = os.path.join(path, export.ASSETS_EXTRA, export.WARMUP_FILE)
+    records = os.path.join(path, warmup.ASSETS_EXTRA, warmup.WARMUP_FILE)
     env = {k: v for k, v in os.environ.items()
            if k not in ("TF_USE_LEGACY_KERAS", "PYTHONPATH")}
     env["TF_CPP_MIN_LOG_LEVEL"] = "3"
     done = subprocess.run(
-        [sys.executable, "-c", OP_CHECK, pb, path, warmup],
+        [sys.executable, "-c", OP_CHECK, pb, path, records],
         capture_output=True, text=True, env=env, timeout=120,
         cwd=os.path.dirname(path))
     assert done.returncode == 0, done.stderr[-2000:]
@@ -577,7 +578,7 @@ def test_graph_has_only_core_tensorflow_ops_and_needs_no_project_code(exp):
     for op in ("LowerBound", "TopKV2", "ResourceGather", "Einsum",
                "ParseExampleV2", "Assert"):
         assert op in found["ops"]
-    assert found["ops"] == export.graph_ops(exp.summary["path"])
+    assert found["ops"] == verification.graph_ops(exp.summary["path"])
     # A process with TensorFlow alone loads it and serves every request.
     assert found["project_loaded"] == []
     assert len(found["served"]) == exp.summary["warmup_requests"]
@@ -617,17 +618,17 @@ def test_impression_examples_from_a_request():
 # ---------------------------------------------------- versions, atomicity
 def test_versions_count_up_and_never_overwrite(tmp_path):
     d = str(tmp_path)
-    assert export.resolve_version(d, None) == 1
-    for name in ("1", "3", "notes", export.TMP_PREFIX + "4-abc"):
+    assert exporter.resolve_version(d, None) == 1
+    for name in ("1", "3", "notes", exporter.TMP_PREFIX + "4-abc"):
         os.makedirs(os.path.join(d, name))
     open(os.path.join(d, "7"), "w").close()  # A file, not a version.
-    assert export.existing_versions(d) == [1, 3]
-    assert export.resolve_version(d, 0) == 4
-    assert export.resolve_version(d, 9) == 9
+    assert exporter.existing_versions(d) == [1, 3]
+    assert exporter.resolve_version(d, 0) == 4
+    assert exporter.resolve_version(d, 9) == 9
     with pytest.raises(FileExistsError, match="version 3"):
-        export.resolve_version(d, 3)
+        exporter.resolve_version(d, 3)
     with pytest.raises(ValueError, match="-2"):
-        export.resolve_version(d, -2)
+        exporter.resolve_version(d, -2)
 
 
 @pytest.mark.slow
@@ -643,9 +644,9 @@ def test_failed_write_leaves_no_version(exp, tmp_path, monkeypatch):
             f.write(b"\x08\x01partial")
         raise OSError("disk full (simulated)")
 
-    monkeypatch.setattr(export, "write_export", half_written)
+    monkeypatch.setattr(exporter, "write_export", half_written)
     with pytest.raises(OSError, match="simulated"):
-        export.publish(cfg, module, [])
+        exporter.publish(cfg, module, [])
     assert sorted(os.listdir(export_dir)) == ["1"]
 
 
@@ -664,7 +665,7 @@ def test_export_failing_its_checks_leaves_no_version(exp, tmp_path,
             "serving_default": other.f.get_concrete_function()})
         assert os.path.exists(os.path.join(path, "saved_model.pb"))
 
-    monkeypatch.setattr(export, "write_export", wrong_model)
-    with pytest.raises(export.ExportError, match="missing"):
-        export.publish(cfg, module, [])
+    monkeypatch.setattr(exporter, "write_export", wrong_model)
+    with pytest.raises(verification.ExportError, match="missing"):
+        exporter.publish(cfg, module, [])
     assert os.listdir(export_dir) == []

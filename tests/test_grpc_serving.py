@@ -7,7 +7,7 @@ asserts), so the server and client are tested without a trained model:
     u = 0.01 Σ_valid (item % 7) + 0.1 gender + 0.05 age + 0.001 (user % 13)
         + 0.1 version,
     s_c = 0.02 (cand_item % 11) + 0.03 (cand_category % 5).
-The slow test at the end exports the real model (pipelines/export.py).
+The slow test at the end exports the real model (hisac_tf.export).
 """
 
 import json
@@ -31,8 +31,22 @@ from tensorflow_serving.apis import (
     prediction_service_pb2_grpc,
 )
 
+from hisac_tf import config as config_lib
+from hisac_tf.data import synthetic
 from hisac_tf.data.feature_spec import FeatureSpec
-from serving import grpc_client, load_test, local_server
+from hisac_tf.data.request_values import (
+    impression_examples,
+    request_values,
+)
+from hisac_tf.export import exporter
+from pipelines import tokenize_items, train
+from serving import (
+    grpc_client,
+    load_test,
+    local_server,
+    prediction_handlers,
+    version_manager,
+)
 from serving.grpc_client import HisacClient, ServingError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -194,7 +208,7 @@ def store(tmp_path_factory):
         tf.saved_model.save(module, path, signatures=module.signatures())
         if version == 1:
             os.makedirs(os.path.join(path, "assets.extra"))
-            warm = os.path.join(path, local_server.WARMUP_FILE)
+            warm = os.path.join(path, version_manager.WARMUP_FILE)
             with tf.io.TFRecordWriter(warm) as w:
                 w.write(warmup_record(make_request(r=1)))
     return root
@@ -268,7 +282,7 @@ def test_two_step_equals_predict(client):
 
 def test_predict_examples_equals_predict(client):
     f = make_request(seed=2)
-    per_request = grpc_client.impression_examples(f, SPEC)
+    per_request = impression_examples(f, SPEC)
     assert [len(e) for e in per_request] == list(f["cand_count"])
     flat = client.predict_examples(sum(per_request, []))
     ctr = client.predict(f)
@@ -401,7 +415,47 @@ BAD_INPUTS = [
     pytest.param(
         "no_such_signature", lambda f: f, NOT_FOUND,
         r"signature 'no_such_signature' not found", id="unknown-signature"),
+    # The value rules of hisac_tf.export.input_contract (the graph's own).
+    pytest.param(
+        "serving_default", lambda f: set_entry(f, "hist_item_ids", 0, 2, 0),
+        INVALID, r"input 'hist_item_ids': hist_item_ids must be >= 1 in the "
+        r"first hist_length entries .* got 0 at request 0, position 2",
+        id="padding-id-within-history"),
+    pytest.param(
+        "serving_default",
+        lambda f: set_entry(f, "cand_category_ids", 0, 1, -3), INVALID,
+        r"input 'cand_category_ids': cand_category_ids must be >= 0; got -3 "
+        r"at request 0, position 1", id="negative-category"),
+    pytest.param(
+        "serving_default", lambda f: {**f, "gender": -f["gender"]}, INVALID,
+        r"input 'gender': gender must be >= 0; got -\d+ at request 0",
+        id="negative-user-feature"),
+    pytest.param(
+        "serving_default",
+        lambda f: set_entry(f, "hist_timestamps", 0, N_EXPORT - 1,
+                            int(f["request_time"][0]) + 1), INVALID,
+        r"hist_timestamps must be <= request_time; got \d+ at request 0, "
+        rf"position {N_EXPORT - 1}", id="timestamp-after-request"),
+    pytest.param(
+        "serving_default",
+        lambda f: set_entry(f, "hist_timestamps", 0, 0,
+                            int(f["request_time"][0])), INVALID,
+        r"hist_timestamps must be sorted oldest first; got \d+ at request 0, "
+        r"position 1", id="timestamps-unsorted"),
+    pytest.param(
+        "encode_user",
+        lambda f: set_entry(grpc_client.split_request(f)[0],
+                            "hist_behaviors", 0, 0, -1), INVALID,
+        r"input 'hist_behaviors': hist_behaviors must be >= 0; got -1",
+        id="encode-user-negative-behaviour"),
 ]
+
+
+def set_entry(f, name, row, col, value):
+    """A copy of request `f` with f[name][row, col] = value."""
+    out = {k: np.array(v) for k, v in f.items()}
+    out[name][row, col] = value
+    return out
 
 
 @pytest.mark.parametrize("signature, edit, code, message", BAD_INPUTS)
@@ -412,6 +466,20 @@ def test_bad_input_gets_clear_error(client, signature, edit, code, message):
     assert e.value.code == code
     # The server survives and still scores good requests.
     np.testing.assert_allclose(client.predict(f), reference_ctr(f, 2),
+                               rtol=1e-5)
+
+
+def test_values_past_the_counts_are_padding(client):
+    """The contract's rules hold within hist_length / cand_count only."""
+    f = make_request(seed=6)
+    f["hist_length"][1], f["cand_count"][1] = 2, 1
+    bad = {k: np.array(v) for k, v in f.items()}
+    for name in ("hist_item_ids", "hist_category_ids", "hist_behaviors"):
+        bad[name][1, 2:] = -7
+    bad["hist_timestamps"][1, 2:] = bad["request_time"][1] + 99
+    for name in ("cand_item_ids", "cand_category_ids"):
+        bad[name][1, 1:] = -7
+    np.testing.assert_allclose(client.predict(bad), reference_ctr(f, 2),
                                rtol=1e-5)
 
 
@@ -512,7 +580,7 @@ def test_no_version_yet_is_unavailable(tmp_path):
 
 
 # -------------------------------------------------------------- retries
-class FlakyServicer(local_server.PredictionServicer):
+class FlakyServicer(prediction_handlers.PredictionServicer):
     """Answers UNAVAILABLE to the first `failures` Predict calls."""
 
     def __init__(self, registry, failures):
@@ -530,14 +598,14 @@ class FlakyServicer(local_server.PredictionServicer):
 @pytest.fixture
 def flaky(store, tmp_path):
     publish(store, str(tmp_path), 1)
-    registry = local_server.ModelRegistry(str(tmp_path))
+    registry = version_manager.ModelRegistry(str(tmp_path))
     registry.refresh()
     servicer = FlakyServicer(registry, failures=2)
     server = grpc.server(futures.ThreadPoolExecutor(2))
     prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
         servicer, server)
     model_service_pb2_grpc.add_ModelServiceServicer_to_server(
-        local_server.ModelServicer(registry), server)
+        prediction_handlers.ModelServicer(registry), server)
     port = server.add_insecure_port("127.0.0.1:0")
     server.start()
     yield servicer, f"localhost:{port}"
@@ -629,6 +697,18 @@ def test_json_and_tfrecord_requests_give_the_same_scores(client, tmp_path):
             {**request, "hist_item_ids": [1.5] * 6}, spec)
 
 
+def test_request_values_cut_rows_to_their_lengths():
+    f = make_request(r=2, n=4, c=3)
+    f["hist_length"][1], f["cand_count"][1] = 2, 1
+    values = request_values(f, 1)
+    assert values["hist_item_ids"] == f["hist_item_ids"][1, :2].tolist()
+    assert values["cand_category_ids"] == [int(f["cand_category_ids"][1, 0])]
+    assert values["user_id"] == int(f["user_id"][1])
+    assert [len(e) for e in impression_examples(f, SPEC)] == [3, 1]
+    with pytest.raises(IndexError, match="row 2 is outside the 2 rows"):
+        request_values(f, 2)
+
+
 # -------------------------------------------------------- load test, CLI
 def test_load_test_reports_qps_and_latency(served):
     f = make_request(r=1)
@@ -654,7 +734,7 @@ def test_command_lines_serve_and_score(store, tmp_path):
     port = _free_port()
     env = {**os.environ, "PYTHONPATH": ROOT}
     server = subprocess.Popen(
-        [sys.executable, "-m", "serving.local_server",
+        [sys.executable, "-m", "pipelines.serve",
          f"--server_export_dir={export}", f"--server_port={port}",
          "--server_host=127.0.0.1", "--server_poll_s=0"],
         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -668,7 +748,7 @@ def test_command_lines_serve_and_score(store, tmp_path):
         path = tmp_path / "request.json"
         path.write_text(json.dumps(request))
         out = subprocess.run(
-            [sys.executable, "-m", "serving.grpc_client",
+            [sys.executable, "-m", "pipelines.score",
              f"--client_target=localhost:{port}",
              f"--client_request={path}", "--client_two_step",
              "--client_retries=40", "--client_timeout_s=30"],
@@ -687,11 +767,7 @@ def test_command_lines_serve_and_score(store, tmp_path):
 # ------------------------------------------------------------ real export
 @pytest.mark.slow
 def test_real_export_round_trip_and_version_pickup(tmp_path):
-    """Tiny model -> pipelines.export -> local server -> client."""
-    from hisac_tf import config as config_lib
-    from pipelines import export, tokenize_items, train
-    from hisac_tf.data import synthetic
-
+    """Tiny model -> exporter -> local server -> client."""
     root = str(tmp_path)
     cfg = config_lib.load_config("tiny", [
         f"data.data_dir={root}/data",
@@ -703,10 +779,10 @@ def test_real_export_round_trip_and_version_pickup(tmp_path):
     ])
     synthetic.generate(cfg, progress=False)
     tokenize_items.main(cfg, progress=False)
-    train.train(cfg, progress=False)
-    assert export.main(cfg, progress=False)["version"] == 1
+    train.main(cfg, progress=False)
+    assert exporter.export_model(cfg, progress=False)["version"] == 1
     spec = FeatureSpec.from_config(cfg.data)
-    batch = {k: v.numpy() for k, v in export.first_batch(cfg, spec, 4).items()
+    batch = {k: v.numpy() for k, v in exporter.first_batch(cfg, spec, 4).items()
              if k in spec.input_signature()}
     server, port = local_server.start_server(cfg.export.export_dir,
                                              poll_s=0.2)
@@ -724,7 +800,7 @@ def test_real_export_round_trip_and_version_pickup(tmp_path):
             np.testing.assert_allclose(c.score_with_state(state_v1, cands),
                                        ctr, atol=1e-6)
             flat = c.predict_examples(
-                sum(grpc_client.impression_examples(batch, spec), []))
+                sum(impression_examples(batch, spec), []))
             np.testing.assert_allclose(
                 flat, ctr[np.arange(ctr.shape[1])[None]
                           < batch["cand_count"][:, None]], atol=1e-6)
@@ -740,7 +816,7 @@ def test_real_export_round_trip_and_version_pickup(tmp_path):
             assert e.value.code == INVALID
 
             # A second export is picked up; labels follow its models.config.
-            assert export.main(cfg, progress=False)["version"] == 2
+            assert exporter.export_model(cfg, progress=False)["version"] == 2
             server.wait_for_version(2, timeout_s=60)
             assert c.metadata()["_version"] == 2
             with pytest.raises(ServingError, match="model_fingerprint") as e:

@@ -204,7 +204,7 @@ def test_committed_configs_are_what_the_module_writes():
         with open(os.path.join(tsc.CONFIG_DIR, name)) as f:
             assert f.read() == text, (
                 f"serving/configs/{name} is stale: regenerate with "
-                "python -m hisac_tf.export.tf_serving_config")
+                "python -m pipelines.serving_config")
     assert sorted(os.listdir(tsc.CONFIG_DIR)) == sorted(tsc.CONFIG_FILES)
 
 

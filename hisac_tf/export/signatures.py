@@ -26,11 +26,12 @@ binary-searched inside the graph):
 
 All give `sigmoid(model(features))` for the same inputs.
 
-Input rules (checked in the graph with `tf.debugging.Assert`, which TF
-Serving reports as INVALID_ARGUMENT naming the field, the value and the
-request row; a wrong dtype is refused before the graph runs, also with
-INVALID_ARGUMENT; a wrong rank fails the shape checks below or the first
-op that needs the rank):
+Input rules (the table of `hisac_tf.export.input_contract`, shared with
+the development server's request checks; checked in the graph with
+`tf.debugging.Assert`, which TF Serving reports as INVALID_ARGUMENT
+naming the field, the value and the request row; a wrong dtype is refused
+before the graph runs, also with INVALID_ARGUMENT; a wrong rank fails the
+shape checks below or the first op that needs the rank):
   * hist_* tensors share one shape [R, N'], cand_* one shape [R, C], and
     every per-request tensor has R rows;
   * 0 <= hist_length <= N' and 1 <= cand_count <= C (an empty candidate
@@ -68,6 +69,7 @@ from hisac_tf.data.feature_spec import (
     IMPRESSION_CANDIDATE_FEATURES,
     FeatureSpec,
 )
+from hisac_tf.export import input_contract as contract
 from hisac_tf.models.hisac_ranker import STATE_KEYS, HiSACRanker
 
 SERVING_DEFAULT = "serving_default"
@@ -83,7 +85,7 @@ FINGERPRINT = "model_fingerprint"
 # encode_user outputs = score_with_state state inputs (for HiSAC and the
 # candidate-independent baselines; `ServingModule.state_keys` in general).
 STATE_OUTPUTS = STATE_KEYS + (FINGERPRINT,)
-CANDIDATE_INPUTS = CANDIDATE_FEATURES + ("cand_count",)
+CANDIDATE_INPUTS = contract.CANDIDATE_INPUTS
 
 
 class _Holder:
@@ -348,32 +350,26 @@ class ServingModule(tf.Module):
         ]
         with tf.control_dependencies(checks):
             length = tf.identity(f["hist_length"])  # [R] int32
+        group = contract.HISTORY
         checks = [_check_first(
-            tf.logical_or(length < 0, length > width), length,
-            "hist_length must be in [0, N'] (N' = the width of "
-            "hist_item_ids)")]
+            tf.logical_or(length < group.min_count, length > width), length,
+            group.count_rule())]
         valid = tf.sequence_mask(
             tf.clip_by_value(length, 0, width), width)  # [R, N']
-        for name in self.spec.scalar_features:
-            if name != "request_time":
-                checks.append(_check_first(
-                    f[name] < 0, f[name], f"{name} must be >= 0"))
-        for name, low in (
-            ("hist_item_ids", 1), ("hist_category_ids", 0),
-            ("hist_behaviors", 0),
-        ):
+        scalar_lows = contract.scalar_min_values(self.spec.scalar_features)
+        for name, low in scalar_lows.items():
             checks.append(_check_first(
-                tf.logical_and(valid, f[name] < low), f[name],
-                f"{name} must be >= {low} in the first hist_length "
-                "entries of each row (0 is padding)"
-                if low else f"{name} must be >= 0"))
-        ts = f["hist_timestamps"]  # [R, N']
+                f[name] < low, f[name], contract.min_value_rule(name, low)))
+        checks += _min_value_checks(f, group, valid)
+        ts = f[contract.TIMESTAMPS]  # [R, N']
+        later, unsorted = contract.TIMESTAMP_RULES
         checks.append(_check_first(
-            tf.logical_and(valid, ts > f["request_time"][:, None]), ts,
-            "hist_timestamps must be <= request_time"))
-        checks.append(_check_first(
+            tf.logical_and(valid, ts > f[contract.REQUEST_TIME][:, None]),
+            ts, later))
+        earlier = tf.pad(
             tf.logical_and(valid[:, 1:], ts[:, 1:] < ts[:, :-1]),
-            ts[:, 1:], "hist_timestamps must be sorted oldest first"))
+            [[0, 0], [1, 0]])  # [R, N']: older than its predecessor
+        checks.append(_check_first(earlier, ts, unsorted))
         with tf.control_dependencies(checks):
             out = {
                 name: tf.identity(f[name])
@@ -406,19 +402,11 @@ class ServingModule(tf.Module):
         width = tf.shape(items)[1]
         valid = tf.sequence_mask(
             tf.clip_by_value(count, 0, width), width)  # [R, C]
-        checks = [
-            _check_first(
-                tf.logical_or(count < 1, count > width), count,
-                "cand_count must be in [1, C] (C = the width of "
-                "cand_item_ids; an empty candidate list is an error)"),
-            _check_first(
-                tf.logical_and(valid, items < 1), items,
-                "cand_item_ids must be >= 1 in the first cand_count "
-                "entries of each row (0 is padding)"),
-            _check_first(
-                tf.logical_and(valid, f["cand_category_ids"] < 0),
-                f["cand_category_ids"], "cand_category_ids must be >= 0"),
-        ]
+        group = contract.CANDIDATES
+        checks = [_check_first(
+            tf.logical_or(count < group.min_count, count > width), count,
+            group.count_rule())]
+        checks += _min_value_checks(f, group, valid)
         with tf.control_dependencies(checks):
             out = {
                 name: tf.where(valid, f[name], tf.zeros_like(f[name]))
@@ -481,6 +469,23 @@ def _check_first(bad: tf.Tensor, values: tf.Tensor, message: str):
         tf.logical_not(tf.reduce_any(bad)),
         [f"invalid input: {message}; got", value] + where,
     )
+
+
+def _min_value_checks(f: dict, group: contract.PaddedGroup,
+                      valid: tf.Tensor) -> list:
+    """Asserts of the group's lower bounds within each row's count.
+
+    Args:
+      f: the inputs; the group's tensors are [R, W].
+      valid: [R, W] bool, True within the count.
+    """
+    return [
+        _check_first(
+            tf.logical_and(valid, f[name] < low), f[name],
+            contract.min_value_rule(name, low))
+        for name, low in contract.PADDED_MIN_VALUES.items()
+        if name in group.tensors
+    ]
 
 
 def _same_shape(name: str, x: tf.Tensor, ref_name: str, ref: tf.Tensor):

@@ -1,0 +1,264 @@
+"""Export the latest checkpoint as a SavedModel version for TF Serving.
+
+docs/design.md §6. `export_model(cfg, version=None) -> dict` restores the
+latest checkpoint of `cfg.training.model_dir` and writes
+`<export.export_dir>/<version>/`:
+
+    <version>/saved_model.pb, variables/   signatures of
+                                           `hisac_tf.export.signatures`
+    <version>/assets.extra/
+        tf_serving_warmup_requests         PredictionLog records, built
+                                           from real eval records
+                                           (`hisac_tf.export.warmup`)
+        config.json                        the resolved config
+        export_summary.json                what was exported
+    <export_dir>/models.config             TF Serving model config over
+                                           this directory: the previous
+                                           newest version `stable`, the
+                                           new one `canary`
+    <export_dir>/export_summary.json       the latest export's summary
+
+The version is `version`, else `export.version` when > 0, else the
+highest integer version already there + 1 (1 for the first); an existing
+version is never overwritten. The export is atomic: everything is written
+into a hidden temporary directory beside the versions (TF Serving only
+loads directories named by an integer), loaded back and checked
+(`hisac_tf.export.verification`: every warmup request runs, and its
+scores equal the trained model's), and only then renamed to `<version>`;
+on any failure the temporary directory is removed and no version appears.
+(The rename is atomic on local disks and HDFS; on object stores such as
+gs:// or s3:// it is a copy, so export to local disk and sync.)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+import uuid
+
+import hisac_tf  # noqa: F401  (Keras 2 before TensorFlow)
+import tensorflow as tf
+
+from hisac_tf.config import Config, write_resolved
+from hisac_tf.data import filesystems, input_pipeline
+from hisac_tf.data.feature_spec import FeatureSpec
+from hisac_tf.export import signatures as sig
+from hisac_tf.export import tf_serving_config, verification, warmup
+from hisac_tf.training.checkpoints import restore_latest
+
+SUMMARY_FILE = "export_summary.json"
+TMP_PREFIX = ".tmp-export-"
+
+
+# ----------------------------------------------------------------- versions
+def existing_versions(export_dir: str) -> list[int]:
+    """Sorted integer version directories under `export_dir`."""
+    if not tf.io.gfile.isdir(export_dir):
+        return []
+    names = (n.rstrip("/") for n in tf.io.gfile.listdir(export_dir))
+    return sorted(
+        int(n) for n in names
+        if n.isdigit() and tf.io.gfile.isdir(os.path.join(export_dir, n))
+    )
+
+
+def resolve_version(export_dir: str, requested: int | None) -> int:
+    """`requested` if > 0, else the highest existing version + 1.
+
+    Raises:
+      ValueError: `requested` < 0.
+      FileExistsError: version `requested` exists already.
+    """
+    versions = existing_versions(export_dir)
+    if requested is not None and requested < 0:
+        raise ValueError(f"export version must be >= 1, got {requested}")
+    version = requested or (versions[-1] + 1 if versions else 1)
+    if version in versions:
+        raise FileExistsError(
+            f"export version {version} already exists under {export_dir} "
+            "(export.version); versions are never overwritten: pick "
+            "another or set export.version=0 for the next free one"
+        )
+    return version
+
+
+# ------------------------------------------------------------------ restore
+def restore(cfg: Config):
+    """The trained model, its FeatureSpec and a batch of real requests.
+
+    Returns:
+      (spec, model, step, checkpoint path, batch): `batch` is the first
+      padded batch of the eval split (train split if there is none),
+      `warmup.WARMUP_BATCH` requests, also used to build the model so
+      that the checkpoint's weights load.
+    """
+    state, path, status = restore_latest(cfg, "export")
+    batch = first_batch(cfg, state.spec, warmup.WARMUP_BATCH)
+    state.model(batch, training=False)  # Creates the variables.
+    status.assert_existing_objects_matched().expect_partial()  # no slots
+    return state.spec, state.model, int(state.step.numpy()), path, batch
+
+
+def first_batch(cfg: Config, spec: FeatureSpec, batch_size: int) -> dict:
+    """The first padded batch of the eval records (else the train ones).
+
+    Raises:
+      FileNotFoundError: neither split has records under data.data_dir.
+    """
+    files = []
+    for pattern in (cfg.data.eval_pattern, cfg.data.train_pattern):
+        try:
+            files = input_pipeline.list_files(
+                os.path.join(cfg.data.data_dir, pattern))
+            break
+        except FileNotFoundError:
+            continue
+    if not files:
+        raise FileNotFoundError(
+            f"no eval or train records under {cfg.data.data_dir} "
+            "(data.data_dir) to build the warmup requests from")
+    ds = input_pipeline.request_dataset(
+        files, spec, batch_size, compression=cfg.data.compression,
+        deterministic=True, num_parallel_reads=1,
+    )
+    return next(iter(ds))
+
+
+# ------------------------------------------------------------------ export
+def export_model(cfg: Config, version: int | None = None,
+                 progress: bool = True) -> dict:
+    """Restores the latest checkpoint and publishes it as a new version.
+
+    Args:
+      cfg: the resolved config (training.model_dir, export.*).
+      version: the version to write (default: `export.version`, else the
+        next free one).
+      progress: print progress lines to stderr.
+    Returns:
+      the export summary (also `<export_dir>/export_summary.json`).
+    """
+    began = time.time()
+    export_dir = filesystems.ensure_filesystem(cfg.export.export_dir)
+    tf.io.gfile.makedirs(export_dir)
+    version = resolve_version(
+        export_dir, version if version is not None else cfg.export.version)
+    _say(progress, f"restoring {cfg.training.model_dir}")
+    spec, model, step, checkpoint, batch = restore(cfg)
+    module = sig.ServingModule(model, spec, version)
+    cases = warmup.warmup_cases(module, batch)
+    summary = publish(cfg, module, cases, {
+        "checkpoint": checkpoint, "step": step}, progress=progress)
+    summary["seconds"] = time.time() - began
+    write_json(os.path.join(export_dir, SUMMARY_FILE), summary)
+    _say(progress, f"exported {summary['path']} in "
+                   f"{summary['seconds']:.1f} s (model_fingerprint "
+                   f"{module.fingerprint})")
+    return summary
+
+
+def write_export(
+    module: sig.ServingModule, path: str, cfg: Config, cases, summary: dict
+) -> None:
+    """SavedModel + assets.extra into `path` (a fresh directory)."""
+    tf.saved_model.save(module, path, signatures=module.signatures())
+    extra = os.path.join(path, warmup.ASSETS_EXTRA)
+    tf.io.gfile.makedirs(extra)
+    warmup.write_warmup(os.path.join(extra, warmup.WARMUP_FILE),
+                        cfg.export.model_name, cases)
+    write_resolved(cfg, extra)
+    write_json(os.path.join(extra, SUMMARY_FILE), summary)
+
+
+def publish(
+    cfg: Config, module: sig.ServingModule, cases, extra: dict | None = None,
+    progress: bool = False,
+) -> dict:
+    """Writes, checks and atomically publishes `<export_dir>/<version>`.
+
+    Args:
+      module: the `ServingModule`; its export version is the directory.
+      cases: `warmup.warmup_cases(module, batch)`: the warmup requests
+        and the scores the export must reproduce.
+      extra: more summary entries (checkpoint, step).
+    Returns:
+      the export summary.
+    Raises:
+      FileExistsError: the version exists already.
+      verification.ExportError: the written export failed its checks.
+      Whatever the writing raised; in every failure case the temporary
+      directory is removed and no version directory appears.
+    """
+    began = time.time()
+    export_dir = cfg.export.export_dir
+    version = int(module.export_version.numpy())
+    previous = existing_versions(export_dir)
+    if version in previous:
+        raise FileExistsError(
+            f"export version {version} already exists under {export_dir}")
+    final = os.path.join(export_dir, str(version))
+    tmp = os.path.join(
+        export_dir, f"{TMP_PREFIX}{version}-{uuid.uuid4().hex[:8]}")
+    summary = {
+        **(extra or {}),
+        "model_name": cfg.export.model_name,
+        "version": version,
+        "path": final,
+        "model_fingerprint": module.fingerprint,
+        "max_history": module.spec.max_history,
+        "warmup_requests": len(cases),
+    }
+    try:
+        _say(progress, f"writing SavedModel version {version}")
+        write_export(module, tmp, cfg, cases, summary)
+        _say(progress, "loading it back and checking every signature")
+        verification.verify(tmp, cases, module.fingerprint)
+        summary["signatures"] = signature_summary(module)
+        summary["ops"] = verification.graph_ops(tmp)
+        summary["publish_seconds"] = time.time() - began
+        write_json(os.path.join(tmp, warmup.ASSETS_EXTRA, SUMMARY_FILE),
+                   summary)
+        tf.io.gfile.rename(tmp, final, overwrite=False)
+    except BaseException:
+        if tf.io.gfile.exists(tmp):
+            tf.io.gfile.rmtree(tmp)
+        raise
+    stable = previous[-1] if previous else version
+    tf_serving_config.write_texts(export_dir, {
+        tf_serving_config.MODELS_CONFIG: tf_serving_config.to_text(
+            tf_serving_config.model_server_config(
+                cfg.export.model_name, _absolute(export_dir),
+                sorted({stable, version}), stable=stable, canary=version)),
+    })
+    return summary
+
+
+def signature_summary(module: sig.ServingModule) -> dict:
+    """name -> inputs/outputs: {tensor name: [dtype, shape]}."""
+    out = {}
+    for name, fn in module.signatures().items():
+        inputs = tf.nest.flatten(fn.structured_input_signature)
+        out[name] = {
+            "inputs": {v.name: [v.dtype.name, v.shape.as_list()]
+                       for v in sorted(inputs, key=lambda s: s.name)},
+            "outputs": {k: [v.dtype.name, v.shape.as_list()]
+                        for k, v in sorted(fn.structured_outputs.items())},
+        }
+    return out
+
+
+def write_json(path: str, value: dict) -> None:
+    """`value` as indented, sorted JSON (any tf.io.gfile path)."""
+    with tf.io.gfile.GFile(path, "w") as f:
+        json.dump(value, f, indent=2, sort_keys=True)
+        f.write("\n")
+
+
+def _absolute(path: str) -> str:
+    return path if filesystems.scheme(path) else os.path.abspath(path)
+
+
+def _say(progress: bool, text: str) -> None:
+    if progress:
+        print(f"export: {text}", file=sys.stderr, flush=True)

@@ -1,0 +1,100 @@
+"""Job: score requests over gRPC (TF Serving or the local server).
+
+    hisac-score --config=tiny --client_target=localhost:8500 \
+        --client_request=request.json [--client_two_step |
+        --client_examples] [--client_version=2 |
+        --client_version_label=canary] [--client_timeout_s=5]
+
+The request is one JSON object or the first --client_max_requests
+requests of a request-level TFRecord file (`serving.grpc_client`);
+prints one JSON line with the scores of each request's candidates.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+from absl import flags
+
+from hisac_tf.config import Config
+from hisac_tf.data.feature_spec import FeatureSpec
+from hisac_tf.data.request_values import impression_examples
+from pipelines import cli
+from serving import grpc_client
+
+flags.DEFINE_string("client_target", "localhost:8500", "host:port.")
+flags.DEFINE_string("client_request", None,
+                    "Request file: .json (one request) or a request-level "
+                    "TFRecord (.tfrecord[.gz]).")
+flags.DEFINE_integer("client_max_requests", 1,
+                     "Requests read from a TFRecord file.")
+flags.DEFINE_bool("client_two_step", False,
+                  "Score through encode_user + score_with_state.")
+flags.DEFINE_bool("client_examples", False,
+                  "Score through predict_examples (one per candidate).")
+flags.DEFINE_bool("client_metadata", False,
+                  "Print the model's metadata and status instead.")
+flags.DEFINE_string("client_model_name", "hisac", "Model name.")
+flags.DEFINE_integer("client_version", None, "Model version to pin.")
+flags.DEFINE_string("client_version_label", None,
+                    "Version label (stable, canary).")
+flags.DEFINE_float("client_timeout_s", 5.0, "Deadline per attempt.")
+flags.DEFINE_integer("client_retries", 3, "Retries on UNAVAILABLE.")
+flags.DEFINE_integer("client_max_message_mb", 256, "Largest message, MiB.")
+FLAGS = flags.FLAGS
+
+
+def main(cfg: Config) -> dict:
+    spec = FeatureSpec.from_config(cfg.data)
+    client = grpc_client.HisacClient(
+        FLAGS.client_target, model_name=FLAGS.client_model_name,
+        version=FLAGS.client_version,
+        version_label=FLAGS.client_version_label,
+        timeout_s=FLAGS.client_timeout_s, retries=FLAGS.client_retries,
+        max_message_mb=FLAGS.client_max_message_mb, spec=spec,
+    )
+    with client:
+        if FLAGS.client_metadata:
+            out = {"metadata": client.metadata(), "status": client.status()}
+            print(json.dumps(out, indent=2))
+            return out
+        if not FLAGS.client_request:
+            raise SystemExit("--client_request is required")
+        features = grpc_client.load_request(
+            FLAGS.client_request, spec, FLAGS.client_max_requests)
+        counts = features["cand_count"]
+        start = time.perf_counter()
+        if FLAGS.client_examples:
+            ctr = [client.predict_examples(ex).tolist()
+                   for ex in impression_examples(features, spec)]
+            mode = "predict_examples"
+        else:
+            if FLAGS.client_two_step:
+                user, cands = grpc_client.split_request(features)
+                ctr = client.score_with_state(client.encode_user(user),
+                                              cands)
+                mode = "encode_user+score_with_state"
+            else:
+                ctr = client.predict(features)
+                mode = "serving_default"
+            ctr = [row[:n].tolist() for row, n in zip(ctr, counts)]
+        out = {
+            "mode": mode,
+            "user_id": features["user_id"].tolist(),
+            "cand_item_ids": [row[:n].tolist() for row, n in
+                              zip(features["cand_item_ids"], counts)],
+            "ctr": ctr,
+            "latency_ms": round(1000 * (time.perf_counter() - start), 3),
+        }
+    print(json.dumps(out))
+    return out
+
+
+def run():
+    """`hisac-score`: score requests over gRPC."""
+    cli.run(main)
+
+
+if __name__ == "__main__":
+    run()
