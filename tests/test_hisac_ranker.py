@@ -279,3 +279,28 @@ def test_short_only_needs_a_window():
     with pytest.raises(ConfigError, match="short_term_length"):
         config_lib.load_config(
             "tiny", ['model.compressor="none"', "model.short_term_length=0"])
+
+
+@pytest.mark.parametrize("compressor, reports", [
+    pytest.param("hisac", True, id="hisac"),
+    pytest.param("hisac_hard", True, id="hisac_hard"),
+    pytest.param("full", False, id="full"),
+])
+def test_routing_diagnostics_on_request(compressor, reports):
+    cfg = config_lib.load_config(
+        "tiny", [f'model.compressor="{compressor}"'])
+    model = build_model(cfg, SPEC, random_tables())
+    batch = random_batch()
+    plain = model.compress_user(batch)
+    assert "effective_items_per_agent" not in plain
+    out = model.compress_user(batch, diagnostics=True)
+    keys = ("effective_items_per_agent", "off_sid_mass", "agents_per_user")
+    assert all((k in out) is reports for k in keys)
+    if reports:
+        np.testing.assert_array_equal(
+            out["agents_per_user"].numpy(),
+            out["num_active"].numpy().astype(np.float32))
+        eff = out["effective_items_per_agent"].numpy()
+        assert eff[-1] == 0.0 and np.all(eff[:-1] >= 1.0)  # empty user
+        if compressor == "hisac_hard":  # hard routing stays in its SID
+            np.testing.assert_allclose(out["off_sid_mass"], 0.0, atol=1e-6)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from hisac_tf.tokenizer.residual_quantizer import ResidualQuantizer, kmeans
+from hisac_tf.layers.residual_quantizer import ResidualQuantizer, kmeans
 from hisac_tf.tokenizer.rqvae import RQVAE
 from tests.layer_harness import check_layer
 

@@ -130,6 +130,7 @@ class HiSACCompressor(HistoryCompressor):
             "group_sids": agents["agent_sids"],  # [B, A, L]
             "group_sid_mask": agents["agent_mask"],
             "num_active": agents["num_active"],
+            "routing": routed["routing"],  # [B, A, N] diagnostics only
         }
 
     def get_config(self):

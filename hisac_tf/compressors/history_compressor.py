@@ -55,6 +55,10 @@ GROUP_KEYS = (
     "group_states", "group_mask", "group_prior", "group_sids",
     "group_sid_mask", "num_active",
 )
+# Optional outputs for diagnostics, not part of the state: `routing`
+# [B, G, N] float32, how much of each history item a group reads (the soft
+# routing weights of `hisac` and its ablations).
+DIAGNOSTIC_KEYS = ("routing",)
 INPUT_NAMES = (
     "latents", "sids", "has_sid", "timestamps", "categories", "codebooks",
 )
@@ -187,7 +191,9 @@ class HistoryCompressor(tf.keras.layers.Layer):
         out["group_sids"].set_shape([batch, g, None])
         out["group_sid_mask"].set_shape([batch, g])
         out["num_active"].set_shape([batch])
-        return {k: out[k] for k in self.output_keys}
+        # Diagnostics pass through when a compressor provides them.
+        return {k: out[k] for k in self.output_keys + DIAGNOSTIC_KEYS
+                if k in out}
 
     def compress(self, values, valid, latents, sids, has_sid, timestamps,
                  categories, codebooks, training) -> dict:

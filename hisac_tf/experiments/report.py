@@ -176,7 +176,7 @@ def format_table(rows: Sequence[dict]) -> str:
             f"{_si(r['request_flops'])} | "
             f"{r['active_groups_mean']:.1f} | "
             f"{_opt(r, 'effective_items_per_agent', 1)} | "
-            f"{_opt(r, 'mass_outside_sid', 3)} | "
+            f"{_opt(r, 'off_sid_mass', 3)} | "
             f"{_opt(r, 'agents_per_user', 1)} |"
         )
     return "\n".join(lines)

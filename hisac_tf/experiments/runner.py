@@ -62,7 +62,7 @@ ROW_FILE = "experiment_row.json"
 LEARNING_CURVE_FILE = "learning_curve.json"
 # Routing diagnostics (docs/design.md §2.3) the ranker's compress_user may
 # return per request [B]; averaged over the eval requests when present.
-ROUTING_KEYS = ("effective_items_per_agent", "mass_outside_sid",
+ROUTING_KEYS = ("effective_items_per_agent", "off_sid_mass",
                 "agents_per_user")
 # Trains the tokenizer of `cfg` into cfg.tokenizer.output_dir.
 TokenizerTrainer = Callable[..., Mapping]
@@ -177,7 +177,7 @@ def diagnose(cfg: Config) -> dict:
 
     @tf.function(reduce_retracing=True)
     def user_side(batch):
-        out = model.compress_user(batch, training=False)
+        out = model.compress_user(batch, training=False, diagnostics=True)
         return {k: out[k] for k in ("num_active",) + ROUTING_KEYS
                 if k in out}  # [B] each (or scalars)
 

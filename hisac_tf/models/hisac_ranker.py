@@ -50,6 +50,7 @@ from hisac_tf.layers.history_match_counts import (
 )
 from hisac_tf.layers.id_hashing import IdHashing
 from hisac_tf.layers.ranking_embedding import RankingEmbedding
+from hisac_tf.layers.routing_diagnostics import routing_diagnostics
 from hisac_tf.layers.semantic_id_lookup import SemanticIdLookup
 from hisac_tf.layers.shape_checks import check_int
 from hisac_tf.layers.sid_embedding import SidEmbedding
@@ -318,7 +319,8 @@ class HiSACRanker(tfrs.models.Model):
             parts.append(prefix)
         return tf.stack(parts, axis=-1), tf.cast(has_sid, tf.bool)
 
-    def compress_user(self, features: dict, training=None) -> dict:
+    def compress_user(self, features: dict, training=None,
+                      diagnostics: bool = False) -> dict:
         """User-side work, once per request.
 
         Args:
@@ -331,7 +333,10 @@ class HiSACRanker(tfrs.models.Model):
           [B, 1 + L, M'] and count_lengths [B, 1 + L]; user_embedding
           [B, Du]; plus the diagnostics agent_mask [B, G] and num_active
           [B] (groups in use), and group_categories [B, G] for `sim_hard`.
-          G = A, or N for the `full` and `sim_hard` compressors.
+          G = A, or N for the `full` and `sim_hard` compressors. With
+          `diagnostics` and a routing compressor (`hisac` and its
+          ablations): effective_items_per_agent, off_sid_mass and
+          agents_per_user [B] (`routing_diagnostics`).
         """
         item_ids = features["hist_item_ids"]  # [B, N]
         n = tf.shape(item_ids)[1]
@@ -363,6 +368,12 @@ class HiSACRanker(tfrs.models.Model):
             out.update(self._encode_groups(groups, self.attention))
             out["agent_mask"] = groups["group_mask"]
             out["num_active"] = groups["num_active"]
+            if diagnostics and "routing" in groups:
+                out.update(routing_diagnostics(
+                    groups["routing"], groups["group_sids"],
+                    semantic["sids"], groups["group_mask"],
+                    tf.logical_and(valid, semantic["has_sid"]),
+                ))  # [B] each
             if self.compressor.candidate_dependent:
                 out["group_categories"] = groups["group_categories"]
         if self.short_term is not None:

@@ -51,7 +51,7 @@ from typing import Sequence
 import numpy as np
 import tensorflow as tf
 
-from hisac_tf.tokenizer.residual_quantizer import ResidualQuantizer
+from hisac_tf.layers.residual_quantizer import ResidualQuantizer
 
 LATENT_NORMS = ("none", "rms", "layer")
 _NORM_EPS = 1e-6
