@@ -49,14 +49,19 @@ def valid_files(cfg: Config) -> list[str]:
     """The valid split's files; raises when `data.valid_pattern` matches
     none (no silent fallback to another split)."""
     pattern = os.path.join(cfg.data.data_dir, cfg.data.valid_pattern)
-    files = input_pipeline.list_files(pattern)
+    try:
+        files = input_pipeline.list_files(pattern)
+    except FileNotFoundError as e:
+        cause, files = e, []
+    else:
+        cause = None
     if not files:
         raise FileNotFoundError(
             f"training.valid_every is {cfg.training.valid_every} but "
             f"data.valid_pattern {cfg.data.valid_pattern!r} matches no file "
             f"in data.data_dir {cfg.data.data_dir!r}: write a valid split "
             "or set training.valid_every=0"
-        )
+        ) from cause
     return files
 
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 import os
 import sys
 import time
+from typing import Sequence
 
 import hisac_tf  # noqa: F401  (Keras 2 before TensorFlow)
 import tensorflow as tf
@@ -61,8 +62,15 @@ def compile_for_training(model: tf.keras.Model,
     model.compile(optimizer=optimizer)
 
 
-def train(cfg: Config, progress: bool = True) -> dict:
+def train(cfg: Config, progress: bool = True,
+          callbacks: Sequence[tf.keras.callbacks.Callback] = ()) -> dict:
     """Trains to `training.train_steps`; returns the step and metrics.
+
+    Args:
+      cfg: the run's config.
+      progress: show the progress bar.
+      callbacks: further `fit` callbacks, called after the trainer's own
+        (the global step and the checkpoint of a batch are done by then).
 
     Returns:
       step (final global step), resumed_at, steps_run, final_loss,
@@ -72,6 +80,9 @@ def train(cfg: Config, progress: bool = True) -> dict:
     """
     t = cfg.training
     check_model_dir(cfg)
+    # Missing valid files fail here, before anything is built or trained.
+    if t.valid_every:
+        valid_files(cfg)
     write_resolved(cfg, t.model_dir)
     tf.random.set_seed(t.seed)
     strategy = make_strategy(t.strategy)
@@ -88,9 +99,6 @@ def train(cfg: Config, progress: bool = True) -> dict:
     start = int(step.numpy())
     if start >= t.train_steps:
         return {"step": start, "resumed_at": start, "steps_run": 0}
-    # Missing valid files fail here, before any step is trained.
-    if t.valid_every:
-        valid_files(cfg)
 
     files = input_pipeline.list_files(
         os.path.join(cfg.data.data_dir, cfg.data.train_pattern)
@@ -108,6 +116,7 @@ def train(cfg: Config, progress: bool = True) -> dict:
     summaries = TrainingSummaries(
         summary_dir(t.model_dir, "train"), step, t.log_every, t.train_steps,
     )
+    extra = list(callbacks)
     callbacks = [
         StepCounter(step, start),
         PeriodicCheckpoint(manager, step, t.checkpoint_every,
@@ -120,6 +129,7 @@ def train(cfg: Config, progress: bool = True) -> dict:
     if t.valid_every:
         selection = ModelSelection(cfg, spec, checkpoint, step, start)
         callbacks.append(selection)
+    callbacks += extra
     began = time.time()
     with input_pipeline.diagnosed(files, spec, cfg.data.compression):
         history = model.fit(
