@@ -1,7 +1,7 @@
 """Periodic evaluation on the valid split and the best checkpoint by AUC.
 
-`ModelSelection` is the `fit` callback of `training.valid_every` (issue
-10, item 5: train / valid / test by time; training chooses on valid,
+`ModelSelection` is the `fit` callback of `training.valid_every` (the
+data are split train / valid / test by time: training chooses on valid,
 experiments report test). Every `every` steps, and at the run's last
 step, it scores the valid files (`data.valid_pattern`) with the same
 `predict` and `report` as the evaluation (exact AUC, GAUC, log loss) and:
