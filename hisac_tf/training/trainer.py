@@ -48,7 +48,11 @@ from hisac_tf.training.checkpoints import (
     check_model_dir,
     checkpoint_manager,
 )
-from hisac_tf.training.model_selection import ModelSelection, valid_files
+from hisac_tf.training.model_selection import (
+    ModelSelection,
+    read_curve,
+    valid_files,
+)
 from hisac_tf.training.strategy import make_strategy
 
 
@@ -98,7 +102,10 @@ def train(cfg: Config, progress: bool = True,
         )
     start = int(step.numpy())
     if start >= t.train_steps:
-        return {"step": start, "resumed_at": start, "steps_run": 0}
+        done = {"step": start, "resumed_at": start, "steps_run": 0}
+        if t.valid_every:
+            done["best"] = read_curve(cfg).get("best")
+        return done
 
     files = input_pipeline.list_files(
         os.path.join(cfg.data.data_dir, cfg.data.train_pattern)
