@@ -17,6 +17,7 @@ import tensorflow as tf
 from hisac_tf import config as config_lib
 from hisac_tf.data.feature_spec import FeatureSpec
 from hisac_tf.training import model_selection
+from hisac_tf.training.callbacks import StepCounter
 from hisac_tf.training.checkpoints import (
     checkpoint_manager,
     select_checkpoint,
@@ -75,9 +76,9 @@ class FakeModel:
     """What ModelSelection needs of a model (its scores are patched)."""
 
 
-def fake_predict(aucs_by_step, step):
+def fake_predict(aucs_by_step, counter):
     def predict(cfg, model, files, spec, progress=True, score=None):
-        probs = np.array(SCORES[aucs_by_step[int(step.numpy())]])
+        probs = np.array(SCORES[aucs_by_step[counter.value]])
         return Predictions(users=np.array([1, 1, 2, 2]), labels=LABELS,
                            probs=probs, truth=np.zeros(0),
                            num_active=np.array([3, 1]))
@@ -90,19 +91,20 @@ def run_selection(cfg, aucs_by_step, start, monkeypatch):
     weight = tf.Variable(float(start))
     ckpt = tf.train.Checkpoint(step=step, weight=weight)
     manager = checkpoint_manager(cfg, ckpt, step)
+    counter = StepCounter(step, start)
     monkeypatch.setattr(model_selection, "predict",
-                        fake_predict(aucs_by_step, step))
+                        fake_predict(aucs_by_step, counter))
     selection = ModelSelection(cfg, FeatureSpec.from_config(cfg.data), ckpt,
-                               step, start)
+                               counter)
     selection.set_model(FakeModel())
     last = max(aucs_by_step)
     for s in range(start + 1, last + 1):
-        step.assign(s)
+        counter.on_train_batch_end(s - start - 1)
         weight.assign(float(s))
         if s % cfg.training.checkpoint_every == 0:
-            manager.save(checkpoint_number=s)
+            manager.save(checkpoint_number=counter.sync())
         selection.on_train_batch_end(s - start - 1)
-    manager.save(checkpoint_number=last)
+    manager.save(checkpoint_number=counter.sync())
     selection.on_train_end()
     return selection
 

@@ -3,8 +3,10 @@
 `train` (hisac_tf.training.trainer) runs one `fit` of the remaining steps
 with these callbacks, in this order:
 
-- `StepCounter`: the global step (a checkpointed variable) after each
-  batch, so a resumed run counts on from its checkpoint.
+- `StepCounter`: the global step after each batch (`value`, a Python
+  int: no TensorFlow op per batch), so a resumed run counts on from its
+  checkpoint; the checkpointed step variable is set (`sync`) before every
+  save and at the end.
 - `PeriodicCheckpoint`: a checkpoint every `every` steps (and at the
   steps of `also_every`, the validation steps, and at the end) through
   the `tf.train.CheckpointManager` of `<model_dir>/checkpoints`. With the
@@ -30,10 +32,6 @@ import numpy as np
 import tensorflow as tf
 
 
-def current_step(step: tf.Variable) -> int:
-    return int(step.numpy())
-
-
 def host_logs(logs: dict | None) -> dict[str, float]:
     """The scalar logs of a step as Python floats."""
     return {
@@ -44,11 +42,14 @@ def host_logs(logs: dict | None) -> dict[str, float]:
 
 
 class StepCounter(tf.keras.callbacks.Callback):
-    """Sets `step` to `start + batches run` after each batch.
+    """The global step: `start + batches run` (first in the callbacks).
 
     Args:
       step: the checkpointed global step (int64 variable).
       start: the step the run resumed at.
+
+    Attributes:
+      value: the global step after the current batch.
     """
 
     def __init__(self, step: tf.Variable, start: int):
@@ -56,9 +57,18 @@ class StepCounter(tf.keras.callbacks.Callback):
         self._supports_tf_logs = True
         self.step = step
         self.start = int(start)
+        self.value = int(start)
 
     def on_train_batch_end(self, batch, logs=None):
-        self.step.assign(self.start + batch + 1)
+        self.value = self.start + batch + 1
+
+    def sync(self) -> int:
+        """Sets the step variable to `value` (before a save); returns it."""
+        self.step.assign(self.value)
+        return self.value
+
+    def on_train_end(self, logs=None):
+        self.sync()
 
 
 class PeriodicCheckpoint(tf.keras.callbacks.Callback):
@@ -66,7 +76,7 @@ class PeriodicCheckpoint(tf.keras.callbacks.Callback):
 
     Args:
       manager: the `tf.train.CheckpointManager` of `<model_dir>/checkpoints`.
-      step: the global step (the checkpoint number).
+      counter: the run's `StepCounter` (the checkpoint number).
       every: `training.checkpoint_every`.
       also_every: further steps to save at (the validation steps, so a
         resumed run never goes back behind a recorded valid point); 0 for
@@ -74,7 +84,7 @@ class PeriodicCheckpoint(tf.keras.callbacks.Callback):
     """
 
     def __init__(self, manager: tf.train.CheckpointManager,
-                 step: tf.Variable, every: int, also_every: int = 0):
+                 counter: StepCounter, every: int, also_every: int = 0):
         super().__init__()
         if every < 1:
             raise ValueError(
@@ -82,7 +92,7 @@ class PeriodicCheckpoint(tf.keras.callbacks.Callback):
             )
         self._supports_tf_logs = True
         self.manager = manager
-        self.step = step
+        self.counter = counter
         self.every = int(every)
         self.also_every = int(also_every)
         self.saved_at = -1
@@ -93,16 +103,17 @@ class PeriodicCheckpoint(tf.keras.callbacks.Callback):
         )
 
     def save(self, step: int) -> None:
+        self.counter.sync()
         self.manager.save(checkpoint_number=step)
         self.saved_at = step
 
     def on_train_batch_end(self, batch, logs=None):
-        step = current_step(self.step)
+        step = self.counter.value
         if self.due(step):
             self.save(step)
 
     def on_train_end(self, logs=None):
-        step = current_step(self.step)
+        step = self.counter.value
         latest = self.manager.latest_checkpoint or ""
         if self.saved_at != step and not latest.endswith(f"-{step}"):
             self.save(step)
@@ -113,23 +124,23 @@ class TrainingSummaries(tf.keras.callbacks.Callback):
 
     Args:
       log_dir: the TensorBoard directory of the train curves.
-      step: the global step (the summaries' x axis).
+      counter: the run's `StepCounter` (the summaries' x axis).
       log_every: `training.log_every`.
       final_step: the run's last step (always logged).
     """
 
-    def __init__(self, log_dir: str, step: tf.Variable, log_every: int,
+    def __init__(self, log_dir: str, counter: StepCounter, log_every: int,
                  final_step: int):
         super().__init__()
         self._supports_tf_logs = True
         self.writer = tf.summary.create_file_writer(log_dir)
-        self.step = step
+        self.counter = counter
         self.log_every = int(log_every)
         self.final_step = int(final_step)
         self.last: dict[str, float] = {}
 
     def on_train_batch_end(self, batch, logs=None):
-        step = current_step(self.step)
+        step = self.counter.value
         if step % self.log_every and step != self.final_step:
             return
         self.last = host_logs(logs)
@@ -146,7 +157,7 @@ class ProgressBar(tf.keras.callbacks.Callback):
     """A progress bar of the global step out of `train_steps`.
 
     Args:
-      step: the global step.
+      counter: the run's `StepCounter`.
       train_steps: `training.train_steps`, the total of the run.
       log_every: updates every this many steps (and at the end).
       verbose: 0 hides the bar.
@@ -154,11 +165,11 @@ class ProgressBar(tf.keras.callbacks.Callback):
 
     SHOWN = ("loss", "auc_approx")
 
-    def __init__(self, step: tf.Variable, train_steps: int, log_every: int,
-                 verbose: int = 1):
+    def __init__(self, counter: StepCounter, train_steps: int,
+                 log_every: int, verbose: int = 1):
         super().__init__()
         self._supports_tf_logs = True
-        self.step = step
+        self.counter = counter
         self.train_steps = int(train_steps)
         self.log_every = int(log_every)
         self.bar = tf.keras.utils.Progbar(
@@ -166,7 +177,7 @@ class ProgressBar(tf.keras.callbacks.Callback):
         )
 
     def on_train_batch_end(self, batch, logs=None):
-        step = current_step(self.step)
+        step = self.counter.value
         if step % self.log_every and step != self.train_steps:
             return
         values = host_logs(logs)

@@ -37,7 +37,7 @@ import tensorflow as tf
 from hisac_tf.config import Config
 from hisac_tf.data import input_pipeline
 from hisac_tf.data.feature_spec import FeatureSpec
-from hisac_tf.training.callbacks import current_step, summary_dir
+from hisac_tf.training.callbacks import StepCounter, summary_dir
 from hisac_tf.training.checkpoints import best_manager
 from hisac_tf.training.evaluation import predict, report, scorer
 
@@ -98,15 +98,14 @@ class ModelSelection(tf.keras.callbacks.Callback):
       cfg: the run's config (model_dir, data, valid_every).
       spec: the feature spec the valid records are read with.
       checkpoint: the `tf.train.Checkpoint` of the model (saved as best).
-      step: the global step.
-      start: the step the run resumed at (curve points after it are
-        dropped).
+      counter: the run's `StepCounter` (its `start`: the step the run
+        resumed at; curve points after it are dropped).
       progress: show a progress bar while scoring.
     """
 
     def __init__(self, cfg: Config, spec: FeatureSpec,
-                 checkpoint: tf.train.Checkpoint, step: tf.Variable,
-                 start: int, progress: bool = False):
+                 checkpoint: tf.train.Checkpoint, counter: StepCounter,
+                 progress: bool = False):
         super().__init__()
         if cfg.training.valid_every < 1:
             raise ValueError(
@@ -118,27 +117,28 @@ class ModelSelection(tf.keras.callbacks.Callback):
         self.spec = spec
         self.files = valid_files(cfg)
         self.every = int(cfg.training.valid_every)
-        self.step = step
+        self.counter = counter
         self.progress = progress
-        self.manager = best_manager(cfg, checkpoint, step)
+        self.manager = best_manager(cfg, checkpoint, counter.step)
         self.writer = tf.summary.create_file_writer(
             summary_dir(cfg.training.model_dir, "valid")
         )
         previous = read_curve(cfg)
         self.points = [
-            p for p in previous.get("points", []) if p["step"] <= start
+            p for p in previous.get("points", [])
+            if p["step"] <= counter.start
         ]
         self.best = previous.get("best")
         self.validated_at = self.points[-1]["step"] if self.points else -1
         self.score = None
 
     def on_train_batch_end(self, batch, logs=None):
-        step = current_step(self.step)
+        step = self.counter.value
         if step % self.every == 0:
             self.validate(step)
 
     def on_train_end(self, logs=None):
-        step = current_step(self.step)
+        step = self.counter.value
         if step != self.validated_at:
             self.validate(step)
         self.writer.close()
@@ -164,6 +164,7 @@ class ModelSelection(tf.keras.callbacks.Callback):
         self.points.append(point)
         self.validated_at = step
         if best_point([q for q in (self.best, point) if q]) is point:
+            self.counter.sync()
             path = self.manager.save(checkpoint_number=step)
             self.best = {"step": int(step), METRIC: point[METRIC],
                          "checkpoint": path}

@@ -120,21 +120,20 @@ def train(cfg: Config, progress: bool = True,
         num_parallel_reads=cfg.data.num_parallel_reads,
         drop_remainder=strategy.num_replicas_in_sync > 1,
     )
-    summaries = TrainingSummaries(
-        summary_dir(t.model_dir, "train"), step, t.log_every, t.train_steps,
-    )
+    counter = StepCounter(step, start)
     extra = list(callbacks)
     callbacks = [
-        StepCounter(step, start),
-        PeriodicCheckpoint(manager, step, t.checkpoint_every,
+        counter,
+        PeriodicCheckpoint(manager, counter, t.checkpoint_every,
                            also_every=t.valid_every),
-        summaries,
-        ProgressBar(step, t.train_steps, t.log_every,
+        TrainingSummaries(summary_dir(t.model_dir, "train"), counter,
+                          t.log_every, t.train_steps),
+        ProgressBar(counter, t.train_steps, t.log_every,
                     verbose=1 if progress else 0),
     ]
     selection = None
     if t.valid_every:
-        selection = ModelSelection(cfg, spec, checkpoint, step, start)
+        selection = ModelSelection(cfg, spec, checkpoint, counter)
         callbacks.append(selection)
     callbacks += extra
     began = time.time()
