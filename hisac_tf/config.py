@@ -303,8 +303,21 @@ class TrainingConfig:
     strategy: str = "default"
     seed: int = 0
     log_every: int = 20
+    # Evaluate on the valid split (data.valid_pattern) every this many
+    # steps, keeping the best checkpoint by valid AUC under
+    # <model_dir>/best; 0 turns it off.
+    valid_every: int = 0
+    # The checkpoint `evaluate` scores: "best" (by valid AUC), "latest", or
+    # "auto" (the best when one exists, else the latest).
+    evaluate_checkpoint: str = "auto"
 
     def validate(self) -> None:
+        _non_negative(self, "valid_every")
+        if self.evaluate_checkpoint not in ("auto", "best", "latest"):
+            raise ConfigError(
+                "training.evaluate_checkpoint must be 'auto', 'best' or "
+                f"'latest', got {self.evaluate_checkpoint!r}"
+            )
         if self.mode not in ("train", "eval", "train_and_eval"):
             raise ConfigError(
                 "training.mode must be 'train', 'eval' or "

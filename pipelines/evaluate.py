@@ -1,7 +1,10 @@
-"""Job: evaluate the latest checkpoint on the eval split.
+"""Job: evaluate a checkpoint on the eval (test) split.
 
-Calls `hisac_tf.training.evaluation.evaluate`: AUC, GAUC, log loss (and
-the Bayes-optimal figures on synthetic data) into `<model_dir>/eval.json`.
+Calls `hisac_tf.training.evaluation.evaluate`: the checkpoint that
+`training.evaluate_checkpoint` names (default: the best by valid AUC when
+one exists, else the latest); AUC, GAUC, log loss (and the Bayes-optimal
+figures on synthetic data) and the checkpoint used into
+`<model_dir>/eval.json`.
 """
 
 from __future__ import annotations

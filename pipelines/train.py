@@ -1,9 +1,11 @@
 """Job: train the HiSAC ranker (modes train / eval / train_and_eval).
 
-`main(cfg)` trains with `hisac_tf.training.trainer.train` (strategy
-scope, resume from the latest checkpoint, checkpoints, TensorBoard) and,
-in train_and_eval mode, evaluates with
-`hisac_tf.training.evaluation.evaluate`; the results go to
+`main(cfg)` trains with `hisac_tf.training.trainer.train` (Keras `fit`
+under the strategy scope, resume from the latest checkpoint, checkpoints,
+TensorBoard, and with `training.valid_every` the valid split's learning
+curve and best checkpoint) and, in train_and_eval mode, evaluates with
+`hisac_tf.training.evaluation.evaluate` (the best checkpoint when one
+exists, `training.evaluate_checkpoint`); the results go to
 `<model_dir>/train_results.json`.
 """
 

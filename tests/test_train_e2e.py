@@ -1,11 +1,15 @@
 """End to end on the tiny preset: data → tokenizer → train → evaluate.
 
-Also kills a training process mid-run and checks that the restarted job
-resumes at its last checkpoint.
+Also kills a training process mid-run (and stops one by an exception
+inside `fit`) and checks that the restarted job resumes at its last
+checkpoint; trains with a valid split and checks that evaluation scores
+the best checkpoint, and what TensorBoard receives.
 """
 
+import glob
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -39,7 +43,31 @@ def prepared(tmp_path_factory):
     cfg = config_lib.load_config("tiny", overrides)
     synthetic.generate(cfg, progress=False)
     tokenize_items.main(cfg, progress=False)
+    # A valid split for model selection: the eval shards under its name.
+    for path in glob.glob(f"{root}/data/eval-*"):
+        shutil.copy(path, path.replace("/eval-", "/valid-"))
     return root, overrides
+
+
+class StopAt(tf.keras.callbacks.Callback):
+    """Raises inside `fit` once the global step reaches `step` (a crash:
+    no end-of-training checkpoint)."""
+
+    def __init__(self, step):
+        super().__init__()
+        self.step = step
+
+    def on_train_batch_end(self, batch, logs=None):
+        if batch + 1 >= self.step:
+            raise KeyboardInterrupt(f"stopped at batch {batch + 1}")
+
+
+def summary_tags(directory):
+    tags = set()
+    for path in glob.glob(os.path.join(directory, "events.out.tfevents.*")):
+        for event in tf.compat.v1.train.summary_iterator(path):
+            tags.update(v.tag for v in event.summary.value)
+    return tags
 
 
 @pytest.mark.slow
@@ -60,6 +88,7 @@ def test_train_then_evaluate_writes_metrics(prepared):
     saved = json.load(open(os.path.join(model_dir, "config.json")))
     assert saved["training"]["train_steps"] == 12
     assert json.load(open(os.path.join(model_dir, "eval.json")))["step"] == 12
+    assert ev["checkpoint_kind"] == "latest"  # no valid split configured
     ckpt = tf.train.latest_checkpoint(os.path.join(model_dir, "checkpoints"))
     assert ckpt.endswith("-12")
     # Evaluating again restores the same checkpoint: identical figures.
@@ -121,3 +150,56 @@ def test_resuming_under_another_model_config_is_refused(prepared):
     with pytest.raises(config_lib.ConfigError,
                        match="model.embedding_dim=8, not 4"):
         train.train(other, progress=False)
+
+
+@pytest.mark.slow
+def test_crash_inside_fit_resumes_from_last_checkpoint(prepared):
+    root, overrides = prepared
+    model_dir = f"{root}/model-crash"
+    cfg = config_lib.load_config(
+        "tiny", overrides + [f"training.model_dir={model_dir}",
+                             "training.train_steps=9",
+                             "training.checkpoint_every=3"])
+    with pytest.raises(KeyboardInterrupt):
+        train.train(cfg, progress=False, callbacks=[StopAt(5)])
+    ckpt = tf.train.latest_checkpoint(os.path.join(model_dir, "checkpoints"))
+    assert ckpt.endswith("-3")  # step 5 was never checkpointed
+    resumed = train.train(cfg, progress=False)
+    assert resumed["resumed_at"] == 3  # 2 steps redone (< checkpoint_every)
+    assert resumed["step"] == 9  # train_steps is the total
+    assert resumed["steps_run"] == 6
+
+
+@pytest.mark.slow
+def test_valid_split_selects_the_checkpoint_evaluate_scores(prepared):
+    root, overrides = prepared
+    model_dir = f"{root}/model-valid"
+    cfg = config_lib.load_config(
+        "tiny", overrides + [f"training.model_dir={model_dir}",
+                             "training.train_steps=10",
+                             "training.valid_every=4",
+                             "training.log_every=2"])
+    results = train.main(cfg, progress=False)
+    curve = json.load(open(os.path.join(model_dir, "learning_curve.json")))
+    steps = [p["step"] for p in curve["points"]]
+    assert steps == [4, 8, 10]  # every valid_every steps and the last
+    best = max(curve["points"], key=lambda p: p["auc"])
+    assert curve["best"]["step"] == best["step"]
+    assert results["train"]["best"]["step"] == best["step"]
+    ev = results["eval"]
+    assert ev["checkpoint_kind"] == "best"
+    assert ev["step"] == best["step"]
+    assert ev["checkpoint"].endswith(f"best/ckpt-{best['step']}")
+    # The eval split is the valid split's copy here: same figures.
+    assert ev["auc"] == pytest.approx(best["auc"], abs=1e-6)
+    latest = config_lib.load_config(
+        "tiny", overrides + [f"training.model_dir={model_dir}",
+                             "training.train_steps=10",
+                             "training.evaluate_checkpoint=latest"])
+    again = evaluate.main(latest, progress=False)
+    assert (again["checkpoint_kind"], again["step"]) == ("latest", 10)
+    board = os.path.join(model_dir, "tensorboard")
+    assert {"loss", "regularization_loss", "auc_approx", "log_loss"} <= (
+        summary_tags(os.path.join(board, "train")))
+    assert {"auc", "gauc", "log_loss", "num_active_mean", "num_active"} <= (
+        summary_tags(os.path.join(board, "valid")))

@@ -240,7 +240,7 @@ class HiSACRanker(tfrs.models.Model):
         self.task = tfrs.tasks.Ranking(
             loss=tf.keras.losses.BinaryCrossentropy(from_logits=True),
             metrics=[
-                tf.keras.metrics.AUC(name="auc", from_logits=True),
+                tf.keras.metrics.AUC(name="auc_approx", from_logits=True),
                 tf.keras.metrics.BinaryCrossentropy(
                     name="log_loss", from_logits=True
                 ),

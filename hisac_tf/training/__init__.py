@@ -1,1 +1,2 @@
-"""Training: strategy, checkpoints, the training loop and evaluation."""
+"""Training: strategy, checkpoints, `fit` and its callbacks, model
+selection on the valid split, evaluation."""

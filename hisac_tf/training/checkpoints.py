@@ -3,7 +3,9 @@
 One place builds the ranker with its optimizer and checkpoint
 (`build_state`), names the checkpoint directory (`checkpoint_manager`),
 refuses a model_dir trained under another model config
-(`check_model_dir`) and restores the latest checkpoint or fails with the
+(`check_model_dir`), keeps the best checkpoint by valid AUC apart
+(`best_dir`, `best_manager`), chooses the checkpoint to evaluate
+(`select_checkpoint`) and restores the latest checkpoint or fails with the
 path it looked in (`restore_latest`). Training, evaluation, export and the
 experiment runner all go through these.
 """
@@ -61,6 +63,46 @@ def checkpoint_manager(cfg: Config, checkpoint, step):
     return tf.train.CheckpointManager(
         checkpoint, checkpoint_dir(cfg), max_to_keep=3, step_counter=step,
     )
+
+
+def best_dir(cfg: Config) -> str:
+    """Where the best checkpoint by valid AUC lives."""
+    return os.path.join(cfg.training.model_dir, "best")
+
+
+def best_manager(cfg: Config, checkpoint, step):
+    """Keeps one checkpoint: the best by valid AUC so far."""
+    return tf.train.CheckpointManager(
+        checkpoint, best_dir(cfg), max_to_keep=1, step_counter=step,
+    )
+
+
+def select_checkpoint(cfg: Config) -> tuple[str, str]:
+    """(kind, path) of the checkpoint `training.evaluate_checkpoint` names.
+
+    kind is "best" (the best by valid AUC, under `best_dir`) or "latest".
+    "auto" takes the best when one exists, else the latest. Raises
+    FileNotFoundError naming the directory when the checkpoint is missing.
+    """
+    choice = cfg.training.evaluate_checkpoint
+    best = tf.train.latest_checkpoint(best_dir(cfg))
+    if choice == "auto":
+        choice = "best" if best else "latest"
+    if choice == "best":
+        if best is None:
+            raise FileNotFoundError(
+                f"training.evaluate_checkpoint is 'best' but {best_dir(cfg)} "
+                "holds no checkpoint: train with training.valid_every > 0 "
+                "or evaluate the 'latest'"
+            )
+        return "best", best
+    latest = tf.train.latest_checkpoint(checkpoint_dir(cfg))
+    if latest is None:
+        raise FileNotFoundError(
+            f"no checkpoint under {checkpoint_dir(cfg)} "
+            "(training.model_dir); train first"
+        )
+    return "latest", latest
 
 
 def check_model_dir(cfg: Config) -> None:

@@ -1,13 +1,17 @@
 """Evaluation of a checkpoint on the eval split.
 
-`evaluate(cfg) -> dict` restores the latest checkpoint of
-`cfg.training.model_dir`, scores every valid candidate of the eval records
-once, and reports AUC, GAUC (per-user AUC weighted by the user's
-impressions; users whose impressions are all one class are skipped), log
-loss and, when the records carry `true_ctr` (synthetic data), the
-Bayes-optimal AUC/GAUC/log loss of the same impressions. Writes
-`<model_dir>/eval.json`. Predictions are held in memory as three arrays of
-one value per impression (about 20 bytes each).
+`evaluate(cfg) -> dict` restores the checkpoint that
+`training.evaluate_checkpoint` names (the best by valid AUC when one
+exists, else the latest; `select_checkpoint`), scores every valid
+candidate of the eval records once, and reports AUC (exact, over every
+impression), GAUC (per-user AUC weighted by the user's impressions; users
+whose impressions are all one class are skipped), log loss and, when the
+records carry `true_ctr` (synthetic data), the Bayes-optimal
+AUC/GAUC/log loss of the same impressions, with the checkpoint used
+(`checkpoint`, `checkpoint_kind`). Writes `<model_dir>/eval.json`.
+Predictions are held in memory as a few arrays of one value per
+impression (about 20 bytes each). The same `predict` and `report` score
+the valid split during training (`ModelSelection`).
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from typing import NamedTuple
 
 import hisac_tf  # noqa: F401  (Keras 2 before TensorFlow)
 import numpy as np
@@ -25,39 +30,68 @@ from hisac_tf.config import Config
 from hisac_tf.data import input_pipeline
 from hisac_tf.data.data_summary import has_true_ctr
 from hisac_tf.data.feature_spec import FeatureSpec
-from hisac_tf.training.checkpoints import restore_latest
+from hisac_tf.training.checkpoints import (
+    restore_latest,
+    select_checkpoint,
+)
 
 
-def predict(cfg: Config, model, files, spec, progress: bool = True):
-    """Scores the eval files; returns per-impression numpy arrays."""
+class Predictions(NamedTuple):
+    """Per-impression arrays [M] and per-request diagnostics [R]."""
+
+    users: np.ndarray
+    labels: np.ndarray
+    probs: np.ndarray
+    truth: np.ndarray  # true_ctr; empty without it
+    num_active: np.ndarray  # [R] groups in use per request
+
+
+def scorer(model):
+    """tf.function batch -> (probabilities [B, C], num_active [B]).
+
+    One user-side pass (`compress_user`) feeds both the scores (`score`,
+    as `call` does) and the agents-per-user diagnostic.
+    """
+
+    @tf.function(reduce_retracing=True)
+    def score(batch):
+        state = model.compress_user(batch, training=False)
+        logits = model.score(state, batch, training=False)  # [B, C]
+        return tf.sigmoid(logits), state["num_active"]
+
+    return score
+
+
+def predict(cfg: Config, model, files, spec, progress: bool = True,
+            score=None) -> Predictions:
+    """Scores `files` with `model` (or a `scorer(model)` passed as score)."""
     ds = input_pipeline.request_dataset(
         files, spec, batch_size=cfg.data.batch_size,
         compression=cfg.data.compression, deterministic=True,
         num_parallel_reads=cfg.data.num_parallel_reads,
     )
-
-    @tf.function
-    def score(batch):
-        return tf.sigmoid(model(batch, training=False))  # [B, C]
-
-    users, labels, probs, truth = [], [], [], []
+    score = score or scorer(model)
+    users, labels, probs, truth, active = [], [], [], [], []
     bar = tf.keras.utils.Progbar(None, verbose=1 if progress else 0,
                                  unit_name="batch")
     batches = input_pipeline.iterate(ds, files, spec, cfg.data.compression)
     for i, batch in enumerate(batches):
-        p = score(batch).numpy()
+        p, num_active = score(batch)
+        p = p.numpy()
         count = batch["cand_count"].numpy()
         mask = np.arange(p.shape[1])[None, :] < count[:, None]  # [B, C]
         users.append(np.repeat(batch["user_id"].numpy(), count))
         labels.append(batch["labels"].numpy()[mask])
         probs.append(p[mask])
+        active.append(num_active.numpy())
         if spec.with_true_ctr:
             truth.append(batch["true_ctr"].numpy()[mask])
         if (i + 1) % 25 == 0:
             bar.update(i + 1)
     bar.update(len(probs), finalize=True)
     cat = lambda parts: np.concatenate(parts) if parts else np.zeros(0)  # noqa
-    return cat(users), cat(labels), cat(probs), cat(truth)
+    return Predictions(cat(users), cat(labels), cat(probs), cat(truth),
+                       cat(active))
 
 
 def report(users, labels, probs, truth=None) -> dict:
@@ -78,7 +112,7 @@ def report(users, labels, probs, truth=None) -> dict:
 
 
 def evaluate(cfg: Config, progress: bool = True) -> dict:
-    """Scores the eval split with the latest checkpoint; writes eval.json."""
+    """Scores the eval split with the chosen checkpoint; writes eval.json."""
     files = input_pipeline.list_files(
         os.path.join(cfg.data.data_dir, cfg.data.eval_pattern)
     )
@@ -86,14 +120,17 @@ def evaluate(cfg: Config, progress: bool = True) -> dict:
         cfg.data,
         with_true_ctr=has_true_ctr(files[0], cfg.data.compression),
     )
-    state, path, status = restore_latest(cfg, "evaluate")
+    kind, chosen = select_checkpoint(cfg)
+    state, path, status = restore_latest(cfg, "evaluate", path=chosen)
     status.expect_partial()
     model, step = state.model, state.step
-    users, labels, probs, truth = predict(cfg, model, files, spec, progress)
-    results = report(users, labels, probs, truth if spec.with_true_ctr
-                     else None)
+    print(f"evaluating the {kind} checkpoint {path}", file=sys.stderr)
+    p = predict(cfg, model, files, spec, progress)
+    results = report(p.users, p.labels, p.probs,
+                     p.truth if spec.with_true_ctr else None)
     results["step"] = int(step.numpy())
     results["checkpoint"] = path
+    results["checkpoint_kind"] = kind
     path = os.path.join(cfg.training.model_dir, "eval.json")
     with tf.io.gfile.GFile(path, "w") as f:
         json.dump(results, f, indent=2)
@@ -102,8 +139,9 @@ def evaluate(cfg: Config, progress: bool = True) -> dict:
 
 
 def format_report(r: dict) -> str:
+    kind = f" ({r['checkpoint_kind']})" if "checkpoint_kind" in r else ""
     line = (
-        f"eval @ step {r.get('step', '?')}: AUC {r['auc']:.4f}  "
+        f"eval @ step {r.get('step', '?')}{kind}: AUC {r['auc']:.4f}  "
         f"GAUC {r['gauc']:.4f}  log loss {r['log_loss']:.4f}"
     )
     if "bayes_auc" in r:

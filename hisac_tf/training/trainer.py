@@ -1,13 +1,26 @@
-"""The ranker's training loop.
+"""The ranker's training: `model.compile` + `model.fit`.
 
 `train(cfg)` builds the model under the `tf.distribute` strategy of
-`training.strategy`, restores the latest checkpoint of
-`training.model_dir` (a job killed mid-run and restarted resumes at its
-last checkpoint: at most `checkpoint_every - 1` steps are redone), trains
-for `training.train_steps` steps in all with a progress bar, writes a
-checkpoint every `checkpoint_every` steps and TensorBoard summaries under
-`<model_dir>/tensorboard`. The resolved config is written to
-`<model_dir>/config.json`.
+`training.strategy`, compiles it with the paper's optimizer (Adagrad for
+embedding tables, Adam for dense weights; `build_optimizer`) and trains
+with `fit`, so every step is `tfrs.models.Model.train_step`: the task's
+loss plus the regularisation losses (`sum(model.losses)`), whose gradient
+reaches every regularised weight.
+
+Kill-and-resume has `BackupAndRestore`'s semantics with the checkpoints
+that evaluation and export restore: `train` restores the latest
+checkpoint of `<model_dir>/checkpoints`, and `fit` runs the remaining
+steps of `training.train_steps` (the total), writing a checkpoint every
+`checkpoint_every` steps, so a job killed mid-run and restarted redoes at
+most `checkpoint_every - 1` steps. TensorBoard gets the train curves
+(`<model_dir>/tensorboard/train`: loss, regularization_loss, total_loss,
+auc_approx, log_loss) and, with `training.valid_every > 0`, the valid
+ones (`tensorboard/valid`: exact AUC, GAUC, log loss, agents per user),
+with the best checkpoint by valid AUC kept under `<model_dir>/best` and
+the learning curve in `<model_dir>/learning_curve.json`
+(`ModelSelection`). The resolved config is written to
+`<model_dir>/config.json`; a model_dir trained under another model config
+is refused (`check_model_dir`).
 """
 
 from __future__ import annotations
@@ -15,28 +28,71 @@ from __future__ import annotations
 import os
 import sys
 import time
+from typing import Sequence
 
 import hisac_tf  # noqa: F401  (Keras 2 before TensorFlow)
 import tensorflow as tf
 
 from hisac_tf.config import Config, write_resolved
 from hisac_tf.data import input_pipeline
+from hisac_tf.training.callbacks import (
+    PeriodicCheckpoint,
+    ProgressBar,
+    StepCounter,
+    TrainingSummaries,
+    host_logs,
+    summary_dir,
+)
 from hisac_tf.training.checkpoints import (
     build_state,
     check_model_dir,
     checkpoint_manager,
 )
+from hisac_tf.training.model_selection import (
+    ModelSelection,
+    read_curve,
+    valid_files,
+)
 from hisac_tf.training.strategy import make_strategy
 
 
-def train(cfg: Config, progress: bool = True) -> dict:
-    """The training loop; returns the final step and training metrics."""
+def compile_for_training(model: tf.keras.Model,
+                         optimizer: tf.keras.optimizers.Optimizer) -> None:
+    """`model.compile(optimizer)` for TFRS's `train_step` / `test_step`.
+
+    Call inside the strategy scope the model was built in. The loss and
+    metrics are the model's own (its `tfrs.tasks.Ranking`).
+    """
+    model.compile(optimizer=optimizer)
+
+
+def train(cfg: Config, progress: bool = True,
+          callbacks: Sequence[tf.keras.callbacks.Callback] = ()) -> dict:
+    """Trains to `training.train_steps`; returns the step and metrics.
+
+    Args:
+      cfg: the run's config.
+      progress: show the progress bar.
+      callbacks: further `fit` callbacks, called after the trainer's own
+        (the global step and the checkpoint of a batch are done by then).
+
+    Returns:
+      step (final global step), resumed_at, steps_run, final_loss,
+      regularization_loss, train_auc_approx (the 200-threshold running AUC
+      of this run), seconds, steps_per_second and, with validation, best
+      ({step, auc, checkpoint} by valid AUC) and valid_points.
+    """
     t = cfg.training
     check_model_dir(cfg)
+    # Missing valid files fail here, before anything is built or trained.
+    if t.valid_every:
+        valid_files(cfg)
     write_resolved(cfg, t.model_dir)
     tf.random.set_seed(t.seed)
     strategy = make_strategy(t.strategy)
     spec, model, optimizer, step, checkpoint = build_state(cfg, strategy)
+    with strategy.scope():
+        compile_for_training(model, optimizer)
     manager = checkpoint_manager(cfg, checkpoint, step)
     if manager.latest_checkpoint:
         checkpoint.restore(manager.latest_checkpoint).expect_partial()
@@ -46,7 +102,10 @@ def train(cfg: Config, progress: bool = True) -> dict:
         )
     start = int(step.numpy())
     if start >= t.train_steps:
-        return {"step": start, "resumed_at": start, "steps_run": 0}
+        done = {"step": start, "resumed_at": start, "steps_run": 0}
+        if t.valid_every:
+            done["best"] = read_curve(cfg).get("best")
+        return done
 
     files = input_pipeline.list_files(
         os.path.join(cfg.data.data_dir, cfg.data.train_pattern)
@@ -61,59 +120,42 @@ def train(cfg: Config, progress: bool = True) -> dict:
         num_parallel_reads=cfg.data.num_parallel_reads,
         drop_remainder=strategy.num_replicas_in_sync > 1,
     )
-    dist_ds = strategy.experimental_distribute_dataset(ds)
-    replicas = strategy.num_replicas_in_sync
-
-    def replica_step(batch):
-        with tf.GradientTape() as tape:
-            loss = model.compute_loss(batch, training=True)
-            scaled = loss / replicas
-        variables = model.trainable_variables
-        grads = tape.gradient(scaled, variables)
-        optimizer.apply_gradients(zip(grads, variables))
-        return loss
-
-    @tf.function
-    def train_step(batch):
-        losses = strategy.run(replica_step, args=(batch,))
-        step.assign_add(1)
-        return strategy.reduce(tf.distribute.ReduceOp.MEAN, losses, None)
-
-    writer = tf.summary.create_file_writer(
-        os.path.join(t.model_dir, "tensorboard", "train")
-    )
-    bar = tf.keras.utils.Progbar(
-        t.train_steps, stateful_metrics=["loss", "auc"],
-        verbose=1 if progress else 0,
-    )
-    # The task's AUC accumulates over the run (shown as "auc").
-    running_auc = {m.name: m for m in model.metrics}["auc"]
-    iterator = iter(dist_ds)
+    counter = StepCounter(step, start)
+    extra = list(callbacks)
+    callbacks = [
+        counter,
+        PeriodicCheckpoint(manager, counter, t.checkpoint_every,
+                           also_every=t.valid_every),
+        TrainingSummaries(summary_dir(t.model_dir, "train"), counter,
+                          t.log_every, t.train_steps),
+        ProgressBar(counter, t.train_steps, t.log_every,
+                    verbose=1 if progress else 0),
+    ]
+    selection = None
+    if t.valid_every:
+        selection = ModelSelection(cfg, spec, checkpoint, counter)
+        callbacks.append(selection)
+    callbacks += extra
     began = time.time()
-    loss = float("nan")
     with input_pipeline.diagnosed(files, spec, cfg.data.compression):
-        while int(step.numpy()) < t.train_steps:
-            loss = float(train_step(next(iterator)))
-            current = int(step.numpy())
-            auc = float(running_auc.result())
-            if current % t.log_every == 0 or current == t.train_steps:
-                with writer.as_default(step=current):
-                    tf.summary.scalar("loss", loss)
-                    tf.summary.scalar("auc", auc)
-                bar.update(current, [("loss", loss), ("auc", auc)])
-            if current % t.checkpoint_every == 0:
-                manager.save(checkpoint_number=current)
-    final = int(step.numpy())
-    latest = manager.latest_checkpoint or ""
-    if not latest.endswith(f"-{final}"):
-        manager.save(checkpoint_number=final)
+        history = model.fit(
+            ds, epochs=1, steps_per_epoch=t.train_steps - start,
+            callbacks=callbacks, verbose=0,
+        )
     seconds = time.time() - began
-    return {
+    final = int(step.numpy())
+    logs = host_logs({k: v[-1] for k, v in history.history.items()})
+    results = {
         "step": final,
         "resumed_at": start,
         "steps_run": final - start,
-        "final_loss": loss,
-        "train_auc_running": float(running_auc.result()),
+        "final_loss": logs.get("loss", float("nan")),
+        "regularization_loss": logs.get("regularization_loss", 0.0),
+        "train_auc_approx": logs.get("auc_approx", float("nan")),
         "seconds": seconds,
         "steps_per_second": (final - start) / max(seconds, 1e-9),
     }
+    if selection is not None:
+        results["best"] = selection.best
+        results["valid_points"] = len(selection.points)
+    return results
