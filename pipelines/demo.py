@@ -25,6 +25,7 @@ from hisac_tf.config import Config
 from hisac_tf.data import input_pipeline, synthetic
 from hisac_tf.data.data_summary import summarize_data
 from hisac_tf.data.feature_spec import FeatureSpec
+from hisac_tf.training.checkpoints import select_checkpoint
 from hisac_tf.training.evaluation import evaluate, format_report
 from hisac_tf.export import exporter
 from hisac_tf.training.trainer import train
@@ -120,11 +121,10 @@ def main(cfg: Config) -> dict:
 
 
 def export_latest(cfg: Config) -> dict:
-    """Exports a new version unless the newest came from this checkpoint."""
+    """Exports a new version unless the newest came from the checkpoint
+    export would take (the best by valid AUC when kept, else the latest)."""
     summary_path = os.path.join(cfg.export.export_dir, exporter.SUMMARY_FILE)
-    latest = tf.train.latest_checkpoint(
-        os.path.join(cfg.training.model_dir, "checkpoints")
-    )
+    _, latest = select_checkpoint(cfg)
     if tf.io.gfile.exists(summary_path):
         with tf.io.gfile.GFile(summary_path) as f:
             summary = json.load(f)

@@ -670,6 +670,19 @@ def test_read_learning_curve(tmp_path, capsys):
     assert len(got["learning_curve"]) == 3
 
 
+def test_read_learning_curve_of_the_trainer(tmp_path):
+    """The layout hisac_tf.training.model_selection writes."""
+    _write_curve(str(tmp_path), {
+        "metric": "valid auc", "valid_every": 100,
+        "points": [{"step": 100, "auc": 0.61, "gauc": 0.6},
+                   {"step": 200, "auc": 0.64, "gauc": 0.62},
+                   {"step": 300, "auc": 0.63, "gauc": 0.62}],
+        "best": {"step": 200, "auc": 0.64}})
+    got = runner.read_learning_curve(str(tmp_path))
+    assert (got["valid_auc"], got["valid_auc_step"],
+            got["valid_auc_last"]) == (0.64, 200, 0.63)
+
+
 @pytest.mark.parametrize("curve, message", [
     pytest.param("[{", "is not valid JSON", id="broken-json"),
     pytest.param([{"step": 1, "auc": 0.6}], "entry 0 is", id="wrong-key"),

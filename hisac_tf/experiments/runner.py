@@ -53,13 +53,14 @@ from hisac_tf.tokenizer.semantic_tables import (
     save_semantic_tables,
     shuffled_tables,
 )
+from hisac_tf.training.model_selection import CURVE_FILE, METRIC
 from hisac_tf.training.checkpoints import restore_latest
 from hisac_tf.training.evaluation import evaluate
 from hisac_tf.training.trainer import train
 
 ROW_FILE = "experiment_row.json"
 # Written by training into the model dir: [{"step": s, "valid_auc": a}].
-LEARNING_CURVE_FILE = "learning_curve.json"
+LEARNING_CURVE_FILE = CURVE_FILE
 # Routing diagnostics (docs/design.md §2.3) the ranker's compress_user may
 # return per request [B]; averaged over the eval requests when present.
 ROUTING_KEYS = ("effective_items_per_agent", "off_sid_mass",
@@ -230,6 +231,13 @@ def read_learning_curve(model_dir: str) -> dict:
             print(f"warning: {path} is not valid JSON ({e}): no valid AUC "
                   "in the table", file=sys.stderr)
             return empty
+    # The trainer writes {"points": [{"step", "auc", "gauc", ...}], ...}
+    # (hisac_tf.training.model_selection); a plain list of {"step",
+    # "valid_auc"} is read too.
+    if isinstance(curve, Mapping) and isinstance(curve.get("points"), list):
+        curve = [{"step": p.get("step"), "valid_auc": p.get(METRIC)}
+                 if isinstance(p, Mapping) else p
+                 for p in curve["points"]]
     points = []
     for i, p in enumerate(curve if isinstance(curve, list) else [curve]):
         if not (isinstance(p, Mapping) and isinstance(p.get("step"), int)
@@ -324,7 +332,9 @@ def finished_row(run_cfg: Config) -> dict | None:
         saved = json.load(f)
     if saved.get("config") != json.loads(json.dumps(run_cfg.to_dict())):
         return None
-    return saved["row"]
+    # The learning curve is read afresh (a reader may have learnt a layout).
+    return {**saved["row"],
+            **read_learning_curve(run_cfg.training.model_dir)}
 
 
 def run_experiment(cfg: Config, plan: ExperimentPlan, *,

@@ -46,7 +46,7 @@ from hisac_tf.data import filesystems, input_pipeline
 from hisac_tf.data.feature_spec import FeatureSpec
 from hisac_tf.export import signatures as sig
 from hisac_tf.export import tf_serving_config, verification, warmup
-from hisac_tf.training.checkpoints import restore_latest
+from hisac_tf.training.checkpoints import restore_latest, select_checkpoint
 
 SUMMARY_FILE = "export_summary.json"
 TMP_PREFIX = ".tmp-export-"
@@ -94,7 +94,10 @@ def restore(cfg: Config):
       `warmup.WARMUP_BATCH` requests, also used to build the model so
       that the checkpoint's weights load.
     """
-    state, path, status = restore_latest(cfg, "export")
+    # The checkpoint evaluation scores: the best by valid AUC when the run
+    # kept one (training.evaluate_checkpoint), else the latest.
+    _, chosen = select_checkpoint(cfg)
+    state, path, status = restore_latest(cfg, "export", path=chosen)
     batch = first_batch(cfg, state.spec, warmup.WARMUP_BATCH)
     state.model(batch, training=False)  # Creates the variables.
     status.assert_existing_objects_matched().expect_partial()  # no slots
