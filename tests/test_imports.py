@@ -221,11 +221,7 @@ def test_library_never_imports_its_callers(importer, forbidden):
 
 
 # Imports inside functions hide cycles and wrong-way imports from the
-# checks above (today: `run()` of serving/grpc_client.py, load_test.py and
-# hisac_tf/export/tf_serving_config.py import pipelines.cli).
-@pytest.mark.xfail(strict=False, reason=(
-    "function-level project imports are being removed on the parallel "
-    "branches of issue 9; the lead makes this strict at the merge"))
+# checks above.
 def test_no_function_level_project_imports():
     found = [
         f"{os.path.relpath(path, ROOT)}:{line}: {target}"

@@ -52,6 +52,16 @@ COMPRESSION_TERMS = {
 }
 
 
+# SimHash bits of `lsh` (LSHCompressor): at most 2^16 buckets.
+MAX_LSH_BITS = 16
+
+
+def default_num_bits(num_groups: int) -> int:
+    """ceil(log2 A) + 1: at least 2A buckets, at most 2^MAX_LSH_BITS."""
+    return min(MAX_LSH_BITS,
+               max(1, int(num_groups - 1).bit_length() + 1))
+
+
 def compression_flops(
     name: str, *, n: int, a: int, d: int, ds: int, h: int,
     num_levels: int = 2, kmeans_iterations: int = 5, lsh_bits: int = 0,
@@ -71,8 +81,6 @@ def compression_flops(
         return n * ds + (i + 1) * (a * ds + a * n * ds) + i * n * ds + n * d
     if name == "lsh":
         if lsh_bits <= 0:
-            from hisac_tf.compressors.lsh_compressor import default_num_bits
-
             lsh_bits = default_num_bits(a)
         return n * ds * lsh_bits + n * d
     if name == "patching":

@@ -43,6 +43,28 @@ class HiSACCompressor(HistoryCompressor):
 
     Reads: latents, sids, has_sid, codebooks ([sum_l K_l, Ds], the L
     codebooks concatenated by rows, level 1 first).
+
+    References:
+      - [HiSAC](https://arxiv.org/abs/2602.21009): Yuan et al., "HiSAC:
+        Hierarchical Sparse Activation Compression for Ultra-long Sequence
+        Modeling in Recommenders", Taobao 2026, arXiv 2602.21009, sections
+        "Hierarchical Voting" and "Soft-Routing Attention".
+
+    Example:
+
+    ```python
+    compressor = HiSACCompressor(codebook_sizes=(4, 4), top_k=(2, 2),
+                                 num_agents=3)
+    b, n = 1, 5
+    groups = compressor(
+        tf.random.normal([b, n, 8]),  # h [B, N, D]
+        valid=tf.ones([b, n], tf.bool),
+        latents=tf.random.normal([b, n, 2]),  # z [B, N, Ds]
+        sids=tf.constant([[[0, 1], [0, 1], [0, 2], [1, 3], [1, 3]]]),
+        has_sid=tf.ones([b, n], tf.bool),
+        codebooks=tf.random.normal([8, 2]))  # [K_1 + K_2, Ds]
+    groups["group_states"].shape  # [1, 3, 8]: A = 3 interest agents
+    ```
     """
 
     required_inputs = ("latents", "sids", "has_sid", "codebooks")

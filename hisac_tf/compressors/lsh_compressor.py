@@ -21,6 +21,8 @@ import hisac_tf  # noqa: F401  (Keras 2 before TensorFlow)
 import numpy as np
 import tensorflow as tf
 
+from hisac_tf.compressors.flops import MAX_LSH_BITS as MAX_BITS
+from hisac_tf.compressors.flops import default_num_bits  # noqa: F401
 from hisac_tf.compressors.history_compressor import (
     HistoryCompressor,
     check_non_negative_int,
@@ -28,13 +30,6 @@ from hisac_tf.compressors.history_compressor import (
     log_share,
     pooled_mean,
 )
-
-MAX_BITS = 16
-
-
-def default_num_bits(num_groups: int) -> int:
-    """ceil(log2 A) + 1: at least 2A buckets, at most 2^16."""
-    return min(MAX_BITS, max(1, int(num_groups - 1).bit_length() + 1))
 
 
 @tf.keras.utils.register_keras_serializable(package="hisac_tf")

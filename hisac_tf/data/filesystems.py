@@ -37,6 +37,9 @@ import sys
 import traceback
 from typing import Callable, NoReturn
 
+import hisac_tf  # noqa: F401  (Keras 2 before TensorFlow)
+import tensorflow as tf
+
 REMOTE_SCHEMES = ("s3", "hdfs")
 # Schemes TensorFlow handles itself (no tensorflow-io needed).
 BUILTIN_SCHEMES = ("", "file", "gs", "ram")
@@ -94,9 +97,6 @@ def glob(pattern: str) -> list[str]:
     Raises:
       FileNotFoundError: nothing matches; the message names the pattern.
     """
-    import hisac_tf  # noqa: F401,I001  (Keras 2 before TensorFlow)
-    import tensorflow as tf
-
     ensure_filesystem(pattern)
     try:
         found = tf.io.gfile.glob(pattern)

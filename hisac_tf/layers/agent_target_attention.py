@@ -88,6 +88,25 @@ class AgentTargetAttention(tf.keras.layers.Layer):
 
     Mixed precision: projections run in the compute dtype; logits and the
     softmax are float32 and cast back.
+
+    References:
+      - [HiSAC](https://arxiv.org/abs/2602.21009): Yuan et al., "HiSAC:
+        Hierarchical Sparse Activation Compression for Ultra-long Sequence
+        Modeling in Recommenders", Taobao 2026, arXiv 2602.21009, section
+        "Target attention over agents" (cached multi-head attention).
+
+    Example:
+
+    ```python
+    attention = AgentTargetAttention(num_heads=2, key_dim=4, output_dim=8,
+                                     attention_mass=True)
+    agents = tf.random.normal([1, 3, 6])  # [B=1, A=3, Dv=6]
+    weights = tf.constant([[0.5, 0.3, 0.2]])  # w_a from voting
+    mask = tf.constant([[True, True, False]])
+    state = attention.encode(agents, weights, mask)  # once per user
+    out = attention.score(state, tf.random.normal([1, 5, 8]))  # C = 5
+    out.shape  # [1, 5, 8]
+    ```
     """
 
     def __init__(

@@ -81,6 +81,20 @@ class ResidualQuantizer(tf.keras.layers.Layer):
       dtype), zhat [B, Ds] float32, commitment_loss [] float32 (codebook
       plus beta-weighted commitment terms, batch mean), residual_norms
       [B, L] float32 (||r_l||, l = 1..L)).
+
+    References:
+      - [HiSAC](https://arxiv.org/abs/2602.21009): Yuan et al., "HiSAC:
+        Hierarchical Sparse Activation Compression for Ultra-long Sequence
+        Modeling in Recommenders", Taobao 2026, arXiv 2602.21009, section
+        "Semantic ID tokenizer" (RQ-VAE, residual quantisation).
+
+    Example:
+
+    ```python
+    quantizer = ResidualQuantizer(codebook_sizes=(8, 4), latent_dim=3)
+    out = quantizer(tf.random.normal([16, 3]))  # z [B=16, Ds=3]
+    out["codes"].shape  # [16, 2]: the semantic ID (c_1, c_2) per item
+    ```
     """
 
     def __init__(

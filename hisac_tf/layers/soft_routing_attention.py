@@ -88,6 +88,25 @@ class SoftRoutingAttention(tf.keras.layers.Layer):
     off): distances, logits and softmax are float32 whatever the input or
     policy dtype; `values`, the states and the routing weights use the
     compute dtype.
+
+    References:
+      - [HiSAC](https://arxiv.org/abs/2602.21009): Yuan et al., "HiSAC:
+        Hierarchical Sparse Activation Compression for Ultra-long Sequence
+        Modeling in Recommenders", Taobao 2026, arXiv 2602.21009, section "Soft-
+        Routing Attention".
+
+    Example:
+
+    ```python
+    routing = SoftRoutingAttention(temperature=1.0)
+    out = routing(
+        latents=tf.random.normal([1, 6, 4]),  # z [B=1, N=6, Ds=4]
+        values=tf.random.normal([1, 6, 8]),  # h [B, N, D=8]
+        prototypes=tf.random.normal([1, 2, 4]),  # p [B, A=2, Ds]
+        history_mask=tf.ones([1, 6], tf.bool),
+        agent_mask=tf.ones([1, 2], tf.bool))
+    out["states"].shape  # [1, 2, 8]: u_a = sum_i alpha_{a,i} h_i
+    ```
     """
 
     def __init__(self, temperature: float = 1.0, hard: bool = False,
