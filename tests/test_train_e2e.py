@@ -201,5 +201,11 @@ def test_valid_split_selects_the_checkpoint_evaluate_scores(prepared):
     board = os.path.join(model_dir, "tensorboard")
     assert {"loss", "regularization_loss", "auc_approx", "log_loss"} <= (
         summary_tags(os.path.join(board, "train")))
-    assert {"auc", "gauc", "log_loss", "num_active_mean", "num_active"} <= (
+    assert {"auc", "gauc", "log_loss", "num_active_mean", "num_active",
+            "routing/effective_items_per_agent", "routing/off_sid_mass",
+            "routing/agents_per_user"} <= (
         summary_tags(os.path.join(board, "valid")))
+    # The learning curve carries the routing figures of the tiny (hisac)
+    # ranker too.
+    assert all(p["effective_items_per_agent"] >= 1.0
+               for p in curve["points"])

@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import os
 import sys
-from typing import NamedTuple
+from typing import NamedTuple, Optional
 
 import hisac_tf  # noqa: F401  (Keras 2 before TensorFlow)
 import numpy as np
@@ -44,20 +44,33 @@ class Predictions(NamedTuple):
     probs: np.ndarray
     truth: np.ndarray  # true_ctr; empty without it
     num_active: np.ndarray  # [R] groups in use per request
+    # [R] per request, when the ranker reports them (ROUTING_KEYS).
+    routing: Optional[dict] = None
 
 
-def scorer(model):
-    """tf.function batch -> (probabilities [B, C], num_active [B]).
+# Routing diagnostics a ranker with a routing compressor reports per
+# request (`HiSACRanker.compress_user(diagnostics=True)`).
+ROUTING_KEYS = ("effective_items_per_agent", "off_sid_mass",
+                "agents_per_user")
+
+
+def scorer(model, diagnostics: bool = False):
+    """tf.function batch -> (probabilities [B, C], diagnostics).
 
     One user-side pass (`compress_user`) feeds both the scores (`score`,
-    as `call` does) and the agents-per-user diagnostic.
+    as `call` does) and the per-request diagnostics: num_active [B]
+    always, the routing ones (`ROUTING_KEYS`, [B] each) with
+    `diagnostics` when the ranker reports them.
     """
 
     @tf.function(reduce_retracing=True)
     def score(batch):
-        state = model.compress_user(batch, training=False)
+        state = model.compress_user(batch, training=False,
+                                    diagnostics=diagnostics)
         logits = model.score(state, batch, training=False)  # [B, C]
-        return tf.sigmoid(logits), state["num_active"]
+        diag = {k: state[k] for k in ("num_active",) + ROUTING_KEYS
+                if k in state}
+        return tf.sigmoid(logits), diag
 
     return score
 
@@ -72,11 +85,16 @@ def predict(cfg: Config, model, files, spec, progress: bool = True,
     )
     score = score or scorer(model)
     users, labels, probs, truth, active = [], [], [], [], []
+    routing: dict = {}
     bar = tf.keras.utils.Progbar(None, verbose=1 if progress else 0,
                                  unit_name="batch")
     batches = input_pipeline.iterate(ds, files, spec, cfg.data.compression)
     for i, batch in enumerate(batches):
-        p, num_active = score(batch)
+        p, diag = score(batch)
+        num_active = diag["num_active"]
+        for key in ROUTING_KEYS:
+            if key in diag:
+                routing.setdefault(key, []).append(diag[key].numpy())
         p = p.numpy()
         count = batch["cand_count"].numpy()
         mask = np.arange(p.shape[1])[None, :] < count[:, None]  # [B, C]
@@ -91,7 +109,7 @@ def predict(cfg: Config, model, files, spec, progress: bool = True,
     bar.update(len(probs), finalize=True)
     cat = lambda parts: np.concatenate(parts) if parts else np.zeros(0)  # noqa
     return Predictions(cat(users), cat(labels), cat(probs), cat(truth),
-                       cat(active))
+                       cat(active), {k: cat(v) for k, v in routing.items()})
 
 
 def report(users, labels, probs, truth=None) -> dict:

@@ -146,7 +146,7 @@ class ModelSelection(tf.keras.callbacks.Callback):
     def validate(self, step: int) -> dict:
         """Scores the valid split at `step`; returns the curve point."""
         if self.score is None:
-            self.score = scorer(self.model)
+            self.score = scorer(self.model, diagnostics=True)
         p = predict(self.cfg, self.model, self.files, self.spec,
                     progress=self.progress, score=self.score)
         point = {"step": int(step),
@@ -155,9 +155,14 @@ class ModelSelection(tf.keras.callbacks.Callback):
         point["num_active_mean"] = (
             float(active.mean()) if len(active) else float("nan")
         )
+        routing = p.routing or {}  # routing compressors only
+        for key, values in routing.items():
+            point[key] = float(values.mean()) if len(values) else 0.0
         with self.writer.as_default(step=step):
             for key in ("auc", "gauc", "log_loss", "num_active_mean"):
                 tf.summary.scalar(key, point[key])
+            for key in routing:
+                tf.summary.scalar(f"routing/{key}", point[key])
             if len(active):
                 tf.summary.histogram("num_active", active)
         self.writer.flush()
