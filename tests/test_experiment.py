@@ -12,7 +12,6 @@ import tensorflow as tf
 
 from hisac_tf import config as config_lib
 from hisac_tf.compressors.flops import config_flops
-from hisac_tf.compressors import COMPRESSOR_NAMES
 from hisac_tf.config import ConfigError, ExperimentRun
 from hisac_tf.experiments import plan as plan_lib
 from hisac_tf.experiments import report, runner
@@ -784,25 +783,20 @@ def test_longrange_plan_holds_the_ladder():
                for r in n10k)
 
 
-def test_longrange_plan_validates_against_its_presets():
-    """Every run's config builds on the longrange presets; runs of
-    compressor "none" (the short-term branch alone) are checked once the
-    compressor exists."""
-    if "longrange" not in config_lib.preset_names():
-        pytest.skip("configs/longrange.json is not on this branch yet (it "
-                    "comes with the generator work)")
+@pytest.mark.parametrize("plan_path", [
+    pytest.param(LONGRANGE_PLAN, id="longrange"),
+    pytest.param(os.path.join(os.path.dirname(LONGRANGE_PLAN),
+                              "longrange_n1000.json"), id="n1000"),
+    pytest.param(os.path.join(os.path.dirname(LONGRANGE_PLAN),
+                              "longrange_10k.json"), id="n10k"),
+])
+def test_longrange_plans_validate_against_their_presets(plan_path):
+    """Every run's config builds on the longrange presets, short-only
+    runs (compressor "none") included; every run config resolves."""
     cfg = config_lib.load_config("longrange")
-    plan = config_lib.experiment_plan_from_dict(
-        plan_lib.read_plan(LONGRANGE_PLAN))
-    skipped = []
-    for run in plan.runs:
-        if run.compressor not in COMPRESSOR_NAMES:
-            assert run.compressor == "none"
-            skipped.append(run.name)
-            continue
-        resolved = plan_lib.resolve_run(cfg, run)
-        assert resolved.lengths == run.lengths
-    if skipped:
-        pytest.skip(f"compressor 'none' is not in COMPRESSOR_NAMES yet: "
-                    f"{len(skipped)} short-only runs unchecked "
-                    f"({', '.join(skipped)})")
+    plan = plan_lib.parse_plan(plan_path, cfg)
+    for run, n in plan_lib.plan_jobs(plan):
+        run_cfg = plan_lib.run_config(plan_lib.run_base(cfg, run),
+                                      run.compressor, n, run.name)
+        assert run_cfg.data.max_history == n
+        assert run_cfg.model.compressor == run.compressor
