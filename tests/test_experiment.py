@@ -263,7 +263,7 @@ def test_experiment_plan_on_tiny(tmp_path, capsys, monkeypatch):
     assert "two ablations" in table
     assert table.index("## temperature") < table.index("## tokenizer")
     assert table.count("| name | compressor | N | S | seed |") == 2
-    assert "\n| hisac_tau0.5 | hisac | 10 | 0 | 0 |" in table
+    assert "\n| hisac_tau0.5 | hisac | 10 | 50 | 0 |" in table
     assert "- `hisac_tau0.5`: model.routing_temperature = 0.5" in table
     assert "- `hisac_random_sids`: training.seed = 1; shuffled" in table
     # No run has two lengths: no AUC-vs-N plot.
