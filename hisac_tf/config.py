@@ -233,7 +233,8 @@ class ModelConfig:
     use_cross_layer: bool = True
     dropout: float = 0.0
     # The target attention's log-partition as a feature (how much of the
-    # history matches a candidate; AgentTargetAttention, docs/results.md).
+    # history matches a candidate; AgentTargetAttention,
+    # docs/results/taobao_mm_hour/report.md).
     attention_mass: bool = True
     # S of the short-term branch: exact target attention over the newest S
     # behaviours beside the long-term compressor (docs/design.md §2.6);

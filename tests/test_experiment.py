@@ -453,8 +453,9 @@ def test_write_outputs_skips_empty_plots(tmp_path, rows, plots):
 
 
 def test_committed_plan_is_valid():
-    """configs/experiments/taobao_mm_hour.json (docs/results.md) parses
-    against its preset: every run's config builds, names are unique."""
+    """configs/experiments/taobao_mm_hour.json
+    (docs/results/taobao_mm_hour/report.md) parses against its preset:
+    every run's config builds, names are unique."""
     cfg = config_lib.load_config("taobao_mm_hour")
     path = os.path.join(os.path.dirname(__file__), os.pardir, "configs",
                         "experiments", "taobao_mm_hour.json")

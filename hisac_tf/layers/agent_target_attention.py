@@ -22,7 +22,8 @@ W_m [H + 1, O] added to the output. It rises with the share of the state
 candidate, and stays on the scale of the logits whatever the number of
 groups. (The raw log-partition logsumexp_a logits, without the prior's
 normaliser, grows with log G: with G = N = 1,000 items it wrecked the
-`full` baseline's training, AUC 0.695 -> 0.640; docs/results.md.)
+`full` baseline's training, AUC 0.695 -> 0.640;
+docs/results/taobao_mm_hour/report.md.)
 
 The user side (keys, values, bias, mask) does not depend on the candidates:
 `encode` computes it once per request (or once per user, to be cached
