@@ -53,18 +53,15 @@ from hisac_tf.tokenizer.semantic_tables import (
     save_semantic_tables,
     shuffled_tables,
 )
+from hisac_tf.layers.routing_diagnostics import ROUTING_KEYS
 from hisac_tf.training.model_selection import CURVE_FILE, METRIC
 from hisac_tf.training.checkpoints import restore_latest
 from hisac_tf.training.evaluation import evaluate
 from hisac_tf.training.trainer import train
 
 ROW_FILE = "experiment_row.json"
-# Written by training into the model dir: [{"step": s, "valid_auc": a}].
+# Written by training into the model dir (read_learning_curve).
 LEARNING_CURVE_FILE = CURVE_FILE
-# Routing diagnostics (docs/design.md §2.3) the ranker's compress_user may
-# return per request [B]; averaged over the eval requests when present.
-ROUTING_KEYS = ("effective_items_per_agent", "off_sid_mass",
-                "agents_per_user")
 # Trains the tokenizer of `cfg` into cfg.tokenizer.output_dir.
 TokenizerTrainer = Callable[..., Mapping]
 

@@ -35,6 +35,9 @@ from hisac_tf.layers.shape_checks import check_dim as _check_dim
 from hisac_tf.layers.shape_checks import check_rank as _check_rank
 
 _ME = "routing_diagnostics"
+# The keys `routing_diagnostics` returns, [B] each.
+ROUTING_KEYS = ("effective_items_per_agent", "off_sid_mass",
+                "agents_per_user")
 
 
 def routing_diagnostics(alpha, agent_sids, item_sids, agent_mask,

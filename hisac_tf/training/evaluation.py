@@ -30,6 +30,7 @@ from hisac_tf.config import Config
 from hisac_tf.data import input_pipeline
 from hisac_tf.data.data_summary import has_true_ctr
 from hisac_tf.data.feature_spec import FeatureSpec
+from hisac_tf.layers.routing_diagnostics import ROUTING_KEYS
 from hisac_tf.training.checkpoints import (
     restore_latest,
     select_checkpoint,
@@ -46,12 +47,6 @@ class Predictions(NamedTuple):
     num_active: np.ndarray  # [R] groups in use per request
     # [R] per request, when the ranker reports them (ROUTING_KEYS).
     routing: Optional[dict] = None
-
-
-# Routing diagnostics a ranker with a routing compressor reports per
-# request (`HiSACRanker.compress_user(diagnostics=True)`).
-ROUTING_KEYS = ("effective_items_per_agent", "off_sid_mass",
-                "agents_per_user")
 
 
 def scorer(model, diagnostics: bool = False):
