@@ -304,7 +304,9 @@ class HiSACRanker(tfrs.models.Model):
         """Keys of the count types: category, then SID prefix per level.
 
         category_ids [B, X]; sids [B, X, L]; has_sid [B, X] -> (keys
-        [B, X, 1 + L] int64, sid_ok [B, X] bool). A prefix key encodes
+        [B, X, T = 1 + L] int64, type_ok [B, X, T] bool: every item has a
+        category key, only items with a SID have prefix keys). A prefix
+        key encodes
         (c_1, .., c_l) as a mixed-radix number, >= 1. Item ids are not a
         count type: with negatives sampled outside the user's history (the
         importer's default) "the candidate is in the history" would read
@@ -317,7 +319,12 @@ class HiSACRanker(tfrs.models.Model):
         for level, size in enumerate(self.codebook_sizes):
             prefix = prefix * (size + 1) + sids[..., level] + 1
             parts.append(prefix)
-        return tf.stack(parts, axis=-1), tf.cast(has_sid, tf.bool)
+        has_sid = tf.cast(has_sid, tf.bool)[..., None]  # [B, X, 1]
+        type_ok = tf.concat([
+            tf.ones_like(has_sid),
+            tf.repeat(has_sid, len(self.codebook_sizes), axis=-1),
+        ], axis=-1)  # [B, X, T]
+        return tf.stack(parts, axis=-1), type_ok
 
     def compress_user(self, features: dict, training=None,
                       diagnostics: bool = False) -> dict:
@@ -394,19 +401,13 @@ class HiSACRanker(tfrs.models.Model):
                 window = tf.logical_and(
                     valid, rank > (total - self.short_term_length)[:, None]
                 )  # [B, N] the newest S valid
-            keys, sid_ok = self._count_keys(
+            keys, type_ok = self._count_keys(
                 features["hist_category_ids"], semantic["sids"],
                 semantic["has_sid"],
-            )  # [B, N, T], [B, N]
-            levels = len(self.codebook_sizes)
-            type_valid = tf.concat([
-                window[..., None],
-                tf.repeat(tf.logical_and(window, sid_ok)[..., None], levels,
-                          axis=-1),
-            ], axis=-1)  # [B, N, T]
+            )  # [B, N, T] each
             out.update(self.match_counts.encode(
-                keys, type_valid, features["hist_timestamps"],
-                features["request_time"],
+                keys, tf.logical_and(window[..., None], type_ok),
+                features["hist_timestamps"], features["request_time"],
             ))
         return out
 
@@ -462,16 +463,11 @@ class HiSACRanker(tfrs.models.Model):
                 queries, training=training,
             ))  # [B, C, D]
         if self.match_counts is not None:
-            keys, sid_ok = self._count_keys(
+            keys, type_ok = self._count_keys(
                 cand_cats, semantic["sids"], semantic["has_sid"]
-            )  # [B, C, T]
-            levels = len(self.codebook_sizes)
-            no_sid = tf.concat([
-                tf.zeros_like(keys[..., :1], tf.bool),
-                tf.repeat(tf.logical_not(sid_ok)[..., None], levels,
-                          axis=-1),
-            ], axis=-1)  # [B, C, T]
-            keys = tf.where(no_sid, tf.constant(-1, tf.int64), keys)
+            )  # [B, C, T] each
+            # A key a candidate lacks never matches (history keys are >= 1).
+            keys = tf.where(type_ok, keys, tf.constant(-1, tf.int64))
             parts.append(self.match_counts.score(
                 {k: state[k] for k in COUNT_STATE_KEYS}, keys
             ))  # [B, C, 4T + 1]
