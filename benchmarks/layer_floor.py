@@ -83,10 +83,19 @@ def _attention_calls(groups, cands, d, h, rng):
     }
 
 
+# Share of ||z||^2 left to the quantisation residual (the tokenizer's is
+# about 7 %, hisac_tf/config.py TokenizerConfig.beta): each item lies near
+# its agent's prototype, as with a trained tokenizer.
+RESIDUAL = 0.07
+
+
 def _routing_calls(n, agents, d, ds, rng):
-    z = tf.constant(rng.normal(size=(1, n, ds)), tf.float32)
+    z = tf.constant(rng.normal(size=(1, n, ds)), tf.float32)  # ||z||^2~Ds
     h = tf.constant(rng.normal(size=(1, n, d)), tf.float32)
-    p = tf.constant(rng.normal(size=(1, agents, ds)), tf.float32)
+    p = tf.constant(
+        z.numpy()[:, rng.choice(n, agents, replace=False)]
+        + rng.normal(scale=RESIDUAL ** 0.5, size=(1, agents, ds)),
+        tf.float32)  # [1, A, Ds] prototypes near some items
     hist = tf.ones([1, n], tf.bool)
     amask = tf.ones([1, agents], tf.bool)
     layer = SoftRoutingAttention(temperature=1.0)
@@ -115,9 +124,12 @@ def _user_side_calls(n, agents, d, ds, rng):
     sids = tf.constant(np.stack(
         [rng.choice(k, size=(1, n), p=zipf) for k in CODEBOOK_SIZES], -1),
         tf.int32)  # [1, N, L]
-    codebooks = [tf.constant(rng.normal(size=(k, ds)), tf.float32)
-                 for k in CODEBOOK_SIZES]
-    z = tf.constant(rng.normal(size=(1, n, ds)), tf.float32)
+    level_scale = ((1.0 - RESIDUAL) / len(CODEBOOK_SIZES)) ** 0.5
+    codebooks = [tf.constant(rng.normal(scale=level_scale, size=(k, ds)),
+                             tf.float32) for k in CODEBOOK_SIZES]
+    z = sum(tf.gather(cb, sids[..., i]) for i, cb in enumerate(codebooks))
+    z += tf.constant(rng.normal(scale=RESIDUAL ** 0.5, size=(1, n, ds)),
+                     tf.float32)  # [1, N, Ds]: SID codewords + residual
     h = tf.constant(rng.normal(size=(1, n, d)), tf.float32)
     hist = tf.ones([1, n], tf.bool)
     voting = HierarchicalVoting(CODEBOOK_SIZES, TOP_K, num_agents=agents)
