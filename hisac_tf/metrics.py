@@ -251,3 +251,74 @@ class GroupedAUC:
         if self._weight == 0:
             return math.nan
         return self._weighted_sum / self._weight
+
+
+def user_aucs(user_ids, labels, scores):
+    """Per-user AUC, the terms of `gauc`.
+
+    Args:
+      user_ids: user of each impression [n]; labels: 0/1 [n]; scores [n].
+    Returns:
+      (users [U] sorted, impressions [U], auc [U]); auc is nan for a user
+      whose impressions are all one class.
+    """
+    y, s = _check_binary(labels, scores)
+    users = np.asarray(user_ids).ravel()
+    if users.shape != y.shape:
+        raise ValueError(
+            f"user_ids has {users.size} entries but labels has {y.size}"
+        )
+    uniq, index = np.unique(users, return_inverse=True)  # [U], [n]
+    counts = np.bincount(index, minlength=uniq.size).astype(np.int64)
+    out = np.full(uniq.size, np.nan)
+    order = np.lexsort((s, index))  # by user, then by score
+    y, s, index = y[order], s[order], index[order]
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])  # [U]
+    new_tie = np.ones(y.size, dtype=bool)
+    new_tie[1:] = (index[1:] != index[:-1]) | (s[1:] != s[:-1])
+    tie_start = np.flatnonzero(new_tie)
+    tie_end = np.append(tie_start[1:], y.size)
+    tie_mean = (tie_start + 1 + tie_end) / 2.0  # mean global 1-based rank
+    ranks = tie_mean[np.cumsum(new_tie) - 1] - starts[index]  # [n]
+    pos = np.bincount(index, weights=y.astype(np.float64),
+                      minlength=uniq.size)
+    neg = counts - pos
+    rank_sum = np.bincount(index, weights=ranks * y, minlength=uniq.size)
+    usable = (pos > 0) & (neg > 0)
+    out[usable] = (rank_sum[usable] - pos[usable] * (pos[usable] + 1) / 2.0
+                   ) / (pos[usable] * neg[usable])
+    return uniq, counts, out
+
+
+def weighted_aucs(labels, scores, weights) -> np.ndarray:
+    """AUC under each row of impression weights (e.g. bootstrap counts).
+
+    An impression of weight w counts as w copies; ties count one half, as
+    in `auc`. One sort serves every row.
+
+    Args:
+      labels: 0/1 values [n]; scores: finite scores [n].
+      weights: non-negative weights [R, n].
+    Returns:
+      AUC per row [R]; nan where a row weighs only one class.
+    """
+    y, s = _check_binary(labels, scores)
+    w = np.asarray(weights, dtype=np.float64)
+    if w.ndim != 2 or w.shape[1] != y.size:
+        raise ValueError(
+            f"weights must be [R, {y.size}], got {list(w.shape)}"
+        )
+    if y.size == 0:
+        return np.full(w.shape[0], np.nan)
+    order = np.argsort(s, kind="mergesort")
+    y, s, w = y[order], s[order], w[:, order]
+    new = np.ones(y.size, dtype=bool)
+    new[1:] = s[1:] != s[:-1]
+    starts = np.flatnonzero(new)  # [G] first position of each tie group
+    pos = np.add.reduceat(w * y, starts, axis=1)  # [R, G]
+    neg = np.add.reduceat(w * ~y, starts, axis=1)  # [R, G]
+    neg_below = np.cumsum(neg, axis=1) - neg  # [R, G]
+    wins = np.sum(pos * (neg_below + 0.5 * neg), axis=1)  # [R]
+    total = pos.sum(axis=1) * neg.sum(axis=1)  # [R]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(total > 0, wins / total, np.nan)
