@@ -219,3 +219,14 @@ def test_sliced_evaluation_writes_files_and_tensorboard(tmp_path):
             "slices/history_length/lt50/auc",
             "slices/history_length/ge200/auc", "slices"} <= tags
     assert not math.isnan(report["calibration"]["ece"])
+
+
+def test_no_impressions_leave_the_refusal_to_the_global_metrics(tmp_path):
+    cfg = config_lib.load_config(
+        "tiny", [f'training.model_dir="{tmp_path}"'])
+    empty = np.zeros(0)
+    keys = slices.SliceKeys(empty, empty, empty, empty.astype(bool))
+    out = sliced_evaluation(cfg, empty, empty, empty, None, keys)
+    assert out.report == {} and out.png is None
+    assert format_sliced(out.report) == ""
+    assert not list(tmp_path.iterdir())

@@ -86,8 +86,8 @@ def compare(paths: Sequence[str], num_draws: int = 1000,
     """{"reports", "baseline", "num_draws", "level", "rows"} (module doc).
 
     Unmeasurable slices (empty, one class, fewer impressions than the
-    baseline's min_impressions) get one row with their status and no
-    numbers.
+    baseline's min_impressions, `all` aside) get one row with their
+    status and no numbers.
     """
     if len(paths) < 2:
         raise ValueError(
@@ -115,7 +115,8 @@ def compare(paths: Sequence[str], num_draws: int = 1000,
             y, n = labels[pick], int(pick.size)
             head = {"dimension": dimension, "slice": slice_name,
                     "impressions": n, "positives": int(y.sum())}
-            if n == 0 or y.min() == y.max() or n < settings.min_impressions:
+            small = n < settings.min_impressions and dimension != ALL
+            if n == 0 or y.min() == y.max() or small:
                 rows.append({**head, "metric": None,
                              "status": "empty" if n == 0 else (
                                  "single_class" if y.min() == y.max()

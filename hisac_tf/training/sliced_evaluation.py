@@ -48,8 +48,11 @@ def item_has_sid(model, item_ids: np.ndarray) -> np.ndarray:
 
 def slice_keys(keys: dict, model) -> SliceKeys:
     """SliceKeys from `Predictions.keys` and the model's tables."""
-    return SliceKeys(keys["history_length"], keys["recent_behaviours"],
-                     keys["item_ids"], item_has_sid(model, keys["item_ids"]))
+    empty = np.zeros(0, np.int64)  # no batches: no impressions
+    items = keys.get("item_ids", empty)
+    return SliceKeys(keys.get("history_length", empty),
+                     keys.get("recent_behaviours", empty), items,
+                     item_has_sid(model, items))
 
 
 def checked_rows(users, labels, probs, keys: SliceKeys,
@@ -76,7 +79,10 @@ def sliced_evaluation(cfg: Config, users, labels, probs, truth,
       Sliced: report keys "slices" ({"settings", "rows"}), "calibration"
       (+ "bayes_calibration"), "predictions_file" and, with matplotlib,
       "reliability_png" (file names beside eval.json); the PNG bytes.
+      Nothing without impressions (the global metrics refuse those).
     """
+    if len(labels) == 0:  # The caller's global metrics say why.
+        return Sliced({}, None)
     settings = SliceSettings.from_config(cfg.training)
     if truth is not None and len(truth) == 0:
         truth = None
@@ -103,7 +109,9 @@ def sliced_evaluation(cfg: Config, users, labels, probs, truth,
 
 def format_sliced(report: dict) -> str:
     """The slice table, calibration, and why unmeasured slices have no
-    numbers."""
+    numbers; "" for a report without slices."""
+    if "slices" not in report:
+        return ""
     rows = report["slices"]["rows"]
     cal = report["calibration"]
     ratio = cal["ratio"]
