@@ -294,7 +294,7 @@ def weighted_aucs(labels, scores, weights) -> np.ndarray:
     """AUC under each row of impression weights (e.g. bootstrap counts).
 
     An impression of weight w counts as w copies; ties count one half, as
-    in `auc`. One sort serves every row.
+    in `auc`. One sort serves every row (`SortedAUC`).
 
     Args:
       labels: 0/1 values [n]; scores: finite scores [n].
@@ -302,23 +302,43 @@ def weighted_aucs(labels, scores, weights) -> np.ndarray:
     Returns:
       AUC per row [R]; nan where a row weighs only one class.
     """
-    y, s = _check_binary(labels, scores)
     w = np.asarray(weights, dtype=np.float64)
-    if w.ndim != 2 or w.shape[1] != y.size:
+    ranked = SortedAUC(labels, scores)
+    if w.ndim != 2 or w.shape[1] != ranked.order.size:
         raise ValueError(
-            f"weights must be [R, {y.size}], got {list(w.shape)}"
+            f"weights must be [R, {ranked.order.size}], got {list(w.shape)}"
         )
-    if y.size == 0:
-        return np.full(w.shape[0], np.nan)
-    order = np.argsort(s, kind="mergesort")
-    y, s, w = y[order], s[order], w[:, order]
-    new = np.ones(y.size, dtype=bool)
-    new[1:] = s[1:] != s[:-1]
-    starts = np.flatnonzero(new)  # [G] first position of each tie group
-    pos = np.add.reduceat(w * y, starts, axis=1)  # [R, G]
-    neg = np.add.reduceat(w * ~y, starts, axis=1)  # [R, G]
-    neg_below = np.cumsum(neg, axis=1) - neg  # [R, G]
-    wins = np.sum(pos * (neg_below + 0.5 * neg), axis=1)  # [R]
-    total = pos.sum(axis=1) * neg.sum(axis=1)  # [R]
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(total > 0, wins / total, np.nan)
+    return ranked.aucs(w[:, ranked.order])
+
+
+class SortedAUC:
+    """Impressions sorted once by score, for AUCs under many weightings.
+
+    `order` [n] sorts the impressions by score; `aucs(w)` takes weights
+    [R, n] already in that order (gather them with `order`).
+    """
+
+    def __init__(self, labels, scores):
+        y, s = _check_binary(labels, scores)
+        self.order = np.argsort(s, kind="mergesort")  # [n]
+        self.positive = y[self.order]  # [n] in score order
+        s = s[self.order]
+        new = np.ones(s.size, dtype=bool)
+        new[1:] = s[1:] != s[:-1]
+        # Tie groups' first positions [G]; None when all scores differ.
+        self.starts = None if new.all() else np.flatnonzero(new)
+
+    def aucs(self, w: np.ndarray) -> np.ndarray:
+        """AUC per row of sorted weights w [R, n]; nan for one class."""
+        pos = np.where(self.positive, w, 0.0)  # [R, n]
+        neg = w - pos  # [R, n]
+        if self.starts is None:  # No ties: negatives strictly below.
+            wins = np.einsum("rn,rn->r", pos, np.cumsum(neg, axis=1))
+        else:
+            pos = np.add.reduceat(pos, self.starts, axis=1)  # [R, G]
+            neg = np.add.reduceat(neg, self.starts, axis=1)  # [R, G]
+            below = np.cumsum(neg, axis=1) - neg  # [R, G]
+            wins = np.einsum("rg,rg->r", pos, below + 0.5 * neg)
+        total = pos.sum(axis=1) * neg.sum(axis=1)  # [R]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(total > 0, wins / total, np.nan)

@@ -53,12 +53,12 @@ def metric_draws(metric: str, user_index: np.ndarray, labels, scores,
     """
     labels = np.asarray(labels)
     if metric == "auc":
-        out = []
+        ranked = metrics.SortedAUC(labels, scores)
+        users = np.asarray(user_index)[ranked.order]  # [n] score order
         step = max(1, _CHUNK // max(len(labels), 1))
-        for lo in range(0, counts.shape[0], step):
-            w = counts[lo:lo + step][:, user_index]  # [r, n]
-            out.append(metrics.weighted_aucs(labels, scores, w))
-        return np.concatenate(out)
+        return np.concatenate([
+            ranked.aucs(counts[lo:lo + step][:, users].astype(np.float64))
+            for lo in range(0, counts.shape[0], step)])
     num_users = counts.shape[1]
     if metric == "gauc":
         users, n, auc = metrics.user_aucs(user_index, labels, scores)
