@@ -311,8 +311,18 @@ class TrainingConfig:
     # The checkpoint `evaluate` scores: "best" (by valid AUC), "latest", or
     # "auto" (the best when one exists, else the latest).
     evaluate_checkpoint: str = "auto"
+    # Sliced evaluation (hisac_tf/training/slices.py): upper edges of the
+    # history-length buckets (behaviours before the request), of the user
+    # activity buckets (behaviours in the last `eval_activity_days` days),
+    # the smallest slice that gets numbers, and the reliability bins.
+    eval_history_buckets: tuple[int, ...] = (50, 200, 1000, 3000)
+    eval_activity_buckets: tuple[int, ...] = (5, 20, 50)
+    eval_activity_days: float = 7.0
+    eval_min_slice_impressions: int = 100
+    eval_calibration_bins: int = 10
 
     def validate(self) -> None:
+        _check_slice_settings(self)
         _non_negative(self, "valid_every")
         if self.evaluate_checkpoint not in ("auto", "best", "latest"):
             raise ConfigError(
@@ -331,6 +341,23 @@ class TrainingConfig:
             )
         _positive(self, "train_steps", "checkpoint_every", "log_every")
         _non_negative(self, "eval_steps")
+
+
+def _check_slice_settings(t: "TrainingConfig") -> None:
+    """The eval_* slice settings: ascending positive edges, positive sizes."""
+    for name in ("eval_history_buckets", "eval_activity_buckets"):
+        edges = getattr(t, name)
+        if not edges or min(edges) < 1 or list(edges) != sorted(set(edges)):
+            raise ConfigError(
+                f"training.{name} must be strictly increasing edges >= 1, "
+                f"got {list(edges)!r}"
+            )
+    if not t.eval_activity_days > 0:
+        raise ConfigError(
+            "training.eval_activity_days must be > 0, got "
+            f"{t.eval_activity_days!r}"
+        )
+    _positive(t, "eval_min_slice_impressions", "eval_calibration_bins")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -251,3 +251,94 @@ class GroupedAUC:
         if self._weight == 0:
             return math.nan
         return self._weighted_sum / self._weight
+
+
+def user_aucs(user_ids, labels, scores):
+    """Per-user AUC, the terms of `gauc`.
+
+    Args:
+      user_ids: user of each impression [n]; labels: 0/1 [n]; scores [n].
+    Returns:
+      (users [U] sorted, impressions [U], auc [U]); auc is nan for a user
+      whose impressions are all one class.
+    """
+    y, s = _check_binary(labels, scores)
+    users = np.asarray(user_ids).ravel()
+    if users.shape != y.shape:
+        raise ValueError(
+            f"user_ids has {users.size} entries but labels has {y.size}"
+        )
+    uniq, index = np.unique(users, return_inverse=True)  # [U], [n]
+    counts = np.bincount(index, minlength=uniq.size).astype(np.int64)
+    out = np.full(uniq.size, np.nan)
+    order = np.lexsort((s, index))  # by user, then by score
+    y, s, index = y[order], s[order], index[order]
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])  # [U]
+    new_tie = np.ones(y.size, dtype=bool)
+    new_tie[1:] = (index[1:] != index[:-1]) | (s[1:] != s[:-1])
+    tie_start = np.flatnonzero(new_tie)
+    tie_end = np.append(tie_start[1:], y.size)
+    tie_mean = (tie_start + 1 + tie_end) / 2.0  # mean global 1-based rank
+    ranks = tie_mean[np.cumsum(new_tie) - 1] - starts[index]  # [n]
+    pos = np.bincount(index, weights=y.astype(np.float64),
+                      minlength=uniq.size)
+    neg = counts - pos
+    rank_sum = np.bincount(index, weights=ranks * y, minlength=uniq.size)
+    usable = (pos > 0) & (neg > 0)
+    out[usable] = (rank_sum[usable] - pos[usable] * (pos[usable] + 1) / 2.0
+                   ) / (pos[usable] * neg[usable])
+    return uniq, counts, out
+
+
+def weighted_aucs(labels, scores, weights) -> np.ndarray:
+    """AUC under each row of impression weights (e.g. bootstrap counts).
+
+    An impression of weight w counts as w copies; ties count one half, as
+    in `auc`. One sort serves every row (`SortedAUC`).
+
+    Args:
+      labels: 0/1 values [n]; scores: finite scores [n].
+      weights: non-negative weights [R, n].
+    Returns:
+      AUC per row [R]; nan where a row weighs only one class.
+    """
+    w = np.asarray(weights, dtype=np.float64)
+    ranked = SortedAUC(labels, scores)
+    if w.ndim != 2 or w.shape[1] != ranked.order.size:
+        raise ValueError(
+            f"weights must be [R, {ranked.order.size}], got {list(w.shape)}"
+        )
+    return ranked.aucs(w[:, ranked.order])
+
+
+class SortedAUC:
+    """Impressions sorted once by score, for AUCs under many weightings.
+
+    `order` [n] sorts the impressions by score; `aucs(w)` takes weights
+    [R, n] already in that order (gather them with `order`).
+    """
+
+    def __init__(self, labels, scores):
+        y, s = _check_binary(labels, scores)
+        self.order = np.argsort(s, kind="mergesort")  # [n]
+        self.positive = y[self.order]  # [n] in score order
+        s = s[self.order]
+        new = np.ones(s.size, dtype=bool)
+        new[1:] = s[1:] != s[:-1]
+        # Tie groups' first positions [G]; None when all scores differ.
+        self.starts = None if new.all() else np.flatnonzero(new)
+
+    def aucs(self, w: np.ndarray) -> np.ndarray:
+        """AUC per row of sorted weights w [R, n]; nan for one class."""
+        pos = np.where(self.positive, w, 0.0)  # [R, n]
+        neg = w - pos  # [R, n]
+        if self.starts is None:  # No ties: negatives strictly below.
+            wins = np.einsum("rn,rn->r", pos, np.cumsum(neg, axis=1))
+        else:
+            pos = np.add.reduceat(pos, self.starts, axis=1)  # [R, G]
+            neg = np.add.reduceat(neg, self.starts, axis=1)  # [R, G]
+            below = np.cumsum(neg, axis=1) - neg  # [R, G]
+            wins = np.einsum("rg,rg->r", pos, below + 0.5 * neg)
+        total = pos.sum(axis=1) * neg.sum(axis=1)  # [R]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(total > 0, wins / total, np.nan)

@@ -32,18 +32,24 @@ def load() -> config_lib.Config:
     return config_lib.load_config(FLAGS.config, FLAGS.set)
 
 
-def run(main: Callable[[config_lib.Config], object]) -> None:
-    """Runs `main(cfg)` under absl; config errors exit 2 with the message."""
+def run(main: Callable[..., object], positional: bool = False) -> None:
+    """Runs `main(cfg)` under absl; config errors exit 2 with the message.
+
+    With `positional`, arguments after the flags are allowed and passed
+    on: `main(cfg, args)`.
+    """
 
     def _main(argv):
         logging.set_verbosity(logging.WARNING)  # TF's INFO lines are noise.
-        if len(argv) > 1:
+        if len(argv) > 1 and not positional:
             raise app.UsageError(f"unexpected arguments: {argv[1:]}")
         try:
             cfg = load()
         except config_lib.ConfigError as e:
             print(f"config error: {e}", file=sys.stderr)
             return 2
+        if positional:
+            return filesystems.run_job(lambda: main(cfg, list(argv[1:])))
         return filesystems.run_job(lambda: main(cfg))
 
     app.run(_main)

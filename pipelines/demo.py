@@ -1,7 +1,8 @@
 """The main job, end to end on an embedded default (`make demo`).
 
     synthetic data → read-back summary → RQ-VAE tokenizer → training →
-    evaluation (AUC, GAUC beside the Bayes-optimal figures) → SavedModel
+    evaluation (AUC, GAUC beside the Bayes-optimal figures, per slice,
+    calibration and the reliability diagram) → SavedModel
     export → local gRPC PredictionService → scores of demo users over gRPC
 
 Each stage writes under `runs/<preset>/` and is skipped when its outputs
@@ -27,6 +28,7 @@ from hisac_tf.data.data_summary import summarize_data
 from hisac_tf.data.feature_spec import FeatureSpec
 from hisac_tf.training.checkpoints import select_checkpoint
 from hisac_tf.training.evaluation import evaluate, format_report
+from hisac_tf.training.sliced_evaluation import format_sliced
 from hisac_tf.export import exporter
 from hisac_tf.training.trainer import train
 from pipelines import cli, tokenize_items
@@ -114,7 +116,8 @@ def main(cfg: Config) -> dict:
         json.dump(results, f, indent=2, default=str)
     print(
         f"\ndone in {results['seconds']:.0f} s: "
-        f"{format_report(results['eval'])}\nresults: {out}",
+        f"{format_report(results['eval'])}\n"
+        f"{format_sliced(results['eval'])}\nresults: {out}",
         file=sys.stderr,
     )
     return results

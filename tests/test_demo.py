@@ -28,6 +28,8 @@ def test_demo_runs_end_to_end_and_resumes(tmp_path):
     results = json.load(open(os.path.join(root, "demo_results.json")))
     assert 0.0 < results["eval"]["auc"] < 1.0
     assert results["eval"]["bayes_auc"] > 0.6
+    assert "history_length" in first.stderr  # the sliced table
+    assert os.path.isfile(os.path.join(root, "model", "reliability.png"))
     assert results["export"]["version"] == 1
     rows = results["grpc"]["requests"]
     assert len(rows) == 3 and all(0 < p < 1 for r in rows for p in r["ctr"])

@@ -16,8 +16,13 @@ mean ± std row (std over seeds, n − 1) in a second table of the group.
 
 Plots (written only when they have something to show): auc_vs_length.png
 (runs with more than one N), auc_vs_flops.png (the first group),
-ablations.png (AUC per run at the most frequent N) and
-learning_curves.png (valid AUC vs step of the runs with a curve).
+ablations.png (AUC per run at the most frequent N),
+learning_curves.png (valid AUC vs step of the runs with a curve) and
+auc_by_history_length.png (AUC per history-length slice per run).
+
+Each group also gets a table of AUC per history-length slice (the
+evaluation's `history_length` slices, hisac_tf/training/slices.py): the
+question of *for whom* the long history pays.
 """
 
 from __future__ import annotations
@@ -203,6 +208,49 @@ def format_seed_table(aggregates: Sequence[dict]) -> str:
     return "\n".join(lines)
 
 
+def history_slices(evaluated: dict) -> list[dict]:
+    """The history-length slices of an evaluation report: [{"slice",
+    "status", "impressions", "auc", "gauc", "bayes_auc"}] (numbers None
+    where the slice is not measured); [] for a report without slices."""
+    rows = (evaluated.get("slices") or {}).get("rows", [])
+    return [{"slice": r["slice"], "status": r["status"],
+             "impressions": r["impressions"],
+             **{k: r.get(k) for k in ("auc", "gauc", "bayes_auc")}}
+            for r in rows if r["dimension"] == "history_length"]
+
+
+def _slice_names(rows: Sequence[dict]) -> list[str]:
+    return list(dict.fromkeys(s["slice"] for r in rows
+                              for s in r.get("history_slices") or []))
+
+
+def format_history_table(rows: Sequence[dict]) -> str:
+    """AUC per history-length slice, one row per (run, N) that has them,
+    then the Bayes-optimal AUC per slice; "" when no row has slices."""
+    mine = [r for r in rows if r.get("history_slices")]
+    names = _slice_names(mine)
+    if not names:
+        return ""
+    head = "| name | N | " + " | ".join(names) + " |"
+    lines = [head, "|" + "---|" * (len(names) + 2)]
+
+    def cells(row: dict, key: str) -> str:
+        got = {s["slice"]: s for s in row["history_slices"]}
+        return " | ".join(
+            _num(got[n].get(key)) if n in got else "–" for n in names)
+
+    for r in mine:
+        lines.append(f"| {_name(r)} | {r['n']} | {cells(r, 'auc')} |")
+    counts = {s["slice"]: s["impressions"]
+              for s in mine[0]["history_slices"]}
+    lines.append("| impressions | | " + " | ".join(
+        f"{counts.get(n, 0):,}" for n in names) + " |")
+    if any(s.get("bayes_auc") is not None
+           for s in mine[0]["history_slices"]):
+        lines.append(f"| Bayes | | {cells(mine[0], 'bayes_auc')} |")
+    return "\n".join(lines)
+
+
 def _legend(rows: Sequence[dict]) -> list[str]:
     """One line per run that differs from the base config."""
     lines, seen = [], set()
@@ -234,6 +282,11 @@ def format_markdown_tables(rows: Sequence[dict]) -> str:
         if legend:
             parts += legend + [""]
         parts += [format_table(mine), ""]
+        sliced = format_history_table(mine)
+        if sliced:
+            parts += ["AUC by history length (behaviours before the "
+                      "request; Bayes: the optimum's AUC; – slice too small "
+                      "or empty):", "", sliced, ""]
         seeds = [a for a in aggregates if a["group"] == group]
         if seeds:
             parts += ["Mean ± std over seeds (std with n − 1):", "",
@@ -287,7 +340,9 @@ def write_outputs(results: dict, output_dir: str,
     for key, write in (("auc_vs_length", plot_auc_vs_length),
                        ("auc_vs_flops", plot_auc_vs_flops),
                        ("ablations", plot_ablations),
-                       ("learning_curves", plot_learning_curves)):
+                       ("learning_curves", plot_learning_curves),
+                       ("auc_by_history_length",
+                        plot_auc_by_history_length)):
         path = os.path.join(output_dir, f"{key}.png")
         if write(rows, path):
             paths[key] = path
@@ -401,6 +456,38 @@ def plot_learning_curves(rows: Sequence[dict], path: str) -> bool:
                 marker=".", label=f"{_name(r)} N={r['n']}")
     ax.set_xlabel("training step")
     ax.set_ylabel("valid AUC")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize="x-small")
+    _save(fig, path)
+    return True
+
+
+def plot_auc_by_history_length(rows: Sequence[dict], path: str) -> bool:
+    """AUC per history-length slice, one line per (run, N) with slices and
+    the Bayes-optimal AUC per slice dashed; False if no row has slices."""
+    mine = [r for r in rows if r.get("history_slices")]
+    names = _slice_names(mine)
+    if not names:
+        return False
+    several_n = len({r["n"] for r in mine}) > 1
+    fig = Figure(figsize=(6.4, 4.4))
+    ax = fig.subplots()
+    x = np.arange(len(names))
+
+    def series(row: dict, key: str) -> list:
+        got = {s["slice"]: s.get(key) for s in row["history_slices"]}
+        return [np.nan if got.get(n) is None else got[n] for n in names]
+
+    for r in mine:
+        label = f"{_name(r)} N={r['n']}" if several_n else _name(r)
+        ax.plot(x, series(r, "auc"), marker="o", label=label)
+    bayes = series(mine[0], "bayes_auc")
+    if not np.all(np.isnan(bayes)):
+        ax.plot(x, bayes, color="gray", linestyle="--", marker=".",
+                label="Bayes-optimal AUC")
+    ax.set_xticks(x, names)
+    ax.set_xlabel("history length (behaviours before the request)")
+    ax.set_ylabel("eval AUC of the slice")
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize="x-small")
     _save(fig, path)

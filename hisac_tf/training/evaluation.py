@@ -35,6 +35,17 @@ from hisac_tf.training.checkpoints import (
     restore_latest,
     select_checkpoint,
 )
+from hisac_tf.training.eval_summaries import write_eval_summaries
+from hisac_tf.training.slices import batch_keys
+from hisac_tf.training.sliced_evaluation import (
+    format_sliced,
+    slice_keys,
+    sliced_evaluation,
+)
+
+# Batch features the slices read (`slices.batch_keys`).
+SLICE_FEATURES = ("hist_raw_length", "hist_timestamps", "request_time",
+                  "cand_item_ids")
 
 
 class Predictions(NamedTuple):
@@ -47,6 +58,8 @@ class Predictions(NamedTuple):
     num_active: np.ndarray  # [R] groups in use per request
     # [R] per request, when the ranker reports them (ROUTING_KEYS).
     routing: Optional[dict] = None
+    # [M] per impression, what the slices need (`slices.batch_keys`).
+    keys: Optional[dict] = None
 
 
 def scorer(model, diagnostics: bool = False):
@@ -81,6 +94,7 @@ def predict(cfg: Config, model, files, spec, progress: bool = True,
     score = score or scorer(model)
     users, labels, probs, truth, active = [], [], [], [], []
     routing: dict = {}
+    keys: dict = {}
     bar = tf.keras.utils.Progbar(None, verbose=1 if progress else 0,
                                  unit_name="batch")
     batches = input_pipeline.iterate(ds, files, spec, cfg.data.compression)
@@ -99,12 +113,17 @@ def predict(cfg: Config, model, files, spec, progress: bool = True,
         active.append(num_active.numpy())
         if spec.with_true_ctr:
             truth.append(batch["true_ctr"].numpy()[mask])
+        for key, value in batch_keys(
+                {k: batch[k].numpy() for k in SLICE_FEATURES}, mask,
+                cfg.training.eval_activity_days).items():
+            keys.setdefault(key, []).append(value)
         if (i + 1) % 25 == 0:
             bar.update(i + 1)
     bar.update(len(probs), finalize=True)
     cat = lambda parts: np.concatenate(parts) if parts else np.zeros(0)  # noqa
     return Predictions(cat(users), cat(labels), cat(probs), cat(truth),
-                       cat(active), {k: cat(v) for k, v in routing.items()})
+                       cat(active), {k: cat(v) for k, v in routing.items()},
+                       {k: cat(v) for k, v in keys.items()})
 
 
 def report(users, labels, probs, truth=None) -> dict:
@@ -139,8 +158,13 @@ def evaluate(cfg: Config, progress: bool = True) -> dict:
     model, step = state.model, state.step
     print(f"evaluating the {kind} checkpoint {path}", file=sys.stderr)
     p = predict(cfg, model, files, spec, progress)
+    sliced = sliced_evaluation(
+        cfg, p.users, p.labels, p.probs,
+        p.truth if spec.with_true_ctr else None, slice_keys(p.keys, model),
+        title=f"{cfg.name} @ step {int(step.numpy())}")
     results = report(p.users, p.labels, p.probs,
                      p.truth if spec.with_true_ctr else None)
+    results.update(sliced.report)
     results["step"] = int(step.numpy())
     results["checkpoint"] = path
     results["checkpoint_kind"] = kind
@@ -148,6 +172,9 @@ def evaluate(cfg: Config, progress: bool = True) -> dict:
     with tf.io.gfile.GFile(path, "w") as f:
         json.dump(results, f, indent=2)
     print(format_report(results), file=sys.stderr)
+    print(format_sliced(results), file=sys.stderr)
+    write_eval_summaries(cfg.training.model_dir, results["step"], results,
+                         sliced.png)
     return results
 
 
