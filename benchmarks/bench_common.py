@@ -263,7 +263,8 @@ def calibrate(calls: int = 5, size: int = 1) -> dict:
         return chained
 
     small = tf.random.normal([8])
-    short, long_ = chain_fn(10), chain_fn(2010)
+    short = chain_fn(10)
+    long_ = chain_fn(10 + max(200, int(2000 * min(1.0, 10 * size))))
 
     def median_s(fn):
         return float(np.median(time_ms(fn, calls, warmup=1))) / 1000.0

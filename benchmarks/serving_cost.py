@@ -72,7 +72,10 @@ TINY = {"preset": "tiny", "n": (20, 40), "c": (4, 8), "r": (1, 2),
 
 
 def _ints(text: str) -> tuple[int, ...]:
-    values = tuple(int(v) for v in text.split(",") if v.strip())
+    try:
+        values = tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        values = ()
     if not values or min(values) < 1:
         raise argparse.ArgumentTypeError(
             f"expected positive integers separated by commas, got {text!r}")
@@ -490,6 +493,8 @@ def main(argv=None) -> dict:
                         help="timed calls of each method per round")
     parser.add_argument("--breakdown_c", type=int, default=None,
                         help="C of the breakdown (default: the largest)")
+    parser.add_argument("--breakdown_n", type=_ints, default=None,
+                        help="N of the breakdown (default: every N)")
     parser.add_argument("--no_breakdown", action="store_true")
     parser.add_argument("--precision", default="float32",
                         choices=("float32", "mixed_float16",
@@ -533,7 +538,7 @@ def main(argv=None) -> dict:
                     for m, v in cell["methods"].items())
                     + f" ms ({time.perf_counter() - began:.0f} s)",
                     flush=True)
-        if not args.no_breakdown:
+        if not args.no_breakdown and n in (args.breakdown_n or ns):
             request = load_test.random_request(
                 rankers[args.methods[0]].spec, n, breakdown_c, 1,
                 seed=args.seed)

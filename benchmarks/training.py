@@ -60,7 +60,10 @@ TINY = {"preset": "tiny", "n": (20, 40), "batch": 4, "rounds": 1,
 
 
 def _ints(text: str) -> tuple[int, ...]:
-    values = tuple(int(v) for v in text.split(",") if v.strip())
+    try:
+        values = tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        values = ()
     if not values or min(values) < 1:
         raise argparse.ArgumentTypeError(
             f"expected positive integers separated by commas, got {text!r}")
