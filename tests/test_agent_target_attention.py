@@ -8,6 +8,8 @@ import pytest
 import tensorflow as tf
 
 from hisac_tf.layers.agent_target_attention import AgentTargetAttention
+from hisac_tf.layers.bounded_softmax import UNDERFLOW_MARGIN
+from tests import reference_attention as ref_attention
 from tests import reference_routing as ref
 from tests.layer_harness import check_layer
 
@@ -561,3 +563,105 @@ def test_score_rejects_incomplete_state():
     del state["mask"]
     with pytest.raises(ValueError, match=r"state.*lacks \['mask'\]"):
         layer.score(state, inputs["queries"])
+
+
+# --- lean score == the previous plain code (tests/reference_attention.py) --
+
+# Methods' shapes: hisac (A agents, voting prior), full history (G = N
+# items, no prior), sim_hard (per-candidate group mask). Each has a user
+# with a partial mask and one with an empty history.
+LEAN_CASES = [
+    pytest.param(dict(agents=12, use_prior=True, group=False), id="hisac"),
+    pytest.param(dict(agents=300, use_prior=False, group=False),
+                 id="full_history"),
+    pytest.param(dict(agents=40, use_prior=False, group=True),
+                 id="sim_hard_group_mask"),
+]
+
+
+def _lean_setup(case, mass, seed, scale=1.0, **layer_kw):
+    inputs = _inputs(seed, batch=3, cands=6, agents=case["agents"])
+    inputs["agent_states"] *= scale
+    layer = AgentTargetAttention(num_heads=2, key_dim=4, output_dim=5,
+                                 use_prior=case["use_prior"],
+                                 attention_mass=mass, **layer_kw)
+    layer(**_tensors(inputs))
+    _set_seeded_weights(layer, seed)
+    state = layer.encode(inputs["agent_states"], inputs["agent_weights"],
+                         inputs["agent_mask"])
+    group = None
+    if case["group"]:
+        rng = np.random.default_rng(seed + 1)
+        group = rng.random((3, 6, case["agents"])) < 0.5
+        group[0, 2] = False  # a candidate left without any group
+    return layer, state, inputs["queries"], group
+
+
+def _bound_gap(layer, state, queries, group):
+    """[B - 1, C, H] bound - exact row maximum (the empty user left out)."""
+    q, k, _, bias, mask = layer._operands(state, queries, group)
+    bound = layer._logit_bound(q, k, bias, mask)  # [B, C, H]
+    top = tf.reduce_max(layer._shifted_logits(
+        q, k, bias, tf.zeros_like(bound)), -1)  # [B, H, C]
+    gap = (bound - tf.transpose(top, [0, 2, 1])).numpy()[:-1]
+    assert np.all(gap >= -1e-4)  # an upper bound
+    return gap[gap < 1e30]  # a candidate without group: min - min
+
+
+@pytest.mark.parametrize("mass", [False, True], ids=["no_mass", "mass"])
+@pytest.mark.parametrize("case", LEAN_CASES)
+def test_lean_score_equals_reference(case, mass):
+    """Lean score == the plain masked-softmax code, float32, rtol 1e-5,
+    including the user whose history is empty (finite: the bias)."""
+    layer, state, queries, group = _lean_setup(case, mass, 21)
+    assert _bound_gap(layer, state, queries, group).max() < UNDERFLOW_MARGIN
+    got = layer.score(state, queries, group_mask=group).numpy()
+    want = ref_attention.attention_score(layer, state, queries,
+                                         group).numpy()
+    assert np.all(np.isfinite(got))
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    # The empty user (the last) gets the output projection's bias only.
+    np.testing.assert_allclose(got[-1], np.broadcast_to(
+        layer.output_dense.bias.numpy(), got[-1].shape), atol=1e-6)
+
+
+@pytest.mark.parametrize("case", LEAN_CASES)
+def test_lean_score_exact_fallback_when_bound_is_loose(case):
+    """Keys ~100x larger: the Cauchy-Schwarz bound is loose by far more
+    than the underflow margin, the exact-max branch of the tf.cond takes
+    over, in eager and in a tf.function alike."""
+    layer, state, queries, group = _lean_setup(case, True, 22, scale=100.0)
+    gap = _bound_gap(layer, state, queries, group)
+    assert gap.max() > 2 * UNDERFLOW_MARGIN  # the fast path would fail
+    want = ref_attention.attention_score(layer, state, queries,
+                                         group).numpy()
+    eager = layer.score(state, queries, group_mask=group).numpy()
+    graph = tf.function(
+        lambda s, x: layer.score(s, x, group_mask=group))(state, queries)
+    for got in (eager, graph.numpy()):
+        assert np.all(np.isfinite(got))
+        np.testing.assert_allclose(got, want, rtol=1e-4,
+                                   atol=1e-4 * np.abs(want).max())
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_low_precision_matmuls_close_to_float32(dtype):
+    """matmul_dtype 16-bit: the two matmuls in 16 bits, softmax float32;
+    within 3% of the output's range of the float32 layer."""
+    case = dict(agents=300, use_prior=True, group=False)
+    layer, state, queries, _ = _lean_setup(case, True, 23)
+    want = layer.score(state, queries).numpy()
+    low = AgentTargetAttention.from_config(
+        {**layer.get_config(), "matmul_dtype": dtype})
+    low(queries, tf.zeros([3, 300, 8]), tf.ones([3, 300]),
+        tf.ones([3, 300], tf.bool))
+    low.set_weights(layer.get_weights())
+    got = low.score(state, queries).numpy()
+    assert low.get_config()["matmul_dtype"] == dtype
+    assert np.all(np.isfinite(got))
+    np.testing.assert_allclose(got, want, atol=3e-2 * np.abs(want).max())
+
+
+def test_matmul_dtype_rejects_unknown():
+    with pytest.raises(ValueError, match="matmul_dtype.*'int8'"):
+        AgentTargetAttention(num_heads=1, key_dim=1, matmul_dtype="int8")

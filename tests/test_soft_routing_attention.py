@@ -8,6 +8,7 @@ import pytest
 import tensorflow as tf
 
 from hisac_tf.layers.soft_routing_attention import SoftRoutingAttention
+from tests import reference_attention as ref_plain
 from tests import reference_routing as ref
 from tests.layer_harness import check_layer
 
@@ -493,3 +494,70 @@ def test_hard_sid_level_mismatch():
     inputs["agent_sids"] = tf.zeros([3, 4, 3], tf.int32)
     with pytest.raises(ValueError, match=r"`agent_sids` has L = 3"):
         SoftRoutingAttention(hard=True)(**inputs)
+
+
+# --- lean routing == the previous plain code; chunked == whole ------------
+
+
+@pytest.mark.parametrize(
+    "tau,s2",
+    [
+        pytest.param(1.0, None, id="tau1_per_user_scale"),
+        pytest.param(0.3, 1.0, id="tau0.3_fixed_scale"),
+        # Nearest item ~100 logit units away: the exact-max fallback.
+        pytest.param(1e-3, 1.0, id="tiny_tau_exact_fallback"),
+    ],
+)
+def test_lean_equals_reference(tau, s2):
+    """float32, rtol 1e-5 (absolute 1e-5 on weights in [0, 1]), with a
+    masked agent, masked items and an empty-history user."""
+    inputs = _tensors(_inputs(31, length=40, agents=6))
+    got = SoftRoutingAttention(temperature=tau, latent_variance=s2)(
+        **inputs)
+    want = ref_plain.soft_routing(**inputs, temperature=tau,
+                                  latent_variance=s2)
+    for key, value in zip(("states", "routing"), want):
+        assert np.all(np.isfinite(got[key].numpy()))
+        np.testing.assert_allclose(got[key], value, rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(got["states"][-1], 0.0)  # empty user
+
+
+@pytest.mark.parametrize("chunk", [1, 3, 40, 64], ids=lambda c: f"chunk{c}")
+@pytest.mark.parametrize("tau", [0.5, 1e-3], ids=["tau0.5", "tiny_tau"])
+def test_chunked_equals_whole(chunk, tau):
+    inputs = _tensors(_inputs(32, length=40, agents=6))
+    whole = SoftRoutingAttention(temperature=tau)(**inputs)
+    layer = SoftRoutingAttention(temperature=tau, chunk_size=chunk)
+    eager = layer(**inputs)
+    graph = tf.function(lambda x: layer(**x))(inputs)
+    for got in (eager, graph):
+        for key in ("states", "routing"):
+            np.testing.assert_allclose(got[key], whole[key], rtol=1e-5,
+                                       atol=1e-6)
+
+
+def test_chunked_gradient_equals_whole():
+    inputs = _tensors(_inputs(33, length=10))
+
+    def grad(layer):
+        with tf.GradientTape() as tape:
+            tape.watch(inputs["values"])
+            loss = tf.reduce_sum(tf.square(layer(**inputs)["states"]))
+        return tape.gradient(loss, inputs["values"])
+
+    np.testing.assert_allclose(
+        grad(SoftRoutingAttention(chunk_size=4)),
+        grad(SoftRoutingAttention()), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("chunk", [0, -2, 2.5, True, "8"],
+                         ids=["zero", "negative", "float", "bool", "str"])
+def test_chunk_size_rejects_bad_values(chunk):
+    with pytest.raises(ValueError, match="chunk_size.*" + repr(chunk)[:3]):
+        SoftRoutingAttention(chunk_size=chunk)
+
+
+def test_chunk_size_in_config():
+    layer = SoftRoutingAttention(temperature=0.5, chunk_size=128)
+    again = SoftRoutingAttention.from_config(layer.get_config())
+    assert again.chunk_size == 128

@@ -39,19 +39,15 @@ from typing import Mapping, Optional
 import numpy as np
 import tensorflow as tf
 
+from hisac_tf.layers.bounded_softmax import bound_is_tight, safe_sums
 from hisac_tf.layers.shape_checks import check_dim as _check_dim
 from hisac_tf.layers.shape_checks import check_int
 from hisac_tf.layers.shape_checks import check_rank as _check_rank
 
 _STATE_KEYS = ("keys", "values", "bias", "mask")
 _NAME = "AgentTargetAttention"
-
-
-def _masked_softmax(logits, mask):
-    """Softmax over agents [B, H, C, A]; masked agents and all-masked rows
-    (uniform after the softmax) get exactly 0."""
-    probs = tf.nn.softmax(logits, axis=-1)  # [B, H, C, A]
-    return tf.where(mask, probs, tf.zeros_like(probs))  # [B, H, C, A]
+# dtypes of the two attention matmuls (softmax and mass stay float32).
+_MATMUL_DTYPES = ("float32", "bfloat16", "float16")
 
 
 @tf.keras.utils.register_keras_serializable(package="hisac_tf")
@@ -67,6 +63,10 @@ class AgentTargetAttention(tf.keras.layers.Layer):
         weights are then optional).
       attention_mass: also add W_m [logsumexp_a logits, any valid] to the
         output (see the module doc); False: plain softmax attention.
+      matmul_dtype: dtype of the two [C x A] matmuls (logits, weighted
+        values): "float32" (default), or "bfloat16" / "float16" for
+        accelerators (the softmax, its normaliser and the mass stay
+        float32).
 
     Weights: `query_dense` [Dq, H, dk] (+ bias [H, dk]), `key_dense` and
     `value_dense` [Dv, H, dk] (+ bias), `output_dense` [H, dk, O] (+ bias
@@ -118,6 +118,7 @@ class AgentTargetAttention(tf.keras.layers.Layer):
         dropout: float = 0.0,
         use_prior: bool = True,
         attention_mass: bool = False,
+        matmul_dtype: str = "float32",
         **kw,
     ):
         super().__init__(**kw)
@@ -148,6 +149,12 @@ class AgentTargetAttention(tf.keras.layers.Layer):
                 f"received {attention_mass!r}"
             )
         self.attention_mass = attention_mass
+        if matmul_dtype not in _MATMUL_DTYPES:
+            raise ValueError(
+                "AgentTargetAttention: `matmul_dtype` must be one of "
+                f"{list(_MATMUL_DTYPES)}; received {matmul_dtype!r}"
+            )
+        self.matmul_dtype = matmul_dtype
         heads_keys = (self.num_heads, self.key_dim)
         policy = self.dtype_policy
         self.query_dense = tf.keras.layers.EinsumDense(
@@ -186,6 +193,7 @@ class AgentTargetAttention(tf.keras.layers.Layer):
             dropout=self.dropout,
             use_prior=self.use_prior,
             attention_mass=self.attention_mass,
+            matmul_dtype=self.matmul_dtype,
         )
         return config
 
@@ -280,7 +288,10 @@ class AgentTargetAttention(tf.keras.layers.Layer):
 
     def attention_logits(self, state: Mapping[str, tf.Tensor], queries,
                          group_mask=None):
-        """float32 masked logits [B, H, C, A] and the mask they used.
+        """float32 logits [B, H, C, A] and the mask they used.
+
+        The plain (unshifted) logits q.k / sqrt(dk) + bias, for
+        diagnostics and tests; `score` never builds them this way.
 
         Args:
           state: from `encode`.
@@ -290,35 +301,12 @@ class AgentTargetAttention(tf.keras.layers.Layer):
             combined with the state's mask.
 
         Returns:
-          (logits [B, H, C, A] with float32.min at masked agents, mask
+          (logits [B, H, C, A], about float32.min at masked agents, mask
           [B, 1, 1 or C, A] bool).
         """
-        me = type(self).__name__
-        self._check_state(state)
-        queries = tf.convert_to_tensor(queries)
-        _check_rank(me, "queries", queries, 3, "B, C, Dq")
-        _check_dim(me, "queries", queries, 0, "B", "state['keys']",
-                   state["keys"], 0)
-        if not self.built:
-            self.build(queries.shape)
-        q = self.query_dense(queries)  # [B, C, H, dk]
-        q = tf.cast(q, tf.float32) * (1.0 / math.sqrt(self.key_dim))
-        k = tf.cast(state["keys"], tf.float32)  # [B, H, A, dk]
+        q, k, _, bias, mask = self._operands(state, queries, group_mask)
         logits = tf.einsum("bchk,bhak->bhca", q, k)  # [B, H, C, A]
-        bias = tf.cast(state["bias"], tf.float32)  # [B, A]
-        logits += bias[:, tf.newaxis, tf.newaxis, :]  # [B, H, C, A]
-        mask = tf.cast(state["mask"], tf.bool)[
-            :, tf.newaxis, tf.newaxis, :
-        ]  # [B, 1, 1, A]
-        if group_mask is not None:
-            group_mask = tf.cast(group_mask, tf.bool)
-            _check_rank(me, "group_mask", group_mask, 3, "B, C, A")
-            mask = tf.logical_and(
-                mask, group_mask[:, tf.newaxis, :, :]
-            )  # [B, 1, C, A]
-        # Re-mask after the addition: logit + float32.min may round to -inf.
-        logits = tf.where(mask, logits, tf.float32.min)  # [B, H, C, A]
-        return logits, mask
+        return logits + bias, mask  # [B, H, C, A]
 
     def attention_probs(self, state: Mapping[str, tf.Tensor], queries,
                         group_mask=None):
@@ -328,7 +316,10 @@ class AgentTargetAttention(tf.keras.layers.Layer):
         `group_mask` as in `attention_logits`.
         """
         logits, mask = self.attention_logits(state, queries, group_mask)
-        return _masked_softmax(logits, mask)  # [B, H, C, A]
+        e = tf.exp(logits - tf.reduce_max(logits, -1, keepdims=True))
+        s = tf.reduce_sum(e, -1, keepdims=True)  # [B, H, C, 1]
+        any_valid = tf.reduce_any(mask, -1, keepdims=True)  # [B,1,1|C,1]
+        return tf.where(any_valid, e / safe_sums(s), 0.0)  # [B, H, C, A]
 
     def mass_features(self, logits, mask, bias):
         """[B, C, H + 1] float32: per-head attention mass, any valid.
@@ -339,26 +330,140 @@ class AgentTargetAttention(tf.keras.layers.Layer):
         the scale of the logits, whatever the number of agents (with
         w_a = 1 over n agents it is log-mean-exp, not log-sum-exp, which
         would grow with log n). A candidate with no valid agent gets 0 for
-        every head and 0 for the flag.
+        every head and 0 for the flag. (`score` gets the same numbers from
+        the logsumexp its softmax already has, `_mass_from_lse`.)
 
         Args:
           logits: [B, H, C, A] and mask [B, 1, 1 or C, A] from
             `attention_logits`; bias: the state's [B, A] log w_a.
         """
-        any_valid = tf.reduce_any(mask, axis=-1)  # [B, 1, 1 or C]
+        lse = tf.transpose(
+            tf.reduce_logsumexp(logits, axis=-1), [0, 2, 1])  # [B, C, H]
+        any_valid = tf.transpose(
+            tf.reduce_any(mask, axis=-1), [0, 2, 1])  # [B, 1 or C, 1]
+        return self._mass_from_lse(lse, any_valid, mask, bias)
+
+    @staticmethod
+    def _mass_from_lse(lse, any_valid, mask, bias):
+        """[B, C, H + 1] from the logits' logsumexp lse [B, C, H],
+        any_valid [B, 1 or C, 1] and the prior's mask [B, 1, 1 or C, A]
+        and bias [B, A]."""
         prior = tf.where(
-            mask, tf.cast(bias, tf.float32)[:, None, None, :],
+            mask[:, 0], tf.cast(bias, tf.float32)[:, tf.newaxis, :],
             tf.float32.min,
-        )  # [B, 1, 1 or C, A]
-        lse = tf.reduce_logsumexp(logits, axis=-1)  # [B, H, C]
-        lse -= tf.reduce_logsumexp(prior, axis=-1)  # [B, 1, 1 or C]
-        lse = tf.where(any_valid, lse, 0.0)  # [B, H, C]
+        )  # [B, 1 or C, A], small: no head, no candidate without group mask
+        prior_lse = tf.reduce_logsumexp(prior, -1, keepdims=True)
+        mass = tf.where(any_valid, lse - prior_lse, 0.0)  # [B, C, H]
         flag = tf.broadcast_to(
-            tf.cast(any_valid, tf.float32), tf.shape(lse[:, :1])
-        )  # [B, 1, C]
-        return tf.transpose(
-            tf.concat([lse, flag], axis=1), [0, 2, 1]
-        )  # [B, H + 1, C] -> [B, C, H + 1]
+            tf.cast(any_valid, tf.float32), tf.shape(mass[:, :, :1])
+        )  # [B, C, 1]
+        return tf.concat([mass, flag], axis=-1)  # [B, C, H + 1]
+
+    def _operands(self, state, queries, group_mask):
+        """Checked float32 operands of the attention.
+
+        Returns (q [B, C, H, dk] scaled by 1/sqrt(dk), k [B, H, A, dk],
+        values [B, H, A, dk] in the compute dtype, bias [B, 1, 1 or C, A]
+        (log w_a, float32.min where masked), mask [B, 1, 1 or C, A]).
+        """
+        me = type(self).__name__
+        self._check_state(state)
+        queries = tf.convert_to_tensor(queries)
+        _check_rank(me, "queries", queries, 3, "B, C, Dq")
+        _check_dim(me, "queries", queries, 0, "B", "state['keys']",
+                   state["keys"], 0)
+        if not self.built:  # `score` may be called without `__call__`.
+            self._maybe_build(tf.TensorShape(queries.shape))
+        q = self.query_dense(queries)  # [B, C, H, dk]
+        q = tf.cast(q, tf.float32) * (1.0 / math.sqrt(self.key_dim))
+        k = tf.cast(state["keys"], tf.float32)  # [B, H, A, dk]
+        bias = tf.cast(state["bias"], tf.float32)[
+            :, tf.newaxis, tf.newaxis, :]  # [B, 1, 1, A]
+        mask = tf.cast(state["mask"], tf.bool)[
+            :, tf.newaxis, tf.newaxis, :]  # [B, 1, 1, A]
+        if group_mask is not None:
+            group_mask = tf.cast(group_mask, tf.bool)
+            _check_rank(me, "group_mask", group_mask, 3, "B, C, A")
+            mask = tf.logical_and(
+                mask, group_mask[:, tf.newaxis])  # [B, 1, C, A]
+            bias = tf.where(mask, bias, tf.float32.min)  # [B, 1, C, A]
+        values = tf.cast(state["values"], self.compute_dtype)
+        return q, k, values, bias, mask
+
+    def _logit_bound(self, q, k, bias, mask):
+        """[B, C, H] upper bound of max_a (q.k_a + bias_a), no [.., A] pass.
+
+        q.k_a = q.mu + q.(k_a - mu) <= q.mu + |q| max_a |k_a - mu| with
+        mu the mean valid key of the head (Cauchy-Schwarz), plus the
+        largest valid bias; masked agents' bias is float32.min, so they
+        cannot exceed it either.
+        """
+        valid = tf.cast(mask[:, :, 0, :], tf.float32)[
+            ..., tf.newaxis]  # [B, 1, A, 1] (any candidate's mask)
+        if mask.shape[2] != 1:  # group mask: the state's, a superset.
+            valid = tf.cast(tf.reduce_any(mask[:, 0], axis=1),
+                            tf.float32)[:, tf.newaxis, :, tf.newaxis]
+        count = tf.maximum(tf.reduce_sum(valid, axis=2), 1.0)  # [B, 1, 1]
+        mu = tf.reduce_sum(k * valid, axis=2) / count  # [B, H, dk]
+        radius = tf.reduce_max(
+            tf.norm(k - mu[:, :, tf.newaxis], axis=-1) * valid[..., 0],
+            axis=-1)  # [B, H]
+        top_bias = tf.reduce_max(bias, axis=[1, 2, 3])  # [B]
+        return (
+            tf.einsum("bchk,bhk->bch", q, mu)  # [B, C, H]
+            + tf.norm(q, axis=-1) * radius[:, tf.newaxis, :]
+            + top_bias[:, tf.newaxis, tf.newaxis]
+        )  # [B, C, H]
+
+    def _shifted_logits(self, q, k, bias, shift):
+        """float32 [B, H, C, A]: q.k + bias - shift, in one matmul where
+        possible (the bias and the per-query shift as extra columns)."""
+        ones_q = tf.ones_like(q[..., :1])  # [B, C, H, 1]
+        ones_k = tf.ones_like(k[..., :1])  # [B, H, A, 1]
+        neg_shift = -shift[..., tf.newaxis]  # [B, C, H, 1]
+        low = self.matmul_dtype != "float32"
+        if bias.shape[2] == 1 and not low:
+            row = tf.broadcast_to(
+                tf.transpose(bias[:, 0], [0, 2, 1])[:, tf.newaxis],
+                tf.shape(ones_k))  # [B, H, A, 1] per-agent bias
+            return tf.einsum(
+                "bchk,bhak->bhca",
+                tf.concat([q, ones_q, neg_shift], -1),  # [B, C, H, dk+2]
+                tf.concat([k, row, ones_k], -1),  # [B, H, A, dk + 2]
+            )  # [B, H, C, A]
+        if low:  # float32.min and the shift do not fit a 16-bit matmul.
+            dot = tf.cast(tf.einsum(
+                "bchk,bhak->bhca", tf.cast(q, self.matmul_dtype),
+                tf.cast(k, self.matmul_dtype)), tf.float32)  # [B, H, C, A]
+            return dot + tf.transpose(neg_shift, [0, 2, 1, 3]) + bias
+        dot = tf.einsum(
+            "bchk,bhak->bhca", tf.concat([q, neg_shift], -1),
+            tf.concat([k, ones_k], -1))  # [B, H, C, A]
+        return dot + bias  # group mask: per-candidate bias [B, 1, C, A]
+
+    def _weighted_values(self, e, values, training):
+        """(context [B, C, H, dk] unnormalised, sums [B, C, H]) of the
+        exponentiated shifted logits e [B, H, C, A]."""
+        if self.dropout > 0.0:  # Dropout needs the probabilities.
+            s = tf.reduce_sum(e, -1, keepdims=True)  # [B, H, C, 1]
+            probs = tf.cast(e / safe_sums(s), self.compute_dtype)
+            probs = self.attention_dropout(probs, training=training)
+            context = tf.einsum("bhca,bhak->bchk", probs, values)
+            s = tf.transpose(s[..., 0], [0, 2, 1])  # [B, C, H]
+            return tf.cast(context, tf.float32) * safe_sums(s)[
+                ..., tf.newaxis], s
+        if self.matmul_dtype != "float32":
+            s = tf.transpose(tf.reduce_sum(e, -1), [0, 2, 1])  # [B, C, H]
+            context = tf.einsum(
+                "bhca,bhak->bchk", tf.cast(e, self.matmul_dtype),
+                tf.cast(values, self.matmul_dtype))  # [B, C, H, dk]
+            return tf.cast(context, tf.float32), s
+        values = tf.cast(values, tf.float32)
+        both = tf.einsum(
+            "bhca,bhak->bchk", e,
+            tf.concat([values, tf.ones_like(values[..., :1])], -1),
+        )  # [B, C, H, dk + 1]: context and the row sums
+        return both[..., :-1], both[..., -1]
 
     def score(self, state: Mapping[str, tf.Tensor], queries, training=None,
               group_mask=None):
@@ -366,22 +471,44 @@ class AgentTargetAttention(tf.keras.layers.Layer):
 
         `group_mask` [B, C, A] bool optionally restricts each candidate's
         agents (see `attention_logits`).
+
+        Lean: the logits come shifted by an upper bound of their row
+        maximum straight out of one matmul (bias and shift as extra
+        columns), the softmax is one exp pass, its normaliser comes from
+        the second matmul, and the output and the attention mass share
+        that one logsumexp (hisac_tf/layers/bounded_softmax.py; exact
+        fallback through `tf.cond` when the bound is loose). Masking is
+        the [B, A] bias only; a candidate without valid agents is zeroed
+        on the small [B, C, H, dk] context.
         """
-        if not self.built:  # `score` may be called without `__call__`.
-            self._maybe_build(tf.TensorShape(queries.shape))
-        logits, mask = self.attention_logits(state, queries, group_mask)
-        probs = _masked_softmax(logits, mask)  # [B, H, C, A]
-        probs = tf.cast(probs, self.compute_dtype)
-        probs = self.attention_dropout(probs, training=training)
-        values = tf.cast(state["values"], self.compute_dtype)
-        context = tf.einsum(
-            "bhca,bhak->bchk", probs, values
-        )  # [B, H, C, A] x [B, H, A, dk] -> [B, C, H, dk]
-        out = self.output_dense(context)  # [B, C, O]
+        q, k, values, bias, mask = self._operands(state, queries,
+                                                  group_mask)
+        any_valid = tf.transpose(
+            tf.reduce_any(mask, axis=-1), [0, 2, 1])  # [B, 1 or C, 1]
+
+        def attend(shift):
+            e = tf.exp(self._shifted_logits(q, k, bias, shift))
+            context, s = self._weighted_values(e, values, training)
+            return context, s, shift
+
+        def exact():
+            logits = self._shifted_logits(q, k, bias, tf.zeros_like(bound))
+            top = tf.transpose(tf.reduce_max(logits, -1), [0, 2, 1])
+            return attend(top)  # [B, C, H] shift: the exact row maximum
+
+        bound = self._logit_bound(q, k, bias, mask)  # [B, C, H]
+        fast = attend(bound)
+        context, s, shift = tf.cond(
+            bound_is_tight(fast[1], any_valid), lambda: fast, exact)
+        s = safe_sums(s)  # [B, C, H]
+        context = tf.where(
+            any_valid[..., tf.newaxis], context / s[..., tf.newaxis], 0.0
+        )  # [B, C, H, dk]: zero for a candidate without valid agents
+        out = self.output_dense(tf.cast(context, self.compute_dtype))
         if self.attention_mass:
-            mass = self.mass_features(
-                logits, mask, state["bias"]
-            )  # [B, C, H + 1]
+            lse = shift + tf.math.log(s)  # [B, C, H], the softmax's own
+            mass = self._mass_from_lse(
+                lse, any_valid, mask, state["bias"])  # [B, C, H + 1]
             out += self.mass_dense(tf.cast(mass, self.compute_dtype))
         return out
 

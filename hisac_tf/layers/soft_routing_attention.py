@@ -41,9 +41,19 @@ Example:
                 agent_mask=m_agents)
     out["states"]  # [B, A, D]; out["routing"]  # [B, A, N]
 
-Cost: distances are ||z||^2 + ||p||^2 - 2 z.p with one batched matmul,
-O(B.A.N.Ds) time and an [B, A, N] routing tensor (never [B, A, N, Ds]),
-then one [B, A, N] x [B, N, D] matmul for the states.
+Cost: the logits -||z_i - p_a||^2 / (tau s^2) = c (2 p.z - ||z||^2 -
+||p||^2), c = 1 / (tau s^2), come out of one batched matmul of augmented
+operands, [2c p, c, 1, -c ||p||^2] . [z, -||z||^2, mask bias, 1] (Ds + 3
+columns: the distance expansion, the history mask as float32.min and the
+shift all ride on the matmul), O(B.A.N.Ds) time and a [B, A, N] tensor
+(never [B, A, N, Ds]). Since a squared distance is >= 0 the logits are
+<= 0, an upper bound of their row maximum, so the softmax is one exp pass
+(hisac_tf/layers/bounded_softmax.py: exact-max fallback through tf.cond
+when the nearest valid item of some agent is more than 40 logit units
+away), and one [B, A, N] x [B, N, D + 1] matmul gives the states and the
+normaliser together; masked agents are zeroed on the [B, A, D] states.
+With `chunk_size` the history is processed in chunks of that many items
+(a `tf.foldl`), so the [B, A, N] logits are never whole in memory.
 """
 
 from __future__ import annotations
@@ -53,6 +63,7 @@ from typing import Optional
 
 import tensorflow as tf
 
+from hisac_tf.layers.bounded_softmax import bound_is_tight, safe_sums
 from hisac_tf.layers.shape_checks import check_dim as _check_dim
 from hisac_tf.layers.shape_checks import check_rank as _check_rank
 
@@ -68,6 +79,9 @@ class SoftRoutingAttention(tf.keras.layers.Layer):
         at call).
       latent_variance: s^2 > 0, fixed; None (default): per user, the
         mean of ||z_i||^2 / Ds over the valid history items.
+      chunk_size: None (default): the whole history at once; an int >= 1:
+        chunks of that many items, bounding memory to [B, A, chunk_size]
+        (the `routing` output, when used, is still [B, A, N]).
 
     Call args:
       latents: z [B, N, Ds] frozen semantic latents of the history items.
@@ -110,7 +124,8 @@ class SoftRoutingAttention(tf.keras.layers.Layer):
     """
 
     def __init__(self, temperature: float = 1.0, hard: bool = False,
-                 latent_variance: Optional[float] = None, **kw):
+                 latent_variance: Optional[float] = None,
+                 chunk_size: Optional[int] = None, **kw):
         kw.setdefault("autocast", False)
         super().__init__(**kw)
         if latent_variance is not None and (
@@ -138,6 +153,16 @@ class SoftRoutingAttention(tf.keras.layers.Layer):
                 f"SoftRoutingAttention: `hard` must be a bool; received "
                 f"{hard!r}"
             )
+        if chunk_size is not None and (
+            isinstance(chunk_size, bool)
+            or not isinstance(chunk_size, int)
+            or chunk_size < 1
+        ):
+            raise ValueError(
+                "SoftRoutingAttention: `chunk_size` must be None or an int "
+                f">= 1; received {chunk_size!r}"
+            )
+        self.chunk_size = chunk_size
         self.temperature = float(temperature)
         self.hard = hard
         self.latent_variance = (
@@ -146,7 +171,8 @@ class SoftRoutingAttention(tf.keras.layers.Layer):
     def get_config(self):
         config = super().get_config()
         config.update(temperature=self.temperature, hard=self.hard,
-                      latent_variance=self.latent_variance)
+                      latent_variance=self.latent_variance,
+                      chunk_size=self.chunk_size)
         return config
 
     def _check_inputs(self, latents, values, prototypes, history_mask,
@@ -214,20 +240,18 @@ class SoftRoutingAttention(tf.keras.layers.Layer):
         agent_mask = tf.cast(agent_mask, tf.bool)
         self._check_inputs(latents, values, prototypes, history_mask,
                            agent_mask, item_sids, agent_sids)
-        # Valid (agent, item) pairs.
-        valid = tf.logical_and(
-            agent_mask[:, :, tf.newaxis],  # [B, A, 1]
-            history_mask[:, tf.newaxis, :],  # [B, 1, N]
-        )  # [B, A, N]
-        if self.hard:
-            routing = self._hard_routing(item_sids, agent_sids, valid)
-        else:
-            routing = self._soft_routing(latents, prototypes, history_mask,
-                                         valid)
-        routing = tf.cast(routing, self.compute_dtype)  # [B, A, N]
         values = tf.cast(values, self.compute_dtype)  # [B, N, D]
-        states = tf.einsum("ban,bnd->bad", routing, values)  # [B, A, D]
-        return {"states": states, "routing": routing}
+        if self.hard:
+            valid = tf.logical_and(
+                agent_mask[:, :, tf.newaxis],  # [B, A, 1]
+                history_mask[:, tf.newaxis, :],  # [B, 1, N]
+            )  # [B, A, N] valid (agent, item) pairs
+            routing = self._hard_routing(item_sids, agent_sids, valid)
+            routing = tf.cast(routing, self.compute_dtype)  # [B, A, N]
+            states = tf.einsum("ban,bnd->bad", routing, values)  # [B, A, D]
+            return {"states": states, "routing": routing}
+        return self._soft_routing(latents, values, prototypes, history_mask,
+                                  agent_mask)
 
     def _latent_scale(self, zz, history_mask, latent_dim):
         """s^2 [B, 1, 1]: fixed, or the mean ||z_i||^2 / Ds of valid items."""
@@ -242,33 +266,132 @@ class SoftRoutingAttention(tf.keras.layers.Layer):
         mean_sq = tf.where(mean_sq > 0.0, mean_sq, tf.ones_like(mean_sq))
         return mean_sq[:, tf.newaxis, tf.newaxis]  # [B, 1, 1]
 
-    def _soft_routing(self, latents, prototypes, history_mask, valid):
-        """float32 [B, A, N] softmax weights; zero rows where none valid."""
+    def _routing_operands(self, latents, prototypes, history_mask):
+        """Augmented float32 operands whose product is the logits.
+
+        Returns (p_aug [B, A, Ds + 3] = [2c p, c, 1, -c ||p||^2],
+        z_aug [B, N, Ds + 3] = [z, -||z||^2, 0 or float32.min, 1]):
+        p_aug . z_aug = -c ||z - p||^2 for a valid item, about float32.min
+        for a masked one; c = 1 / (tau s^2) per user.
+        """
         z = tf.stop_gradient(tf.cast(latents, tf.float32))  # [B, N, Ds]
         p = tf.stop_gradient(tf.cast(prototypes, tf.float32))  # [B, A, Ds]
         zz = tf.reduce_sum(tf.square(z), axis=-1)  # [B, N]
         scale = self._latent_scale(
             zz, history_mask, tf.cast(tf.shape(z)[-1], tf.float32))
-        pp = tf.reduce_sum(tf.square(p), axis=-1)  # [B, A]
-        zp = tf.einsum("bas,bns->ban", p, z)  # [B, A, N]
-        dist = (
-            pp[:, :, tf.newaxis]  # [B, A, 1]
-            + zz[:, tf.newaxis, :]  # [B, 1, N]
-            - 2.0 * zp
-        )  # [B, A, N]
-        # Rounding can make ||z - p||^2 of near-identical vectors negative.
-        dist = tf.maximum(dist, 0.0)
-        # Shift by the nearest valid item before dividing by tau, so the
-        # best item's logit is exactly 0 and a tiny tau cannot overflow the
-        # softmax into inf - inf (the softmax itself is shift invariant).
-        nearest = tf.reduce_min(
-            tf.where(valid, dist, tf.float32.max), axis=-1, keepdims=True
-        )  # [B, A, 1]
-        logits = (nearest - dist) / (self.temperature * scale)  # [B, A, N]
-        logits = tf.where(valid, logits, tf.float32.min)  # [B, A, N]
-        alpha = tf.nn.softmax(logits, axis=-1)  # [B, A, N]
-        # A row with no valid item is uniform after softmax: zero it.
-        return tf.where(valid, alpha, tf.zeros_like(alpha))  # [B, A, N]
+        c = 1.0 / (self.temperature * scale)  # [B, 1, 1]
+        pp = tf.reduce_sum(tf.square(p), axis=-1, keepdims=True)  # [B,A,1]
+        ones_p = tf.ones_like(pp)  # [B, A, 1]
+        p_aug = tf.concat(
+            [2.0 * c * p, c * ones_p, ones_p, -c * pp], axis=-1
+        )  # [B, A, Ds + 3]
+        item_bias = tf.where(history_mask, 0.0, tf.float32.min)  # [B, N]
+        z_aug = tf.concat(
+            [z, -zz[..., tf.newaxis], item_bias[..., tf.newaxis],
+             tf.ones_like(zz[..., tf.newaxis])], axis=-1
+        )  # [B, N, Ds + 3]
+        return p_aug, z_aug
+
+    def _weighted(self, e, values):
+        """(sum_i e_ai h_i [B, A, D] float32, sum_i e_ai [B, A])."""
+        if values.dtype != tf.float32:  # 16-bit states, float32 sums.
+            states = tf.einsum("ban,bnd->bad", tf.cast(e, values.dtype),
+                               values)  # [B, A, D]
+            return tf.cast(states, tf.float32), tf.reduce_sum(e, -1)
+        both = tf.einsum(
+            "ban,bnd->bad", e,
+            tf.concat([values, tf.ones_like(values[..., :1])], -1),
+        )  # [B, A, D + 1]: the weighted sum and the normaliser
+        return both[..., :-1], both[..., -1]
+
+    def _chunks(self, p_aug, z_aug, values):
+        """z_aug and values padded to whole chunks, chunk-major:
+        ([K, B, chunk, Ds + 3], [K, B, chunk, D])."""
+        size = self.chunk_size
+        n = tf.shape(z_aug)[1]
+        pad = (size - n % size) % size
+        # Padding items carry float32.min like masked ones: exp gives 0.
+        pad_row = tf.constant([0.0, tf.float32.min, 0.0])  # [3]
+        z_pad = tf.concat([
+            tf.zeros_like(z_aug[:, :1, :-3]),
+            tf.broadcast_to(pad_row, tf.shape(z_aug[:, :1, -3:])),
+        ], -1)  # [B, 1, Ds + 3]
+        z_aug = tf.concat(
+            [z_aug, tf.repeat(z_pad, pad, axis=1)], axis=1)  # [B, K c, .]
+        values = tf.pad(values, [[0, 0], [0, pad], [0, 0]])
+
+        def chunked(t):  # [B, K chunk, X] -> [K, B, chunk, X]
+            shape = tf.shape(t)
+            t = tf.reshape(t, [shape[0], -1, size, shape[2]])
+            return tf.transpose(t, [1, 0, 2, 3])
+
+        return chunked(z_aug), chunked(values)
+
+    def _sums(self, p_aug, z_aug, values, shift=None):
+        """(sum_i exp(l_ai - shift_a) h_i [B, A, D], sums [B, A]) float32,
+        whole or by chunks; shift [B, A, 1], None: 0 (no pass)."""
+
+        def exp(logits):
+            return tf.exp(logits if shift is None else logits - shift)
+
+        if self.chunk_size is None:
+            logits = tf.einsum("bas,bns->ban", p_aug, z_aug)  # [B, A, N]
+            return self._weighted(exp(logits), values)
+        z_chunks, v_chunks = self._chunks(p_aug, z_aug, values)
+        batch, agents = tf.shape(p_aug)[0], tf.shape(p_aug)[1]
+        init = (tf.zeros(tf.stack([batch, agents, tf.shape(values)[2]])),
+                tf.zeros(tf.stack([batch, agents])))
+
+        def step(acc, chunk):
+            z_c, v_c = chunk  # [B, chunk, Ds + 3], [B, chunk, D]
+            logits = tf.einsum("bas,bns->ban", p_aug, z_c)  # [B, A, chunk]
+            states, sums = self._weighted(exp(logits), v_c)
+            return acc[0] + states, acc[1] + sums
+
+        return tf.foldl(step, (z_chunks, v_chunks), initializer=init)
+
+    def _row_max(self, p_aug, z_aug, values):
+        """[B, A, 1] exact maximum logit of each agent, whole or chunked."""
+        if self.chunk_size is None:
+            return tf.reduce_max(tf.einsum("bas,bns->ban", p_aug, z_aug),
+                                 axis=-1, keepdims=True)
+        z_chunks, _ = self._chunks(p_aug, z_aug, values)
+        init = tf.fill(tf.shape(p_aug[..., :1]), tf.float32.min)
+
+        def step(top, z_c):
+            logits = tf.einsum("bas,bns->ban", p_aug, z_c)  # [B, A, chunk]
+            return tf.maximum(top, tf.reduce_max(logits, -1, keepdims=True))
+
+        return tf.foldl(step, z_chunks, initializer=init)
+
+    def _soft_routing(self, latents, values, prototypes, history_mask,
+                      agent_mask):
+        """dict(states [B, A, D], routing [B, A, N]) in the compute dtype;
+        zero for a masked agent or a user without valid items."""
+        p_aug, z_aug = self._routing_operands(latents, prototypes,
+                                              history_mask)
+        agent_ok = tf.logical_and(
+            agent_mask, tf.reduce_any(history_mask, -1, keepdims=True)
+        )  # [B, A]
+        zero = tf.zeros_like(p_aug[..., :1])  # [B, A, 1]: -c dist <= 0
+        fast = self._sums(p_aug, z_aug, values)
+
+        def exact():
+            shift = self._row_max(p_aug, z_aug, values)  # [B, A, 1]
+            return self._sums(p_aug, z_aug, values, shift) + (shift,)
+
+        states, sums, shift = tf.cond(
+            bound_is_tight(fast[1], agent_ok),
+            lambda: fast + (zero,), exact)
+        sums = safe_sums(sums)[..., tf.newaxis]  # [B, A, 1]
+        states = tf.where(agent_ok[..., tf.newaxis], states / sums, 0.0)
+        # The routing weights cost one more [B, A, N] pass; a graph that
+        # does not use them (serving, training) prunes it.
+        logits = tf.einsum("bas,bns->ban", p_aug, z_aug)  # [B, A, N]
+        routing = tf.where(agent_ok[..., tf.newaxis],
+                           tf.exp(logits - shift) / sums, 0.0)  # [B, A, N]
+        return {"states": tf.cast(states, self.compute_dtype),
+                "routing": tf.cast(routing, self.compute_dtype)}
 
     def _hard_routing(self, item_sids, agent_sids, valid):
         """float32 [B, A, N]: 1[SID_i == SID_a] / v_a over valid items."""
