@@ -209,10 +209,10 @@ def peak_bytes(fn: Callable) -> int:
 def calibrate(calls: int = 5, size: int = 1) -> dict:
     """The machine's throughputs, measured once (the cost model's inputs).
 
-    * matmul_macs_per_s: multiply-adds per second of batched float32
-      matmuls of the routing and attention shapes ([A = 200, Ds = 32] x
-      [32, N] and [200, N] x [N, 32] at N = 10,000 * size / 1, and the
-      attention's [C, dk] x [dk, G]); the median over the shapes;
+    * matmul_macs_per_s: multiply-adds per second of float32 matmuls
+      whose inner dimension is long (compute-bound): the head's
+      [C, 224] x [224, 256] (C = 1,000 * size) and the routing's
+      [A = 200, N] x [N, 32] (N = 10,000 * size); the median;
     * elementwise_bytes_per_s: bytes read + written per second of
       elementwise float32 ops (exp, a + b, where) over a [200, N] tensor;
     * op_overhead_s: seconds per op of a chain of ~2,000 dependent ops
@@ -223,14 +223,17 @@ def calibrate(calls: int = 5, size: int = 1) -> dict:
     `size` < 1 shrinks the shapes (CI).
     """
     n = max(64, int(10_000 * size))
-    a, ds, heads, c = 200, 32, 4, max(8, int(500 * size))
+    a, ds, c = 200, 32, max(8, int(1000 * size))
 
     def best(fn):
         return min(time_ms(fn, calls, warmup=1)) / 1000.0  # seconds
 
     mm = tf.function(lambda x, y: tf.matmul(x, y))
-    shapes = [((1, a, ds), (1, ds, n)), ((1, a, n), (1, n, ds)),
-              ((heads, c, 8), (heads, 8, n))]
+    # Compute-bound shapes (long inner dimension): the head's dense layers
+    # and the routing's states. A thin matmul (inner dim dk = 8) is bound
+    # by writing its output instead, which the cost model counts as
+    # elementwise bytes.
+    shapes = [((1, c, 224), (1, 224, 256)), ((1, a, n), (1, n, ds))]
     rates = []
     for sx, sy in shapes:
         x, y = tf.random.normal(sx), tf.random.normal(sy)

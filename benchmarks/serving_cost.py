@@ -141,7 +141,13 @@ class Ranker:
         }
 
     def flops(self, n: int, c: int) -> dict:
-        return flops_lib.config_flops(self.cfg, n=n, c=c)
+        """MACs (and elementwise bytes, `fallback_bytes` where flops.py
+        gives none) of one request."""
+        cost = flops_lib.config_flops(self.cfg, n=n, c=c)
+        if "request_bytes" not in cost:
+            cost.update(fallback_bytes(self.cfg, n, c))
+            cost["bytes_source"] = "benchmarks/serving_cost.py fallback"
+        return cost
 
 
 # ------------------------------------------------------------- breakdown
@@ -220,10 +226,12 @@ def breakdown_parts(ranker: Ranker, request: dict) -> dict:
     # Floors on the same shapes.
     heads, dk = (int(s) for s in (state["keys"].shape[1],
                                   state["keys"].shape[3]))
-    za, zb = _random([1, a, ds]), _random([1, n, ds])
-    ra, rb = _random([1, a, n]), _random([1, n, d])
-    mm = tf.function(lambda: (tf.matmul(za, zb, transpose_b=True),
-                              tf.matmul(ra, rb)))  # [1,A,N], [1,A,D]
+    if "routing" in parts:
+        za, zb = _random([1, a, ds]), _random([1, n, ds])
+        ra, rb = _random([1, a, n]), _random([1, n, d])
+        parts["routing_floor"] = (tf.function(lambda: (
+            tf.matmul(za, zb, transpose_b=True),  # [1, A, N]
+            tf.matmul(ra, rb))), None)  # [1, A, D]
     q, k = _random([1, c, heads, dk]), _random([1, heads, a, dk])
     probs, v = _random([1, heads, c, a]), _random([1, heads, a, dk])
     att_floor = tf.function(lambda: (
@@ -249,7 +257,6 @@ def breakdown_parts(ranker: Ranker, request: dict) -> dict:
     emb_gather = tf.function(lambda: [
         tf.gather(emb_table, rows) for _ in range(4)])  # 4 x [N, D]
     parts.update({
-        "routing_floor": (mm, None),
         "attention_floor": (att_floor, None),
         "head_floor": (tf.function(head_floor), None),
         "gather_floor": (gather, None),
@@ -318,6 +325,34 @@ def run_cell(rankers: dict, spec_n: int, c: int, r: int, with_user: bool,
                 memory["full/request"] / max(1, memory["hisac/request"]))
     cell["ratios"] = ratios
     return cell
+
+
+# Elementwise passes (reads + writes of a float32 tensor) of the parts
+# that dominate, used only while `flops.request_flops` has no bytes of
+# its own: the history (gathers of z, h's four tables, their sum), the
+# routing's [A, N] logits (matmul write, one exp pass, the states'
+# matmul read) and each attention's [H, C, G] logits (the same).
+HISTORY_PASSES = 3
+LOGIT_PASSES = 4
+
+
+def fallback_bytes(cfg, n: int, c: int) -> dict:
+    """Elementwise bytes of one request: user, per_candidate, request."""
+    m = cfg.model
+    d, ds, a, h = (m.embedding_dim, cfg.tokenizer.latent_dim, m.num_agents,
+                   m.num_heads)
+    levels = len(cfg.tokenizer.codebook_sizes)
+    user = HISTORY_PASSES * n * (4 * d + ds + levels) * 4
+    groups = []
+    if m.compressor != "none":
+        groups.append(n if m.compressor in ("full", "sim_hard") else a)
+        if m.compressor.startswith("hisac"):
+            user += LOGIT_PASSES * a * n * 4
+    if m.short_term_length:
+        groups.append(min(m.short_term_length, n))
+    per_candidate = sum(LOGIT_PASSES * h * g * 4 for g in groups)
+    return {"user_bytes": user, "per_candidate_bytes": per_candidate,
+            "request_bytes": user + c * per_candidate}
 
 
 def predict_cells(cells: list, rankers_info: dict, calibration: dict):
