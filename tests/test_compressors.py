@@ -584,7 +584,8 @@ def test_flops_hand_count_hisac():
     # Request: 300 + 3 * 1128 = 3684.
     got = flops_lib.request_flops(
         "hisac", n=6, a=2, c=3, d=4, ds=2, h=2, num_levels=2,
-        user_features=2, mlp_dims=(8,), use_cross_layer=True)
+        user_features=2, mlp_dims=(8,), use_cross_layer=True,
+        attention_mass=False)
     assert got == {"groups": 2, "compression": 92, "user": 300,
                    "per_candidate": 1128, "request": 3684}
     # Attention mass: + (H + 1) D = 3 * 4 = 12 per candidate -> 1140;
@@ -601,7 +602,8 @@ def test_flops_hand_count_full_and_kmeans():
     #   and values 2*6*8*4 = 384 -> 480. Per candidate: 4 + 48 + 2*6*4 =
     #   48 + 16 + 1044 (head) = 1160. Request 480 + 3 * 1160 = 3960.
     full = flops_lib.request_flops(
-        "full", n=6, a=2, c=3, d=4, ds=2, h=2, mlp_dims=(8,))
+        "full", n=6, a=2, c=3, d=4, ds=2, h=2, mlp_dims=(8,),
+        attention_mass=False)
     assert (full["user"], full["per_candidate"], full["request"]) == (
         480, 1160, 3960)
     # kmeans, I = 1: N Ds = 12; 2 assignments of A Ds + A N Ds = 4 + 24;

@@ -40,6 +40,42 @@ per candidate = candidate SID embedding (L - 1) D
   with F = (1 + U) D + 3D + D the head's input width.
 
 per request = user side + C x per candidate.
+
+`request_flops(attention_mass=...)` defaults to True, as
+`ModelConfig.attention_mass` does.
+
+Time, not just arithmetic: `request_cost` (same arguments, + `cached`)
+splits one request into components, each with its multiply-adds and the
+bytes its elementwise passes touch (float32, 4 bytes an element; a pass
+that reads one tensor and writes one of E elements touches 8 E bytes, a
+reduction 4 E; gathers count what they write and read):
+
+  user side (once per request; skipped with `cached=True`, the state is
+  read from the cache instead)
+    semantic_lookup       hashing ids, gathering SIDs and latents
+                          32 N + 8 N (L + Ds) + N
+    ranking_embedding     four [N, D] gathers and three adds   68 N D
+    voting                (hisac*) L sort-like passes over N   8 N L (4 +
+                          ceil log2 N)
+    compression           routing (hisac: the augmented operands
+                          8 N (Ds + 3) + 4 N Ds + 8 N (D + 1), one exp
+                          pass 8 A N), the baselines' passes over [A, N]
+                          or [N, D] (see `compression_bytes`)
+    group_sid_embedding   8 L G D
+    keys_values           8 G (2D) + 2 x 8 G hk   (per branch)
+  candidate side (C candidates)
+    candidate_embedding   8 C D (L + 3)
+    target_attention      one exp pass over [H, C, G] 8 H C G, the
+                          augmented keys, values and logit bound per
+                          request 8 G (3 hk + 3 H), and 48 C hk of small
+                          per-candidate passes   (per branch)
+    head                  16 C (2 F + sum of MLP widths + 1)
+
+and `predict_latency(cost, matmul_flops_per_s, bytes_per_s)` turns it into
+seconds, 2 MACs / matmul_flops_per_s + bytes / bytes_per_s per component,
+once both throughputs are measured on the machine (benchmarks/
+serving_cost.py calibrates them on a large matmul and a large elementwise
+pass and shows predicted against measured).
 """
 
 from __future__ import annotations
@@ -105,7 +141,7 @@ def request_flops(
     use_cross_layer: bool = True,
     kmeans_iterations: int = 5,
     lsh_bits: int = 0,
-    attention_mass: bool = False,
+    attention_mass: bool = True,
     short_term_length: int = 0,
     count_types: int = 0,
 ) -> dict:
@@ -117,7 +153,8 @@ def request_flops(
       num_levels: L; user_features: U (besides user_id).
       mlp_dims, use_cross_layer: the ranking head.
       kmeans_iterations, lsh_bits: the baselines' settings (0 bits: auto).
-      attention_mass: the attention's mass projection [H + 1, D].
+      attention_mass: the attention's mass projection [H + 1, D] (True,
+        as `ModelConfig.attention_mass`).
       short_term_length: S of the short-term branch (0: none); `name`
         "none" drops the long-term branch.
       count_types: T of the match counts (0: none); they cost sorting
@@ -194,4 +231,194 @@ def config_flops(cfg, name: str | None = None, n: int | None = None,
         short_term_length=m.short_term_length,
         count_types=(1 + len(cfg.tokenizer.codebook_sizes)
                      if m.count_slots else 0),
+    )
+
+
+# Compressors with HierarchicalVoting in front of their routing.
+VOTING = ("hisac", "hisac_hard", "hisac_no_voting")
+FLOAT_BYTES = 4
+
+
+def compression_bytes(name: str, *, n: int, a: int, d: int, ds: int,
+                      kmeans_iterations: int = 5, lsh_bits: int = 0) -> int:
+    """Bytes the compressor's elementwise passes touch for one user."""
+    if name not in COMPRESSION_TERMS:
+        raise ValueError(f"unknown compressor {name!r} (choose from "
+                         f"{', '.join(sorted(COMPRESSION_TERMS))})")
+    if name in ("hisac", "hisac_no_voting"):
+        # z_aug [N, Ds + 3], ||z||^2, values ++ 1 [N, D + 1]; exp [A, N].
+        return (8 * n * (ds + 3) + 4 * n * ds + 8 * n * (d + 1)
+                + 8 * a * n)
+    if name == "hisac_hard":  # [A, N, L] compare, [A, N] hits, divide
+        return 8 * a * n * 4
+    if name == "kmeans":  # distances, argmin, one-hot per iteration
+        return (kmeans_iterations + 1) * 8 * a * n * 3 + 8 * n * d
+    if name == "lsh":
+        bits = lsh_bits if lsh_bits > 0 else default_num_bits(a)
+        return 8 * n * (ds + bits) + 8 * n * d
+    if name == "patching":
+        return 8 * n * d
+    if name == "aggregator":  # softmax over [A, N] and masks
+        return 8 * a * n * 4 + 8 * n * d
+    return 0  # recent, full, sim_hard: the gather is in group embedding
+
+
+def request_cost(
+    name: str,
+    *,
+    n: int,
+    a: int,
+    c: int,
+    d: int,
+    ds: int,
+    h: int,
+    num_levels: int = 2,
+    user_features: int = 2,
+    mlp_dims: Sequence[int] = (64, 32),
+    use_cross_layer: bool = True,
+    kmeans_iterations: int = 5,
+    lsh_bits: int = 0,
+    attention_mass: bool = True,
+    short_term_length: int = 0,
+    count_types: int = 0,
+    cached: bool = False,
+) -> dict:
+    """Per-component multiply-adds and elementwise bytes of one request.
+
+    Arguments as `request_flops`; `cached`: the user side comes from a
+    cached state (`score_with_state`), so only the candidate side counts.
+
+    Returns:
+      dict(components={component: dict(side "user" or "candidate",
+      macs, bytes)}, user=dict(macs, bytes), candidate=dict(macs, bytes),
+      request=dict(macs, bytes), cached). `request` is user + candidate,
+      or candidate alone when cached. Component names: module doc.
+    """
+    flops = request_flops(
+        name, n=n, a=a, c=c, d=d, ds=ds, h=h, num_levels=num_levels,
+        user_features=user_features, mlp_dims=mlp_dims,
+        use_cross_layer=use_cross_layer,
+        kmeans_iterations=kmeans_iterations, lsh_bits=lsh_bits,
+        attention_mass=attention_mass, short_term_length=short_term_length,
+        count_types=count_types,
+    )
+    dk = max(1, d // h)
+    hk = h * dk
+    levels = num_levels
+    long_term = name != "none"
+    branches = []  # G of each attention branch
+    if long_term:
+        branches.append(n if name in ("full", "sim_hard") else a)
+    if short_term_length:
+        branches.append(min(short_term_length, n))
+    parts = {}
+
+    def add(component, side, macs, nbytes):
+        parts[component] = {"side": side, "macs": int(macs),
+                            "bytes": int(nbytes)}
+
+    add("semantic_lookup", "user", 0,
+        32 * n + 8 * n * (levels + ds) + n)
+    add("ranking_embedding", "user", 3 * n * d, 68 * n * d)
+    if name in VOTING:
+        add("voting", "user", 0,
+            8 * n * levels * (4 + max(1, (n - 1).bit_length())))
+    if long_term:
+        add("compression", "user", flops["compression"], compression_bytes(
+            name, n=n, a=a, d=d, ds=ds,
+            kmeans_iterations=kmeans_iterations, lsh_bits=lsh_bits))
+    add("group_sid_embedding", "user",
+        sum((levels - 1) * g * d for g in branches),
+        sum(8 * levels * g * d for g in branches))
+    add("keys_values", "user", sum(2 * g * (2 * d) * hk for g in branches),
+        sum(8 * g * 2 * d + 16 * g * hk for g in branches))
+    per_cand = {
+        "candidate_embedding": (levels - 1) * d,
+        "target_attention": sum(
+            3 * d * hk + 2 * g * hk + hk * d
+            + ((h + 1) * d if attention_mass else 0) for g in branches),
+    }
+    per_cand["head"] = flops["per_candidate"] - sum(per_cand.values())
+    width = (1 + user_features) * d + 3 * d + d * len(branches)
+    width += 4 * count_types + 1 if count_types else 0
+    add("candidate_embedding", "candidate",
+        c * per_cand["candidate_embedding"], 8 * c * d * (levels + 3))
+    add("target_attention", "candidate", c * per_cand["target_attention"],
+        sum(8 * h * c * g + 8 * g * (3 * hk + 3 * h) + 48 * c * hk
+            for g in branches))
+    add("head", "candidate", c * per_cand["head"],
+        16 * c * (2 * width + sum(mlp_dims) + 1))
+
+    def total(side):
+        return {key: sum(p[key] for p in parts.values()
+                         if p["side"] == side) for key in ("macs", "bytes")}
+
+    user, candidate = total("user"), total("candidate")
+    request = dict(candidate) if cached else {
+        key: user[key] + candidate[key] for key in user}
+    return {"components": parts, "user": user, "candidate": candidate,
+            "request": request, "cached": bool(cached)}
+
+
+def predict_latency(cost: dict, matmul_flops_per_s: float,
+                    bytes_per_s: float, per_request_s: float = 0.0) -> dict:
+    """Seconds predicted for a `request_cost`, per component and in all.
+
+    Each component takes 2 macs / matmul_flops_per_s + bytes /
+    bytes_per_s (a multiply-add is 2 FLOPs); calibrate both throughputs
+    on the machine (a large matmul, a large elementwise pass).
+    per_request_s: a fixed overhead added to the request (dispatch).
+
+    Returns:
+      dict(components={component: seconds}, user_s, candidate_s,
+      request_s); with a cached cost request_s is the candidate side.
+    """
+    for field, value in (("matmul_flops_per_s", matmul_flops_per_s),
+                         ("bytes_per_s", bytes_per_s)):
+        if not value > 0:
+            raise ValueError(f"predict_latency: {field} must be > 0, got "
+                             f"{value!r}")
+    if per_request_s < 0:
+        raise ValueError("predict_latency: per_request_s must be >= 0, "
+                         f"got {per_request_s!r}")
+    if not isinstance(cost, dict) or "components" not in cost:
+        raise ValueError("predict_latency: `cost` must be the dict of "
+                         f"request_cost; received {type(cost).__name__}")
+    seconds = {
+        name: 2.0 * p["macs"] / matmul_flops_per_s
+        + p["bytes"] / bytes_per_s
+        for name, p in cost["components"].items()
+    }
+    sides = {side: sum(t for name, t in seconds.items()
+                       if cost["components"][name]["side"] == side)
+             for side in ("user", "candidate")}
+    request = sides["candidate"] + (0.0 if cost["cached"] else sides["user"])
+    return {"components": seconds, "user_s": sides["user"],
+            "candidate_s": sides["candidate"],
+            "request_s": request + per_request_s}
+
+
+def config_cost(cfg, name: str | None = None, n: int | None = None,
+                c: int | None = None, cached: bool = False) -> dict:
+    """`request_cost` for a `Config` (defaults as `config_flops`)."""
+    m = cfg.model
+    return request_cost(
+        name or m.compressor,
+        n=n or cfg.data.max_history,
+        a=m.num_agents,
+        c=c or cfg.data.max_candidates,
+        d=m.embedding_dim,
+        ds=cfg.tokenizer.latent_dim,
+        h=m.num_heads,
+        num_levels=len(cfg.tokenizer.codebook_sizes),
+        user_features=len(cfg.data.user_features),
+        mlp_dims=m.mlp_dims,
+        use_cross_layer=m.use_cross_layer,
+        kmeans_iterations=m.kmeans_iterations,
+        lsh_bits=m.lsh_bits,
+        attention_mass=m.attention_mass,
+        short_term_length=m.short_term_length,
+        count_types=(1 + len(cfg.tokenizer.codebook_sizes)
+                     if m.count_slots else 0),
+        cached=cached,
     )
