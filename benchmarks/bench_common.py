@@ -35,6 +35,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from hisac_tf import config as config_lib  # noqa: E402
+from hisac_tf.compressors import flops as flops_lib  # noqa: E402
 from hisac_tf.data.feature_spec import FeatureSpec  # noqa: E402
 from hisac_tf.models.build import build_model  # noqa: E402
 from hisac_tf.tokenizer.semantic_tables import SemanticTables  # noqa: E402
@@ -99,20 +100,35 @@ def method_config(method: str, n: int, c: int, preset: str = PRESET,
     ])
 
 
+# Share of ||z||^2 left to the quantisation residual, as with a trained
+# tokenizer (benchmarks/layer_floor.py): each item's latent lies near the
+# sum of its SID's codewords, so agents' prototypes lie near their items.
+RESIDUAL = 0.07
+
+
 def random_tables(cfg, seed: int = 0, num_items: int = NUM_ITEMS):
-    """Random `SemanticTables` of `num_items` items for cfg's tokenizer."""
-
-
+    """Random `SemanticTables` of `num_items` items for cfg's tokenizer:
+    Zipf-distributed SIDs (a few popular codes per level), latents = the
+    sum of the SID's codewords + a 7 % residual (unit mean square)."""
     rng = np.random.default_rng(seed)
     sizes = tuple(cfg.tokenizer.codebook_sizes)
     dim = cfg.tokenizer.latent_dim
+    scale = ((1.0 - RESIDUAL) / len(sizes)) ** 0.5
+    codebooks = tuple(rng.normal(scale=scale, size=(k, dim))
+                      .astype(np.float32) for k in sizes)
+    sids = []
+    for k in sizes:
+        zipf = np.arange(1, k + 1) ** -1.1
+        sids.append(rng.choice(k, size=num_items, p=zipf / zipf.sum()))
+    sids = np.stack(sids, 1).astype(np.int32)  # [items, L]
+    latents = sum(cb[sids[:, i]] for i, cb in enumerate(codebooks))
+    latents = latents + rng.normal(scale=RESIDUAL ** 0.5,
+                                   size=latents.shape)  # [items, Ds]
     return SemanticTables(
         item_ids=np.arange(1, num_items + 1, dtype=np.int64),
-        sids=np.stack([rng.integers(0, k, num_items) for k in sizes], 1)
-        .astype(np.int32),
-        latents=rng.normal(size=(num_items, dim)).astype(np.float32),
-        codebooks=tuple(rng.normal(size=(k, dim)).astype(np.float32)
-                        for k in sizes),
+        sids=sids,
+        latents=latents.astype(np.float32),
+        codebooks=codebooks,
     )
 
 
@@ -299,15 +315,40 @@ def graph_ops(concrete_fn) -> int:
                if op.type not in skip)
 
 
-def predict_seconds(macs: float, bytes_: float, ops: int,
-                    calibration: dict) -> float:
-    """The cost model's time: MACs at the matmul rate, elementwise bytes
-    at the measured bandwidth, ops at the per-op dispatch cost, plus one
-    call (docs/performance.md "Cost model")."""
-    return (macs / calibration["matmul_macs_per_s"]
-            + bytes_ / calibration["elementwise_bytes_per_s"]
-            + ops * calibration["op_overhead_s"]
-            + calibration["call_overhead_s"])
+def component_seconds(components: dict, calibration: dict) -> dict:
+    """Seconds of each `flops.request_cost` component at the calibrated
+    throughputs (`flops.predict_latency`)."""
+    cost = {"components": components, "cached": False}
+    return flops_lib.predict_latency(
+        cost, 2.0 * calibration["matmul_macs_per_s"],
+        calibration["elementwise_bytes_per_s"])["components"]
+
+
+def predict_seconds(cost: dict, ops: int, calibration: dict,
+                    requests: int = 1) -> float:
+    """The cost model's time of one call (docs/performance.md "Cost
+    model"): `flops.predict_latency` of R requests' MACs at the matmul
+    rate and elementwise bytes at the measured bandwidth, plus the
+    graph's ops at the per-op dispatch cost and one call.
+
+    Args:
+      cost: `flops.request_cost` of one request.
+      ops: ops of the call's graph (`graph_ops`).
+      requests: R, requests per call (MACs and bytes scale with R; the
+        ops do not).
+    """
+    scaled = {
+        "cached": cost["cached"],
+        "components": {
+            name: {**part, "macs": requests * part["macs"],
+                   "bytes": requests * part["bytes"]}
+            for name, part in cost["components"].items()},
+    }
+    return flops_lib.predict_latency(
+        scaled, 2.0 * calibration["matmul_macs_per_s"],
+        calibration["elementwise_bytes_per_s"],
+        per_request_s=(ops * calibration["op_overhead_s"]
+                       + calibration["call_overhead_s"]))["request_s"]
 
 
 def write_json(path: str, result: dict) -> None:

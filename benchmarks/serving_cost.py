@@ -140,14 +140,9 @@ class Ranker:
                 self.module.score_with_state.get_concrete_function()),
         }
 
-    def flops(self, n: int, c: int) -> dict:
-        """MACs (and elementwise bytes, `fallback_bytes` where flops.py
-        gives none) of one request."""
-        cost = flops_lib.config_flops(self.cfg, n=n, c=c)
-        if "request_bytes" not in cost:
-            cost.update(fallback_bytes(self.cfg, n, c))
-            cost["bytes_source"] = "benchmarks/serving_cost.py fallback"
-        return cost
+    def cost(self, n: int, c: int, cached: bool) -> dict:
+        """`flops.config_cost`: MACs and elementwise bytes per component."""
+        return flops_lib.config_cost(self.cfg, n=n, c=c, cached=cached)
 
 
 # ------------------------------------------------------------- breakdown
@@ -265,8 +260,21 @@ def breakdown_parts(ranker: Ranker, request: dict) -> dict:
     return {"parts": parts, "groups": a, "n": n, "c": c}
 
 
+# Breakdown part -> the cost model's components (flops.request_cost).
+COMPONENTS = {
+    "semantic_lookup": ("semantic_lookup",),
+    "ranking_embedding": ("ranking_embedding",),
+    "voting": ("voting",),
+    "routing": ("compression",),
+    "compress": ("compression",),
+    "encode": ("group_sid_embedding", "keys_values"),
+    "target_attention": ("target_attention",),
+    "head": ("head",),
+}
+
+
 def measure_breakdown(ranker: Ranker, request: dict, rounds: int,
-                      calls: int, seed: int) -> dict:
+                      calls: int, seed: int, calibration: dict) -> dict:
     info = breakdown_parts(ranker, request)
     parts = info["parts"]
     fns = {name: fn for name, (fn, _) in parts.items()}
@@ -275,10 +283,16 @@ def measure_breakdown(ranker: Ranker, request: dict, rounds: int,
     times = bc.interleaved_rounds(fns, rounds, calls, seed)
     p50 = {name: float(np.median(np.concatenate(t)))
            for name, t in times.items()}
+    cost = ranker.cost(info["n"], info["c"], cached=False)["components"]
+    predicted = bc.component_seconds(cost, calibration)
     rows = {}
     for name, (_, floor) in parts.items():
         rows[name] = {"p50_ms": p50[name], "floor": floor,
                       "x_floor": p50[name] / p50[floor] if floor else None}
+        keys = COMPONENTS.get(name, ())
+        if keys and all(k in predicted for k in keys):
+            rows[name]["predicted_ms"] = 1000.0 * sum(
+                predicted[k] for k in keys)
     out = {"groups": info["groups"], "n": info["n"], "c": info["c"],
            "parts": rows}
     if "routing" in p50:
@@ -327,59 +341,21 @@ def run_cell(rankers: dict, spec_n: int, c: int, r: int, with_user: bool,
     return cell
 
 
-# Elementwise passes (reads + writes of a float32 tensor) of the parts
-# that dominate, used only while `flops.request_flops` has no bytes of
-# its own: the history (gathers of z, h's four tables, their sum), the
-# routing's [A, N] logits (matmul write, one exp pass, the states'
-# matmul read) and each attention's [H, C, G] logits (the same).
-HISTORY_PASSES = 3
-LOGIT_PASSES = 4
-
-
-def fallback_bytes(cfg, n: int, c: int) -> dict:
-    """Elementwise bytes of one request: user, per_candidate, request."""
-    m = cfg.model
-    d, ds, a, h = (m.embedding_dim, cfg.tokenizer.latent_dim, m.num_agents,
-                   m.num_heads)
-    levels = len(cfg.tokenizer.codebook_sizes)
-    user = HISTORY_PASSES * n * (4 * d + ds + levels) * 4
-    groups = []
-    if m.compressor != "none":
-        groups.append(n if m.compressor in ("full", "sim_hard") else a)
-        if m.compressor.startswith("hisac"):
-            user += LOGIT_PASSES * a * n * 4
-    if m.short_term_length:
-        groups.append(min(m.short_term_length, n))
-    per_candidate = sum(LOGIT_PASSES * h * g * 4 for g in groups)
-    return {"user_bytes": user, "per_candidate_bytes": per_candidate,
-            "request_bytes": user + c * per_candidate}
-
-
 def predict_cells(cells: list, rankers_info: dict, calibration: dict):
     """Adds each (method, mode)'s predicted ms and error to the cells."""
     for cell in cells:
         n, c, r = cell["n"], cell["c"], cell["r"]
         for method, modes in cell["methods"].items():
             info = rankers_info[(method, n)]
-            cost = info["flops_by_c"][c]
             for mode, row in modes.items():
                 if mode == "user":
-                    macs, bytes_ = cost["user"], cost.get("user_bytes", 0)
-                    ops = None
-                elif mode == "cached":
-                    macs = c * cost["per_candidate"]
-                    bytes_ = c * cost.get("per_candidate_bytes", 0)
-                    ops = info["ops"]["cached"]
-                else:
-                    macs = cost["request"]
-                    bytes_ = cost.get("request_bytes", 0)
-                    ops = info["ops"]["request"]
-                if ops is None:
                     continue
-                predicted = 1000.0 * bc.predict_seconds(
-                    r * macs, r * bytes_, ops, calibration)
-                row["predicted_ms"] = predicted
-                row["prediction_error"] = predicted / row["p50_ms"] - 1.0
+                cost = info["cost"][(c, mode == "cached")]
+                seconds = bc.predict_seconds(cost, info["ops"][mode],
+                                             calibration, requests=r)
+                row["predicted_ms"] = 1000.0 * seconds
+                row["prediction_error"] = (row["predicted_ms"]
+                                           / row["p50_ms"] - 1.0)
 
 
 def slopes(cells: list, methods) -> dict:
@@ -502,9 +478,10 @@ def print_tables(result: dict) -> None:
         for n, b in by_n.items():
             for part, v in b["parts"].items():
                 rows.append([method, n, b["c"], part, v["p50_ms"],
-                             v["x_floor"] if v["x_floor"] else "-"])
+                             v["x_floor"] if v["x_floor"] else "-",
+                             v.get("predicted_ms", "-")])
     print(bc.markdown_table(["method", "N", "C", "part", "p50 ms",
-                             "x floor"], rows))
+                             "x floor", "predicted ms"], rows))
     print()
     print(bc.markdown_table(
         ["target", "measured", "goal", "met"],
@@ -561,7 +538,8 @@ def main(argv=None) -> dict:
         for m, ranker in rankers.items():
             rankers_info[(m, n)] = {
                 "ops": ranker.graph_ops(),
-                "flops_by_c": {c: ranker.flops(n, c) for c in cs},
+                "cost": {(c, cached): ranker.cost(n, c, cached)
+                         for c in cs for cached in (False, True)},
             }
         for r in rs:
             for i, c in enumerate(cs):
@@ -580,7 +558,8 @@ def main(argv=None) -> dict:
             for m in ("hisac", "full"):
                 if m in rankers:
                     breakdown.setdefault(m, {})[n] = measure_breakdown(
-                        rankers[m], request, rounds, calls, args.seed)
+                        rankers[m], request, rounds, calls, args.seed,
+                        calibration)
         del rankers
     predict_cells(cells, rankers_info, calibration)
     slope = slopes(cells, args.methods)

@@ -85,8 +85,14 @@ def test_method_configs_differ_only_in_the_long_term_branch(bc):
 def test_cost_model_adds_its_terms(bc):
     calib = {"matmul_macs_per_s": 1e9, "elementwise_bytes_per_s": 1e10,
              "op_overhead_s": 1e-6, "call_overhead_s": 1e-4}
-    assert bc.predict_seconds(2e9, 3e10, 100, calib) == pytest.approx(
-        2.0 + 3.0 + 1e-4 + 1e-4)
+    cost = {"cached": False, "components": {
+        "a": {"side": "user", "macs": 2e9, "bytes": 0},
+        "b": {"side": "candidate", "macs": 0, "bytes": 3e10}}}
+    # R = 2 requests: twice the MACs and bytes, one call's ops.
+    assert bc.predict_seconds(cost, 100, calib, requests=2) == (
+        pytest.approx(4.0 + 6.0 + 1e-4 + 1e-4))
+    assert bc.component_seconds(cost["components"], calib) == {
+        "a": pytest.approx(2.0), "b": pytest.approx(3.0)}
 
 
 def test_calibration_measures_positive_rates(bc):
