@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import subprocess
 import sys
 import time
 from typing import Callable, Sequence
@@ -57,6 +58,10 @@ METHODS = {
                    "model.count_slots=0"),
     "two_branch": ("model.compressor=hisac", "model.short_term_length=50",
                    "model.count_slots=256"),
+    # The two branches without the match counts (what the counts cost).
+    "two_branch_no_counts": ("model.compressor=hisac",
+                             "model.short_term_length=50",
+                             "model.count_slots=0"),
 }
 PRESET = "taobao_mm"
 NUM_ITEMS = 100_000
@@ -85,7 +90,23 @@ def environment() -> dict:
         # Other work on the machine skews every figure; recorded here.
         "load_average_1m": os.getloadavg()[0],
         "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "git_commit": _git_commit(),
     }
+
+
+def _git_commit() -> str | None:
+    """The checkout's commit (+ "-dirty" with local changes), or None."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT,
+                              capture_output=True, text=True, timeout=10)
+        dirty = subprocess.run(["git", "status", "--porcelain", "-uno"],
+                               cwd=ROOT, capture_output=True, text=True,
+                               timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if head.returncode:
+        return None
+    return head.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
 
 
 def method_config(method: str, n: int, c: int, preset: str = PRESET,

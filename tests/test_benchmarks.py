@@ -75,7 +75,9 @@ def test_method_configs_differ_only_in_the_long_term_branch(bc):
     cfgs = {m: bc.method_config(m, 100, 10) for m in bc.METHODS}
     assert {m: c.model.compressor for m, c in cfgs.items()} == {
         "hisac": "hisac", "full": "full", "recent": "recent",
-        "short_only": "none", "two_branch": "hisac"}
+        "short_only": "none", "two_branch": "hisac",
+        "two_branch_no_counts": "hisac"}
+    assert cfgs["two_branch_no_counts"].model.count_slots == 0
     assert cfgs["two_branch"].model.short_term_length == 50
     assert cfgs["two_branch"].model.count_slots == 256
     assert cfgs["hisac"].model.short_term_length == 0
