@@ -32,7 +32,9 @@ import statistics
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+_HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, _HERE)  # bench_common, also when loaded by a test
+sys.path.insert(0, os.path.dirname(_HERE))  # the repository (tests)
 
 from bench_common import device_name  # noqa: E402
 import hisac_tf  # noqa: E402,F401  (Keras 2: before TensorFlow)

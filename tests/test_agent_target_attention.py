@@ -665,3 +665,33 @@ def test_low_precision_matmuls_close_to_float32(dtype):
 def test_matmul_dtype_rejects_unknown():
     with pytest.raises(ValueError, match="matmul_dtype.*'int8'"):
         AgentTargetAttention(num_heads=1, key_dim=1, matmul_dtype="int8")
+
+
+@pytest.mark.parametrize("case", LEAN_CASES)
+def test_lean_gradients_finite_and_equal_reference(case):
+    """A user with one valid agent (key == mean key: a zero norm in the
+    logit bound) and zero queries with zero query bias (|q| = 0): the
+    gradients stay finite (the shift carries none) and match the plain
+    code's. Before the stop_gradient they were NaN and training diverged."""
+    layer, state, queries, group = _lean_setup(case, True, 24)
+    layer.query_dense.bias.assign(tf.zeros_like(layer.query_dense.bias))
+    inputs = _inputs(24, batch=3, cands=6, agents=case["agents"])
+    inputs["agent_mask"][1] = False
+    inputs["agent_mask"][1, 3] = True  # user 1: a single valid agent
+    inputs["queries"][0, :2] = 0.0  # two zero queries
+
+    def grads(score):
+        with tf.GradientTape() as tape:
+            state = layer.encode(inputs["agent_states"],
+                                 inputs["agent_weights"],
+                                 inputs["agent_mask"])
+            loss = tf.reduce_sum(tf.square(score(state)))
+        return tape.gradient(loss, layer.trainable_weights)
+
+    got = grads(lambda s: layer.score(s, inputs["queries"],
+                                      group_mask=group))
+    want = grads(lambda s: ref_attention.attention_score(
+        layer, s, inputs["queries"], group))
+    for g, w in zip(got, want):
+        assert np.all(np.isfinite(g.numpy()))
+        np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-4)

@@ -494,9 +494,13 @@ class AgentTargetAttention(tf.keras.layers.Layer):
         def exact():
             logits = self._shifted_logits(q, k, bias, tf.zeros_like(bound))
             top = tf.transpose(tf.reduce_max(logits, -1), [0, 2, 1])
-            return attend(top)  # [B, C, H] shift: the exact row maximum
+            return attend(tf.stop_gradient(top))  # [B, C, H] exact max
 
-        bound = self._logit_bound(q, k, bias, mask)  # [B, C, H]
+        # The shift cancels out of the softmax and of m + log s, so no
+        # gradient goes through it (through the norms it would be NaN at a
+        # zero query or at a single valid key).
+        bound = tf.stop_gradient(
+            self._logit_bound(q, k, bias, mask))  # [B, C, H]
         fast = attend(bound)
         context, s, shift = tf.cond(
             bound_is_tight(fast[1], any_valid), lambda: fast, exact)

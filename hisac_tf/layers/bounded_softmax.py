@@ -22,6 +22,8 @@ docs/design.md §2.3, §2.4.
 
 from __future__ import annotations
 
+import math
+
 import tensorflow as tf
 
 # s >= exp(-UNDERFLOW_MARGIN) on every valid row: the bound was tight enough.
@@ -37,7 +39,7 @@ def bound_is_tight(sums, row_valid) -> tf.Tensor:
         least one valid entry (others are ignored: their sum is 0 or
         arbitrary and their output is zeroed by the caller).
     """
-    floor = float(tf.math.exp(-UNDERFLOW_MARGIN))
+    floor = math.exp(-UNDERFLOW_MARGIN)
     ok = tf.logical_or(tf.logical_not(row_valid), sums >= floor)
     return tf.reduce_all(ok)
 

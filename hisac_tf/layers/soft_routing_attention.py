@@ -377,7 +377,8 @@ class SoftRoutingAttention(tf.keras.layers.Layer):
         fast = self._sums(p_aug, z_aug, values)
 
         def exact():
-            shift = self._row_max(p_aug, z_aug, values)  # [B, A, 1]
+            shift = tf.stop_gradient(
+                self._row_max(p_aug, z_aug, values))  # [B, A, 1]
             return self._sums(p_aug, z_aug, values, shift) + (shift,)
 
         states, sums, shift = tf.cond(
