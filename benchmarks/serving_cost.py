@@ -96,32 +96,40 @@ class Ranker:
     """One method at one N: the model, its ServingModule and functions."""
 
     def __init__(self, method: str, n: int, c: int, preset: str,
-                 tables_by_preset: dict, seed: int, jit: bool):
+                 tables_by_preset: dict, seed: int, jit: bool,
+                 direct: bool = False):
         self.method = method
         self.cfg = bc.method_config(method, n, c, preset)
         if preset not in tables_by_preset:
             tables_by_preset[preset] = bc.random_tables(self.cfg, seed)
         self.spec, self.model = bc.build_ranker(
             self.cfg, tables_by_preset[preset], seed)
-        self.module = sig.ServingModule(self.model, self.spec, version=1)
-        self.jit = jit
-        if jit:  # XLA over the model itself (no input checks).
+        # The model's own methods under tf.function (no input checks, the
+        # state kept in the compute dtype), with XLA when `jit`.
+        self.direct = jit or direct
+        if not self.direct:
+            self.module = sig.ServingModule(self.model, self.spec,
+                                            version=1)
+        else:
             self.request_fn = tf.function(
-                lambda f: self.model(f, training=False), jit_compile=True)
+                lambda f: self.model(f, training=False), jit_compile=jit)
             self.cached_fn = tf.function(
                 lambda s, f: self.model.score(s, f, training=False),
-                jit_compile=True)
+                jit_compile=jit)
+            self.user_fn = tf.function(
+                lambda f: self.model.compress_user(f, training=False),
+                jit_compile=jit)
 
     def functions(self, request: dict) -> dict:
         """mode -> zero-argument callable for one request dict."""
         inputs = {k: tf.constant(v) for k, v in request.items()}
         user, cands = grpc_client.split_request(inputs)
-        if self.jit:
-            state = self.model.compress_user(inputs, training=False)
+        if self.direct:
+            state = self.user_fn(inputs)
             return {
                 "request": lambda: self.request_fn(inputs),
                 "cached": lambda: self.cached_fn(state, cands),
-                "user": lambda: self.model.compress_user(inputs),
+                "user": lambda: self.user_fn(inputs),
             }
         state = self.module.encode_user(user)
         state_inputs = {**state, **cands}
@@ -133,6 +141,19 @@ class Ranker:
 
     def graph_ops(self) -> dict:
         """Op counts of the request and cached graphs (cost model)."""
+        if self.direct:
+            request = load_test.random_request(self.spec, 8, 4, 1)
+            fns = self.functions(request)  # traces both on a small request
+            del fns
+            inputs = {k: tf.constant(v) for k, v in request.items()}
+            state = self.user_fn(inputs)
+            _, cands = grpc_client.split_request(inputs)
+            return {
+                "request": bc.graph_ops(
+                    self.request_fn.get_concrete_function(inputs)),
+                "cached": bc.graph_ops(
+                    self.cached_fn.get_concrete_function(state, cands)),
+            }
         return {
             "request": bc.graph_ops(
                 self.module.serving_default.get_concrete_function()),
@@ -513,6 +534,9 @@ def main(argv=None) -> dict:
                                  "mixed_bfloat16"))
     parser.add_argument("--jit_compile", action="store_true",
                         help="XLA over the model (not the signatures)")
+    parser.add_argument("--model_path", action="store_true",
+                        help="time the model's own methods under "
+                        "tf.function, not the export's signatures")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output",
                         default=os.path.join(RESULTS, "serving_cost.json"))
@@ -533,7 +557,7 @@ def main(argv=None) -> dict:
     cells, breakdown, rankers_info = [], {}, {}
     for n in ns:
         rankers = {m: Ranker(m, n, max(cs), preset, tables, args.seed,
-                             args.jit_compile)
+                             args.jit_compile, args.model_path)
                    for m in args.methods}
         for m, ranker in rankers.items():
             rankers_info[(m, n)] = {
@@ -570,8 +594,9 @@ def main(argv=None) -> dict:
         "preset": preset,
         "precision": args.precision,
         "jit_compile": args.jit_compile,
-        "path": ("model under tf.function(jit_compile=True)"
-                 if args.jit_compile else
+        "path": (f"model under tf.function(jit_compile="
+                 f"{args.jit_compile})"
+                 if args.jit_compile or args.model_path else
                  "ServingModule tf.functions (serving_default, "
                  "score_with_state, encode_user), in process"),
         "memory_method": (
