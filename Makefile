@@ -28,6 +28,8 @@ test: install
 
 bench: install
 	$(BIN)/python benchmarks/input_pipeline.py
+	$(BIN)/python benchmarks/serving_cost.py --rounds=3 --calls=2
+	$(BIN)/python benchmarks/training.py --rounds=2 --calls=2
 
 clean:
 	rm -rf runs .pytest_cache

@@ -1,16 +1,393 @@
-"""Helpers shared by the benchmark scripts."""
+"""Helpers shared by the benchmark scripts.
+
+Besides `device_name`, the pieces that `serving_cost.py` and
+`training.py` share (docs/performance.md):
+
+* `METHODS`: the rankers compared, as config overrides of a preset;
+* `random_tables` / `build_ranker`: a ranker on random semantic tables
+  (latency does not depend on training);
+* `time_ms`, `stats`, `interleaved_rounds`: timing, interleaved per round
+  so that machine noise hits every method alike, and ratios per round;
+* `peak_bytes`: peak tensor memory of one call, from the TF CPU (or GPU)
+  allocator's statistics (`tf.config.experimental.get_memory_info`);
+* `calibrate`: the machine's matmul throughput, elementwise bandwidth and
+  per-op dispatch cost, the inputs of the cost model's time prediction;
+* `environment`, `write_json`, `markdown_table`.
+"""
 
 from __future__ import annotations
 
+import json
+import os
 import platform
+import subprocess
+import sys
+import time
+from typing import Callable, Sequence
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+import hisac_tf  # noqa: E402,F401  (Keras 2: before TensorFlow)
+
+# isort: split
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from hisac_tf import config as config_lib  # noqa: E402
+from hisac_tf.compressors import flops as flops_lib  # noqa: E402
+from hisac_tf.data.feature_spec import FeatureSpec  # noqa: E402
+from hisac_tf.models.build import build_model  # noqa: E402
+from hisac_tf.tokenizer.semantic_tables import SemanticTables  # noqa: E402
+from serving import load_test  # noqa: E402
+
+# Each method: overrides of the preset's `model` section (docs/design.md
+# §2.6, §3). The single-branch rankers have neither the short-term branch
+# nor the match counts, so that they differ only in the compressor;
+# `two_branch` is the shipped ranker (config defaults: HiSAC long-term
+# branch, S = 50 short-term branch and the match counts).
+METHODS = {
+    "hisac": ("model.compressor=hisac", "model.short_term_length=0",
+              "model.count_slots=0"),
+    "full": ("model.compressor=full", "model.short_term_length=0",
+             "model.count_slots=0"),
+    "recent": ("model.compressor=recent", "model.short_term_length=0",
+               "model.count_slots=0"),
+    "short_only": ("model.compressor=none", "model.short_term_length=50",
+                   "model.count_slots=0"),
+    "two_branch": ("model.compressor=hisac", "model.short_term_length=50",
+                   "model.count_slots=256"),
+    # The two branches without the match counts (what the counts cost).
+    "two_branch_no_counts": ("model.compressor=hisac",
+                             "model.short_term_length=50",
+                             "model.count_slots=0"),
+}
+PRESET = "taobao_mm"
+NUM_ITEMS = 100_000
 
 
 def device_name() -> str:
     """The accelerator the run used, or the CPU."""
-    import tensorflow as tf
-
     gpus = tf.config.list_physical_devices("GPU")
     if gpus:
         details = tf.config.experimental.get_device_details(gpus[0])
         return f"GPU: {details.get('device_name', gpus[0].name)}"
     return f"CPU: {platform.processor() or platform.machine()}"
+
+
+def memory_device() -> str:
+    """The device whose allocator `peak_bytes` reads: GPU:0 or CPU:0."""
+    return "GPU:0" if tf.config.list_physical_devices("GPU") else "CPU:0"
+
+
+def environment() -> dict:
+    """What the figures depend on, recorded with them."""
+    return {
+        "device": device_name(),
+        "cpu_count": os.cpu_count(),
+        "tensorflow": tf.__version__,
+        # Other work on the machine skews every figure; recorded here.
+        "load_average_1m": os.getloadavg()[0],
+        "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "git_commit": _git_commit(),
+    }
+
+
+def _git_commit() -> str | None:
+    """The checkout's commit (+ "-dirty" with local changes), or None."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT,
+                              capture_output=True, text=True, timeout=10)
+        dirty = subprocess.run(["git", "status", "--porcelain", "-uno"],
+                               cwd=ROOT, capture_output=True, text=True,
+                               timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if head.returncode:
+        return None
+    return head.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+
+
+def method_config(method: str, n: int, c: int, preset: str = PRESET,
+                  extra: Sequence[str] = ()):
+    """The `Config` of one method at history N and C candidates."""
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r} (choose from "
+                         f"{', '.join(METHODS)})")
+    return config_lib.load_config(preset, [
+        f"data.max_history={n}", f"data.max_candidates={c}",
+        *METHODS[method], *extra,
+    ])
+
+
+# Share of ||z||^2 left to the quantisation residual, as with a trained
+# tokenizer (benchmarks/layer_floor.py): each item's latent lies near the
+# sum of its SID's codewords, so agents' prototypes lie near their items.
+RESIDUAL = 0.07
+
+
+def random_tables(cfg, seed: int = 0, num_items: int = NUM_ITEMS):
+    """Random `SemanticTables` of `num_items` items for cfg's tokenizer:
+    Zipf-distributed SIDs (a few popular codes per level), latents = the
+    sum of the SID's codewords + a 7 % residual (unit mean square)."""
+    rng = np.random.default_rng(seed)
+    sizes = tuple(cfg.tokenizer.codebook_sizes)
+    dim = cfg.tokenizer.latent_dim
+    scale = ((1.0 - RESIDUAL) / len(sizes)) ** 0.5
+    codebooks = tuple(rng.normal(scale=scale, size=(k, dim))
+                      .astype(np.float32) for k in sizes)
+    sids = []
+    for k in sizes:
+        zipf = np.arange(1, k + 1) ** -1.1
+        sids.append(rng.choice(k, size=num_items, p=zipf / zipf.sum()))
+    sids = np.stack(sids, 1).astype(np.int32)  # [items, L]
+    latents = sum(cb[sids[:, i]] for i, cb in enumerate(codebooks))
+    latents = latents + rng.normal(scale=RESIDUAL ** 0.5,
+                                   size=latents.shape)  # [items, Ds]
+    return SemanticTables(
+        item_ids=np.arange(1, num_items + 1, dtype=np.int64),
+        sids=sids,
+        latents=latents.astype(np.float32),
+        codebooks=codebooks,
+    )
+
+
+def build_ranker(cfg, tables, seed: int = 0):
+    """(spec, model): the configured ranker, built on a small request."""
+
+
+    spec = FeatureSpec.from_config(cfg.data)
+    tf.keras.utils.set_random_seed(seed)
+    model = build_model(cfg, spec, tables)
+    batch = load_test.random_request(spec, 8, 4, 2, seed=seed)
+    model({k: tf.constant(v) for k, v in batch.items()}, training=False)
+    return spec, model
+
+
+def _fetch(out):
+    """Waits for every tensor of out (a call's result) to be computed."""
+    for t in tf.nest.flatten(out):
+        if hasattr(t, "numpy"):
+            t.numpy()
+
+
+def time_ms(fn: Callable, calls: int, warmup: int = 0) -> list:
+    """Milliseconds of `calls` calls of fn (outputs fetched) after
+    `warmup` untimed calls."""
+    for _ in range(warmup):
+        _fetch(fn())
+    out = []
+    for _ in range(calls):
+        start = time.perf_counter()
+        _fetch(fn())
+        out.append((time.perf_counter() - start) * 1000.0)
+    return out
+
+
+def stats(ms: Sequence[float]) -> dict:
+    """p50 / p99 / mean / min of a list of milliseconds."""
+    ms = np.asarray(ms, dtype=np.float64)
+    p50, p99 = np.percentile(ms, [50, 99])
+    return {"p50_ms": float(p50), "p99_ms": float(p99),
+            "mean_ms": float(ms.mean()), "min_ms": float(ms.min()),
+            "calls": int(ms.size)}
+
+
+def interleaved_rounds(fns: dict, rounds: int, calls: int,
+                       seed: int = 0) -> dict:
+    """Times every fn in each round, in a new random order per round.
+
+    Args:
+      fns: name -> zero-argument callable (warmed up already).
+      rounds, calls: rounds, and timed calls of each fn per round.
+    Returns:
+      name -> list (one per round) of lists of milliseconds.
+    """
+    if rounds < 1 or calls < 1:
+        raise ValueError(f"rounds and calls must be >= 1, got {rounds}, "
+                         f"{calls}")
+    rng = np.random.default_rng(seed)
+    names = list(fns)
+    out = {name: [] for name in names}
+    for _ in range(rounds):
+        for i in rng.permutation(len(names)):
+            out[names[i]].append(time_ms(fns[names[i]], calls))
+    return out
+
+
+def round_ratios(slow: list, fast: list) -> dict:
+    """Per-round ratio of the round medians, slow / fast: the median over
+    rounds and its spread (min, max)."""
+    ratios = [float(np.median(s) / np.median(f))
+              for s, f in zip(slow, fast)]
+    return {"median": float(np.median(ratios)), "min": float(min(ratios)),
+            "max": float(max(ratios)), "rounds": len(ratios)}
+
+
+def peak_bytes(fn: Callable) -> int:
+    """Peak allocator bytes of one call of fn above what was live before.
+
+    Reads the TF allocator's statistics for the CPU (or first GPU):
+    `reset_memory_stats`, then `get_memory_info(...)["peak"]` minus the
+    bytes in use before the call (weights and inputs), i.e. the peak of
+    the call's own intermediate tensors and outputs. Python objects and
+    memory outside TensorFlow's allocator are not counted.
+    """
+    device = memory_device()
+    _fetch(fn())  # traced and warm
+    tf.config.experimental.reset_memory_stats(device)
+    before = tf.config.experimental.get_memory_info(device)["current"]
+    _fetch(fn())
+    peak = tf.config.experimental.get_memory_info(device)["peak"]
+    return int(max(0, peak - before))
+
+
+def calibrate(calls: int = 5, size: int = 1) -> dict:
+    """The machine's throughputs, measured once (the cost model's inputs).
+
+    * matmul_macs_per_s: multiply-adds per second of float32 matmuls
+      whose inner dimension is long (compute-bound): the head's
+      [C, 224] x [224, 256] (C = 1,000 * size) and the routing's
+      [A = 200, N] x [N, 32] (N = 10,000 * size); the median;
+    * elementwise_bytes_per_s: bytes read + written per second of
+      elementwise float32 ops (exp, a + b, where) over a [200, N] tensor;
+    * op_overhead_s: seconds per op of a chain of ~2,000 dependent ops
+      (sin, where, cos, reduce_max, sub) on 8 floats inside one
+      tf.function (the executor's per-op dispatch cost), less a chain of
+      10;
+    * call_overhead_s: the rest of calling that short chain.
+    `size` < 1 shrinks the shapes (CI).
+    """
+    n = max(64, int(10_000 * size))
+    a, ds, c = 200, 32, max(8, int(1000 * size))
+
+    def best(fn):
+        return min(time_ms(fn, calls, warmup=1)) / 1000.0  # seconds
+
+    mm = tf.function(lambda x, y: tf.matmul(x, y))
+    # Compute-bound shapes (long inner dimension): the head's dense layers
+    # and the routing's states. A thin matmul (inner dim dk = 8) is bound
+    # by writing its output instead, which the cost model counts as
+    # elementwise bytes.
+    shapes = [((1, c, 224), (1, 224, 256)), ((1, a, n), (1, n, ds))]
+    rates = []
+    for sx, sy in shapes:
+        x, y = tf.random.normal(sx), tf.random.normal(sy)
+        macs = float(np.prod(sx)) * sy[-1]
+        rates.append(macs / best(lambda: mm(x, y)))
+    x = tf.random.normal([a, n])
+    y = tf.random.normal([a, n])
+    ops = {
+        "exp": (tf.function(lambda u: tf.exp(u)), (x,), 2),
+        "add": (tf.function(lambda u, v: u + v), (x, y), 3),
+        "where": (tf.function(lambda u, v: tf.where(u > 0.0, u, v)),
+                  (x, y), 4),
+    }
+    bandwidths = []
+    for fn, args, passes in ops.values():
+        bandwidths.append(passes * a * n * 4 / best(lambda: fn(*args)))
+
+    def chain_fn(length):
+        @tf.function
+        def chained(u):
+            # Mixed ops that Grappler neither folds nor fuses.
+            for i in range(length):
+                if i % 3 == 0:
+                    u = tf.sin(u)
+                elif i % 3 == 1:
+                    u = tf.where(u > 0.5, u, tf.cos(u))
+                else:
+                    u = u - tf.reduce_max(u, keepdims=True)
+            return u
+        return chained
+
+    small = tf.random.normal([8])
+    short = chain_fn(10)
+    long_ = chain_fn(10 + max(200, int(2000 * min(1.0, 10 * size))))
+
+    def median_s(fn):
+        return float(np.median(time_ms(fn, calls, warmup=1))) / 1000.0
+
+    t_short = median_s(lambda: short(small))
+    ops_long = graph_ops(long_.get_concrete_function(small))
+    ops_short = graph_ops(short.get_concrete_function(small))
+    per_op = max(0.0, median_s(lambda: long_(small)) - t_short) / max(
+        1, ops_long - ops_short)
+    call = median_s(lambda: short(small)) - ops_short * per_op
+    return {
+        "matmul_macs_per_s": float(np.median(rates)),
+        "matmul_rates": [float(r) for r in rates],
+        "elementwise_bytes_per_s": float(np.median(bandwidths)),
+        "elementwise_rates": [float(b) for b in bandwidths],
+        "op_overhead_s": float(per_op),
+        "call_overhead_s": float(call),
+        "size": size,
+    }
+
+
+def graph_ops(concrete_fn) -> int:
+    """Ops a concrete tf.function's graph runs (excluding constants,
+    placeholders, identities and variable reads): the count that the
+    per-op dispatch cost multiplies."""
+    skip = {"Const", "Placeholder", "Identity", "ReadVariableOp", "NoOp",
+            "VarHandleOp"}
+    return sum(1 for op in concrete_fn.graph.get_operations()
+               if op.type not in skip)
+
+
+def component_seconds(components: dict, calibration: dict) -> dict:
+    """Seconds of each `flops.request_cost` component at the calibrated
+    throughputs (`flops.predict_latency`)."""
+    cost = {"components": components, "cached": False}
+    return flops_lib.predict_latency(
+        cost, 2.0 * calibration["matmul_macs_per_s"],
+        calibration["elementwise_bytes_per_s"])["components"]
+
+
+def predict_seconds(cost: dict, ops: int, calibration: dict,
+                    requests: int = 1) -> float:
+    """The cost model's time of one call (docs/performance.md "Cost
+    model"): `flops.predict_latency` of R requests' MACs at the matmul
+    rate and elementwise bytes at the measured bandwidth, plus the
+    graph's ops at the per-op dispatch cost and one call.
+
+    Args:
+      cost: `flops.request_cost` of one request.
+      ops: ops of the call's graph (`graph_ops`).
+      requests: R, requests per call (MACs and bytes scale with R; the
+        ops do not).
+    """
+    scaled = {
+        "cached": cost["cached"],
+        "components": {
+            name: {**part, "macs": requests * part["macs"],
+                   "bytes": requests * part["bytes"]}
+            for name, part in cost["components"].items()},
+    }
+    return flops_lib.predict_latency(
+        scaled, 2.0 * calibration["matmul_macs_per_s"],
+        calibration["elementwise_bytes_per_s"],
+        per_request_s=(ops * calibration["op_overhead_s"]
+                       + calibration["call_overhead_s"]))["request_s"]
+
+
+def write_json(path: str, result: dict) -> None:
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(result, f, indent=2)
+        f.write("\n")
+
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence]) -> str:
+    """A markdown table; floats get 3 significant digits."""
+    def cell(v):
+        if isinstance(v, float):
+            return f"{v:.3g}" if abs(v) < 1000 else f"{v:.0f}"
+        return str(v)
+
+    lines = ["| " + " | ".join(header) + " |",
+             "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |"
+              for row in rows]
+    return "\n".join(lines)

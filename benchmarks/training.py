@@ -1,0 +1,285 @@
+"""Benchmark: training steps/s of HiSAC against its baselines, by stage.
+
+For each history length N (default 1,000 and 10,000) and C = 50
+candidates, the rankers hisac, full, short_only (the short-term branch
+alone) and two_branch (`bench_common.METHODS`; the `taobao_mm` model
+settings, random semantic tables) train on batches of B requests read by
+the training input pipeline (`hisac_tf.data.input_pipeline`, GZIP
+TFRecords of random full-length requests written to a temporary folder).
+The step is TFRS's `train_step` (what `model.fit` runs: forward, loss,
+gradients, the paper's Adagrad + Adam `apply_gradients`) in one
+tf.function, on batches already in memory.
+
+Stages, each timed alone (forward + backward where it trains):
+  input      one batch from the input pipeline (parsing, checks, padding);
+  user       `compress_user` (semantic lookup, ranking embedding, the
+             compressor, the attention's key/value encode), with its
+             gradients (loss: the sum of the state);
+  candidate  `score` given a fixed user state (queries, target
+             attention, match counts, head), with its gradients, less
+             the head;
+  head       cross layer + MLP + logit on [B * C, F], with gradients;
+  optimiser  `apply_gradients` of precomputed gradients.
+Stages overlap (the pipeline prefetches) and share work, so they need
+not add up to the step.
+
+Methods are interleaved per round (a new random order each round); the
+JSON has steps/s and requests/s (B x steps/s) from the median step, the
+per-round ratios to full, and each stage's median ms.
+
+    python benchmarks/training.py [--tiny] [--n=1000,10000] [--batch=32]
+        [--rounds=3] [--calls=3] [--output=PATH]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(
+    __file__))))
+
+import bench_common as bc  # noqa: E402  (imports hisac_tf before TF)
+
+# isort: split
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+import input_pipeline as pipeline_bench  # noqa: E402  (benchmarks/)
+from hisac_tf.data import input_pipeline  # noqa: E402
+from hisac_tf.models.build import build_optimizer  # noqa: E402
+from hisac_tf.training.trainer import compile_for_training  # noqa: E402
+
+RESULTS = os.path.join(bc.ROOT, "benchmarks", "results")
+METHODS = ("hisac", "full", "short_only", "two_branch")
+TINY = {"preset": "tiny", "n": (20, 40), "batch": 4, "rounds": 1,
+        "calls": 1, "candidates": 6}
+
+
+def _ints(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        values = ()
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(
+            f"expected positive integers separated by commas, got {text!r}")
+    return values
+
+
+def _names(text: str) -> tuple[str, ...]:
+    names = tuple(v.strip() for v in text.split(",") if v.strip())
+    unknown = [v for v in names if v not in bc.METHODS]
+    if not names or unknown:
+        raise argparse.ArgumentTypeError(
+            f"unknown methods {unknown} in {text!r} (choose from "
+            f"{', '.join(bc.METHODS)})")
+    return names
+
+
+def input_batches(tmp: str, spec, batch: int, batches: int,
+                  rng) -> tuple[list, float]:
+    """(`batches` batches read by the training pipeline, median ms per
+    batch of a warm, repeating pipeline)."""
+    path = os.path.join(tmp, f"n{spec.max_history}.tfrecord.gz")
+    pipeline_bench.write_records(path, spec, batch * batches,
+                                 spec.max_candidates, rng)
+    ds = input_pipeline.request_dataset(
+        [path], spec, batch, num_parallel_reads=1, drop_remainder=True,
+        repeat=True)
+    it = iter(ds)
+    out = [next(it) for _ in range(batches)]  # warm
+    return out, float(np.median(bc.time_ms(lambda: next(it), 2 * batches)))
+
+
+class Trainer:
+    """One method's model, optimiser and timed functions at one N."""
+
+    def __init__(self, method: str, n: int, c: int, preset: str,
+                 tables: dict, seed: int):
+        self.cfg = bc.method_config(method, n, c, preset)
+        if preset not in tables:
+            tables[preset] = bc.random_tables(self.cfg, seed)
+        self.spec, self.model = bc.build_ranker(self.cfg, tables[preset],
+                                                seed)
+        self.optimizer = build_optimizer(self.cfg, self.model)
+        compile_for_training(self.model, self.optimizer)
+
+    def functions(self, batch: dict) -> dict:
+        """stage -> zero-argument callable on one batch."""
+        model = self.model
+        variables = model.trainable_variables
+        step = tf.function(model.train_step)
+
+        @tf.function
+        def user():
+            with tf.GradientTape() as tape:
+                state = model.compress_user(batch, training=True)
+                loss = tf.add_n([tf.reduce_sum(tf.cast(v, tf.float32))
+                                 for v in state.values()
+                                 if v.dtype.is_floating])
+            return tape.gradient(loss, variables)
+
+        state = {k: tf.stop_gradient(v) for k, v in
+                 model.compress_user(batch, training=False).items()}
+        labels = tf.cast(batch["labels"], tf.float32)
+
+        @tf.function
+        def candidate():
+            with tf.GradientTape() as tape:
+                logits = model.score(state, batch, training=True)
+                loss = tf.reduce_mean(
+                    tf.nn.sigmoid_cross_entropy_with_logits(labels, logits))
+            return tape.gradient(loss, variables)
+
+        width = int(model.mlp[0].kernel.shape[0])
+        rows = int(batch["cand_item_ids"].shape[0]) * int(
+            batch["cand_item_ids"].shape[1])
+        x = tf.random.stateless_normal([rows, width], [0, 1])
+        head_vars = ((model.cross.trainable_variables if model.cross
+                      else []) + [v for d in model.mlp
+                                  for v in d.trainable_variables]
+                     + model.logit.trainable_variables)
+
+        @tf.function
+        def head():
+            with tf.GradientTape() as tape:
+                y = model.cross(x) if model.cross is not None else x
+                for dense in model.mlp:
+                    y = dense(y)
+                loss = tf.reduce_mean(model.logit(y))
+            return tape.gradient(loss, head_vars)
+
+        with tf.GradientTape() as tape:
+            loss = model.compute_loss(batch, training=True)
+        grads = [tf.zeros_like(v) if g is None else tf.convert_to_tensor(g)
+                 for g, v in zip(tape.gradient(loss, variables), variables)]
+
+        @tf.function
+        def optimiser():
+            self.optimizer.apply_gradients(zip(grads, variables))
+            return tf.constant(0)
+
+        return {"step": lambda: step(batch), "user": user,
+                "candidate": candidate, "head": head,
+                "optimiser": optimiser}
+
+
+def run_n(methods, n: int, c: int, batch_size: int, preset: str,
+          rounds: int, calls: int, seed: int, tables: dict,
+          tmp: str) -> dict:
+    trainers = {m: Trainer(m, n, c, preset, tables, seed) for m in methods}
+    spec = next(iter(trainers.values())).spec
+    batches, input_ms = input_batches(tmp, spec, batch_size,
+                                      max(2, calls), np.random.default_rng(
+                                          seed))
+    batch = batches[0]
+    fns = {}
+    for m, trainer in trainers.items():
+        for stage, fn in trainer.functions(batch).items():
+            fns[f"{m}/{stage}"] = fn
+    for fn in fns.values():
+        bc.time_ms(fn, 0, warmup=2)
+    times = bc.interleaved_rounds(fns, rounds, calls, seed)
+    out = {"n": n, "c": c, "batch": batch_size, "input_ms_per_batch":
+           input_ms, "methods": {}, "ratios": {}}
+    for m in trainers:
+        med = {stage: float(np.median(np.concatenate(
+            times[f"{m}/{stage}"]))) for stage in
+            ("step", "user", "candidate", "head", "optimiser")}
+        out["methods"][m] = {
+            "step_ms": med["step"],
+            "steps_per_s": 1000.0 / med["step"],
+            "requests_per_s": 1000.0 * batch_size / med["step"],
+            "stages_ms": {
+                "input": input_ms,
+                "user": med["user"],
+                "candidate": med["candidate"] - med["head"],
+                "head": med["head"],
+                "optimiser": med["optimiser"],
+            },
+        }
+    if "full" in trainers:
+        for m in trainers:
+            if m != "full":
+                # Requests/s ratio m / full = step time full / m.
+                out["ratios"][f"{m}_over_full_requests_per_s"] = (
+                    bc.round_ratios(times["full/step"], times[f"{m}/step"]))
+    return out
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tiny", action="store_true",
+                        help="tiny preset and sizes, one call (CI smoke)")
+    parser.add_argument("--preset", default=None)
+    parser.add_argument("--n", type=_ints, default=None)
+    parser.add_argument("--candidates", type=int, default=None)
+    parser.add_argument("--batch", type=int, default=None)
+    parser.add_argument("--methods", type=_names, default=METHODS)
+    parser.add_argument("--rounds", type=int, default=None)
+    parser.add_argument("--calls", type=int, default=None)
+    parser.add_argument("--precision", default="float32",
+                        choices=("float32", "mixed_float16",
+                                 "mixed_bfloat16"))
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--output",
+                        default=os.path.join(RESULTS, "training.json"))
+    args = parser.parse_args(argv)
+    tiny = TINY if args.tiny else {}
+    preset = args.preset or tiny.get("preset", bc.PRESET)
+    ns = args.n or tiny.get("n", (1000, 10000))
+    c = args.candidates or tiny.get("candidates", 50)
+    batch = args.batch or tiny.get("batch", 32)
+    rounds = args.rounds or tiny.get("rounds", 3)
+    calls = args.calls or tiny.get("calls", 3)
+    if args.precision != "float32":
+        tf.keras.mixed_precision.set_global_policy(args.precision)
+    tf.get_logger().setLevel("ERROR")  # one train_step trace per model
+    began = time.perf_counter()
+    tables: dict = {}
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="hisac-train-bench-") as tmp:
+        for n in ns:
+            rows.append(run_n(args.methods, n, c, batch, preset, rounds,
+                              calls, args.seed, tables, tmp))
+            print(f"N={n}: " + ", ".join(
+                f"{m} {v['steps_per_s']:.2f} steps/s"
+                for m, v in rows[-1]["methods"].items())
+                + f" ({time.perf_counter() - began:.0f} s)", flush=True)
+    result = {
+        "benchmark": "training",
+        **bc.environment(),
+        "preset": preset,
+        "precision": args.precision,
+        "sizes": {"n": list(ns), "c": c, "batch": batch, "rounds": rounds,
+                  "calls_per_round": calls},
+        "methods": {m: list(bc.METHODS[m]) for m in args.methods},
+        "rows": rows,
+        "seconds": time.perf_counter() - began,
+    }
+    bc.write_json(args.output, result)
+    table = []
+    for row in rows:
+        for m, v in row["methods"].items():
+            s = v["stages_ms"]
+            ratio = row["ratios"].get(f"{m}_over_full_requests_per_s")
+            table.append([row["n"], m, v["steps_per_s"],
+                          v["requests_per_s"],
+                          ratio["median"] if ratio else "-",
+                          s["input"], s["user"], s["candidate"], s["head"],
+                          s["optimiser"]])
+    print(bc.markdown_table(
+        ["N", "method", "steps/s", "requests/s", "x full", "input ms",
+         "user ms", "candidate ms", "head ms", "optimiser ms"], table))
+    print(f"wrote {args.output} in {result['seconds']:.0f} s")
+    return result
+
+
+if __name__ == "__main__":
+    main()

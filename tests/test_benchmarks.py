@@ -1,0 +1,196 @@
+"""The performance benchmarks run on tiny sizes, so that they cannot rot.
+
+benchmarks/serving_cost.py, training.py and gpu.sh (docs/performance.md)
+run end to end on the `tiny` preset; their JSON holds every field the docs
+read. No timing is asserted: only that times, memory and predictions are
+there and positive, and that the helpers compute what they claim.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BENCH = os.path.join(ROOT, "benchmarks")
+
+
+def _load(name: str):
+    # Last: benchmarks/serving.py must not shadow the `serving` package.
+    if BENCH not in sys.path:
+        sys.path.append(BENCH)
+    spec = importlib.util.spec_from_file_location(
+        f"bench_{name}", os.path.join(BENCH, f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def bc():
+    return _load("bench_common")
+
+
+@pytest.mark.parametrize("slow, fast, expected", [
+    ([[2.0, 2.0], [4.0, 4.0], [3.0]], [[1.0], [1.0, 1.0], [1.0]],
+     {"median": 3.0, "min": 2.0, "max": 4.0, "rounds": 3}),
+    ([[1.0, 9.0, 2.0]], [[1.0]], {"median": 2.0, "min": 2.0, "max": 2.0,
+                                  "rounds": 1}),
+], ids=["three-rounds", "round-median-not-mean"])
+def test_ratios_are_per_round_medians(bc, slow, fast, expected):
+    assert bc.round_ratios(slow, fast) == expected
+
+
+def test_interleaved_rounds_times_every_fn_each_round(bc):
+    calls = []
+    fns = {name: (lambda name=name: calls.append(name))
+           for name in ("a", "b", "c")}
+    out = bc.interleaved_rounds(fns, rounds=4, calls=2, seed=1)
+    assert {k: [len(r) for r in v] for k, v in out.items()} == {
+        k: [2, 2, 2, 2] for k in "abc"}
+    assert sorted(calls) == sorted(list("abc") * 8)
+    # Each round holds every name once (6 calls), in some order.
+    for start in range(0, 24, 6):
+        assert sorted(set(calls[start:start + 6])) == ["a", "b", "c"]
+
+
+@pytest.mark.parametrize("rounds, calls", [(0, 1), (1, 0)],
+                         ids=["no-rounds", "no-calls"])
+def test_interleaved_rounds_refuses_empty(bc, rounds, calls):
+    with pytest.raises(ValueError, match="rounds and calls"):
+        bc.interleaved_rounds({"a": lambda: None}, rounds, calls)
+
+
+def test_unknown_method_is_named(bc):
+    with pytest.raises(ValueError, match="'hisca'"):
+        bc.method_config("hisca", 10, 5)
+
+
+def test_method_configs_differ_only_in_the_long_term_branch(bc):
+    cfgs = {m: bc.method_config(m, 100, 10) for m in bc.METHODS}
+    assert {m: c.model.compressor for m, c in cfgs.items()} == {
+        "hisac": "hisac", "full": "full", "recent": "recent",
+        "short_only": "none", "two_branch": "hisac",
+        "two_branch_no_counts": "hisac"}
+    assert cfgs["two_branch_no_counts"].model.count_slots == 0
+    assert cfgs["two_branch"].model.short_term_length == 50
+    assert cfgs["two_branch"].model.count_slots == 256
+    assert cfgs["hisac"].model.short_term_length == 0
+    assert all(c.data.max_history == 100 for c in cfgs.values())
+
+
+def test_cost_model_adds_its_terms(bc):
+    calib = {"matmul_macs_per_s": 1e9, "elementwise_bytes_per_s": 1e10,
+             "op_overhead_s": 1e-6, "call_overhead_s": 1e-4}
+    cost = {"cached": False, "components": {
+        "a": {"side": "user", "macs": 2e9, "bytes": 0},
+        "b": {"side": "candidate", "macs": 0, "bytes": 3e10}}}
+    # R = 2 requests: twice the MACs and bytes, one call's ops.
+    assert bc.predict_seconds(cost, 100, calib, requests=2) == (
+        pytest.approx(4.0 + 6.0 + 1e-4 + 1e-4))
+    assert bc.component_seconds(cost["components"], calib) == {
+        "a": pytest.approx(2.0), "b": pytest.approx(3.0)}
+
+
+def test_calibration_measures_positive_rates(bc):
+    calib = bc.calibrate(calls=1, size=0.01)
+    for key in ("matmul_macs_per_s", "elementwise_bytes_per_s",
+                "call_overhead_s"):
+        assert calib[key] > 0, key
+    assert calib["op_overhead_s"] >= 0
+
+
+def test_peak_bytes_sees_a_large_intermediate(bc):
+    import tensorflow as tf
+
+    x = tf.ones([256, 1024])  # 1 MiB
+    fn = tf.function(lambda: tf.reduce_sum(tf.exp(x) * 2.0 + x))
+    assert bc.peak_bytes(fn) >= 1 << 20
+
+
+@pytest.mark.parametrize("script, argv, message", [
+    ("serving_cost", ["--n=0"], "expected positive integers"),
+    ("serving_cost", ["--methods=hisac,nope"], "unknown methods ['nope']"),
+    ("training", ["--n=a"], "expected positive integers"),
+], ids=["zero-history", "unknown-method", "not-a-number"])
+def test_bad_flags_are_refused(script, argv, message, capsys):
+    module = _load(script)
+    with pytest.raises(SystemExit):
+        module.main(argv)
+    assert message in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_serving_cost_runs_tiny(tmp_path):
+    out = tmp_path / "serving_cost.json"
+    _load("serving_cost").main([
+        "--tiny", "--n=20,40", "--c=4,8", "--r=1", "--rounds=1",
+        "--methods=hisac,full,two_branch", "--breakdown_n=40",
+        f"--output={out}"])
+    result = json.loads(out.read_text())
+    assert [(c["n"], c["c"], c["r"]) for c in result["cells"]] == [
+        (20, 4, 1), (20, 8, 1), (40, 4, 1), (40, 8, 1)]
+    for cell in result["cells"]:
+        assert set(cell["methods"]) == {"hisac", "full", "two_branch"}
+        for method, modes in cell["methods"].items():
+            for mode in ("request", "cached"):
+                row = modes[mode]
+                assert row["p50_ms"] > 0 and row["p99_ms"] >= row["p50_ms"]
+                assert row["peak_bytes"] >= 0
+                assert row["predicted_ms"] > 0
+        assert {"full_request_over_hisac_request",
+                "two_branch_request_over_hisac_request",
+                "full_request_over_hisac_cached",
+                "full_over_hisac_peak_memory"} <= set(cell["ratios"])
+    hisac = result["breakdown"]["hisac"]["40"]
+    assert {"voting", "prototypes", "routing", "routing_floor",
+            "target_attention", "attention_floor", "head",
+            "head_floor"} <= set(hisac["parts"])
+    assert hisac["voting_prototypes_routing_x_floor"] > 0
+    assert "compress" in result["breakdown"]["full"]["40"]["parts"]
+    slope = result["slopes"]["hisac"]
+    assert set(slope["user_ms_by_n"]) == {"20", "40"}
+    assert "user_ms_per_1000_items" in slope
+    assert {t["target"] for t in result["targets"]} >= {
+        "request N=10k C=1000: full/hisac p50"}
+    assert result["calibration"]["matmul_macs_per_s"] > 0
+
+
+@pytest.mark.slow
+def test_training_runs_tiny(tmp_path):
+    out = tmp_path / "training.json"
+    _load("training").main([
+        "--tiny", "--n=20", "--methods=hisac,full", f"--output={out}"])
+    result = json.loads(out.read_text())
+    (row,) = result["rows"]
+    assert row["n"] == 20 and set(row["methods"]) == {"hisac", "full"}
+    for v in row["methods"].values():
+        assert v["steps_per_s"] > 0
+        assert v["requests_per_s"] == pytest.approx(
+            v["steps_per_s"] * result["sizes"]["batch"])
+        assert set(v["stages_ms"]) == {"input", "user", "candidate",
+                                       "head", "optimiser"}
+    assert "hisac_over_full_requests_per_s" in row["ratios"]
+
+
+@pytest.mark.parametrize("argv, message", [
+    ([], "usage"),
+    (["out", "--fast"], "unknown option"),
+], ids=["no-folder", "unknown-option"])
+def test_gpu_script_refuses_bad_arguments(tmp_path, argv, message):
+    argv = [str(tmp_path / a) if a == "out" else a for a in argv]
+    done = subprocess.run(["bash", os.path.join(BENCH, "gpu.sh"), *argv],
+                          capture_output=True, text=True, timeout=30)
+    assert done.returncode != 0
+    assert message in done.stderr
+
+
+def test_gpu_script_parses():
+    done = subprocess.run(["bash", "-n", os.path.join(BENCH, "gpu.sh")],
+                          capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
