@@ -504,7 +504,8 @@ class Config:
         return _to_plain(dataclasses.asdict(self))
 
     def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True,
+                          allow_nan=False)
 
     def replace(self, **sections: Any) -> "Config":
         """Returns a copy with whole sections or section fields replaced.

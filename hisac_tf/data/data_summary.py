@@ -9,13 +9,13 @@ naming the file, the record and the field.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 
 import hisac_tf  # noqa: F401  (Keras 2 before TensorFlow)
 import tensorflow as tf
 
+from hisac_tf import json_io
 from hisac_tf.config import Config
 from hisac_tf.data import input_pipeline
 from hisac_tf.data.feature_spec import FeatureSpec
@@ -54,8 +54,7 @@ def summarize_data(cfg: Config) -> dict:
         "max_history": cfg.data.max_history,
     }
     path = os.path.join(cfg.data.data_dir, "inspect.json")
-    with tf.io.gfile.GFile(path, "w") as f:
-        json.dump(results, f, indent=2)
+    json_io.write_json(path, results)
     print(format_summary(results), file=sys.stderr)
     return results
 

@@ -16,7 +16,6 @@ the valid split during training (`ModelSelection`).
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from typing import NamedTuple, Optional
@@ -25,7 +24,7 @@ import hisac_tf  # noqa: F401  (Keras 2 before TensorFlow)
 import numpy as np
 import tensorflow as tf
 
-from hisac_tf import metrics
+from hisac_tf import json_io, metrics
 from hisac_tf.config import Config
 from hisac_tf.data import input_pipeline
 from hisac_tf.data.data_summary import has_true_ctr
@@ -145,8 +144,7 @@ def evaluate(cfg: Config, progress: bool = True) -> dict:
     results["checkpoint"] = path
     results["checkpoint_kind"] = kind
     path = os.path.join(cfg.training.model_dir, "eval.json")
-    with tf.io.gfile.GFile(path, "w") as f:
-        json.dump(results, f, indent=2)
+    json_io.write_json(path, results)
     print(format_report(results), file=sys.stderr)
     return results
 

@@ -65,7 +65,6 @@ column of a wrong type, not Parquet) always stop the job.
 from __future__ import annotations
 
 import collections
-import json
 import os
 import sys
 import time
@@ -74,6 +73,7 @@ import hisac_tf  # noqa: F401  (Keras 2 before TensorFlow)
 import numpy as np
 import tensorflow as tf
 
+from hisac_tf import json_io
 from hisac_tf.config import Config, ConfigError
 from hisac_tf.data import filesystems
 from hisac_tf.data.feature_spec import DataError, FeatureSpec
@@ -299,7 +299,7 @@ def import_logs(cfg: Config) -> dict:
     })
     summary["warnings"] = lossy_warnings(summary, cfg)
     summary["seconds"] = round(time.time() - started, 3)
-    with tf.io.gfile.GFile(os.path.join(out_dir, SUMMARY_FILE), "w") as f:
-        f.write(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+    json_io.write_json(os.path.join(out_dir, SUMMARY_FILE), summary,
+                       sort_keys=True)
     print(format_summary(summary), file=sys.stderr, flush=True)
     return summary
