@@ -801,9 +801,14 @@ def load_config(
 
 
 def write_resolved(cfg: Config, directory: str) -> str:
-    """Writes the resolved config as `config.json` inside `directory`."""
+    """Writes the resolved config as `config.json` inside `directory`.
+
+    The config is validated first (one built in code may not have been),
+    so a NaN or out-of-range field is a ConfigError naming it.
+    """
     import tensorflow as tf  # Local import: config must not need TF.
 
+    cfg.validate()
     tf.io.gfile.makedirs(directory)
     path = os.path.join(directory, "config.json")
     with tf.io.gfile.GFile(path, "w") as f:

@@ -36,6 +36,7 @@ import tensorflow as tf
 from hisac_tf.config import Config, write_resolved
 from hisac_tf.data import input_pipeline
 from hisac_tf.training.callbacks import (
+    NonFiniteLossGuard,
     PeriodicCheckpoint,
     ProgressBar,
     StepCounter,
@@ -124,6 +125,12 @@ def train(cfg: Config, progress: bool = True,
     extra = list(callbacks)
     callbacks = [
         counter,
+        NonFiniteLossGuard(
+            counter, (t.checkpoint_every, t.log_every, t.valid_every),
+            t.train_steps, manager,
+            hint=f"lower training.dense_learning_rate "
+            f"({t.dense_learning_rate}) or training.embedding_learning_rate "
+            f"({t.embedding_learning_rate}), or check the data"),
         PeriodicCheckpoint(manager, counter, t.checkpoint_every,
                            also_every=t.valid_every),
         TrainingSummaries(summary_dir(t.model_dir, "train"), counter,
