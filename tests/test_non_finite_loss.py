@@ -17,7 +17,6 @@ from hisac_tf.data import synthetic
 from hisac_tf.training.callbacks import (
     NonFiniteLossError,
     NonFiniteLossGuard,
-    StepCounter,
 )
 from pipelines import tokenize_items
 from pipelines import train as train_job
