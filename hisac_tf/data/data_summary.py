@@ -18,15 +18,36 @@ import tensorflow as tf
 from hisac_tf import json_io
 from hisac_tf.config import Config
 from hisac_tf.data import input_pipeline
-from hisac_tf.data.feature_spec import FeatureSpec
+from hisac_tf.data.feature_spec import DataError, FeatureSpec
+
+
+def first_record(path: str, compression: str) -> bytes | None:
+    """The first serialized record of `path`; None when it has none.
+
+    Raises DataError naming `path` when it cannot be read as a TFRecord
+    file of `compression` (random bytes, truncated, or a plain file named
+    `.gz`).
+    """
+    try:
+        for record in tf.data.TFRecordDataset(path, compression).take(1):
+            return record.numpy()
+    except tf.errors.OpError as e:
+        raise DataError(
+            f"{path}: not a readable TFRecord file with data.compression="
+            f"{compression!r} (corrupt, truncated or compressed otherwise; "
+            f"{type(e).__name__}: {e.message.strip().splitlines()[0]})"
+        ) from None
+    return None
 
 
 def has_true_ctr(path: str, compression: str) -> bool:
-    """Whether the first record of `path` carries `true_ctr`."""
-    for record in tf.data.TFRecordDataset(path, compression).take(1):
-        example = tf.train.Example.FromString(record.numpy())
-        return "true_ctr" in example.features.feature
-    return False
+    """Whether the first record of `path` carries `true_ctr` (DataError
+    naming `path` when it is not a readable TFRecord file)."""
+    record = first_record(path, compression)
+    if record is None:
+        return False
+    example = tf.train.Example.FromString(record)
+    return "true_ctr" in example.features.feature
 
 
 def summarize_split(cfg: Config, pattern: str) -> dict:
