@@ -10,6 +10,7 @@ naming the file, the record and the field.
 from __future__ import annotations
 
 import os
+import re
 import sys
 
 import hisac_tf  # noqa: F401  (Keras 2 before TensorFlow)
@@ -35,9 +36,16 @@ def first_record(path: str, compression: str) -> bytes | None:
         raise DataError(
             f"{path}: not a readable TFRecord file with data.compression="
             f"{compression!r} (corrupt, truncated or compressed otherwise; "
-            f"{type(e).__name__}: {e.message.strip().splitlines()[0]})"
+            f"{type(e).__name__}: {_op_message(e)})"
         ) from None
     return None
+
+
+def _op_message(error: tf.errors.OpError) -> str:
+    """The first line of a TF error, without its op and function names."""
+    text = error.message.strip().splitlines()[0] if error.message else ""
+    text = re.sub(r"\{\{[^}]*\}\}\s*", "", text)
+    return re.sub(r"\s*\[Op:[^\]]*\].*$", "", text)
 
 
 def has_true_ctr(path: str, compression: str) -> bool:
