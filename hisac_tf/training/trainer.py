@@ -20,7 +20,9 @@ with the best checkpoint by valid AUC kept under `<model_dir>/best` and
 the learning curve in `<model_dir>/learning_curve.json`
 (`ModelSelection`). The resolved config is written to
 `<model_dir>/config.json`; a model_dir trained under another model config
-is refused (`check_model_dir`).
+is refused (`check_model_dir`). A NaN or infinite loss stops the run with
+`NonFiniteLossError` before any later checkpoint is written
+(`NonFiniteLossGuard`).
 """
 
 from __future__ import annotations
