@@ -344,7 +344,6 @@ class TrainingConfig:
         _non_negative(self, "eval_steps")
         _greater_than_zero(self, "dense_learning_rate",
                            "embedding_learning_rate")
-        _non_negative(self, "seed")
         _non_empty(self, "model_dir")
 
 

@@ -142,7 +142,6 @@ RANGE_ERRORS = [
     ("export.model_name=..", "export.model_name .*got '..'"),
     ("export.export_dir=", "export.export_dir must not be empty"),
     ('training.model_dir=""', "training.model_dir must not be empty"),
-    ("training.seed=-3", "training.seed must be >= 0"),
     ('data.data_dir=" "', "data.data_dir must not be empty"),
     ('data.train_pattern=""', "data.train_pattern must not be empty"),
     ('data.user_features=["gender", "gender"]',
