@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import importlib.resources
 import json
+import math
 import os
 import types
 import typing
@@ -71,6 +72,9 @@ class DataConfig:
         _positive(self, "max_history", "max_candidates", "batch_size")
         _non_negative(self, "shuffle_buffer")
         _positive(self, "num_parallel_reads")
+        _non_empty(self, "data_dir", "train_pattern", "eval_pattern",
+                   "valid_pattern", "item_table_pattern")
+        _names(self, "user_features")
         if self.compression not in ("", "GZIP", "ZLIB"):
             raise ConfigError(
                 f"data.compression must be '', 'GZIP' or 'ZLIB', got "
@@ -123,6 +127,7 @@ class SyntheticConfig:
     history_lead_spans: float = 1.0  # behaviour log before the span
 
     def validate(self) -> None:
+        _non_negative(self, "seed")
         _positive(
             self, "num_users", "num_items", "num_topics",
             "subtopics_per_topic", "content_dim", "min_history",
@@ -212,6 +217,10 @@ class TokenizerConfig:
         _positive(self, "latent_dim", "batch_size", "epochs")
         if self.beta < 0:
             raise ConfigError(f"tokenizer.beta must be >= 0, got {self.beta}")
+        _greater_than_zero(self, "learning_rate")
+        _dims(self, "hidden_dims")
+        _non_negative(self, "dead_code_threshold", "seed")
+        _non_empty(self, "output_dir")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -288,6 +297,8 @@ class ModelConfig:
             raise ConfigError(
                 f"model.dropout must be in [0, 1), got {self.dropout!r}"
             )
+        _dims(self, "mlp_dims")
+        _non_empty(self, "compressor")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -341,6 +352,9 @@ class TrainingConfig:
             )
         _positive(self, "train_steps", "checkpoint_every", "log_every")
         _non_negative(self, "eval_steps")
+        _greater_than_zero(self, "dense_learning_rate",
+                           "embedding_learning_rate")
+        _non_empty(self, "model_dir")
 
 
 def _check_slice_settings(t: "TrainingConfig") -> None:
@@ -371,6 +385,9 @@ class ExportConfig:
 
     def validate(self) -> None:
         _non_negative(self, "version")
+        _non_empty(self, "export_dir")
+        _port(self, "grpc_port")
+        _safe_name(self, "model_name")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -401,6 +418,18 @@ class ImporterConfig:
     eval_start_ts: int | None = None  # overrides eval_days
     valid_days: int = 0
     valid_start_ts: int | None = None  # overrides valid_days
+    # The log's timestamp unit: "auto" (by the median's magnitude), "s",
+    # "ms", "us" or "ns"; timestamps are converted to seconds, then events
+    # outside [min_timestamp, max_timestamp] (seconds; default up to
+    # 2100-01-01) are dropped and counted (log_reader).
+    timestamp_unit: str = "auto"
+    min_timestamp: int = 0
+    max_timestamp: int = 4_102_444_800
+    # Exact duplicate events are counted; dropped (first kept) when set.
+    drop_duplicates: bool = False
+    # Write a split holding one label only (no positive or no negative)
+    # instead of stopping with an error.
+    allow_single_class_split: bool = False
     min_history: int = 0
     skip_bad_rows: bool = False
     num_shards: int = 1
@@ -441,6 +470,13 @@ class ImporterConfig:
                 f"must be <= importer.eval_start_ts ({self.eval_start_ts})")
         if not 0.0 <= self.warn_share <= 1.0:
             bad("warn_share", "must be in [0, 1]")
+        if self.timestamp_unit not in ("auto", "s", "ms", "us", "ns"):
+            bad("timestamp_unit", "must be 'auto', 's', 'ms', 'us' or 'ns'")
+        if self.min_timestamp < 0:
+            bad("min_timestamp", "must be a timestamp >= 0")
+        if self.max_timestamp <= self.min_timestamp:
+            bad("max_timestamp",
+                f"must be > importer.min_timestamp ({self.min_timestamp})")
         if not self.positive_behaviors:
             bad("positive_behaviors", "must name at least one behaviour")
         for b in self.positive_behaviors:
@@ -470,6 +506,7 @@ class Config:
 
     def validate(self) -> "Config":
         for section in _SECTIONS:
+            _finite(getattr(self, section))
             getattr(self, section).validate()
         if len(self.model.top_k) != len(self.tokenizer.codebook_sizes):
             raise ConfigError(
@@ -477,13 +514,24 @@ class Config:
                 "tokenizer.codebook_sizes has "
                 f"{len(self.tokenizer.codebook_sizes)}: one k per level"
             )
+        for level, (k, size) in enumerate(zip(
+                self.model.top_k, self.tokenizer.codebook_sizes)):
+            if k > size:
+                raise ConfigError(
+                    f"model.top_k[{level}] = {k} must be <= "
+                    f"tokenizer.codebook_sizes[{level}] = {size} (the "
+                    f"codes of level {level + 1}); got top_k "
+                    f"{list(self.model.top_k)} with codebook_sizes "
+                    f"{list(self.tokenizer.codebook_sizes)}"
+                )
         return self
 
     def to_dict(self) -> dict[str, Any]:
         return _to_plain(dataclasses.asdict(self))
 
     def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True,
+                          allow_nan=False)
 
     def replace(self, **sections: Any) -> "Config":
         """Returns a copy with whole sections or section fields replaced.
@@ -513,6 +561,83 @@ def _non_negative(obj: Any, *names: str) -> None:
             raise ConfigError(
                 f"{_section_name(obj)}.{name} must be >= 0, got {value!r}"
             )
+
+
+def _finite(obj: Any) -> None:
+    """Every float field of a section is finite (NaN, inf are errors)."""
+    for field in dataclasses.fields(obj):
+        value = getattr(obj, field.name)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(
+                f"{_section_name(obj)}.{field.name} must be a finite "
+                f"number, got {value!r}"
+            )
+
+
+def _greater_than_zero(obj: Any, *names: str) -> None:
+    for name in names:
+        value = getattr(obj, name)
+        if not value > 0:
+            raise ConfigError(
+                f"{_section_name(obj)}.{name} must be > 0, got {value!r}"
+            )
+
+
+def _dims(obj: Any, name: str) -> None:
+    """A list of layer widths: each an integer >= 1 (may be empty)."""
+    values = getattr(obj, name)
+    bad = [v for v in values if v < 1]
+    if bad:
+        raise ConfigError(
+            f"{_section_name(obj)}.{name} must hold widths >= 1, got "
+            f"{list(values)!r} (bad: {bad[0]!r})"
+        )
+
+
+def _non_empty(obj: Any, *names: str) -> None:
+    for name in names:
+        value = getattr(obj, name)
+        if not value.strip():
+            raise ConfigError(
+                f"{_section_name(obj)}.{name} must not be empty, got "
+                f"{value!r}"
+            )
+
+
+def _names(obj: Any, name: str) -> None:
+    """Distinct, non-empty names."""
+    values = list(getattr(obj, name))
+    for value in values:
+        if not value.strip() or value != value.strip():
+            raise ConfigError(
+                f"{_section_name(obj)}.{name} must hold non-empty names "
+                f"without surrounding spaces, got {values!r} (bad: "
+                f"{value!r})"
+            )
+    if len(set(values)) != len(values):
+        raise ConfigError(
+            f"{_section_name(obj)}.{name} has duplicates: {values!r}"
+        )
+
+
+def _port(obj: Any, name: str) -> None:
+    value = getattr(obj, name)
+    if not 1 <= value <= 65535:
+        raise ConfigError(
+            f"{_section_name(obj)}.{name} must be a TCP port in 1..65535, "
+            f"got {value!r}"
+        )
+
+
+def _safe_name(obj: Any, name: str) -> None:
+    """A name that is one path component: [A-Za-z0-9_.-]+, not . or .."""
+    value = getattr(obj, name)
+    if (not value or not set(value) <= _RUN_NAME_CHARS
+            or value in (".", "..")):
+        raise ConfigError(
+            f"{_section_name(obj)}.{name} must match [A-Za-z0-9_.-]+ and "
+            f"not be '.' or '..' (it names a directory), got {value!r}"
+        )
 
 
 def _section_name(obj: Any) -> str:
@@ -702,9 +827,14 @@ def load_config(
 
 
 def write_resolved(cfg: Config, directory: str) -> str:
-    """Writes the resolved config as `config.json` inside `directory`."""
+    """Writes the resolved config as `config.json` inside `directory`.
+
+    The config is validated first (one built in code may not have been),
+    so a NaN or out-of-range field is a ConfigError naming it.
+    """
     import tensorflow as tf  # Local import: config must not need TF.
 
+    cfg.validate()
     tf.io.gfile.makedirs(directory)
     path = os.path.join(directory, "config.json")
     with tf.io.gfile.GFile(path, "w") as f:

@@ -22,6 +22,7 @@ import hisac_tf  # noqa: F401  (Keras 2 before TensorFlow)
 import numpy as np
 import tensorflow as tf
 
+from hisac_tf import json_io
 from hisac_tf.config import Config
 from hisac_tf.data import input_pipeline, synthetic
 from hisac_tf.data.data_summary import summarize_data
@@ -112,8 +113,7 @@ def main(cfg: Config) -> dict:
     run_dir = os.path.dirname(os.path.normpath(cfg.training.model_dir))
     out = os.path.join(run_dir, "demo_results.json")
     tf.io.gfile.makedirs(os.path.dirname(out))
-    with tf.io.gfile.GFile(out, "w") as f:
-        json.dump(results, f, indent=2, default=str)
+    json_io.write_json(out, results, default=str)
     print(
         f"\ndone in {results['seconds']:.0f} s: "
         f"{format_report(results['eval'])}\n"

@@ -52,6 +52,12 @@ _FLAG_HELP = {
     "seed": (int, "Negative-sampling seed."),
     "skip_bad_rows": (bool, "Skip and count bad rows instead of failing."),
     "overwrite": (bool, "Replace outputs already in output_dir."),
+    "timestamp_unit": (str, "Timestamp unit: auto, s, ms, us or ns."),
+    "min_timestamp": (int, "Drop events before this time (seconds)."),
+    "max_timestamp": (int, "Drop events after this time (seconds)."),
+    "drop_duplicates": (bool, "Drop exact duplicate rows (first kept)."),
+    "allow_single_class_split": (
+        bool, "Write a split with one label only instead of failing."),
     "progress_every": (int, "Log progress every this many rows/requests."),
     "warn_share": (float, "Warn when more than this share is lost."),
     "warn_min_requests": (int, "Warn for a split with fewer requests."),

@@ -11,12 +11,11 @@ exists, `training.evaluate_checkpoint`); the results go to
 
 from __future__ import annotations
 
-import json
 import os
 
 import hisac_tf  # noqa: F401  (Keras 2 before TensorFlow)
-import tensorflow as tf
 
+from hisac_tf import json_io
 from hisac_tf.config import Config
 from hisac_tf.training.evaluation import evaluate
 from hisac_tf.training.trainer import train
@@ -30,8 +29,7 @@ def main(cfg: Config, progress: bool = True) -> dict:
     if cfg.training.mode in ("eval", "train_and_eval"):
         results["eval"] = evaluate(cfg, progress=progress)
     path = os.path.join(cfg.training.model_dir, "train_results.json")
-    with tf.io.gfile.GFile(path, "w") as f:
-        json.dump(results, f, indent=2)
+    json_io.write_json(path, results)
     return results
 
 

@@ -104,3 +104,80 @@ def test_frozen():
     cfg = config_lib.load_config("tiny")
     with pytest.raises(Exception):
         cfg.model.num_agents = 3  # type: ignore[misc]
+
+
+# Every range that load_config checks, one row per field (issue 12, item
+# 11): each was accepted before, and each error names the key and value.
+RANGE_ERRORS = [
+    ("training.dense_learning_rate=NaN",
+     "training.dense_learning_rate must be a finite number, got nan"),
+    ("training.embedding_learning_rate=-1",
+     "training.embedding_learning_rate must be > 0, got -1.0"),
+    ("training.dense_learning_rate=0", "dense_learning_rate must be > 0"),
+    ("model.vote_temperature=NaN",
+     "model.vote_temperature must be a finite number, got nan"),
+    ("model.routing_temperature=Infinity",
+     "model.routing_temperature must be a finite number, got inf"),
+    ("tokenizer.learning_rate=-5",
+     "tokenizer.learning_rate must be > 0, got -5.0"),
+    ("tokenizer.beta=NaN", "tokenizer.beta must be a finite number, got nan"),
+    ("tokenizer.beta=-0.5", "tokenizer.beta must be >= 0, got -0.5"),
+    ("tokenizer.hidden_dims=[-1]",
+     r"tokenizer.hidden_dims must hold widths >= 1, got \[-1\]"),
+    ("tokenizer.output_dir=", "tokenizer.output_dir must not be empty"),
+    ("tokenizer.seed=-1", "tokenizer.seed must be >= 0, got -1"),
+    ("tokenizer.dead_code_threshold=-2", "dead_code_threshold must be >= 0"),
+    ("model.top_k=[100, 100]",
+     r"model.top_k\[0\] = 100 must be <= tokenizer.codebook_sizes\[0\] = 4"),
+    ("model.mlp_dims=[0, -3]",
+     r"model.mlp_dims must hold widths >= 1, got \[0, -3\] \(bad: 0\)"),
+    ("model.dropout=NaN", "model.dropout must be a finite number"),
+    ("model.compressor=", "model.compressor must not be empty"),
+    ("export.grpc_port=99999",
+     "export.grpc_port must be a TCP port in 1..65535, got 99999"),
+    ("export.grpc_port=0", "export.grpc_port must be a TCP port"),
+    ('export.model_name=""', "export.model_name must match .*got ''"),
+    ("export.model_name=../../etc",
+     "export.model_name must match .*got '../../etc'"),
+    ("export.model_name=..", "export.model_name .*got '..'"),
+    ("export.export_dir=", "export.export_dir must not be empty"),
+    ('training.model_dir=""', "training.model_dir must not be empty"),
+    ('data.data_dir=" "', "data.data_dir must not be empty"),
+    ('data.train_pattern=""', "data.train_pattern must not be empty"),
+    ('data.user_features=["gender", "gender"]',
+     "data.user_features has duplicates"),
+    ('data.user_features=[""]', "data.user_features must hold non-empty"),
+    ("synthetic.content_noise=NaN",
+     "synthetic.content_noise must be a finite number"),
+    ("synthetic.zipf_exponent=Infinity", "synthetic.zipf_exponent"),
+    ("synthetic.seed=-1", "synthetic.seed must be >= 0"),
+    ("importer.warn_share=NaN", "importer.warn_share must be a finite"),
+    ("importer.timestamp_unit=days", "importer.timestamp_unit must be"),
+    ("importer.max_timestamp=0", "importer.max_timestamp must be > "),
+    ("importer.min_timestamp=-1", "importer.min_timestamp must be a "),
+]
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [pytest.param(o, m, id=o.split("=")[0] + "=" + o.split("=", 1)[1][:12])
+     for o, m in RANGE_ERRORS])
+def test_every_range_is_checked_at_load_time(override, message):
+    with pytest.raises(ConfigError, match=message):
+        config_lib.load_config("tiny", [override])
+
+
+def test_ranges_are_checked_when_built_in_code():
+    cfg = config_lib.Config()
+    with pytest.raises(ConfigError, match="dense_learning_rate"):
+        cfg.replace(training={"dense_learning_rate": float("nan")})
+    with pytest.raises(ConfigError, match="routing_temperature .*inf"):
+        config_lib.Config(model=config_lib.ModelConfig(
+            routing_temperature=float("inf"))).validate()
+
+
+@pytest.mark.parametrize("override", [
+    "export.model_name=hisac-v2.1_x", "model.mlp_dims=[]",
+    "export.grpc_port=65535", "model.top_k=[4, 4]"])
+def test_edges_of_the_ranges_are_accepted(override):
+    config_lib.load_config("tiny", [override])

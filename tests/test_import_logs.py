@@ -109,6 +109,9 @@ def make_config(tmp_path, inp, name="out", **fields):
     fields.setdefault("max_candidates", 8)
     fields.setdefault("negatives_per_request", 0)
     fields.setdefault("warn_min_requests", 0)
+    # The hand-made logs have tiny one-label splits; refusing them is
+    # tested below with allow_single_class_split=False.
+    fields.setdefault("allow_single_class_split", True)
     data = {k: fields.pop(k) for k in DATA_KEYS if k in fields}
     data["data_dir"] = str(tmp_path / name)
     return Config().replace(data=data, importer=dict(input=inp, **fields))

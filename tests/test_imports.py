@@ -22,11 +22,13 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PACKAGES = ("hisac_tf", "pipelines", "serving")
 
 # Rank of each part: a module may import parts of its own rank or lower.
-# `hisac_tf` itself, config and metrics are the base every part may use.
+# `hisac_tf` itself, config, json_io and metrics are the base every part
+# may use.
 RANKS = {
     "hisac_tf": 0,
     "hisac_tf.behaviors": 0,
     "hisac_tf.config": 0,
+    "hisac_tf.json_io": 0,
     "hisac_tf.metrics": 0,
     "hisac_tf.data": 1,
     "hisac_tf.layers": 2,

@@ -9,24 +9,53 @@ naming the file, the record and the field.
 
 from __future__ import annotations
 
-import json
 import os
+import re
 import sys
 
 import hisac_tf  # noqa: F401  (Keras 2 before TensorFlow)
 import tensorflow as tf
 
+from hisac_tf import json_io
 from hisac_tf.config import Config
 from hisac_tf.data import input_pipeline
-from hisac_tf.data.feature_spec import FeatureSpec
+from hisac_tf.data.feature_spec import DataError, FeatureSpec
+
+
+def first_record(path: str, compression: str) -> bytes | None:
+    """The first serialized record of `path`; None when it has none.
+
+    Raises DataError naming `path` when it cannot be read as a TFRecord
+    file of `compression` (random bytes, truncated, or a plain file named
+    `.gz`).
+    """
+    try:
+        for record in tf.data.TFRecordDataset(path, compression).take(1):
+            return record.numpy()
+    except tf.errors.OpError as e:
+        raise DataError(
+            f"{path}: not a readable TFRecord file with data.compression="
+            f"{compression!r} (corrupt, truncated or compressed otherwise; "
+            f"{type(e).__name__}: {_op_message(e)})"
+        ) from None
+    return None
+
+
+def _op_message(error: tf.errors.OpError) -> str:
+    """The first line of a TF error, without its op and function names."""
+    text = error.message.strip().splitlines()[0] if error.message else ""
+    text = re.sub(r"\{\{[^}]*\}\}\s*", "", text)
+    return re.sub(r"\s*\[Op:[^\]]*\].*$", "", text)
 
 
 def has_true_ctr(path: str, compression: str) -> bool:
-    """Whether the first record of `path` carries `true_ctr`."""
-    for record in tf.data.TFRecordDataset(path, compression).take(1):
-        example = tf.train.Example.FromString(record.numpy())
-        return "true_ctr" in example.features.feature
-    return False
+    """Whether the first record of `path` carries `true_ctr` (DataError
+    naming `path` when it is not a readable TFRecord file)."""
+    record = first_record(path, compression)
+    if record is None:
+        return False
+    example = tf.train.Example.FromString(record)
+    return "true_ctr" in example.features.feature
 
 
 def summarize_split(cfg: Config, pattern: str) -> dict:
@@ -54,8 +83,7 @@ def summarize_data(cfg: Config) -> dict:
         "max_history": cfg.data.max_history,
     }
     path = os.path.join(cfg.data.data_dir, "inspect.json")
-    with tf.io.gfile.GFile(path, "w") as f:
-        json.dump(results, f, indent=2)
+    json_io.write_json(path, results)
     print(format_summary(results), file=sys.stderr)
     return results
 

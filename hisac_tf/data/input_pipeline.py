@@ -146,6 +146,26 @@ def _first_line(text: str) -> str:
     return text.strip().splitlines()[0] if text.strip() else text
 
 
+def _assert_text(text: str) -> str:
+    """A failed `tf.debugging.Assert`'s data on one line.
+
+    "Expected ... to be true. Summarized data: b'field labels must be 0 or
+    1; got'\n2\nb'in'\nb'record'" -> "field labels must be 0 or 1; got 2
+    in record" (the first line alone would lose the value).
+    """
+    _, found, data = text.partition("Summarized data: ")
+    if not found:
+        return " ".join(text.split())
+    parts = []
+    for part in data.strip().splitlines():
+        part = part.strip()
+        if part[:2] in ("b'", 'b"') and part[-1:] == part[1]:
+            part = part[2:-1]
+        if part:
+            parts.append(part)
+    return " ".join(parts)
+
+
 def _single_record_parser(spec: FeatureSpec):
     parse_spec = spec.raw_parse_spec()
 
@@ -171,7 +191,7 @@ def _single_record_parser(spec: FeatureSpec):
             for check in spec.check_ops(raw, where):
                 del check  # Eager asserts raise on construction.
         except tf.errors.InvalidArgumentError as e:
-            return _first_line(e.message)
+            return _assert_text(e.message).removesuffix(" in record")
         return None
 
     return parse_one

@@ -37,6 +37,7 @@ import hisac_tf  # noqa: F401  (Keras 2 before TensorFlow)
 import numpy as np
 import tensorflow as tf
 
+from hisac_tf import json_io
 from hisac_tf.config import EXPERIMENT_GROUP, Config, ExperimentPlan
 
 try:  # Optional (the `plots` extra): without it no plot is written.
@@ -307,8 +308,7 @@ def write_outputs(results: dict, output_dir: str,
         "json": os.path.join(output_dir, "results.json"),
         "markdown": os.path.join(output_dir, "results.md"),
     }
-    with tf.io.gfile.GFile(paths["json"], "w") as f:
-        json.dump(results, f, indent=2)
+    json_io.write_json(paths["json"], results)
     cfg = results["config"]
     c = cfg["data"]["max_candidates"]
     text = [f"# Experiment: {cfg['name']}", ""]

@@ -36,6 +36,7 @@ import hisac_tf  # noqa: F401  (Keras 2 before TensorFlow)
 import numpy as np
 import tensorflow as tf
 
+from hisac_tf import json_io
 from hisac_tf.compressors.flops import config_flops
 from hisac_tf.config import Config, ExperimentPlan, ExperimentRun, load_config
 from hisac_tf.data import input_pipeline, synthetic
@@ -309,9 +310,8 @@ def run_one(base: Config, run: ExperimentRun, length: int,
         "tokenizer_dir": run_cfg.tokenizer.output_dir,
         "model_dir": run_cfg.training.model_dir,
     }
-    with tf.io.gfile.GFile(
-            os.path.join(run_cfg.training.model_dir, ROW_FILE), "w") as f:
-        json.dump({"config": run_cfg.to_dict(), "row": row}, f, indent=2)
+    json_io.write_json(os.path.join(run_cfg.training.model_dir, ROW_FILE),
+                       {"config": run_cfg.to_dict(), "row": row})
     tf.keras.backend.clear_session()
     return row
 

@@ -32,7 +32,6 @@ gs:// or s3:// it is a copy, so export to local disk and sync.)
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
@@ -41,6 +40,7 @@ import uuid
 import hisac_tf  # noqa: F401  (Keras 2 before TensorFlow)
 import tensorflow as tf
 
+from hisac_tf import json_io
 from hisac_tf.config import Config, write_resolved
 from hisac_tf.data import filesystems, input_pipeline
 from hisac_tf.data.feature_spec import FeatureSpec
@@ -253,9 +253,7 @@ def signature_summary(module: sig.ServingModule) -> dict:
 
 def write_json(path: str, value: dict) -> None:
     """`value` as indented, sorted JSON (any tf.io.gfile path)."""
-    with tf.io.gfile.GFile(path, "w") as f:
-        json.dump(value, f, indent=2, sort_keys=True)
-        f.write("\n")
+    json_io.write_json(path, value, sort_keys=True)
 
 
 def _absolute(path: str) -> str:

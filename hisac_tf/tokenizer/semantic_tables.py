@@ -32,6 +32,8 @@ import os
 import numpy as np
 import tensorflow as tf
 
+from hisac_tf import json_io
+
 FORMAT = "hisac_tf.semantic_tables/1"
 MANIFEST = "semantic_tables.json"
 ITEM_IDS = "item_ids.npy"
@@ -166,8 +168,8 @@ def save_semantic_tables(tables: SemanticTables, directory: str) -> None:
                    "latents": "float32", "codebooks": "float32"},
     }
     # The manifest goes last: a directory with it is complete.
-    with tf.io.gfile.GFile(os.path.join(directory, MANIFEST), "w") as f:
-        f.write(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    json_io.write_json(os.path.join(directory, MANIFEST), manifest,
+                       sort_keys=True)
 
 
 def _read_bytes(path: str) -> bytes:

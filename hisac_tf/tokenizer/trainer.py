@@ -25,7 +25,6 @@ from __future__ import annotations
 import hisac_tf  # noqa: F401  (Keras 2 before TensorFlow)
 
 # isort: split
-import json
 import os
 import sys
 import time
@@ -34,6 +33,7 @@ import numpy as np
 import tensorflow as tf
 
 from hisac_tf import config as config_lib
+from hisac_tf import json_io
 from hisac_tf.config import Config
 from hisac_tf.data import filesystems
 from hisac_tf.data.feature_spec import ITEM_EMBEDDING, ITEM_ID, DataError
@@ -202,8 +202,8 @@ def train_tokenizer(
     save_semantic_tables(tables, out_dir)
     model.save_weights(os.path.join(out_dir, "rqvae", "weights"))
     config_lib.write_resolved(cfg, out_dir)
-    with tf.io.gfile.GFile(os.path.join(out_dir, REPORT), "w") as f:
-        f.write(json.dumps(report, indent=2, sort_keys=True) + "\n")
+    json_io.write_json(os.path.join(out_dir, REPORT), report,
+                       sort_keys=True)
     usage = ", ".join(
         f"L{u['level']} {u['codes_used']}/{u['codebook_size']}"
         for u in report["code_usage"])

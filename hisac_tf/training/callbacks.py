@@ -7,6 +7,10 @@ with these callbacks, in this order:
   int: no TensorFlow op per batch), so a resumed run counts on from its
   checkpoint; the checkpointed step variable is set (`sync`) before every
   save and at the end.
+- `NonFiniteLossGuard`: stops the run with `NonFiniteLossError` when the
+  loss is NaN or infinite at a step where anything is written (a log
+  step, a checkpoint or validation step, the last step), before the
+  callbacks after it save: no checkpoint is written from a diverged run.
 - `PeriodicCheckpoint`: a checkpoint every `every` steps (and at the
   steps of `also_every`, the validation steps, and at the end) through
   the `tf.train.CheckpointManager` of `<model_dir>/checkpoints`. With the
@@ -25,7 +29,9 @@ Keras does not copy the logs to the host after every batch.
 
 from __future__ import annotations
 
+import math
 import os
+from typing import Sequence
 
 import hisac_tf  # noqa: F401  (Keras 2 before TensorFlow)
 import numpy as np
@@ -69,6 +75,65 @@ class StepCounter(tf.keras.callbacks.Callback):
 
     def on_train_end(self, logs=None):
         self.sync()
+
+
+class NonFiniteLossError(RuntimeError):
+    """Training produced a NaN or infinite loss (the run was stopped)."""
+
+
+class NonFiniteLossGuard(tf.keras.callbacks.Callback):
+    """Raises `NonFiniteLossError` on a NaN or infinite loss.
+
+    Checked at the steps where a later callback writes something (every
+    multiple of one of `every`, and `final_step`), so the host reads the
+    loss only there (no copy per batch), and always before those callbacks
+    run: it must come before `PeriodicCheckpoint` and `ModelSelection`.
+    Weights that produced a non-finite loss are therefore never saved.
+
+    Args:
+      counter: the run's `StepCounter`.
+      every: the periods of the writing callbacks (checkpoint_every,
+        log_every, valid_every; 0 entries are ignored).
+      final_step: the run's last step.
+      manager: the checkpoint manager, to name the last good checkpoint.
+      hint: what to change, appended to the message.
+    """
+
+    KEYS = ("loss", "total_loss", "regularization_loss")
+
+    def __init__(self, counter: StepCounter, every: Sequence[int],
+                 final_step: int,
+                 manager: tf.train.CheckpointManager | None = None,
+                 hint: str = ""):
+        super().__init__()
+        self._supports_tf_logs = True
+        self.counter = counter
+        self.every = [int(e) for e in every if e]
+        self.final_step = int(final_step)
+        self.manager = manager
+        self.hint = hint
+
+    def due(self, step: int) -> bool:
+        return step == self.final_step or any(
+            step % e == 0 for e in self.every)
+
+    def check(self, step: int, logs: dict | None) -> None:
+        values = {k: v for k, v in host_logs(logs).items() if k in self.KEYS}
+        bad = {k: v for k, v in values.items() if not math.isfinite(v)}
+        if not bad:
+            return
+        latest = self.manager.latest_checkpoint if self.manager else None
+        shown = ", ".join(f"{k}={v}" for k, v in sorted(values.items()))
+        raise NonFiniteLossError(
+            f"training stopped at step {step}: the loss is not finite "
+            f"({shown}); no checkpoint was written from this state (last "
+            f"checkpoint: {latest or 'none'})"
+            + (f"; {self.hint}" if self.hint else ""))
+
+    def on_train_batch_end(self, batch, logs=None):
+        step = self.counter.value
+        if self.due(step):
+            self.check(step, logs)
 
 
 class PeriodicCheckpoint(tf.keras.callbacks.Callback):

@@ -16,7 +16,6 @@ the valid split during training (`ModelSelection`).
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from typing import NamedTuple, Optional
@@ -25,11 +24,11 @@ import hisac_tf  # noqa: F401  (Keras 2 before TensorFlow)
 import numpy as np
 import tensorflow as tf
 
-from hisac_tf import metrics
+from hisac_tf import json_io, metrics
 from hisac_tf.config import Config
 from hisac_tf.data import input_pipeline
-from hisac_tf.data.data_summary import has_true_ctr
-from hisac_tf.data.feature_spec import FeatureSpec
+from hisac_tf.data.data_summary import first_record, has_true_ctr
+from hisac_tf.data.feature_spec import DataError, FeatureSpec
 from hisac_tf.layers.routing_diagnostics import ROUTING_KEYS
 from hisac_tf.training.checkpoints import (
     restore_latest,
@@ -152,6 +151,15 @@ def evaluate(cfg: Config, progress: bool = True) -> dict:
         cfg.data,
         with_true_ctr=has_true_ctr(files[0], cfg.data.compression),
     )
+    # One record of each file: unreadable files are named here, before a
+    # checkpoint is looked for, and an empty split is said to be empty.
+    firsts = [first_record(f, cfg.data.compression) for f in files]
+    if all(record is None for record in firsts):
+        raise DataError(
+            f"the eval split is empty: the {len(files)} file(s) matching "
+            f"{cfg.data.eval_pattern!r} in {cfg.data.data_dir!r} hold no "
+            "requests (import with a wider eval split: importer.eval_days "
+            "/ importer.eval_start_ts)")
     kind, chosen = select_checkpoint(cfg)
     state, path, status = restore_latest(cfg, "evaluate", path=chosen)
     status.expect_partial()
@@ -169,8 +177,7 @@ def evaluate(cfg: Config, progress: bool = True) -> dict:
     results["checkpoint"] = path
     results["checkpoint_kind"] = kind
     path = os.path.join(cfg.training.model_dir, "eval.json")
-    with tf.io.gfile.GFile(path, "w") as f:
-        json.dump(results, f, indent=2)
+    json_io.write_json(path, results)
     print(format_report(results), file=sys.stderr)
     print(format_sliced(results), file=sys.stderr)
     write_eval_summaries(cfg.training.model_dir, results["step"], results,

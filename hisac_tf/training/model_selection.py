@@ -34,6 +34,7 @@ import hisac_tf  # noqa: F401  (Keras 2 before TensorFlow)
 import numpy as np
 import tensorflow as tf
 
+from hisac_tf import json_io
 from hisac_tf.config import Config
 from hisac_tf.data import input_pipeline
 from hisac_tf.data.feature_spec import FeatureSpec
@@ -186,12 +187,11 @@ class ModelSelection(tf.keras.callbacks.Callback):
     def write(self) -> None:
         path = curve_path(self.cfg)
         tmp = path + ".tmp"
-        with tf.io.gfile.GFile(tmp, "w") as f:
-            json.dump({
-                "metric": f"valid {METRIC}",
-                "valid_pattern": self.cfg.data.valid_pattern,
-                "valid_every": self.every,
-                "points": self.points,
-                "best": self.best,
-            }, f, indent=2)
+        json_io.write_json(tmp, {
+            "metric": f"valid {METRIC}",
+            "valid_pattern": self.cfg.data.valid_pattern,
+            "valid_every": self.every,
+            "points": self.points,
+            "best": self.best,
+        })
         tf.io.gfile.rename(tmp, path, overwrite=True)

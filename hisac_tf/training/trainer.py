@@ -20,7 +20,9 @@ with the best checkpoint by valid AUC kept under `<model_dir>/best` and
 the learning curve in `<model_dir>/learning_curve.json`
 (`ModelSelection`). The resolved config is written to
 `<model_dir>/config.json`; a model_dir trained under another model config
-is refused (`check_model_dir`).
+is refused (`check_model_dir`). A NaN or infinite loss stops the run with
+`NonFiniteLossError` before any later checkpoint is written
+(`NonFiniteLossGuard`).
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ import tensorflow as tf
 from hisac_tf.config import Config, write_resolved
 from hisac_tf.data import input_pipeline
 from hisac_tf.training.callbacks import (
+    NonFiniteLossGuard,
     PeriodicCheckpoint,
     ProgressBar,
     StepCounter,
@@ -124,6 +127,12 @@ def train(cfg: Config, progress: bool = True,
     extra = list(callbacks)
     callbacks = [
         counter,
+        NonFiniteLossGuard(
+            counter, (t.checkpoint_every, t.log_every, t.valid_every),
+            t.train_steps, manager,
+            hint=f"lower training.dense_learning_rate "
+            f"({t.dense_learning_rate}) or training.embedding_learning_rate "
+            f"({t.embedding_learning_rate}), or check the data"),
         PeriodicCheckpoint(manager, counter, t.checkpoint_every,
                            also_every=t.valid_every),
         TrainingSummaries(summary_dir(t.model_dir, "train"), counter,

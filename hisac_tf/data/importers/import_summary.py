@@ -109,6 +109,15 @@ def format_summary(summary: Mapping[str, Any]) -> str:
         f"  split starts: valid {summary['valid_start_ts']}, eval "
         f"{summary['eval_start_ts']} (time range {summary['time_range']})",
     ]
+    if "timestamp_unit" in summary:
+        lines.append(
+            f"  timestamps in {summary['timestamp_unit']}; dropped "
+            f"{summary['timestamps_out_of_range']} out of range "
+            f"{summary['timestamps_out_of_range_examples']}; duplicate "
+            f"events {summary['duplicate_events']} (dropped "
+            f"{summary['duplicate_events_dropped']}); split end "
+            f"{summary['split_end_ts']} ({summary['events_after_split_end']}"
+            " events after it)")
     for split, s in summary["splits"].items():
         lines.append(
             f"  {split}: {s.get('requests', 0)} requests, "

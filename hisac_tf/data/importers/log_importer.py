@@ -34,9 +34,20 @@ items per request, label 0, drawn in proportion to their events before
 user's whole history before the request; seeded by `importer.seed`. They
 fill the candidate slots the window leaves under C.
 
+Timestamps (`timestamps`): integer seconds, milliseconds, microseconds
+or nanoseconds (`importer.timestamp_unit`, "auto" by the median), read as
+seconds; events outside `[importer.min_timestamp, importer.max_timestamp]`
+are dropped and counted (`timestamps_out_of_range`). Exact duplicate rows
+are counted (`duplicate_events`) and, with `importer.drop_duplicates`,
+dropped.
+
 Splits (`time_split`): eval (the held-out test split) is the newest
 `eval_days` days (or from `eval_start_ts`), valid the `valid_days` days
-before it (or from `valid_start_ts`), train the rest.
+before it (or from `valid_start_ts`), train the rest; the days count back
+from a robust end of the log (`split_end`, quantiles, not the maximum). A
+configured split that would be empty or hold one label only stops the
+job before the old outputs are replaced (`split_labels`), unless
+`importer.allow_single_class_split`.
 
 Output in `data.data_dir`: `train-0000k-of-0000S.tfrecord.gz`, `valid-...`
 (only when a valid split is configured), `eval-...` (S =
@@ -55,17 +66,18 @@ with requests still to write, the set of their history items. Larger logs:
 split them by user into several runs.
 
 Bad input: a row with a missing, empty or null field, a non-integer id or
-timestamp, an id <= 0, a negative timestamp or an unknown behaviour stops
-the job with an error naming the file, the line (CSV) or row (Parquet,
-1-based), the field and the value; with `importer.skip_bad_rows` such rows
-are skipped and counted. Problems of a whole file (a missing column, a
-column of a wrong type, not Parquet) always stop the job.
+timestamp, an id <= 0, a negative timestamp, an unknown behaviour, or a
+CSV line that is not UTF-8 or not CSV stops the job with an error naming
+the file, the line (CSV) or row (Parquet, 1-based), the field and the
+value; with `importer.skip_bad_rows` such rows are skipped and counted. A
+UTF-8 byte-order mark is accepted. Problems of a whole file (a missing
+column, a column of a wrong type, not Parquet, a truncated or corrupt
+`.gz`) always stop the job, naming the file.
 """
 
 from __future__ import annotations
 
 import collections
-import json
 import os
 import sys
 import time
@@ -74,6 +86,7 @@ import hisac_tf  # noqa: F401  (Keras 2 before TensorFlow)
 import numpy as np
 import tensorflow as tf
 
+from hisac_tf import json_io
 from hisac_tf.config import Config, ConfigError
 from hisac_tf.data import filesystems
 from hisac_tf.data.feature_spec import DataError, FeatureSpec
@@ -91,10 +104,16 @@ from hisac_tf.data.importers.request_formation import (
     request_example,
     window_candidates,
 )
+from hisac_tf.data.importers.split_labels import (
+    check_planned,
+    check_written,
+    window_labels,
+)
 from hisac_tf.data.importers.time_split import (
     SPLITS,
     assign_splits,
     split_boundaries,
+    split_end,
 )
 from hisac_tf.data.importers.user_table import (
     UNKNOWN_USER_FEATURE,
@@ -178,11 +197,6 @@ def import_logs(cfg: Config) -> dict:
                                     imp.delimiter, imp.skip_bad_rows)
     if not len(events["user_id"]):
         raise DataError(f"no valid events in {imp.input!r}")
-    for path in stale:  # Only once the input has been read and checked.
-        tf.io.gfile.remove(path)
-    item_counts = (write_items(imp.items, out_dir, data.item_table_pattern,
-                               data.compression, imp.header, imp.delimiter,
-                               imp.skip_bad_rows) if imp.items else None)
     ev, req = form_requests(events, imp.request_window_s)
     del events
     ts = ev["timestamp"]
@@ -193,7 +207,8 @@ def import_logs(cfg: Config) -> dict:
                               imp.seed)
     del t_order
 
-    bounds = split_boundaries(imp, int(ts_by_time[-1]))
+    end_ts, past_end = split_end(ts_by_time)
+    bounds = split_boundaries(imp, end_ts)
     progress(f"split starts: valid {bounds.valid_start}, eval "
              f"{bounds.eval_start}")
     hist_len = req.start - req.user_start  # [R] events before the request.
@@ -206,6 +221,17 @@ def import_logs(cfg: Config) -> dict:
         written.remove("valid")
     rows_of = {s: order[split_index[order] == SPLITS.index(s)]
                for s in written}
+    configured = {"train"} | {s for s, start in (
+        ("valid", bounds.valid_start), ("eval", bounds.eval_start))
+        if start is not None}
+    check_planned(rows_of, configured, *window_labels(
+        ev["item_id"], ev["behavior_type"], req.start, req.end,
+        imp.positive_ids, data.max_candidates), imp, req.time)
+    for path in stale:  # Only once the input has been read and checked.
+        tf.io.gfile.remove(path)
+    item_counts = (write_items(imp.items, out_dir, data.item_table_pattern,
+                               data.compression, imp.header, imp.delimiter,
+                               imp.skip_bad_rows) if imp.items else None)
 
     histories = _UserHistories(ev["item_id"], req.user[order])
     exclude_history = imp.exclude_history_from_negatives
@@ -274,6 +300,15 @@ def import_logs(cfg: Config) -> dict:
         files[split] = writer.paths
         splits[split] = dict(stats)
 
+    try:
+        check_written(splits, configured, imp)
+    except DataError:
+        for paths in files.values():  # Refused: nothing half-written stays.
+            for path in paths:
+                tf.io.gfile.remove(path)
+        if item_counts:
+            tf.io.gfile.remove(item_counts["file"])
+        raise
     if item_counts:
         files["items"] = [item_counts["file"]]
     totals = {key: sum(s.get(key, 0) for s in splits.values())
@@ -282,6 +317,8 @@ def import_logs(cfg: Config) -> dict:
         "users": int(len(np.unique(ev["user_id"]))),
         "items_in_log": int(len(np.unique(ev["item_id"]))),
         "time_range": [int(ts_by_time[0]), int(ts_by_time[-1])],
+        "split_end_ts": end_ts,
+        "events_after_split_end": past_end,
         "valid_start_ts": bounds.valid_start,
         "eval_start_ts": bounds.eval_start,
         **totals,
@@ -299,7 +336,7 @@ def import_logs(cfg: Config) -> dict:
     })
     summary["warnings"] = lossy_warnings(summary, cfg)
     summary["seconds"] = round(time.time() - started, 3)
-    with tf.io.gfile.GFile(os.path.join(out_dir, SUMMARY_FILE), "w") as f:
-        f.write(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+    json_io.write_json(os.path.join(out_dir, SUMMARY_FILE), summary,
+                       sort_keys=True)
     print(format_summary(summary), file=sys.stderr, flush=True)
     return summary

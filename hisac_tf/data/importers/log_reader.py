@@ -10,9 +10,12 @@ from hisac_tf.config import ImporterConfig
 from hisac_tf.data import filesystems
 from hisac_tf.data.importers.bad_rows import BadRows
 from hisac_tf.data.importers.csv_reader import csv_log_events
+from hisac_tf.data.importers.duplicate_events import duplicate_mask
 from hisac_tf.data.importers.event_columns import EventColumns
+from hisac_tf.data.importers.field_values import LOG_COLUMNS
 from hisac_tf.data.importers.parquet_reader import parquet_log_events
 from hisac_tf.data.importers.progress import progress
+from hisac_tf.data.importers.timestamps import in_range, to_seconds
 
 PARQUET_SUFFIXES = (".parquet", ".parq", ".pq")
 
@@ -47,9 +50,14 @@ def expand_inputs(spec: str) -> list[str]:
 def read_events(cfg: ImporterConfig) -> tuple[dict[str, np.ndarray], dict]:
     """All valid events of `cfg.input` as [E] int64 columns, and counts.
 
-    The columns are `LOG_COLUMNS` in input order (files in sorted order);
-    the counts are `inputs`, `rows_read`, `events`, `skipped_rows` and
-    `skipped_by_reason`.
+    The columns are `LOG_COLUMNS` in input order (files in sorted order),
+    timestamps in seconds (`timestamps.to_seconds`), without the events
+    outside the valid time range and, with `drop_duplicates`, without
+    repeats of an earlier row. The counts are `inputs`, `rows_read`,
+    `events` (kept), `skipped_rows`, `skipped_by_reason`,
+    `timestamp_unit`, `timestamps_out_of_range` (with up to 3 examples in
+    `timestamps_out_of_range_examples`, as read), `duplicate_events` and
+    `duplicate_events_dropped`.
     """
     files = expand_inputs(cfg.input)
     bad = BadRows(cfg.skip_bad_rows, "log")
@@ -64,6 +72,28 @@ def read_events(cfg: ImporterConfig) -> tuple[dict[str, np.ndarray], dict]:
             rows += csv_log_events(path, cfg.delimiter, cfg.header, bad, out,
                                    cfg.progress_every)
     events = out.arrays()
+    raw_ts = events["timestamp"]
+    events["timestamp"], unit = to_seconds(raw_ts, cfg.timestamp_unit)
+    keep = in_range(events["timestamp"], cfg.min_timestamp, cfg.max_timestamp)
+    out_of_range = int(len(keep) - keep.sum())
+    examples = raw_ts[~keep][:3].tolist()
+    if out_of_range:
+        progress(f"dropped {out_of_range} events with a timestamp outside "
+                 f"[{cfg.min_timestamp}, {cfg.max_timestamp}] s (unit "
+                 f"{unit}; e.g. {examples}; importer.min_timestamp / "
+                 "max_timestamp / timestamp_unit)")
+        events = {k: v[keep] for k, v in events.items()}
+    repeat = duplicate_mask(events, LOG_COLUMNS)
+    duplicates = int(repeat.sum())
+    if duplicates and cfg.drop_duplicates:
+        events = {k: v[~repeat] for k, v in events.items()}
     counts = {"inputs": files, "rows_read": rows,
-              "events": int(len(events["user_id"])), **bad.summary()}
+              "events": int(len(events["user_id"])), **bad.summary(),
+              "timestamp_unit": unit if cfg.timestamp_unit != "auto"
+              else f"{unit} (auto)",
+              "timestamps_out_of_range": out_of_range,
+              "timestamps_out_of_range_examples": examples,
+              "duplicate_events": duplicates,
+              "duplicate_events_dropped":
+                  duplicates if cfg.drop_duplicates else 0}
     return events, counts

@@ -4,6 +4,12 @@ eval holds the requests with `request_time >= eval_start`, valid those in
 `[valid_start, eval_start)`, train the rest: eval is the newest stretch,
 valid the one just before it, so a model is selected on valid and reported
 on eval without either seeing the future of its training data.
+
+The day-based boundaries count back from the log's end, taken robustly
+(`split_end`): the newest timestamp within the outlier fence
+`q99 + (q99 - q1)` (the 1 % and 99 % quantiles of the event times), so a
+few stray future timestamps (under 1 % of the events) do not move the
+splits and empty them; such events still land in eval and are counted.
 """
 
 from __future__ import annotations
@@ -16,6 +22,19 @@ from hisac_tf.config import ConfigError, ImporterConfig
 
 SECONDS_PER_DAY = 86400
 SPLITS = ("train", "valid", "eval")
+FENCE_QUANTILES = (0.01, 0.99)
+
+
+def split_end(ts_sorted: np.ndarray) -> tuple[int, int]:
+    """(robust end of the log, events after it) for [E] sorted times.
+
+    The end is the newest timestamp <= q99 + (q99 - q1) (quantiles of the
+    event times, `FENCE_QUANTILES`); the count is of the events beyond.
+    """
+    low, high = np.quantile(ts_sorted, FENCE_QUANTILES)
+    fence = high + (high - low)
+    inside = int(np.searchsorted(ts_sorted, fence, side="right"))
+    return int(ts_sorted[inside - 1]), len(ts_sorted) - inside
 
 
 @dataclasses.dataclass(frozen=True)

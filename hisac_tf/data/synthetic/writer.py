@@ -14,7 +14,6 @@ fixed-size accumulators.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 import sys
@@ -23,7 +22,7 @@ import time
 import numpy as np
 import tensorflow as tf  # This module never touches tf.keras.
 
-from hisac_tf import metrics
+from hisac_tf import json_io, metrics
 from hisac_tf.config import Config, ConfigError, write_resolved
 from hisac_tf.data import filesystems
 from hisac_tf.data.feature_spec import FeatureSpec, item_example
@@ -333,6 +332,5 @@ def generate(cfg: Config, output_dir: str | None = None,
     if syn.valid_fraction:
         summary["valid_split_time"] = valid_time
     summary = _jsonable(summary)
-    with tf.io.gfile.GFile(os.path.join(out_dir, SUMMARY_FILE), "w") as f:
-        f.write(json.dumps(summary, indent=2) + "\n")
+    json_io.write_json(os.path.join(out_dir, SUMMARY_FILE), summary)
     return summary
