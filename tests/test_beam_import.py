@@ -24,13 +24,22 @@ from hisac_tf.data.importers.popularity_table import (
     merge_popularity,
     popularity_table,
 )
+from hisac_tf.tokenizer.beam_sid_assignment import (
+    assign_sids_beam,
+    load_sid_shards,
+    sample_item_table_beam,
+)
+from hisac_tf.tokenizer.semantic_tables import load_semantic_tables
 from pipelines import import_logs as import_job
+from pipelines import tokenize_items
 from tests.test_import_logs import (
     make_config,
     random_log,
     write_csv,
     write_parquet,
 )
+from tests.test_tokenize_items import _cfg as tokenizer_config
+from tests.test_tokenize_items import make_items, write_table
 
 HEAVY_USER = 99
 
@@ -193,3 +202,54 @@ def test_beam_args_from_flags(values, want):
 def test_beam_import_names_the_empty_input(tmp_path):
     with pytest.raises(ConfigError, match="importer.input"):
         import_logs_beam(make_config(tmp_path, " ", "beam"))
+
+
+# ---------------------------------------------------------- SID assignment
+@pytest.fixture(scope="module")
+def tokenizer_run(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("tok")
+    ids, cats, subs, x = make_items(num_items=240)
+    pattern = write_table(str(tmp / "items"), ids, cats, subs, x, shards=3)
+    cfg = tokenizer_config(tmp, epochs=2)
+    tokenize_items.main(cfg, items_pattern=pattern, progress=False)
+    return {"pattern": pattern, "tok": str(tmp / "tok"), "ids": ids}
+
+
+@pytest.mark.parametrize("shards", [1, 4], ids=["one-shard", "four-shards"])
+def test_beam_sids_equal_single_process_tables(tokenizer_run, tmp_path,
+                                                shards):
+    out = str(tmp_path / "sids")
+    counts = assign_sids_beam(tokenizer_run["tok"], tokenizer_run["pattern"],
+                              out, shards=shards)
+    want = load_semantic_tables(tokenizer_run["tok"])
+    got = load_semantic_tables(out)
+    assert counts["items"] == want.num_items == len(tokenizer_run["ids"])
+    np.testing.assert_array_equal(got.item_ids, want.item_ids)
+    np.testing.assert_array_equal(got.sids, want.sids)
+    np.testing.assert_allclose(got.latents, want.latents, atol=1e-5)
+    for a, b in zip(got.codebooks, want.codebooks):
+        np.testing.assert_array_equal(a, b)
+    assert len(glob.glob(os.path.join(out, "sid_table-*.npz"))) == shards
+    ids, sids, _ = load_sid_shards(out)
+    np.testing.assert_array_equal(ids, want.item_ids)
+    np.testing.assert_array_equal(sids, want.sids)
+
+
+def test_item_sample_is_seeded_and_sized(tokenizer_run, tmp_path):
+    first = sample_item_table_beam(tokenizer_run["pattern"], 50, 7,
+                                   str(tmp_path / "a"))
+    again = sample_item_table_beam(tokenizer_run["pattern"], 50, 7,
+                                   str(tmp_path / "b"))
+    other = sample_item_table_beam(tokenizer_run["pattern"], 50, 8,
+                                   str(tmp_path / "c"))
+    read = [[r.numpy() for r in tf.data.TFRecordDataset(p, "GZIP")]
+            for p in (first, again, other)]
+    assert len(read[0]) == 50 and read[0] == read[1] and read[0] != read[2]
+
+
+def test_sid_assignment_without_tokenizer_names_the_file(tmp_path,
+                                                         tokenizer_run):
+    with pytest.raises(Exception, match="tokenizer_report.json"):
+        assign_sids_beam(str(tmp_path / "none"), tokenizer_run["pattern"],
+                         str(tmp_path / "out"))
+    assert os.listdir(tmp_path / "out") == []
