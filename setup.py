@@ -58,6 +58,7 @@ setup(
         "console_scripts": [
             "hisac-generate=pipelines.generate_synthetic:run",
             "hisac-import=pipelines.import_logs:run",
+            "hisac-assign-sids=pipelines.assign_sids:run",
             "hisac-inspect=pipelines.inspect_data:run",
             "hisac-tokenize=pipelines.tokenize_items:run",
             "hisac-train=pipelines.train:run",

@@ -72,7 +72,7 @@ _FLAG_HELP = {
     "warn_min_requests": (int, "Warn for a split with fewer requests."),
 }
 # The engine and the Beam pipeline options it passes on (not config).
-_BEAM_FLAGS = {
+BEAM_FLAGS = {
     "engine": (str, "local (one process) or beam (Apache Beam pipeline)."),
     "runner": (str, "Beam runner: DirectRunner, FlinkRunner, SparkRunner, "
                     "DataflowRunner."),
@@ -92,7 +92,7 @@ def define_flags() -> None:
     """
     definers = {str: flags.DEFINE_string, int: flags.DEFINE_integer,
                 bool: flags.DEFINE_bool, float: flags.DEFINE_float}
-    for name, (kind, text) in {**_FLAG_HELP, **_BEAM_FLAGS}.items():
+    for name, (kind, text) in {**_FLAG_HELP, **BEAM_FLAGS}.items():
         if name not in flags.FLAGS:
             definers[kind](name, None, text)
 
@@ -115,7 +115,7 @@ def config_from_flags(cfg: Config, values: dict[str, Any]) -> Config:
 
 
 def beam_args(values: dict[str, Any]) -> list[str]:
-    """The Beam pipeline options among the given `_BEAM_FLAGS`."""
+    """The Beam pipeline options among the given `BEAM_FLAGS`."""
     args = [f"--{name}={values[name]}" for name in
             ("runner", "direct_num_workers", "direct_running_mode")
             if values.get(name) is not None]
@@ -132,7 +132,7 @@ def main(cfg: Config) -> dict:
             raise ImportError(
                 f"--engine=beam needs Apache Beam ({_BEAM_MISSING}); "
                 "pip install 'hisac_tf[beam]'")
-        beam = {name: getattr(flags.FLAGS, name) for name in _BEAM_FLAGS}
+        beam = {name: getattr(flags.FLAGS, name) for name in BEAM_FLAGS}
         return import_logs_beam(cfg, beam_args(beam))
     if engine != "local":
         raise ValueError(f"--engine must be local or beam, got {engine!r}")
