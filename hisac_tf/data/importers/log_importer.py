@@ -31,8 +31,11 @@ Negatives (`negative_sampler`): up to `importer.negatives_per_request`
 items per request, label 0, drawn in proportion to their events before
 `request_time` (all users), never an item of the window and, with
 `importer.exclude_history_from_negatives` (default), never an item of the
-user's whole history before the request; seeded by `importer.seed`. They
-fill the candidate slots the window leaves under C.
+user's whole history before the request; drawn from the stream of
+(`importer.seed`, user, request_time), so a request's negatives do not
+depend on the other requests (the Beam pipeline gives the same records,
+`hisac_tf.data.beam_import`). They fill the candidate slots the window
+leaves under C.
 
 Splits (`time_split`): eval (the held-out test split) is the newest
 `eval_days` days (or from `eval_start_ts`), valid the `valid_days` days
@@ -52,7 +55,7 @@ bytes per event; about 120 bytes per event at the peak, with the sorted
 copies), because requests are written in global time order and negatives
 are sampled from the popularity seen so far across users; plus, per user
 with requests still to write, the set of their history items. Larger logs:
-split them by user into several runs.
+`hisac-import --engine=beam` (docs/data_at_scale.md).
 
 Bad input: a row with a missing, empty or null field, a non-integer id or
 timestamp, an id <= 0, a negative timestamp or an unknown behaviour stops
