@@ -89,6 +89,9 @@ def comparable(summary: dict) -> dict:
            if k not in ("seconds", "files", "config")}
     out["files"] = {k: [os.path.basename(p) for p in v]
                     for k, v in summary["files"].items()}
+    if summary["item_table"]:
+        out["item_table"] = dict(summary["item_table"], file=os.path.basename(
+            summary["item_table"]["file"]))
     return out
 
 
@@ -100,11 +103,24 @@ CASES = {
 }
 
 
+def write_side_tables(tmp_path) -> dict:
+    """A user table (some users unknown) and an item table, as CSV."""
+    users = tmp_path / "users.csv"
+    users.write_text("user_id,gender,age_bucket\n1,2,3\n4,1,5\n"
+                     f"{HEAVY_USER},2,2\n")
+    items = tmp_path / "items.csv"
+    items.write_text("".join(f"{i},{i % 3 + 1},0.{i},1.5\n"
+                             for i in range(1, 41)))
+    return {"users": str(users), "items": str(items)}
+
+
 @pytest.mark.parametrize("kind", list(CASES))
 def test_beam_import_equals_single_process(tmp_path, kind):
     rows = log_rows(seed=len(kind))
     inputs = write_inputs(tmp_path, kind, rows)
     kw = dict(negatives_per_request=3, max_candidates=8, **CASES[kind])
+    if kind == "parquet":
+        kw.update(write_side_tables(tmp_path))
     local = import_logs(make_config(tmp_path, inputs, "local", **kw))
     beam = import_logs_beam(make_config(tmp_path, inputs, "beam", **kw))
     want = split_records(str(tmp_path / "local"))
@@ -112,12 +128,16 @@ def test_beam_import_equals_single_process(tmp_path, kind):
     assert sorted(got) == sorted(want)
     for split in want:
         assert got[split] == want[split], split
+    assert got.get("items") == want.get("items")
     assert comparable(beam) == comparable(local)
     assert local["negatives_sampled"] > 100
     assert local["histories_truncated"] > 0  # The heavy hitter's.
     if kind == "csv-bad-rows":
         assert local["skipped_rows"] == len(BAD_LINES)
         assert local["valid_start_ts"] is not None
+    else:
+        assert local["user_table"]["users_in_table"] == 3
+        assert local["item_table"]["items"] == 40
     assert sorted(os.listdir(tmp_path / "beam")) == sorted(
         os.listdir(tmp_path / "local"))
 

@@ -136,8 +136,8 @@ def build_pipeline(p: beam.Pipeline, cfg: Config, files: Sequence[str],
              shard_name_template=""))
 
 
-def _summary(cfg: Config, files: list[str], counts: dict, users: dict,
-             item_counts: dict | None) -> dict:
+def _summary(cfg: Config, files: list[str], counts: dict,
+             user_counts: dict, item_counts: dict | None) -> dict:
     """The single-process importer's summary from the pipeline's counts."""
     imp, out_dir = cfg.importer, cfg.data.data_dir
     read, req = counts["read"], counts["requests"]
@@ -167,7 +167,7 @@ def _summary(cfg: Config, files: list[str], counts: dict, users: dict,
             "requests_dropped_short_history", 0),
         **{key: int(req.get(key, 0)) for key in COUNTERS},
         "splits": splits,
-        "user_table": users,
+        "user_table": user_counts,
         "item_table": item_counts,
         "files": paths,
         "config": cfg.to_dict(),

@@ -98,7 +98,8 @@ class UserRequests(beam.DoFn):
             s = int(req.start[r])
             history.update(items[upto:s].tolist())
             upto = s
-            built = builder.build(ev, s, int(req.end[r]), 0, user,
+            built = builder.build(ev, s, int(req.end[r]),
+                                  int(req.user_start[r]), user,
                                   int(req.time[r]), history)
             split = SPLITS[split_index[r]]
             stats = splits.setdefault(split, collections.Counter())
