@@ -28,8 +28,12 @@ EXTRAS_REQUIRE = {
         "moto[server]>=5,<6",
         "pyarrow>=15,<18",
         "ruff>=0.17,<0.18",
+        "apache-beam>=2.60,<3",  # tests/test_beam_import.py
     ],
     "plots": ["matplotlib>=3.7,<4"],
+    # hisac-import --engine=beam and the SID assignment on Beam
+    # (docs/data_at_scale.md); 2.72 resolves with TF 2.17 and protobuf 4.
+    "beam": ["apache-beam>=2.60,<3"],
     "gpu": [f"tensorflow[and-cuda]{TF_RANGE}"],
 }
 PRESETS = "hisac_tf.presets"  # configs/*.json, installed as package data.
@@ -54,6 +58,7 @@ setup(
         "console_scripts": [
             "hisac-generate=pipelines.generate_synthetic:run",
             "hisac-import=pipelines.import_logs:run",
+            "hisac-assign-sids=pipelines.assign_sids:run",
             "hisac-inspect=pipelines.inspect_data:run",
             "hisac-tokenize=pipelines.tokenize_items:run",
             "hisac-train=pipelines.train:run",

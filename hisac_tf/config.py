@@ -196,8 +196,13 @@ class TokenizerConfig:
     latent_norm: str = "rms"
     codebook_update: str = "gradient"
     ema_decay: float = 0.99
+    # Items of the seeded sample the codebooks train on at scale (0: the
+    # whole table); `hisac-assign-sids --sample_only` writes it and Beam
+    # assigns every item (docs/data_at_scale.md).
+    train_sample_items: int = 0
 
     def validate(self) -> None:
+        _non_negative(self, "train_sample_items")
         for name, allowed in (("latent_norm", ("none", "rms", "layer")),
                               ("codebook_update", ("gradient", "ema"))):
             if getattr(self, name) not in allowed:

@@ -10,10 +10,19 @@ records with; every other flag sets `importer.<flag>`.
 
     hisac-import --config=demo --input='logs/*.csv' --items=items.csv \
         --output_dir=runs/mylog/data --valid_days=1 --eval_days=1
+
+`--engine=beam` runs the same import as an Apache Beam pipeline
+(`hisac_tf.data.beam_import`, docs/data_at_scale.md), on the runner of
+the standard Beam options `--runner`, `--direct_num_workers` and
+`--direct_running_mode`, plus any others in `--beam_pipeline_args`:
+
+    hisac-import --engine=beam --runner=DirectRunner --direct_num_workers=4 \
+        --direct_running_mode=multi_processing --input='logs/*.parquet' ...
 """
 
 from __future__ import annotations
 
+import shlex
 from typing import Any
 
 import hisac_tf  # noqa: F401  (Keras 2 before TensorFlow)
@@ -22,6 +31,12 @@ from absl import flags
 from hisac_tf.config import Config
 from hisac_tf.data.importers.log_importer import import_logs
 from pipelines import cli
+
+try:  # The `beam` extra (pip install hisac_tf[beam]).
+    from hisac_tf.data.beam_import.beam_importer import import_logs_beam
+except ImportError as missing:  # pragma: no cover
+    import_logs_beam = None
+    _BEAM_MISSING = str(missing)
 
 # Flags that set `data.<key>`: the records' FeatureSpec and directory.
 DATA_FLAGS = {"output_dir": "data_dir", "max_history": "max_history",
@@ -62,6 +77,17 @@ _FLAG_HELP = {
     "warn_share": (float, "Warn when more than this share is lost."),
     "warn_min_requests": (int, "Warn for a split with fewer requests."),
 }
+# The engine and the Beam pipeline options it passes on (not config).
+BEAM_FLAGS = {
+    "engine": (str, "local (one process) or beam (Apache Beam pipeline)."),
+    "runner": (str, "Beam runner: DirectRunner, FlinkRunner, SparkRunner, "
+                    "DataflowRunner."),
+    "direct_num_workers": (int, "DirectRunner workers (0: one per CPU)."),
+    "direct_running_mode": (str, "DirectRunner mode: in_memory, "
+                                 "multi_threading or multi_processing."),
+    "beam_pipeline_args": (str, "Further Beam pipeline options, e.g. "
+                                "'--project=p --region=r'."),
+}
 
 
 def define_flags() -> None:
@@ -72,7 +98,7 @@ def define_flags() -> None:
     """
     definers = {str: flags.DEFINE_string, int: flags.DEFINE_integer,
                 bool: flags.DEFINE_bool, float: flags.DEFINE_float}
-    for name, (kind, text) in _FLAG_HELP.items():
+    for name, (kind, text) in {**_FLAG_HELP, **BEAM_FLAGS}.items():
         if name not in flags.FLAGS:
             definers[kind](name, None, text)
 
@@ -94,10 +120,29 @@ def config_from_flags(cfg: Config, values: dict[str, Any]) -> Config:
     return cfg.replace(data=data, importer=importer)
 
 
+def beam_args(values: dict[str, Any]) -> list[str]:
+    """The Beam pipeline options among the given `BEAM_FLAGS`."""
+    args = [f"--{name}={values[name]}" for name in
+            ("runner", "direct_num_workers", "direct_running_mode")
+            if values.get(name) is not None]
+    return args + shlex.split(values.get("beam_pipeline_args") or "")
+
+
 def main(cfg: Config) -> dict:
     """Imports with `cfg` and the flags; returns the summary."""
     values = {name: getattr(flags.FLAGS, name) for name in _FLAG_HELP}
-    return import_logs(config_from_flags(cfg, values))
+    cfg = config_from_flags(cfg, values)
+    engine = flags.FLAGS.engine or "local"
+    if engine == "beam":
+        if import_logs_beam is None:
+            raise ImportError(
+                f"--engine=beam needs Apache Beam ({_BEAM_MISSING}); "
+                "pip install 'hisac_tf[beam]'")
+        beam = {name: getattr(flags.FLAGS, name) for name in BEAM_FLAGS}
+        return import_logs_beam(cfg, beam_args(beam))
+    if engine != "local":
+        raise ValueError(f"--engine must be local or beam, got {engine!r}")
+    return import_logs(cfg)
 
 
 def run() -> None:

@@ -31,8 +31,11 @@ Negatives (`negative_sampler`): up to `importer.negatives_per_request`
 items per request, label 0, drawn in proportion to their events before
 `request_time` (all users), never an item of the window and, with
 `importer.exclude_history_from_negatives` (default), never an item of the
-user's whole history before the request; seeded by `importer.seed`. They
-fill the candidate slots the window leaves under C.
+user's whole history before the request; drawn from the stream of
+(`importer.seed`, user, request_time), so a request's negatives do not
+depend on the other requests (the Beam pipeline gives the same records,
+`hisac_tf.data.beam_import`). They fill the candidate slots the window
+leaves under C.
 
 Timestamps (`timestamps`): integer seconds, milliseconds, microseconds
 or nanoseconds (`importer.timestamp_unit`, "auto" by the median), read as
@@ -63,7 +66,7 @@ bytes per event; about 120 bytes per event at the peak, with the sorted
 copies), because requests are written in global time order and negatives
 are sampled from the popularity seen so far across users; plus, per user
 with requests still to write, the set of their history items. Larger logs:
-split them by user into several runs.
+`hisac-import --engine=beam` (docs/data_at_scale.md).
 
 Bad input: a row with a missing, empty or null field, a non-integer id or
 timestamp, an id <= 0, a negative timestamp, an unknown behaviour, or a
@@ -99,11 +102,12 @@ from hisac_tf.data.importers.item_table import write_items
 from hisac_tf.data.importers.log_reader import read_events
 from hisac_tf.data.importers.negative_sampler import NegativeSampler
 from hisac_tf.data.importers.progress import progress
-from hisac_tf.data.importers.request_formation import (
-    form_requests,
-    request_example,
-    window_candidates,
+from hisac_tf.data.importers.request_builder import (
+    COUNTERS,
+    EVENT_FIELDS,
+    RequestBuilder,
 )
+from hisac_tf.data.importers.request_formation import form_requests
 from hisac_tf.data.importers.split_labels import (
     check_planned,
     check_written,
@@ -115,10 +119,7 @@ from hisac_tf.data.importers.time_split import (
     split_boundaries,
     split_end,
 )
-from hisac_tf.data.importers.user_table import (
-    UNKNOWN_USER_FEATURE,
-    read_users,
-)
+from hisac_tf.data.importers.user_table import read_users
 from hisac_tf.data.shard_writer import ShardedWriter, shard_name
 
 SUMMARY_FILE = "summary.json"
@@ -175,8 +176,8 @@ def import_logs(cfg: Config) -> dict:
             "importer.input must name at least one file or pattern "
             f"(--input), got {imp.input!r}")
     started = time.time()
-    spec = FeatureSpec(data.max_history, data.max_candidates,
-                       data.user_features, with_true_ctr=False)
+    FeatureSpec(data.max_history, data.max_candidates,  # Checks them.
+                data.user_features, with_true_ctr=False)
     patterns = split_patterns(cfg)
     for pattern in list(patterns.values()) + [data.item_table_pattern]:
         shard_name(pattern, 0, imp.num_shards)  # Checks the pattern.
@@ -234,14 +235,10 @@ def import_logs(cfg: Config) -> dict:
                                imp.skip_bad_rows) if imp.items else None)
 
     histories = _UserHistories(ev["item_id"], req.user[order])
-    exclude_history = imp.exclude_history_from_negatives
-    positive = imp.positive_ids
-    unknown = (UNKNOWN_USER_FEATURE,) * len(data.user_features)
-    counters = collections.Counter()
+    builder = RequestBuilder(cfg, sampler, users)
     splits: dict[str, dict] = {}
     files: dict[str, list[str]] = {}
-    columns = {k: ev[k] for k in ("item_id", "category_id", "behavior_type",
-                                  "timestamp")}
+    columns = {k: ev[k] for k in EVENT_FIELDS}
     starts, ends = req.start.tolist(), req.end.tolist()
     user_starts, times = req.user_start.tolist(), req.time.tolist()
     request_users = req.user.tolist()
@@ -252,48 +249,12 @@ def import_logs(cfg: Config) -> dict:
         with ShardedWriter(out_dir, patterns[split], imp.num_shards,
                            len(rows), data.compression) as writer:
             for r in rows.tolist():
-                s, e, u0 = starts[r], ends[r], user_starts[r]
-                h0 = max(u0, s - data.max_history)
-                counters["histories_truncated"] += h0 > u0
-                window = {k: v[s:e].tolist() for k, v in columns.items()}
-                items, cats, labels, dropped = window_candidates(
-                    window["item_id"], window["category_id"],
-                    window["behavior_type"], positive, data.max_candidates)
-                counters["window_candidates"] += len(items) + dropped
-                counters["truncated_candidates"] += dropped
-                user = request_users[r]
-                history = histories.before(user, u0, s)
-                want = min(imp.negatives_per_request,
-                           data.max_candidates - len(items))
-                negatives = sampler.sample(
-                    want, times[r], set(window["item_id"]),
-                    history if exclude_history else frozenset())
-                counters["negatives_sampled"] += len(negatives.items)
-                counters["negatives_short"] += want - len(negatives.items)
-                counters["negatives_truncated"] += (
-                    imp.negatives_per_request - want)
-                counters["negatives_history_rejected"] += (
-                    negatives.history_rejected)
-                counters["negatives_from_history"] += sum(
-                    i in history for i in negatives.items)
-                request = {
-                    "user_id": user,
-                    "request_time": times[r],
-                    **dict(zip(data.user_features,
-                               users.get(user, unknown))),
-                    "hist_item_ids": columns["item_id"][h0:s].tolist(),
-                    "hist_category_ids":
-                        columns["category_id"][h0:s].tolist(),
-                    "hist_behaviors": columns["behavior_type"][h0:s].tolist(),
-                    "hist_timestamps": columns["timestamp"][h0:s].tolist(),
-                    "cand_item_ids": items + negatives.items,
-                    "cand_category_ids": cats + negatives.categories,
-                    "labels": labels + [0] * len(negatives.items),
-                }
-                writer.write(
-                    request_example(spec, request).SerializeToString())
-                stats["impressions"] += len(items) + len(negatives.items)
-                stats["positives"] += sum(labels)
+                s, u0, user = starts[r], user_starts[r], request_users[r]
+                built = builder.build(columns, s, ends[r], u0, user,
+                                      times[r], histories.before(user, u0, s))
+                writer.write(built.record)
+                stats["impressions"] += built.impressions
+                stats["positives"] += built.positives
                 done += 1
                 if done % imp.progress_every == 0:
                     progress(f"{done} of {len(order)} requests written")
@@ -323,11 +284,7 @@ def import_logs(cfg: Config) -> dict:
         "eval_start_ts": bounds.eval_start,
         **totals,
         "requests_dropped_short_history": int((~keep).sum()),
-        **{key: int(counters[key]) for key in (
-            "histories_truncated", "window_candidates",
-            "truncated_candidates", "negatives_sampled", "negatives_short",
-            "negatives_truncated", "negatives_history_rejected",
-            "negatives_from_history")},
+        **{key: int(builder.counters[key]) for key in COUNTERS},
         "splits": splits,
         "user_table": user_counts,
         "item_table": item_counts,

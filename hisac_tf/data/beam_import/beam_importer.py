@@ -1,0 +1,237 @@
+"""`import_logs_beam`: the import job as an Apache Beam pipeline.
+
+Same inputs, config, records and summary as the single-process
+`log_importer.import_logs` (tested record for record); the runner comes
+from standard Beam pipeline options (`--runner=DirectRunner
+--direct_num_workers=4 --direct_running_mode=multi_processing`, or a
+Flink, Spark or Dataflow runner; docs/data_at_scale.md).
+
+    files ─ ReadLogFile ─┬─ (user, events) ─ GroupByKey ─ UserRequests ─┐
+                         ├─ popularity parts ─ MergePopularity ─────────┤
+                         │    (side input; its newest timestamp sets    │
+                         │     the split boundaries, `split_boundaries`)│
+                         └─ read counts ─ SumCounts ──────┐             │
+         train/valid/eval records ─ WriteShards (staged) ─┼─────────────┘
+         per-user counts ─ SumCounts ─ counts JSON (staged)
+
+Differences from the single-process importer: records are the same per
+split, but their order within a split and their shard (crc32 of the
+record) differ (`shard_writer_fn`). Outputs are staged under
+`data_dir/.staging-*` and moved into `data_dir` only when the pipeline
+succeeded (`staged_output`). The user table is read by the launching
+process and is a side input (it must fit a worker), as is the popularity
+table (`popularity_combine`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from typing import Sequence
+
+import hisac_tf  # noqa: F401  (Keras 2 before TensorFlow)
+import apache_beam as beam
+import numpy as np
+import tensorflow as tf
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from hisac_tf.config import Config, ConfigError, ImporterConfig
+from hisac_tf.data import filesystems
+from hisac_tf.data.beam_import.count_combine import SumCounts
+from hisac_tf.data.beam_import.log_file_events import (
+    POPULARITY,
+    READ_COUNTS,
+    ReadLogFile,
+)
+from hisac_tf.data.beam_import.popularity_combine import MergePopularity
+from hisac_tf.data.beam_import.shard_writer_fn import WriteShards
+from hisac_tf.data.beam_import.staged_output import StagedOutput
+from hisac_tf.data.beam_import.user_requests import STATS, UserRequests
+from hisac_tf.data.feature_spec import DataError, FeatureSpec
+from hisac_tf.data.importers.import_summary import (
+    format_settings,
+    format_summary,
+    lossy_warnings,
+)
+from hisac_tf.data.importers.item_table import write_items
+from hisac_tf.data.importers.log_importer import (
+    SUMMARY_FILE,
+    _existing_outputs,
+    split_patterns,
+)
+from hisac_tf.data.importers.log_reader import expand_inputs
+from hisac_tf.data.importers.popularity_table import PopularityTable
+from hisac_tf.data.importers.request_builder import COUNTERS
+from hisac_tf.data.importers.time_split import (
+    SPLITS,
+    SplitBoundaries,
+    split_boundaries,
+)
+from hisac_tf.data.importers.user_table import read_users
+from hisac_tf.data.shard_writer import shard_name
+
+COUNTS_FILE = "beam_counts.json"
+
+
+def _boundaries(table: PopularityTable, imp: ImporterConfig
+                ) -> SplitBoundaries:
+    """The split boundaries of the whole log (its newest event)."""
+    if not table.events:
+        raise DataError(f"no valid events in {imp.input!r}")
+    return split_boundaries(imp, int(table.ts[-1]))
+
+
+def _log_counts(stats: dict, read: dict, table: PopularityTable,
+                bounds: SplitBoundaries) -> dict:
+    """The pipeline's counts, in the summary's keys."""
+    return {
+        "read": read, "requests": stats,
+        "items_in_log": int(len(np.unique(table.items))),
+        "time_range": [int(table.ts[0]), int(table.ts[-1])],
+        "valid_start_ts": bounds.valid_start,
+        "eval_start_ts": bounds.eval_start,
+    }
+
+
+def written_splits(imp: ImporterConfig) -> list[str]:
+    """The splits written: valid only when configured."""
+    if imp.valid_start_ts is None and imp.valid_days == 0:
+        return ["train", "eval"]
+    return list(SPLITS)
+
+
+def build_pipeline(p: beam.Pipeline, cfg: Config, files: Sequence[str],
+                   users: dict, out_dir: str) -> None:
+    """Adds the import's transforms to `p`, writing into `out_dir`."""
+    imp, data = cfg.importer, cfg.data
+    read = (p | "Files" >> beam.Create(list(enumerate(files)))
+            | "Spread" >> beam.Reshuffle()
+            | "Read" >> beam.ParDo(ReadLogFile(imp)).with_outputs(
+                POPULARITY, READ_COUNTS, main="events"))
+    table = read[POPULARITY] | "Popularity" >> beam.CombineGlobally(
+        MergePopularity())
+    bounds = table | "Bounds" >> beam.Map(_boundaries, imp)
+    user_table = p | "UserTable" >> beam.Create([users])
+    requests = (
+        read.events | "ByUser" >> beam.GroupByKey()
+        | "Requests" >> beam.ParDo(
+            UserRequests(cfg), beam.pvalue.AsSingleton(table),
+            beam.pvalue.AsSingleton(bounds),
+            beam.pvalue.AsSingleton(user_table)).with_outputs(STATS, *SPLITS))
+    patterns = split_patterns(cfg)
+    for split in written_splits(imp):
+        _ = requests[split] | f"Write{split}" >> WriteShards(
+            out_dir, patterns[split], imp.num_shards, data.compression)
+    read_counts = read[READ_COUNTS] | "ReadCounts" >> beam.CombineGlobally(
+        SumCounts())
+    _ = (requests[STATS] | "Counts" >> beam.CombineGlobally(SumCounts())
+         | "LogCounts" >> beam.Map(
+             _log_counts, beam.pvalue.AsSingleton(read_counts),
+             beam.pvalue.AsSingleton(table), beam.pvalue.AsSingleton(bounds))
+         | "Json" >> beam.Map(json.dumps)
+         | "WriteCounts" >> beam.io.WriteToText(
+             os.path.join(out_dir, COUNTS_FILE), num_shards=1,
+             shard_name_template=""))
+
+
+def _summary(cfg: Config, files: list[str], counts: dict,
+             user_counts: dict, item_counts: dict | None) -> dict:
+    """The single-process importer's summary from the pipeline's counts."""
+    imp, out_dir = cfg.importer, cfg.data.data_dir
+    read, req = counts["read"], counts["requests"]
+    written = written_splits(imp)
+    splits = {s: {"requests": 0, **req.get("splits", {}).get(s, {})}
+              for s in written}
+    paths = {s: [os.path.join(out_dir, shard_name(split_patterns(cfg)[s], k,
+                                                  imp.num_shards))
+                 for k in range(imp.num_shards)] for s in written}
+    if item_counts:
+        paths["items"] = [item_counts["file"]]
+    totals = {key: sum(s.get(key, 0) for s in splits.values())
+              for key in ("requests", "impressions", "positives")}
+    return {
+        "inputs": files, "rows_read": read.get("rows_read", 0),
+        "events": read.get("events", 0),
+        "skipped_rows": read.get("skipped_rows", 0),
+        "skipped_by_reason": dict(sorted(
+            read.get("skipped_by_reason", {}).items())),
+        "users": req.get("users", 0),
+        "items_in_log": counts["items_in_log"],
+        "time_range": counts["time_range"],
+        "valid_start_ts": counts["valid_start_ts"],
+        "eval_start_ts": counts["eval_start_ts"],
+        **totals,
+        "requests_dropped_short_history": req.get(
+            "requests_dropped_short_history", 0),
+        **{key: int(req.get(key, 0)) for key in COUNTERS},
+        "splits": splits,
+        "user_table": user_counts,
+        "item_table": item_counts,
+        "files": paths,
+        "config": cfg.to_dict(),
+    }
+
+
+def import_logs_beam(cfg: Config, pipeline_args: Sequence[str] = ()
+                     ) -> dict:
+    """Imports `cfg.importer`'s logs on Beam; returns (writes) the summary.
+
+    `pipeline_args`: Beam pipeline options (`--runner=...`); default the
+    DirectRunner. Raises as `import_logs` (ConfigError, FileExistsError,
+    FileNotFoundError, DataError) and leaves no output when it fails.
+    """
+    imp, data = cfg.importer, cfg.data
+    if not imp.input.strip():
+        raise ConfigError(
+            "importer.input must name at least one file or pattern "
+            f"(--input), got {imp.input!r}")
+    started = time.time()
+    FeatureSpec(data.max_history, data.max_candidates,  # Checks them.
+                data.user_features, with_true_ctr=False)
+    for pattern in list(split_patterns(cfg).values()) + [
+            data.item_table_pattern]:
+        shard_name(pattern, 0, imp.num_shards)  # Checks the pattern.
+    print(format_settings(cfg), file=sys.stderr, flush=True)
+    out_dir = data.data_dir
+    filesystems.ensure_filesystem(out_dir)
+    tf.io.gfile.makedirs(out_dir)
+    stale = _existing_outputs(cfg)
+    if stale and not imp.overwrite:
+        raise FileExistsError(
+            f"data.data_dir {out_dir!r} already holds outputs ({stale[0]}, "
+            f"... {len(stale)} files); pass --overwrite "
+            "(importer.overwrite=true) to replace them")
+    files = expand_inputs(imp.input)
+    users, user_counts = read_users(imp.users, data.user_features,
+                                    imp.delimiter, imp.skip_bad_rows)
+    staged = StagedOutput(out_dir)
+    try:
+        with beam.Pipeline(options=PipelineOptions(list(pipeline_args))) as p:
+            build_pipeline(p, cfg, files, users, staged.path)
+        counts_path = os.path.join(staged.path, COUNTS_FILE)
+        with tf.io.gfile.GFile(counts_path) as f:
+            counts = json.loads(f.read())
+        tf.io.gfile.remove(counts_path)
+        item_counts = None
+        if imp.items:
+            item_counts = write_items(
+                imp.items, staged.path, data.item_table_pattern,
+                data.compression, imp.header, imp.delimiter,
+                imp.skip_bad_rows)
+            item_counts["file"] = os.path.join(
+                out_dir, os.path.basename(item_counts["file"]))
+        summary = _summary(cfg, files, counts, user_counts, item_counts)
+        summary["warnings"] = lossy_warnings(summary, cfg)
+        summary["seconds"] = round(time.time() - started, 3)
+        with tf.io.gfile.GFile(os.path.join(staged.path, SUMMARY_FILE),
+                               "w") as f:
+            f.write(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+        for path in stale:  # Only once the pipeline succeeded.
+            tf.io.gfile.remove(path)
+        staged.commit(last=SUMMARY_FILE)
+    finally:
+        staged.discard()
+    print(format_summary(summary), file=sys.stderr, flush=True)
+    return summary
