@@ -29,6 +29,8 @@ from __future__ import annotations
 import threading
 import time
 from concurrent import futures
+
+import grpc
 from typing import Mapping
 
 import hisac_tf  # noqa: F401  (Keras 2 before TensorFlow)
