@@ -29,9 +29,9 @@ from __future__ import annotations
 import threading
 import time
 from concurrent import futures
+from typing import Mapping
 
 import grpc
-from typing import Mapping
 
 import hisac_tf  # noqa: F401  (Keras 2 before TensorFlow)
 import numpy as np
