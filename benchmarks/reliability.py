@@ -36,7 +36,7 @@ both).
 from __future__ import annotations
 
 import argparse
-import importlib
+import importlib.util
 import json
 import os
 import shutil
@@ -50,7 +50,6 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
-sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
 
 import hisac_tf  # noqa: E402,F401  (Keras 2: before TensorFlow)
 
@@ -489,11 +488,14 @@ def version_faults(server: Server, spec: FeatureSpec, export_dir: str,
 
 # ------------------------------------------------------------------ inputs
 def input_rows() -> list:
-    try:
-        module = importlib.import_module("reliability_inputs")
-    except ImportError as e:
+    path = os.path.join(ROOT, "benchmarks", "reliability_inputs.py")
+    if not os.path.exists(path):
         return [row("inputs", "benchmarks/reliability_inputs.py",
-                    f"not run: {e}", True)]
+                    "not run: the file is not there", True)]
+    spec = importlib.util.spec_from_file_location("reliability_inputs",
+                                                  path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
     return list(module.run_input_probes())
 
 
