@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import threading
 import time
-from concurrent import futures
 from typing import Mapping
 
 import grpc
@@ -286,7 +285,8 @@ def run_overload_test(
         lock = threading.Lock()
         codes: dict[str, int] = {}
         ok_latency: list[float] = []
-        pending = []
+        n = max(1, int(round(rate_qps * duration_s)))
+        all_done = threading.Event()
 
         def record(started, future):
             code = future.code()
@@ -294,9 +294,11 @@ def run_overload_test(
                 codes[code.name] = codes.get(code.name, 0) + 1
                 if code == grpc.StatusCode.OK:
                     ok_latency.append(time.perf_counter() - started)
+                if sum(codes.values()) == n:
+                    all_done.set()
 
         start = time.perf_counter()
-        n = int(round(rate_qps * duration_s))
+        pending = []
         for i in range(n):
             wait = start + i / rate_qps - time.perf_counter()
             if wait > 0:
@@ -307,7 +309,7 @@ def run_overload_test(
             future.add_done_callback(
                 lambda f, t=started: record(t, f))
             pending.append(future)
-        futures.wait(pending, timeout=deadline_s + 30.0)
+        all_done.wait(timeout=deadline_s + 30.0)
         window = time.perf_counter() - start
         probe = clients[0].predict_request(
             probe_features if probe_features is not None

@@ -22,6 +22,7 @@ from tensorflow.core.framework import tensor_pb2
 
 from pipelines import serve
 from serving import (
+    load_test,
     local_server,
     model_version,
     prediction_handlers,
@@ -305,3 +306,16 @@ def test_tls_files_are_checked(tmp_path):
 def test_model_version_reads_the_exported_n(store):  # noqa: F811
     loaded = model_version.load_version(os.path.join(store, "1"), 1)
     assert loaded.max_history == 8
+
+
+def test_overload_test_reports_goodput(server):
+    f = make_request()
+    report = load_test.run_overload_test(
+        server[1], f, rate_qps=20, duration_s=0.5, deadline_s=5.0,
+        spec=SPEC, channels=2)
+    assert report["calls"] == 10
+    assert sum(report["codes"].values()) == 10
+    assert report["goodput_qps"] == report["ok"] / 0.5
+    assert report["probe_code"] == "OK"
+    with pytest.raises(ValueError, match="rate_qps"):
+        load_test.run_overload_test(server[1], f, rate_qps=0)
