@@ -31,6 +31,7 @@ both).
     python benchmarks/reliability.py [--sections=faults,grpc,memory,
         overload,inputs] [--server_root=PATH] [--export_dir=PATH]
         [--before=PATH] [--output=PATH] [--doc=PATH] [--quick]
+        [--from_json=PATH]  (only rewrites the doc)
 """
 
 from __future__ import annotations
@@ -514,7 +515,10 @@ def write_doc(path: str, result: dict, before: dict | None) -> None:
         "the server still answering).",
         "",
         f"Run: {result['when']}, {result['device']}, server from "
-        f"`{result['server_root']}`.",
+        f"`{result['server_root']}`"
+        + (f"; before: the server of `{before.get('server_root')}` "
+           f"(run {before.get('when')}), over the same export"
+           if before else "") + ".",
         "",
     ]
     memory = result.get("memory")
@@ -577,7 +581,18 @@ def main(argv=None) -> dict:
     parser.add_argument("--output", default=RESULTS)
     parser.add_argument("--doc", default=DOC)
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--from_json", default=None,
+                        help="only rewrite --doc from this result JSON")
     args = parser.parse_args(argv)
+    if args.from_json:
+        with open(args.from_json) as f:
+            result = json.load(f)
+        before = None
+        if args.before:
+            with open(args.before) as f:
+                before = json.load(f)
+        write_doc(args.doc, result, before)
+        return result
     sections = set(args.sections.split(","))
     unknown = sections - set(SECTIONS)
     if unknown:
