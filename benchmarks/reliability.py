@@ -518,9 +518,9 @@ def write_doc(path: str, result: dict, before: dict | None) -> None:
         "the server still answering).",
         "",
         f"Run: {result['when']}, {result['device']}, server from "
-        f"`{result['server_root']}`"
-        + (f"; before: the server of `{before.get('server_root')}` "
-           f"(run {before.get('when')}), over the same export"
+        f"{_root_text(result['server_root'])}"
+        + (f"; before: the server of {_root_text(before['server_root'])} "
+           f"(run {before.get('when')}, over a `tiny` export of its own)"
            if before else "") + ".",
         "",
     ]
@@ -573,6 +573,10 @@ def write_doc(path: str, result: dict, before: dict | None) -> None:
         f.write("\n".join(lines) + "\n")
 
 
+def _root_text(root: str) -> str:
+    return ("this checkout" if root in (".", ROOT) else f"{root}")
+
+
 # ------------------------------------------------------------------- main
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -608,7 +612,9 @@ def main(argv=None) -> dict:
     rows: list = []
     result = {"when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
               "device": f"{os.cpu_count()} CPU cores",
-              "server_root": args.server_root, "rows": rows}
+              "server_root": (
+                  "." if os.path.abspath(args.server_root) == ROOT
+                  else args.server_root), "rows": rows}
     export_dir = args.export_dir
     try:
         if export_dir is None:
