@@ -387,12 +387,21 @@ class ExportConfig:
     version: int = 0
     model_name: str = "hisac"
     grpc_port: int = 8500
+    # Serving limits (serving/request_limits.py): checked on each request's
+    # declared shapes before any tensor is materialised.
+    max_history_multiple: int = 4  # history width <= this x exported N
+    max_candidates: int = 1024  # C per request
+    max_requests: int = 1024  # R per call
+    max_request_mb: int = 64  # materialised inputs per call, MiB
+    max_concurrent_rpcs: int = 32  # admitted calls; more: RESOURCE_EXHAUSTED
 
     def validate(self) -> None:
         _non_negative(self, "version")
         _non_empty(self, "export_dir")
         _port(self, "grpc_port")
         _safe_name(self, "model_name")
+        _positive(self, "max_history_multiple", "max_candidates",
+                  "max_requests", "max_request_mb", "max_concurrent_rpcs")
 
 
 @dataclasses.dataclass(frozen=True)

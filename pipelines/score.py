@@ -4,6 +4,8 @@
         --client_request=request.json [--client_two_step |
         --client_examples] [--client_version=2 |
         --client_version_label=canary] [--client_timeout_s=5]
+        [--client_tls_ca=ca.pem [--client_tls_cert=c.pem
+        --client_tls_key=c.key]]
 
 The request is one JSON object or the first --client_max_requests
 requests of a request-level TFRecord file (`serving.grpc_client`);
@@ -42,6 +44,13 @@ flags.DEFINE_string("client_version_label", None,
 flags.DEFINE_float("client_timeout_s", 5.0, "Deadline per attempt.")
 flags.DEFINE_integer("client_retries", 3, "Retries on UNAVAILABLE.")
 flags.DEFINE_integer("client_max_message_mb", 256, "Largest message, MiB.")
+flags.DEFINE_string("client_tls_ca", None,
+                    "PEM CA of the server's certificate: use TLS.")
+flags.DEFINE_string("client_tls_cert", None, "PEM client cert (mutual TLS).")
+flags.DEFINE_string("client_tls_key", None, "PEM client key (mutual TLS).")
+flags.DEFINE_string("client_tls_server_name", None,
+                    "Name the server's certificate holds, if not the "
+                    "target's host.")
 FLAGS = flags.FLAGS
 
 
@@ -53,6 +62,9 @@ def main(cfg: Config) -> dict:
         version_label=FLAGS.client_version_label,
         timeout_s=FLAGS.client_timeout_s, retries=FLAGS.client_retries,
         max_message_mb=FLAGS.client_max_message_mb, spec=spec,
+        tls_ca=FLAGS.client_tls_ca, tls_cert=FLAGS.client_tls_cert,
+        tls_key=FLAGS.client_tls_key,
+        tls_server_name=FLAGS.client_tls_server_name,
     )
     with client:
         if FLAGS.client_metadata:

@@ -3,9 +3,14 @@
     hisac-serve --config=demo [--server_export_dir=runs/demo/export]
         [--server_port=8500] [--server_model_name=hisac]
         [--server_model_config=models.config] [--server_poll_s=2]
+        [--server_host=127.0.0.1] [--server_tls_cert=server.pem
+        --server_tls_key=server.key [--server_tls_client_ca=ca.pem]]
 
 The export directory, port and model name default to the config's
-`export.export_dir`, `export.grpc_port` and `export.model_name`; serves
+`export.export_dir`, `export.grpc_port` and `export.model_name`; the
+request limits and the admission limit to `export.max_*`. Binds loopback
+unless --server_host says otherwise; the server has no authentication, so
+beyond loopback use TLS (mutual TLS with --server_tls_client_ca). Serves
 until interrupted (`serving.local_server`).
 """
 
@@ -16,13 +21,25 @@ from absl import flags, logging
 from hisac_tf.config import Config
 from pipelines import cli
 from serving import local_server
+from serving.request_limits import RequestLimits
 
 flags.DEFINE_string("server_export_dir", None,
                     "Directory of <version>/ SavedModels (default: "
                     "export.export_dir).")
 flags.DEFINE_integer("server_port", None,
                      "gRPC port, 0: any free (default: export.grpc_port).")
-flags.DEFINE_string("server_host", "0.0.0.0", "Address to bind.")
+flags.DEFINE_string("server_host", "127.0.0.1",
+                    "Address to bind (0.0.0.0: every interface; the server "
+                    "has no authentication, so use TLS there).")
+flags.DEFINE_string("server_tls_cert", None,
+                    "PEM certificate chain: serve TLS (with --server_tls_key).")
+flags.DEFINE_string("server_tls_key", None, "PEM private key of the cert.")
+flags.DEFINE_string("server_tls_client_ca", None,
+                    "PEM CA that client certificates must be signed by "
+                    "(mutual TLS).")
+flags.DEFINE_integer("server_max_concurrent_rpcs", None,
+                     "Calls admitted at once; more get RESOURCE_EXHAUSTED "
+                     "(default: export.max_concurrent_rpcs).")
 flags.DEFINE_string("server_model_name", None,
                     "Served model name (default: export.model_name).")
 flags.DEFINE_string("server_model_config", None,
@@ -49,9 +66,16 @@ def main(cfg: Config) -> None:
         keep_versions=FLAGS.server_keep_versions,
         max_message_mb=FLAGS.server_max_message_mb,
         max_workers=FLAGS.server_max_workers,
+        limits=RequestLimits.from_config(cfg.export),
+        max_concurrent_rpcs=(FLAGS.server_max_concurrent_rpcs
+                             or cfg.export.max_concurrent_rpcs),
+        tls_cert=FLAGS.server_tls_cert, tls_key=FLAGS.server_tls_key,
+        tls_client_ca=FLAGS.server_tls_client_ca,
     )
     print(f"serving {model_name!r} versions {server.registry.versions()} "
-          f"from {export_dir} on port {port}", flush=True)
+          f"from {export_dir} on {FLAGS.server_host}:{port} "
+          f"({'TLS' if FLAGS.server_tls_cert else 'plaintext'})",
+          flush=True)
     try:
         server.wait()
     except KeyboardInterrupt:

@@ -13,6 +13,8 @@ Every call has a deadline (`timeout_s`) and is retried with exponential
 backoff on UNAVAILABLE only (a server that is starting or restarting);
 other errors raise `ServingError` at once with the server's status code and
 message. `max_message_mb` lifts gRPC's 4 MiB default for long histories.
+TLS: `tls_ca` (the CA that signed the server's certificate) makes the
+channel TLS; `tls_cert` + `tls_key` add a client certificate (mutual TLS).
 
 Requests come from a JSON file (`request_from_json`) or as the first
 requests of a request-level TFRecord file, parsed and padded by the input
@@ -67,6 +69,37 @@ class ServingError(RuntimeError):
         self.method = method
 
 
+def channel_credentials(ca: str | None, cert: str | None = None,
+                        key: str | None = None):
+    """grpc.ChannelCredentials from PEM files, or None for plaintext.
+
+    Raises:
+      ValueError: a client cert without its key (or the reverse), or
+        either without `ca`.
+      FileNotFoundError: naming a file that does not exist.
+    """
+    if bool(cert) != bool(key):
+        raise ValueError(f"give tls_cert and tls_key together; got "
+                         f"tls_cert={cert!r}, tls_key={key!r}")
+    if not ca:
+        if cert:
+            raise ValueError("a client certificate (tls_cert) needs tls_ca, "
+                             "the CA of the server's certificate")
+        return None
+    pem = {}
+    for name, path in (("tls_ca", ca), ("tls_cert", cert), ("tls_key", key)):
+        if path:
+            try:
+                with open(path, "rb") as f:
+                    pem[name] = f.read()
+            except FileNotFoundError:
+                raise FileNotFoundError(
+                    f"{name}: no such file {path!r}") from None
+    return grpc.ssl_channel_credentials(
+        root_certificates=pem["tls_ca"], private_key=pem.get("tls_key"),
+        certificate_chain=pem.get("tls_cert"))
+
+
 def default_spec() -> FeatureSpec:
     """The spec of the default data config (names and dtypes only)."""
     return FeatureSpec.from_config(DataConfig())
@@ -86,6 +119,11 @@ class HisacClient:
       spec: the `FeatureSpec` whose input names and dtypes requests use
         (default: the default data config's).
       backoff_s: first wait before a retry; doubles each retry (max 2 s).
+      tls_ca: PEM file of the CA to trust: a TLS channel (None: plaintext).
+      tls_cert, tls_key: PEM client certificate chain and key (mutual
+        TLS); need tls_ca.
+      tls_server_name: the name the server's certificate must hold, when
+        it is not the target's host.
     """
 
     def __init__(
@@ -99,6 +137,10 @@ class HisacClient:
         max_message_mb: int = 256,
         spec: FeatureSpec | None = None,
         backoff_s: float = 0.1,
+        tls_ca: str | None = None,
+        tls_cert: str | None = None,
+        tls_key: str | None = None,
+        tls_server_name: str | None = None,
     ):
         if version is not None and version_label is not None:
             raise ValueError(
@@ -123,13 +165,19 @@ class HisacClient:
         self.spec = spec or default_spec()
         self._signature = self.spec.input_signature()
         limit = int(max_message_mb * MiB)
-        self.channel = grpc.insecure_channel(
-            target,
-            options=[
-                ("grpc.max_send_message_length", limit),
-                ("grpc.max_receive_message_length", limit),
-            ],
-        )
+        options = [
+            ("grpc.max_send_message_length", limit),
+            ("grpc.max_receive_message_length", limit),
+        ]
+        credentials = channel_credentials(tls_ca, tls_cert, tls_key)
+        if credentials is None:
+            self.channel = grpc.insecure_channel(target, options=options)
+        else:
+            if tls_server_name:
+                options.append(("grpc.ssl_target_name_override",
+                                tls_server_name))
+            self.channel = grpc.secure_channel(target, credentials,
+                                               options=options)
         self.prediction = prediction_service_pb2_grpc.PredictionServiceStub(
             self.channel
         )
@@ -182,6 +230,17 @@ class HisacClient:
     ) -> dict[str, np.ndarray]:
         """Runs any signature on raw inputs (numpy arrays or TensorProtos),
         sent as they are (no dtype conversion); returns its outputs."""
+        request = self.build_request(signature_name, inputs, output_filter)
+        response = self.call("Predict", request)
+        return {k: tf.make_ndarray(v) for k, v in response.outputs.items()}
+
+    def build_request(
+        self,
+        signature_name: str,
+        inputs: Mapping[str, object],
+        output_filter: Sequence[str] = (),
+    ) -> predict_pb2.PredictRequest:
+        """The PredictRequest `run` sends (inputs as they are)."""
         request = predict_pb2.PredictRequest()
         self._model_spec(request.model_spec, signature_name)
         for name, value in inputs.items():
@@ -192,8 +251,14 @@ class HisacClient:
                     tf.make_tensor_proto(np.asarray(value))
                 )
         request.output_filter.extend(output_filter)
-        response = self.call("Predict", request)
-        return {k: tf.make_ndarray(v) for k, v in response.outputs.items()}
+        return request
+
+    def predict_request(
+            self, features: Mapping[str, object]) -> predict_pb2.PredictRequest:
+        """The serving_default PredictRequest of `predict(features)`."""
+        names = list(self._signature)
+        return self.build_request("serving_default",
+                                  self._inputs(features, names))
 
     # ------------------------------------------------------- signatures
     def predict(self, features: Mapping[str, object]) -> np.ndarray:

@@ -11,6 +11,14 @@ elapsed_s. The report
 status code, QPS, candidates scored per second and the p50/p95/p99 latency
 in milliseconds.
 
+Overload (`run_overload_test`): an open loop that starts calls at a fixed
+rate whatever the server answers (each with a deadline), as callers of a
+real service do; `capacity_qps` of a closed-loop run gives the rate of
+1x. It reports goodput (calls answered OK within their deadline, per
+second), the calls by status code, and the latency of one small call sent
+right after the last deadline has passed (work the server still does for
+callers that have gone delays it).
+
 The command line is `pipelines/load_test.py` (hisac-loadtest); without a
 request file its request is a random one of the given history length and
 candidate count (`random_request`).
@@ -21,6 +29,8 @@ from __future__ import annotations
 import threading
 import time
 from typing import Mapping
+
+import grpc
 
 import hisac_tf  # noqa: F401  (Keras 2 before TensorFlow)
 import numpy as np
@@ -98,6 +108,7 @@ def run_load_test(
     timeout_s: float = 10.0,
     max_message_mb: int = 256,
     ready_timeout_s: float = 60.0,
+    client_kwargs: Mapping | None = None,
 ) -> dict:
     """Runs the load test; returns the report (see the module docstring).
 
@@ -113,7 +124,9 @@ def run_load_test(
       duration_s: measured seconds (after `warmup_s`).
       ready_timeout_s: how long to wait for the server to serve the model
         before the clients start.
+      client_kwargs: more `HisacClient` arguments (TLS files).
     """
+    extra = dict(client_kwargs or {})
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     if concurrency < 1:
@@ -123,7 +136,7 @@ def run_load_test(
     spec = spec or grpc_client.default_spec()
     with grpc_client.HisacClient(
         target, model_name=model_name, version=version,
-        version_label=version_label, spec=spec,
+        version_label=version_label, spec=spec, **extra,
     ) as probe:
         probe.wait_until_ready(ready_timeout_s)
     latencies: list[list[float]] = [[] for _ in range(concurrency)]
@@ -143,7 +156,7 @@ def run_load_test(
         client = grpc_client.HisacClient(
             target, model_name=model_name, version=version,
             version_label=version_label, timeout_s=timeout_s, retries=0,
-            max_message_mb=max_message_mb, spec=spec,
+            max_message_mb=max_message_mb, spec=spec, **extra,
         )
         try:
             with client:
@@ -221,4 +234,109 @@ def _percentiles(lat_ms: np.ndarray) -> dict:
     return {
         "p50": float(p50), "p95": float(p95), "p99": float(p99),
         "mean": float(lat_ms.mean()), "max": float(lat_ms.max()),
+    }
+
+
+def run_overload_test(
+    target: str,
+    features: Mapping[str, np.ndarray],
+    rate_qps: float,
+    *,
+    spec: FeatureSpec | None = None,
+    duration_s: float = 5.0,
+    deadline_s: float = 1.0,
+    channels: int = 4,
+    probe_features: Mapping[str, np.ndarray] | None = None,
+    model_name: str = "hisac",
+    max_message_mb: int = 256,
+    ready_timeout_s: float = 60.0,
+    client_kwargs: Mapping | None = None,
+) -> dict:
+    """Open-loop overload: `rate_qps` calls a second for `duration_s`.
+
+    Args:
+      features: the (heavy) request every call sends (serving_default).
+      rate_qps: calls started per second, whatever the answers.
+      deadline_s: each call's deadline.
+      channels: client channels the calls are spread over.
+      probe_features: the small request sent once all deadlines have
+        passed (default: the first request of `features`).
+    Returns:
+      {offered_qps, calls, ok, goodput_qps (OK calls per second of the
+      window), codes (status name -> calls), ok_latency_ms, probe_ms}.
+    """
+    if rate_qps <= 0 or duration_s <= 0 or deadline_s <= 0:
+        raise ValueError(
+            f"rate_qps, duration_s and deadline_s must be > 0, got "
+            f"{rate_qps}, {duration_s}, {deadline_s}")
+    spec = spec or grpc_client.default_spec()
+    extra = dict(client_kwargs or {})
+    clients = [
+        grpc_client.HisacClient(
+            target, model_name=model_name, spec=spec, retries=0,
+            timeout_s=deadline_s, max_message_mb=max_message_mb, **extra)
+        for _ in range(max(1, channels))
+    ]
+    try:
+        clients[0].wait_until_ready(ready_timeout_s)
+        request = clients[0].predict_request(features)
+        for c in clients:
+            c.prediction.Predict(request, timeout=60.0)  # Connect, warm.
+        lock = threading.Lock()
+        codes: dict[str, int] = {}
+        ok_latency: list[float] = []
+        n = max(1, int(round(rate_qps * duration_s)))
+        all_done = threading.Event()
+
+        def record(started, future):
+            code = future.code()
+            with lock:
+                codes[code.name] = codes.get(code.name, 0) + 1
+                if code == grpc.StatusCode.OK:
+                    ok_latency.append(time.perf_counter() - started)
+                if sum(codes.values()) == n:
+                    all_done.set()
+
+        start = time.perf_counter()
+        pending = []
+        for i in range(n):
+            wait = start + i / rate_qps - time.perf_counter()
+            if wait > 0:
+                time.sleep(wait)
+            started = time.perf_counter()
+            future = clients[i % len(clients)].prediction.Predict.future(
+                request, timeout=deadline_s)
+            future.add_done_callback(
+                lambda f, t=started: record(t, f))
+            pending.append(future)
+        all_done.wait(timeout=deadline_s + 30.0)
+        window = time.perf_counter() - start
+        probe = clients[0].predict_request(
+            probe_features if probe_features is not None
+            else {k: v[:1] for k, v in features.items()})
+        t0 = time.perf_counter()
+        try:
+            clients[0].prediction.Predict(probe, timeout=60.0)
+            probe_code = "OK"
+        except grpc.RpcError as e:
+            probe_code = e.code().name
+        probe_ms = 1000.0 * (time.perf_counter() - t0)
+    finally:
+        for c in clients:
+            c.close()
+    ok = codes.get("OK", 0)
+    return {
+        "target": target,
+        "offered_qps": rate_qps,
+        "duration_s": duration_s,
+        "deadline_s": deadline_s,
+        "window_s": window,
+        "calls": n,
+        "ok": ok,
+        "goodput_qps": ok / duration_s,
+        "codes": dict(sorted(codes.items())),
+        "ok_latency_ms": _percentiles(
+            np.asarray(ok_latency, np.float64) * 1000.0),
+        "probe_ms": probe_ms,
+        "probe_code": probe_code,
     }

@@ -19,7 +19,20 @@ UNAVAILABLE (callers retry); inputs that break the signature's contract
 -> INVALID_ARGUMENT naming the input with the expected and received
 value (`serving.request_checks`); errors raised inside the graph (its
 asserts) keep their code and message; a message over the size limit ->
-RESOURCE_EXHAUSTED from gRPC itself.
+RESOURCE_EXHAUSTED from gRPC itself; inputs whose declared shapes break
+the server's limits (`serving.request_limits`) -> INVALID_ARGUMENT or
+RESOURCE_EXHAUSTED before any tensor is materialised.
+
+Overload: at most `max_concurrent_rpcs` calls are admitted (running or
+queued for a thread); gRPC answers the others RESOURCE_EXHAUSTED at once.
+A call whose caller has gone or whose deadline has passed by the time a
+thread takes it is dropped without running the model
+(`prediction_handlers`), so abandoned work does not delay live calls.
+
+Exposure: the server binds 127.0.0.1 unless `host` says otherwise, and
+has no authentication of its own. Beyond loopback, give it TLS
+(`tls_cert` + `tls_key`; `tls_client_ca` also requires client
+certificates signed by that CA: mutual TLS).
 
 Command line: `pipelines/serve.py` (hisac-serve).
 """
@@ -36,6 +49,7 @@ from tensorflow_serving.apis import (
 )
 
 from serving.prediction_handlers import ModelServicer, PredictionServicer
+from serving.request_limits import RequestLimits
 from serving.version_manager import MiB, ModelRegistry
 
 
@@ -83,13 +97,19 @@ def start_server(
     max_message_mb: int = 256,
     max_workers: int = 8,
     warmup_records: int = 100,
+    limits: RequestLimits | None = None,
+    max_concurrent_rpcs: int | None = 32,
+    tls_cert: str | None = None,
+    tls_key: str | None = None,
+    tls_client_ca: str | None = None,
 ) -> tuple[LocalServer, int]:
     """Loads the export directory's versions and starts serving.
 
     Args:
       export_dir: `<export_dir>/<version>/` SavedModels.
       port: TCP port; 0 picks a free one.
-      host: address to bind ("0.0.0.0" for every interface).
+      host: address to bind (default loopback; "0.0.0.0" for every
+        interface, which exposes the model: use TLS).
       model_name: the name requests must use.
       model_config: optional `ModelServerConfig` text proto (labels,
         version policy); default `<export_dir>/models.config` if present.
@@ -98,15 +118,27 @@ def start_server(
       max_message_mb: largest request or response message, MiB.
       max_workers: threads answering requests.
       warmup_records: warm-up requests replayed per version.
+      limits: bounds on each request's declared shapes (default
+        `RequestLimits()`).
+      max_concurrent_rpcs: calls admitted at once (running or queued);
+        more get RESOURCE_EXHAUSTED. None: unbounded.
+      tls_cert, tls_key: PEM files of the server's certificate chain and
+        private key; both or neither (plaintext).
+      tls_client_ca: PEM file of the CA that client certificates must be
+        signed by (mutual TLS); needs tls_cert.
     Returns:
       (server, port): the running `LocalServer` and the bound port.
     """
     max_bytes = int(max_message_mb * MiB)
     if max_bytes < 1:
         raise ValueError(f"max_message_mb must be > 0, got {max_message_mb}")
+    if max_concurrent_rpcs is not None and max_concurrent_rpcs < 1:
+        raise ValueError("max_concurrent_rpcs must be >= 1 or None, got "
+                         f"{max_concurrent_rpcs}")
+    credentials = server_credentials(tls_cert, tls_key, tls_client_ca)
     registry = ModelRegistry(
         export_dir, model_name, keep_versions, model_config, max_bytes,
-        warmup_records,
+        warmup_records, limits,
     )
     registry.refresh()
     server = grpc.server(
@@ -117,6 +149,7 @@ def start_server(
             ("grpc.max_receive_message_length", max_bytes),
             ("grpc.max_send_message_length", max_bytes),
         ],
+        maximum_concurrent_rpcs=max_concurrent_rpcs,
     )
     prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
         PredictionServicer(registry), server
@@ -124,12 +157,48 @@ def start_server(
     model_service_pb2_grpc.add_ModelServiceServicer_to_server(
         ModelServicer(registry), server
     )
-    bound = server.add_insecure_port(f"{host}:{port}")
+    address = f"{host}:{port}"
+    bound = (server.add_insecure_port(address) if credentials is None
+             else server.add_secure_port(address, credentials))
     if bound == 0:
         raise OSError(f"cannot bind {host}:{port}")
     server.start()
     registry.start_polling(poll_s)
     return LocalServer(server, bound, registry), bound
+
+
+def server_credentials(cert: str | None, key: str | None,
+                       client_ca: str | None = None):
+    """grpc.ServerCredentials from PEM files, or None for plaintext.
+
+    Raises:
+      ValueError: only one of cert and key, or a client CA without them.
+      FileNotFoundError: a file that does not exist, named.
+    """
+    if not cert and not key:
+        if client_ca:
+            raise ValueError(f"tls_client_ca ({client_ca}) needs tls_cert "
+                             "and tls_key")
+        return None
+    if not cert or not key:
+        raise ValueError(f"give tls_cert and tls_key together; got "
+                         f"tls_cert={cert!r}, tls_key={key!r}")
+    pem = {name: _read(name, path) for name, path in
+           (("tls_cert", cert), ("tls_key", key),
+            ("tls_client_ca", client_ca)) if path}
+    return grpc.ssl_server_credentials(
+        [(pem["tls_key"], pem["tls_cert"])],
+        root_certificates=pem.get("tls_client_ca"),
+        require_client_auth="tls_client_ca" in pem,
+    )
+
+
+def _read(name: str, path: str) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{name}: no such file {path!r}") from None
 
 
 def stop(server: LocalServer, grace: float | None = None) -> None:

@@ -5,6 +5,10 @@ GetModelMetadata) and `ModelService` (GetModelStatus): each selects the
 version a request's `model_spec` names (`serving.version_manager`) and
 runs it (`serving.model_version`). A request never crashes the server:
 `RequestError`s become their gRPC status, anything else INTERNAL.
+Predict sheds work nobody waits for: a call whose caller has gone
+(`context.is_active()`) or whose deadline has passed when a thread takes
+it, or by the time its inputs are checked, is dropped (CANCELLED or
+DEADLINE_EXCEEDED) without running the model.
 Classify, Regress, MultiInference and HandleReloadConfigRequest answer
 UNIMPLEMENTED.
 """
@@ -44,6 +48,25 @@ def _guarded(method):
     return wrapper
 
 
+def _wanted(context) -> bool:
+    """Whether the caller still waits and has time left."""
+    if not context.is_active():
+        return False
+    remaining = context.time_remaining()
+    return remaining is None or remaining > 0
+
+
+def _still_wanted(context) -> None:
+    """RequestError when the caller has gone or its deadline has passed."""
+    if not context.is_active():
+        raise RequestError(grpc.StatusCode.CANCELLED,
+                           "the caller has gone; not run")
+    remaining = context.time_remaining()
+    if remaining is not None and remaining <= 0:
+        raise RequestError(grpc.StatusCode.DEADLINE_EXCEEDED,
+                           "the deadline passed before the call ran")
+
+
 class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
     """Predict and GetModelMetadata over a `ModelRegistry`."""
 
@@ -52,9 +75,11 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
 
     @_guarded
     def Predict(self, request, context):
+        _still_wanted(context)
         model = self.registry.select(request.model_spec)
-        response = run_predict(model, request,
-                               self.registry.max_message_bytes)
+        response = run_predict(
+            model, request, self.registry.max_message_bytes,
+            self.registry.limits, is_active=lambda: _wanted(context))
         response.model_spec.name = self.registry.model_name
         return response
 

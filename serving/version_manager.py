@@ -12,7 +12,11 @@ writes them atomically by rename). The registry loads the newest
 version before it unloads an old one, replays the version's
 `assets.extra/tf_serving_warmup_requests` before it answers with it, and
 reports a version that fails to load as END with the error (the others
-keep serving).
+keep serving). A failed version is tried again at once when anything in
+its directory changes (the fingerprint of every file's path, size and
+mtime in ns: a version copied in non-atomically, its `variables/` after
+`saved_model.pb`, loads once the copy is complete), and otherwise after a
+backoff that doubles from `retry_s` up to `MAX_RETRY_S`.
 
 Selection: `model_spec.version` names a loaded version; `version_label`
 names a label of the optional `models.config` (a `ModelServerConfig` text
@@ -25,7 +29,9 @@ version or label -> NOT_FOUND; no version loaded yet -> UNAVAILABLE.
 from __future__ import annotations
 
 import dataclasses
+import os
 import threading
+import time
 
 import grpc
 from absl import logging
@@ -36,22 +42,27 @@ from google.protobuf import text_format
 from tensorflow_serving.apis import get_model_status_pb2, prediction_log_pb2
 from tensorflow_serving.config import model_server_config_pb2
 
+from hisac_tf.data import filesystems
 from hisac_tf.export import warmup
 from serving.model_version import ModelVersion, load_version, run_predict
 from serving.request_checks import RequestError, clean_message
+from serving.request_limits import RequestLimits
 
 STABLE_LABEL = "stable"
 MODEL_CONFIG_FILE = "models.config"
 WARMUP_FILE = f"{warmup.ASSETS_EXTRA}/{warmup.WARMUP_FILE}"
 MiB = 1 << 20
+MAX_RETRY_S = 300.0
 
 _State = get_model_status_pb2.ModelVersionStatus.State
 
 
 @dataclasses.dataclass
 class _Failure:
-    stamp: object  # What was on disk when the load failed.
+    stamp: object  # The directory's fingerprint when the load failed.
     message: str
+    attempts: int = 1
+    retry_at: float = 0.0  # time.monotonic() of the next try if unchanged.
 
 
 class ModelRegistry:
@@ -68,6 +79,10 @@ class ModelRegistry:
         exists.
       max_message_bytes: the largest tensor a request may describe.
       warmup_records: warm-up requests replayed per version (0: none).
+      limits: bounds on each request's declared shapes
+        (`serving.request_limits`; default `RequestLimits()`).
+      retry_s: first wait before a failed, unchanged version is tried
+        again; doubles each failure up to `MAX_RETRY_S`.
     """
 
     def __init__(
@@ -78,6 +93,8 @@ class ModelRegistry:
         model_config: str | None = None,
         max_message_bytes: int = 256 * MiB,
         warmup_records: int = 100,
+        limits: RequestLimits | None = None,
+        retry_s: float = 2.0,
     ):
         if keep_versions < 1:
             raise ValueError(f"keep_versions must be >= 1, got {keep_versions}")
@@ -89,6 +106,8 @@ class ModelRegistry:
         self.model_config = model_config
         self.max_message_bytes = max_message_bytes
         self.warmup_records = warmup_records
+        self.limits = limits or RequestLimits()
+        self.retry_s = retry_s
         self._lock = threading.Lock()
         self._refresh_lock = threading.Lock()
         self._versions: dict[int, ModelVersion] = {}
@@ -140,15 +159,15 @@ class ModelRegistry:
                 for version in newest_first:
                     if len(wanted) >= arg:
                         break
-                    if self._ensure_loaded(version, on_disk[version]):
+                    if self._ensure_loaded(version):
                         wanted.add(version)
             else:
                 chosen = (newest_first if kind == "all"
                           else [v for v in newest_first if v in arg])
                 wanted = {v for v in chosen
-                          if self._ensure_loaded(v, on_disk[v])}
+                          if self._ensure_loaded(v)}
             for version in set(self._labels.values()) & set(on_disk):
-                if self._ensure_loaded(version, on_disk[version]):
+                if self._ensure_loaded(version):
                     wanted.add(version)
             with self._lock:
                 for version in list(self._versions):
@@ -161,22 +180,29 @@ class ModelRegistry:
                         del self._failures[version]
                 return sorted(self._versions)
 
-    def _ensure_loaded(self, version: int, stamp) -> bool:
+    def _ensure_loaded(self, version: int) -> bool:
         """Loads `version` unless loaded; False if it cannot be loaded."""
         with self._lock:
             if version in self._versions:
                 return True
         failure = self._failures.get(version)
-        if failure is not None and failure.stamp == stamp:
-            return False  # Failed before and unchanged on disk.
         path = _join(self.export_dir, str(version))
+        stamp = _fingerprint(path)
+        if (failure is not None and failure.stamp == stamp
+                and time.monotonic() < failure.retry_at):
+            return False  # Failed before, unchanged, backing off.
         try:
             model = load_version(path, version)
             self._warm_up(model)
         except Exception as e:
             message = clean_message(f"{type(e).__name__}: {e}")
-            logging.error("cannot load %s: %s", path, message)
-            self._failures[version] = _Failure(stamp, message)
+            attempts = 1 if failure is None else failure.attempts + 1
+            wait = min(self.retry_s * 2 ** (attempts - 1), MAX_RETRY_S)
+            logging.error("cannot load %s (attempt %d; tried again when "
+                          "its files change, else in %.0f s): %s", path,
+                          attempts, wait, message)
+            self._failures[version] = _Failure(
+                stamp, message, attempts, time.monotonic() + wait)
             return False
         self._failures.pop(version, None)
         with self._lock:
@@ -254,7 +280,8 @@ class ModelRegistry:
                 continue
             request = log.predict_log.request
             try:
-                run_predict(model, request, self.max_message_bytes)
+                run_predict(model, request, self.max_message_bytes,
+                            self.limits)
             except RequestError as e:
                 raise ValueError(
                     f"warm-up request {index} of {path} failed "
@@ -334,6 +361,35 @@ class ModelRegistry:
             out.append((version, _State.END,
                         grpc.StatusCode.UNKNOWN.value[0], failure.message))
         return sorted(out)
+
+
+def _fingerprint(path: str) -> tuple:
+    """(relative path, size, mtime ns) of every file under `path`, sorted.
+
+    Local directories use `os.stat` (ns mtimes; `tf.io.gfile.stat` has
+    whole seconds there); other filesystems `tf.io.gfile`.
+    """
+    out = []
+    if not filesystems.scheme(path):
+        for folder, _, files in os.walk(path):
+            for name in files:
+                full = os.path.join(folder, name)
+                try:
+                    st = os.stat(full)
+                except OSError:
+                    continue  # Removed while we looked.
+                out.append((os.path.relpath(full, path), st.st_size,
+                            st.st_mtime_ns))
+        return tuple(sorted(out))
+    for folder, _, files in tf.io.gfile.walk(path):
+        for name in files:
+            full = _join(folder, name)
+            try:
+                st = tf.io.gfile.stat(full)
+            except tf.errors.NotFoundError:
+                continue
+            out.append((full[len(path):], st.length, st.mtime_nsec))
+    return tuple(sorted(out))
 
 
 def _join(*parts: str) -> str:

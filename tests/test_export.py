@@ -7,8 +7,10 @@ every signature of the loaded SavedModel is compared with
 
 import json
 import os
+import socket
 import subprocess
 import sys
+import threading
 import time
 import types
 
@@ -478,6 +480,26 @@ def test_state_from_another_model_is_refused(exp):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("name, value", [
+    ("keys", np.nan), ("values", np.inf), ("bias", -np.inf),
+    ("user_embedding", np.nan),
+], ids=["keys_nan", "values_inf", "bias_minus_inf", "user_embedding_nan"])
+def test_non_finite_state_is_refused_in_the_graph(exp, name, value):
+    request = inputs_of(exp.batch, request_names(exp))
+    state = call(exp, sig.ENCODE_USER,
+                 {k: request[k] for k in user_names(exp)})
+    cands = {k: request[k] for k in sig.CANDIDATE_INPUTS}
+    bad = {k: v.copy() for k, v in state.items()}
+    bad[name].reshape(-1)[-1] = value  # The last request's last entry.
+    rows = bad[name].shape[0]
+    with pytest.raises(tf.errors.InvalidArgumentError,
+                       match=rf"{name} must be finite \(no NaN or inf\); "
+                       rf"got\] \[-?(nan|inf)\] \[at request\] "
+                       rf"\[{rows - 1}\]"):
+        call(exp, sig.SCORE_WITH_STATE, {**bad, **cands})
+
+
+@pytest.mark.slow
 def test_bad_examples_are_invalid_argument(exp):
     request = inputs_of(exp.batch, request_names(exp))
     values = request_values(request, 0)
@@ -629,6 +651,58 @@ def test_versions_count_up_and_never_overwrite(tmp_path):
         exporter.resolve_version(d, 3)
     with pytest.raises(ValueError, match="-2"):
         exporter.resolve_version(d, -2)
+
+
+def test_concurrent_reservations_never_share_a_version(tmp_path):
+    d = str(tmp_path)
+    os.makedirs(os.path.join(d, "1"))
+    got, errors = [], []
+    start = threading.Barrier(6)
+
+    def reserve():
+        start.wait()
+        try:
+            got.append(exporter.reserve_version(d, None))
+        except Exception as e:  # Reported below.
+            errors.append(e)
+
+    threads = [threading.Thread(target=reserve) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert sorted(r.version for r in got) == [2, 3, 4, 5, 6, 7]
+    with pytest.raises(FileExistsError) as e:
+        exporter.reserve_version(d, 4)  # Explicit and being written.
+    text = str(e.value)
+    assert "export version 4" in text and "another export" in text
+    assert os.path.join(d, exporter.TMP_PREFIX + "4") in text
+    assert f"pid {os.getpid()}" in text
+    for r in got:
+        r.release()
+    assert sorted(os.listdir(d)) == ["1"]
+
+
+def test_stale_reservations_are_removed(tmp_path):
+    d = str(tmp_path)
+    gone = subprocess.Popen(["true"])  # A pid that has ended.
+    gone.wait()
+    killed = exporter.reserve_version(d, 5)  # As a killed export's.
+    with open(os.path.join(killed.path, exporter.OWNER_FILE), "w") as f:
+        json.dump({"pid": gone.pid, "host": socket.gethostname(),
+                   "started": 0}, f)
+    os.makedirs(os.path.join(killed.model_path, "variables"))
+    old = os.path.join(d, exporter.TMP_PREFIX + "3-abcdef12")  # No owner.
+    os.makedirs(old)
+    os.utime(old, (time.time() - 60, time.time() - 60))
+    live = exporter.reserve_version(d, 7)  # This process: alive.
+    r = exporter.reserve_version(d, None)
+    assert r.version == 1
+    assert sorted(os.listdir(d)) == [exporter.TMP_PREFIX + n
+                                     for n in ("1", "7")]
+    r.release()
+    live.release()
 
 
 @pytest.mark.slow

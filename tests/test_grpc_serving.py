@@ -73,6 +73,8 @@ class ToyHisac(tf.Module):
     def __init__(self, version):
         super().__init__()
         self.version = version
+        self.max_history = tf.Variable(N_EXPORT, dtype=tf.int64,
+                                       trainable=False)
         sig = SPEC.input_signature()
         cand = ("cand_item_ids", "cand_category_ids", "cand_count")
         user_sig = {k: v for k, v in sig.items() if k not in cand}

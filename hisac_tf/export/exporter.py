@@ -28,14 +28,27 @@ scores equal the trained model's), and only then renamed to `<version>`;
 on any failure the temporary directory is removed and no version appears.
 (The rename is atomic on local disks and HDFS; on object stores such as
 gs:// or s3:// it is a copy, so export to local disk and sync.)
+
+Concurrent exports: the version is reserved before anything is written,
+by creating `<export_dir>/.tmp-export-<version>/` (`os.mkdir`, atomic on
+a local disk), which holds `owner.json` (pid, host, start) and the
+SavedModel being written (`model/`, renamed to `<version>` at the end).
+Two exports into one directory therefore never pick the same version: the
+second takes the next free one, or, when the version was asked for
+explicitly, fails at once naming the path and version. Each export first
+removes stale reservations (`remove_stale_reservations`): those of a
+process of this host that no longer runs, those without an owner older
+than its own start, and those of another host older than a day.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
+import socket
 import sys
 import time
-import uuid
 
 import hisac_tf  # noqa: F401  (Keras 2 before TensorFlow)
 import tensorflow as tf
@@ -50,6 +63,9 @@ from hisac_tf.training.checkpoints import restore_latest, select_checkpoint
 
 SUMMARY_FILE = "export_summary.json"
 TMP_PREFIX = ".tmp-export-"
+OWNER_FILE = "owner.json"
+MODEL_SUBDIR = "model"
+OTHER_HOST_STALE_S = 24 * 3600.0
 
 
 # ----------------------------------------------------------------- versions
@@ -82,6 +98,162 @@ def resolve_version(export_dir: str, requested: int | None) -> int:
             "another or set export.version=0 for the next free one"
         )
     return version
+
+
+# ------------------------------------------------------------ reservations
+@dataclasses.dataclass
+class Reservation:
+    """A version reserved by `reserve_version`.
+
+    Attributes:
+      export_dir: the export directory.
+      version: the reserved version.
+      path: `<export_dir>/.tmp-export-<version>` (owner.json, model/).
+    """
+
+    export_dir: str
+    version: int
+    path: str
+
+    @property
+    def model_path(self) -> str:
+        """Where the SavedModel is written before it is renamed."""
+        return os.path.join(self.path, MODEL_SUBDIR)
+
+    @property
+    def final_path(self) -> str:
+        return os.path.join(self.export_dir, str(self.version))
+
+    def release(self) -> None:
+        """Removes the reservation (and whatever is left in it)."""
+        if tf.io.gfile.exists(self.path):
+            tf.io.gfile.rmtree(self.path)
+
+
+def reserve_version(export_dir: str, requested: int | None,
+                    started: float | None = None) -> Reservation:
+    """Reserves `requested` (if > 0) or the next free version atomically.
+
+    Args:
+      export_dir: the export directory (created if missing).
+      requested: the version asked for; None or 0 for the next free one.
+      started: the export's start (time.time()); stale reservations older
+        than it are removed first (default: now).
+    Raises:
+      ValueError: `requested` < 0.
+      FileExistsError: `requested` exists, or another export is writing
+        it (the message names the path, the version and the owner).
+    """
+    tf.io.gfile.makedirs(export_dir)
+    remove_stale_reservations(export_dir,
+                              time.time() if started is None else started)
+    explicit = bool(requested)
+    version = resolve_version(export_dir, requested)
+    while True:
+        path = os.path.join(export_dir, f"{TMP_PREFIX}{version}")
+        clash = None
+        if _make_dir_exclusive(path):
+            _write_owner(path)
+            if version not in existing_versions(export_dir):
+                return Reservation(export_dir, version, path)
+            tf.io.gfile.rmtree(path)  # Published between our two looks.
+            clash = f"{os.path.join(export_dir, str(version))} exists"
+        else:
+            clash = (f"another export is writing it into {path} "
+                     f"({_owner_text(path)})")
+        if explicit:
+            raise FileExistsError(
+                f"export version {version} under {export_dir} clashes: "
+                f"{clash}; pick another version or set export.version=0 "
+                "for the next free one")
+        version += 1
+
+
+def remove_stale_reservations(export_dir: str, started: float) -> list[str]:
+    """Removes reservations left by killed exports; returns their paths.
+
+    Stale: the owner ran on this host and its pid is gone; or no readable
+    owner and older than `started`; or another host's, older than
+    `started` - OTHER_HOST_STALE_S.
+    """
+    removed = []
+    if not tf.io.gfile.isdir(export_dir):
+        return removed
+    for name in tf.io.gfile.listdir(export_dir):
+        name = name.rstrip("/")
+        if not name.startswith(TMP_PREFIX):
+            continue
+        path = os.path.join(export_dir, name)
+        try:
+            mtime = tf.io.gfile.stat(path).mtime_nsec / 1e9
+        except tf.errors.NotFoundError:
+            continue
+        owner = _read_owner(path)
+        if owner is None:
+            stale = mtime < started
+        elif owner.get("host") == socket.gethostname():
+            stale = not _pid_alive(int(owner.get("pid", -1)))
+        else:
+            stale = mtime < started - OTHER_HOST_STALE_S
+        if stale:
+            try:
+                tf.io.gfile.rmtree(path)
+            except tf.errors.NotFoundError:
+                continue  # Removed by another export meanwhile.
+            removed.append(path)
+            print(f"export: removed the stale temporary directory {path} "
+                  f"({_owner_text(path, owner)})", file=sys.stderr)
+    return removed
+
+
+def _make_dir_exclusive(path: str) -> bool:
+    """Creates `path`; False if it exists (atomic on local disks)."""
+    if not filesystems.scheme(path):
+        try:
+            os.mkdir(path)
+            return True
+        except FileExistsError:
+            return False
+    if tf.io.gfile.exists(path):
+        return False
+    tf.io.gfile.mkdir(path)
+    return True
+
+
+def _write_owner(path: str) -> None:
+    write_json(os.path.join(path, OWNER_FILE), {
+        "pid": os.getpid(), "host": socket.gethostname(),
+        "started": time.time()})
+
+
+def _read_owner(path: str) -> dict | None:
+    try:
+        with tf.io.gfile.GFile(os.path.join(path, OWNER_FILE)) as f:
+            owner = json.load(f)
+    except (tf.errors.OpError, ValueError):
+        return None
+    return owner if isinstance(owner, dict) else None
+
+
+def _owner_text(path: str, owner: dict | None = None) -> str:
+    owner = owner or _read_owner(path)
+    if owner is None:
+        return "owner unknown"
+    when = time.strftime("%Y-%m-%d %H:%M:%S",
+                         time.localtime(owner.get("started", 0)))
+    return f"pid {owner.get('pid')} on {owner.get('host')}, started {when}"
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 # ------------------------------------------------------------------ restore
@@ -144,15 +316,20 @@ def export_model(cfg: Config, version: int | None = None,
     """
     began = time.time()
     export_dir = filesystems.ensure_filesystem(cfg.export.export_dir)
-    tf.io.gfile.makedirs(export_dir)
-    version = resolve_version(
-        export_dir, version if version is not None else cfg.export.version)
-    _say(progress, f"restoring {cfg.training.model_dir}")
-    spec, model, step, checkpoint, batch = restore(cfg)
-    module = sig.ServingModule(model, spec, version)
-    cases = warmup.warmup_cases(module, batch)
-    summary = publish(cfg, module, cases, {
-        "checkpoint": checkpoint, "step": step}, progress=progress)
+    reservation = reserve_version(
+        export_dir, version if version is not None else cfg.export.version,
+        started=began)
+    try:
+        _say(progress, f"restoring {cfg.training.model_dir} as version "
+                       f"{reservation.version}")
+        spec, model, step, checkpoint, batch = restore(cfg)
+        module = sig.ServingModule(model, spec, reservation.version)
+        cases = warmup.warmup_cases(module, batch)
+        summary = publish(cfg, module, cases, {
+            "checkpoint": checkpoint, "step": step}, progress=progress,
+            reservation=reservation)
+    finally:
+        reservation.release()
     summary["seconds"] = time.time() - began
     write_json(os.path.join(export_dir, SUMMARY_FILE), summary)
     _say(progress, f"exported {summary['path']} in "
@@ -176,7 +353,7 @@ def write_export(
 
 def publish(
     cfg: Config, module: sig.ServingModule, cases, extra: dict | None = None,
-    progress: bool = False,
+    progress: bool = False, reservation: Reservation | None = None,
 ) -> dict:
     """Writes, checks and atomically publishes `<export_dir>/<version>`.
 
@@ -185,10 +362,13 @@ def publish(
       cases: `warmup.warmup_cases(module, batch)`: the warmup requests
         and the scores the export must reproduce.
       extra: more summary entries (checkpoint, step).
+      reservation: the module's version reserved by `reserve_version`
+        (default: reserved here, and released at the end).
     Returns:
       the export summary.
     Raises:
-      FileExistsError: the version exists already.
+      FileExistsError: the version exists already, or another export is
+        writing it.
       verification.ExportError: the written export failed its checks.
       Whatever the writing raised; in every failure case the temporary
       directory is removed and no version directory appears.
@@ -196,13 +376,28 @@ def publish(
     began = time.time()
     export_dir = cfg.export.export_dir
     version = int(module.export_version.numpy())
-    previous = existing_versions(export_dir)
-    if version in previous:
-        raise FileExistsError(
-            f"export version {version} already exists under {export_dir}")
-    final = os.path.join(export_dir, str(version))
-    tmp = os.path.join(
-        export_dir, f"{TMP_PREFIX}{version}-{uuid.uuid4().hex[:8]}")
+    own = reservation is None
+    if own:
+        reservation = reserve_version(export_dir, version, started=began)
+    elif reservation.version != version:
+        raise ValueError(
+            f"the reservation is for version {reservation.version}, the "
+            f"module's export version is {version}")
+    try:
+        return _publish(cfg, module, cases, extra, progress, reservation,
+                        began)
+    finally:
+        if own:
+            reservation.release()
+
+
+def _publish(cfg, module, cases, extra, progress, reservation,
+             began) -> dict:
+    export_dir = cfg.export.export_dir
+    version = reservation.version
+    previous = [v for v in existing_versions(export_dir) if v != version]
+    final = reservation.final_path
+    tmp = reservation.model_path
     summary = {
         **(extra or {}),
         "model_name": cfg.export.model_name,

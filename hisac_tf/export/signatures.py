@@ -20,11 +20,14 @@ binary-searched inside the graph):
     score_with_state  that state (same names, model_fingerprint included)
                       + cand_item_ids, cand_category_ids [R, C], cand_count
                       [R] -> ctr [R, C]. A state whose model_fingerprint is
-                      not this model's is rejected (INVALID_ARGUMENT).
+                      not this model's, or with a NaN or inf anywhere in
+                      its float tensors, is rejected (INVALID_ARGUMENT,
+                      naming the input).
     predict_examples  examples [B] serialized per-impression tf.Example
                       (`FeatureSpec.impression_parse_spec`) -> ctr [B].
 
-All give `sigmoid(model(features))` for the same inputs.
+All give `sigmoid(model(features))` for the same inputs, and never a
+non-finite ctr: the graph fails (INVALID_ARGUMENT) rather than return one.
 
 Input rules (the table of `hisac_tf.export.input_contract`, shared with
 the development server's request checks; checked in the graph with
@@ -289,6 +292,10 @@ class ServingModule(tf.Module):
                     tf.logical_and(inputs[name] != 0, inputs[name] != 1),
                     inputs[name], f"{name} must hold 0 or 1")
                 for name in sorted(self._holder.bool_state)
+            ] + [
+                _check_finite(name, inputs[name])
+                for name in self.state_keys
+                if self.state_shapes[name][1].is_floating
             ]
         with tf.control_dependencies(checks):
             state = {
@@ -418,9 +425,29 @@ class ServingModule(tf.Module):
 
 # ----------------------------------------------------------------- helpers
 def _masked_ctr(logits: tf.Tensor, valid: tf.Tensor) -> tf.Tensor:
-    """logits [R, C] -> float32 probabilities, 0.0 where not valid."""
+    """logits [R, C] -> float32 probabilities, 0.0 where not valid.
+
+    Fails (InvalidArgumentError) on a NaN score within the counts rather
+    than return it (sigmoid maps +-inf to 1 and 0).
+    """
     probs = tf.sigmoid(tf.cast(logits, tf.float32))  # [R, C]
-    return tf.where(valid, probs, tf.zeros_like(probs))
+    check = _check_first(
+        tf.logical_and(valid, tf.math.is_nan(probs)), probs,
+        "the model scored NaN (not answered; check the weights and the "
+        "state)")
+    with tf.control_dependencies([check]):
+        return tf.where(valid, probs, tf.zeros_like(probs))
+
+
+def _check_finite(name: str, x: tf.Tensor):
+    """An Assert that `x` [R, ...] (float) holds no NaN or inf, naming
+    `name`, the first bad value, its request and flat position."""
+    shape = tf.shape(x)
+    flat = tf.reshape(
+        x, tf.stack([shape[0], tf.reduce_prod(shape[1:])]))  # [R, M]
+    return _check_first(
+        tf.logical_not(tf.math.is_finite(flat)), flat,
+        f"{name} must be finite (no NaN or inf)")
 
 
 def _newest(x: tf.Tensor, length: tf.Tensor, n: int) -> tf.Tensor:
