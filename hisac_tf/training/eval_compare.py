@@ -22,7 +22,7 @@ from typing import Optional, Sequence
 import numpy as np
 import tensorflow as tf
 
-from hisac_tf import metrics
+from hisac_tf import json_io, metrics
 from hisac_tf.training import bootstrap
 from hisac_tf.training.eval_figures import compare_png
 from hisac_tf.training.eval_predictions import load_predictions, slice_keys
@@ -180,8 +180,7 @@ def write_compare(result: dict, output_dir: str) -> dict:
     `output_dir`; returns the paths written."""
     tf.io.gfile.makedirs(output_dir)
     paths = {"json": os.path.join(output_dir, "compare.json")}
-    with tf.io.gfile.GFile(paths["json"], "w") as f:
-        json.dump(result, f, indent=2)
+    json_io.write_json(paths["json"], result)
     png = compare_png(result["rows"], result["baseline"], "auc",
                       result["level"])
     if png is not None:

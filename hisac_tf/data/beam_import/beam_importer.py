@@ -37,6 +37,7 @@ import numpy as np
 import tensorflow as tf
 from apache_beam.options.pipeline_options import PipelineOptions
 
+from hisac_tf import json_io
 from hisac_tf.config import Config, ConfigError, ImporterConfig
 from hisac_tf.data import filesystems
 from hisac_tf.data.beam_import.count_combine import SumCounts
@@ -225,9 +226,8 @@ def import_logs_beam(cfg: Config, pipeline_args: Sequence[str] = ()
         summary = _summary(cfg, files, counts, user_counts, item_counts)
         summary["warnings"] = lossy_warnings(summary, cfg)
         summary["seconds"] = round(time.time() - started, 3)
-        with tf.io.gfile.GFile(os.path.join(staged.path, SUMMARY_FILE),
-                               "w") as f:
-            f.write(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+        json_io.write_json(os.path.join(staged.path, SUMMARY_FILE), summary,
+                           sort_keys=True)
         for path in stale:  # Only once the pipeline succeeded.
             tf.io.gfile.remove(path)
         staged.commit(last=SUMMARY_FILE)
