@@ -6,13 +6,20 @@ from standard Beam pipeline options (`--runner=DirectRunner
 --direct_num_workers=4 --direct_running_mode=multi_processing`, or a
 Flink, Spark or Dataflow runner; docs/data_at_scale.md).
 
-    files ─ ReadLogFile ─┬─ (user, events) ─ GroupByKey ─ UserRequests ─┐
-                         ├─ popularity parts ─ MergePopularity ─────────┤
-                         │    (side input; its newest timestamp sets    │
-                         │     the split boundaries, `split_boundaries`)│
-                         └─ read counts ─ SumCounts ──────┐             │
-         train/valid/eval records ─ WriteShards (staged) ─┼─────────────┘
-         per-user counts ─ SumCounts ─ counts JSON (staged)
+    files ─ ReadLogFile ─┬─ (user, raw events) ─ GroupByKey ─ UserEvents ─┐
+                         ├─ raw timestamps ─ ConcatTimestamps ─ unit ──────┤
+                         └─ read counts ─ SumCounts ──────┐                │
+      valid events per user ─ UserRequests ─ WriteShards  │  (staged)      │
+      popularity per user ─ MergePopularity ─ table, log_split (side ins.) │
+      per-user counts, split plans ─ counts JSON ─ check_plans /           │
+      check_written in the launcher (refused: nothing committed) ──────────┘
+
+The log is cleaned as `log_reader.read_events` cleans it (unit by the
+median of all raw timestamps, range filter, duplicates counted and
+dropped inside each user's group, `user_events`); the split end is
+`split_end` over all valid timestamps (`log_timestamps`), and an empty
+or one-label split is refused with the single-process checks and
+message, so the records and the summary (but `seconds`) are the same.
 
 Differences from the single-process importer: records are the same per
 split, but their order within a split and their shard (crc32 of the
