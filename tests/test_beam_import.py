@@ -18,6 +18,7 @@ import tensorflow as tf
 from hisac_tf.config import ConfigError
 from hisac_tf.data.beam_import.beam_importer import import_logs_beam
 from hisac_tf.data.beam_import.staged_output import StagedOutput
+from hisac_tf.data.feature_spec import DataError
 from hisac_tf.data.importers.log_importer import import_logs
 from hisac_tf.data.importers.negative_sampler import NegativeSampler
 from hisac_tf.data.importers.popularity_table import (
@@ -140,6 +141,88 @@ def test_beam_import_equals_single_process(tmp_path, kind):
         assert local["item_table"]["items"] == 40
     assert sorted(os.listdir(tmp_path / "beam")) == sorted(
         os.listdir(tmp_path / "local"))
+
+
+EPOCH_S = 1_500_000_000
+OUT_OF_RANGE_MS = 9 * 10**15  # The year 287,000: dropped.
+FUTURE_MS = 4_000_000_000_000  # 2096, in range: past the split end.
+
+
+def messy_rows(seed: int, unit_ms: bool) -> list[tuple]:
+    """`log_rows` with duplicates (in a file and across the two files),
+    one timestamp out of range and one far in the future; in ms or s."""
+    rows = log_rows(seed)
+    rng = np.random.default_rng(seed)
+    if unit_ms:
+        rows = [(u, i, c, b, (t + EPOCH_S) * 1000 + int(rng.integers(1000)))
+                for u, i, c, b, t in rows]
+    rows[30:30] = rows[20:26]  # Duplicates within the first file.
+    rows += rows[5:15] + [rows[7]]  # Across the files, one twice.
+    far = FUTURE_MS if unit_ms else FUTURE_MS // 1000
+    rows.insert(100, (2, 4, 1, "buy", far))
+    rows.insert(200, (1, 3, 1, "pv", OUT_OF_RANGE_MS if unit_ms
+                      else OUT_OF_RANGE_MS // 1000))
+    return rows
+
+
+@pytest.mark.parametrize("unit_ms, drop, unit", [
+    (True, False, "auto"), (True, True, "auto"), (False, True, "auto"),
+    (True, False, "ms")],
+    ids=["ms-keep-duplicates", "ms-drop-duplicates", "s-drop-duplicates",
+         "ms-configured"])
+def test_beam_cleans_the_log_as_single_process(tmp_path, unit_ms, drop,
+                                               unit):
+    rows = messy_rows(seed=3, unit_ms=unit_ms)
+    inputs = write_inputs(tmp_path, "csv", rows)
+    kw = dict(negatives_per_request=2, valid_days=1, eval_days=1,
+              num_shards=2, drop_duplicates=drop, timestamp_unit=unit)
+    local = import_logs(make_config(tmp_path, inputs, "local", **kw))
+    beam = import_logs_beam(make_config(tmp_path, inputs, "beam", **kw))
+    want = split_records(str(tmp_path / "local"))
+    assert split_records(str(tmp_path / "beam")) == want
+    assert comparable(beam) == comparable(local)
+    assert local["timestamp_unit"] == (
+        "ms" if unit == "ms" else "ms (auto)" if unit_ms else "s (auto)")
+    assert local["timestamps_out_of_range"] == 1
+    assert local["timestamps_out_of_range_examples"] == [rows[200][4]]
+    assert local["duplicate_events"] == 17
+    assert local["duplicate_events_dropped"] == (17 if drop else 0)
+    assert local["events"] == len(rows) - 1 - (17 if drop else 0)
+    assert local["events_after_split_end"] == 1
+    assert local["split_end_ts"] < FUTURE_MS // 1000
+    assert len(want["eval"]) > 10
+
+
+def refused_rows(kind: str) -> list[tuple]:
+    rows = log_rows(seed=4)
+    if kind == "no-positive":
+        return [(u, i, c, "pv", t) for u, i, c, b, t in rows]
+    if kind == "no-negative":  # One item: no negative to sample.
+        return [(u, 1, 1, "buy", t) for u, i, c, b, t in rows]
+    return rows
+
+
+@pytest.mark.parametrize("kind, fields, message", [
+    ("no-positive", {}, "split train would hold no positive label"),
+    ("empty-eval", {"eval_start_ts": 10**9},
+     r"split eval would be empty \(0 requests\)"),
+    ("no-negative", {}, "split train holds no negative label"),
+], ids=["no-positive", "empty-eval", "no-negative-written"])
+def test_beam_refuses_a_single_class_split_as_single_process(
+        tmp_path, kind, fields, message):
+    inputs = write_inputs(tmp_path, "csv", refused_rows(kind))
+    kw = dict(negatives_per_request=2, allow_single_class_split=False,
+              overwrite=True, **fields)
+    for name in ("local", "beam"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "train-old.tfrecord.gz").write_text("old")
+    with pytest.raises(DataError, match=message) as local:
+        import_logs(make_config(tmp_path, inputs, "local", **kw))
+    with pytest.raises(DataError) as beam:
+        import_logs_beam(make_config(tmp_path, inputs, "beam", **kw))
+    assert str(beam.value) == str(local.value)
+    assert os.listdir(tmp_path / "beam") == ["train-old.tfrecord.gz"]
+    assert glob.glob(str(tmp_path / "local" / "*-of-*")) == []
 
 
 def test_failing_pipeline_leaves_no_output(tmp_path):

@@ -6,13 +6,20 @@ from standard Beam pipeline options (`--runner=DirectRunner
 --direct_num_workers=4 --direct_running_mode=multi_processing`, or a
 Flink, Spark or Dataflow runner; docs/data_at_scale.md).
 
-    files ─ ReadLogFile ─┬─ (user, events) ─ GroupByKey ─ UserRequests ─┐
-                         ├─ popularity parts ─ MergePopularity ─────────┤
-                         │    (side input; its newest timestamp sets    │
-                         │     the split boundaries, `split_boundaries`)│
-                         └─ read counts ─ SumCounts ──────┐             │
-         train/valid/eval records ─ WriteShards (staged) ─┼─────────────┘
-         per-user counts ─ SumCounts ─ counts JSON (staged)
+    files ─ ReadLogFile ─┬─ (user, raw events) ─ GroupByKey ─ UserEvents ─┐
+                         ├─ raw timestamps ─ ConcatTimestamps ─ unit ──────┤
+                         └─ read counts ─ SumCounts ──────┐                │
+      valid events per user ─ UserRequests ─ WriteShards  │  (staged)      │
+      popularity per user ─ MergePopularity ─ table, log_split (side ins.) │
+      per-user counts, split plans ─ counts JSON ─ check_plans /           │
+      check_written in the launcher (refused: nothing committed) ──────────┘
+
+The log is cleaned as `log_reader.read_events` cleans it (unit by the
+median of all raw timestamps, range filter, duplicates counted and
+dropped inside each user's group, `user_events`); the split end is
+`split_end` over all valid timestamps (`log_timestamps`), and an empty
+or one-label split is refused with the single-process checks and
+message, so the records and the summary (but `seconds`) are the same.
 
 Differences from the single-process importer: records are the same per
 split, but their order within a split and their shard (crc32 of the
@@ -25,6 +32,7 @@ table (`popularity_combine`).
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sys
@@ -42,15 +50,29 @@ from hisac_tf.config import Config, ConfigError, ImporterConfig
 from hisac_tf.data import filesystems
 from hisac_tf.data.beam_import.count_combine import SumCounts
 from hisac_tf.data.beam_import.log_file_events import (
-    POPULARITY,
+    RAW_TIMESTAMPS,
     READ_COUNTS,
     ReadLogFile,
+)
+from hisac_tf.data.beam_import.log_timestamps import (
+    ConcatTimestamps,
+    log_split,
 )
 from hisac_tf.data.beam_import.popularity_combine import MergePopularity
 from hisac_tf.data.beam_import.shard_writer_fn import WriteShards
 from hisac_tf.data.beam_import.staged_output import StagedOutput
-from hisac_tf.data.beam_import.user_requests import STATS, UserRequests
-from hisac_tf.data.feature_spec import DataError, FeatureSpec
+from hisac_tf.data.beam_import.user_events import (
+    EVENT_COUNTS,
+    OUT_OF_RANGE,
+    POPULARITY,
+    UserEvents,
+)
+from hisac_tf.data.beam_import.user_requests import (
+    PLANS,
+    STATS,
+    UserRequests,
+)
+from hisac_tf.data.feature_spec import FeatureSpec
 from hisac_tf.data.importers.import_summary import (
     format_settings,
     format_summary,
@@ -65,32 +87,33 @@ from hisac_tf.data.importers.log_importer import (
 from hisac_tf.data.importers.log_reader import expand_inputs
 from hisac_tf.data.importers.popularity_table import PopularityTable
 from hisac_tf.data.importers.request_builder import COUNTERS
-from hisac_tf.data.importers.time_split import (
-    SPLITS,
-    SplitBoundaries,
-    split_boundaries,
+from hisac_tf.data.importers.split_labels import (
+    check_plans,
+    check_written,
+    merge_plans,
 )
+from hisac_tf.data.importers.time_split import SPLITS
+from hisac_tf.data.importers.timestamps import detect_unit
 from hisac_tf.data.importers.user_table import read_users
 from hisac_tf.data.shard_writer import shard_name
 
 COUNTS_FILE = "beam_counts.json"
 
 
-def _boundaries(table: PopularityTable, imp: ImporterConfig
-                ) -> SplitBoundaries:
-    """The split boundaries of the whole log (its newest event)."""
-    if not table.events:
-        raise DataError(f"no valid events in {imp.input!r}")
-    return split_boundaries(imp, int(table.ts[-1]))
-
-
-def _log_counts(stats: dict, read: dict, table: PopularityTable,
-                bounds: SplitBoundaries) -> dict:
+def _log_counts(stats: dict, read: dict, events: dict, examples: list,
+                table: PopularityTable, log_split: dict, plans: dict,
+                unit: str) -> dict:
     """The pipeline's counts, in the summary's keys."""
+    bounds = log_split["bounds"]
     return {
-        "read": read, "requests": stats,
+        "read": read, "requests": stats, "events": events, "plans": plans,
+        "timestamp_unit": unit,
+        "timestamps_out_of_range_examples": [
+            raw for _, _, raw in sorted(examples)],
         "items_in_log": int(len(np.unique(table.items))),
         "time_range": [int(table.ts[0]), int(table.ts[-1])],
+        "split_end_ts": log_split["split_end_ts"],
+        "events_after_split_end": log_split["events_after_split_end"],
         "valid_start_ts": bounds.valid_start,
         "eval_start_ts": bounds.eval_start,
     }
@@ -103,6 +126,10 @@ def written_splits(imp: ImporterConfig) -> list[str]:
     return list(SPLITS)
 
 
+def _merge_plans(plans) -> dict:
+    return functools.reduce(merge_plans, plans, {})
+
+
 def build_pipeline(p: beam.Pipeline, cfg: Config, files: Sequence[str],
                    users: dict, out_dir: str) -> None:
     """Adds the import's transforms to `p`, writing into `out_dir`."""
@@ -110,27 +137,47 @@ def build_pipeline(p: beam.Pipeline, cfg: Config, files: Sequence[str],
     read = (p | "Files" >> beam.Create(list(enumerate(files)))
             | "Spread" >> beam.Reshuffle()
             | "Read" >> beam.ParDo(ReadLogFile(imp)).with_outputs(
-                POPULARITY, READ_COUNTS, main="events"))
-    table = read[POPULARITY] | "Popularity" >> beam.CombineGlobally(
+                RAW_TIMESTAMPS, READ_COUNTS, main="events"))
+    if imp.timestamp_unit == "auto":
+        unit = (read[RAW_TIMESTAMPS]
+                | "AllTimestamps" >> beam.CombineGlobally(ConcatTimestamps())
+                | "Unit" >> beam.Map(detect_unit))
+    else:
+        unit = p | "Unit" >> beam.Create([imp.timestamp_unit])
+    valid = (read.events | "ByUser" >> beam.GroupByKey()
+             | "Clean" >> beam.ParDo(
+                 UserEvents(imp), beam.pvalue.AsSingleton(unit)).with_outputs(
+                     POPULARITY, EVENT_COUNTS, OUT_OF_RANGE, main="events"))
+    table = valid[POPULARITY] | "Popularity" >> beam.CombineGlobally(
         MergePopularity())
-    bounds = table | "Bounds" >> beam.Map(_boundaries, imp)
+    log_split_ = table | "Split" >> beam.Map(log_split, imp)
     user_table = p | "UserTable" >> beam.Create([users])
     requests = (
-        read.events | "ByUser" >> beam.GroupByKey()
-        | "Requests" >> beam.ParDo(
+        valid.events | "Requests" >> beam.ParDo(
             UserRequests(cfg), beam.pvalue.AsSingleton(table),
-            beam.pvalue.AsSingleton(bounds),
-            beam.pvalue.AsSingleton(user_table)).with_outputs(STATS, *SPLITS))
+            beam.pvalue.AsSingleton(log_split_),
+            beam.pvalue.AsSingleton(user_table)).with_outputs(
+                STATS, PLANS, *SPLITS))
     patterns = split_patterns(cfg)
     for split in written_splits(imp):
         _ = requests[split] | f"Write{split}" >> WriteShards(
             out_dir, patterns[split], imp.num_shards, data.compression)
-    read_counts = read[READ_COUNTS] | "ReadCounts" >> beam.CombineGlobally(
-        SumCounts())
+
+    def single(name: str, pcoll, combine):
+        return beam.pvalue.AsSingleton(pcoll | name >> beam.CombineGlobally(
+            combine))
+
     _ = (requests[STATS] | "Counts" >> beam.CombineGlobally(SumCounts())
          | "LogCounts" >> beam.Map(
-             _log_counts, beam.pvalue.AsSingleton(read_counts),
-             beam.pvalue.AsSingleton(table), beam.pvalue.AsSingleton(bounds))
+             _log_counts,
+             single("ReadCounts", read[READ_COUNTS], SumCounts()),
+             single("EventCounts", valid[EVENT_COUNTS], SumCounts()),
+             single("Examples", valid[OUT_OF_RANGE],
+                    beam.combiners.TopCombineFn(3, reverse=True)),
+             beam.pvalue.AsSingleton(table),
+             beam.pvalue.AsSingleton(log_split_),
+             single("Plans", requests[PLANS], _merge_plans),
+             beam.pvalue.AsSingleton(unit))
          | "Json" >> beam.Map(json.dumps)
          | "WriteCounts" >> beam.io.WriteToText(
              os.path.join(out_dir, COUNTS_FILE), num_shards=1,
@@ -141,7 +188,7 @@ def _summary(cfg: Config, files: list[str], counts: dict,
              user_counts: dict, item_counts: dict | None) -> dict:
     """The single-process importer's summary from the pipeline's counts."""
     imp, out_dir = cfg.importer, cfg.data.data_dir
-    read, req = counts["read"], counts["requests"]
+    read, req, events = counts["read"], counts["requests"], counts["events"]
     written = written_splits(imp)
     splits = {s: {"requests": 0, **req.get("splits", {}).get(s, {})}
               for s in written}
@@ -154,10 +201,21 @@ def _summary(cfg: Config, files: list[str], counts: dict,
               for key in ("requests", "impressions", "positives")}
     return {
         "inputs": files, "rows_read": read.get("rows_read", 0),
-        "events": read.get("events", 0),
+        "events": events.get("events", 0),
         "skipped_rows": read.get("skipped_rows", 0),
         "skipped_by_reason": dict(sorted(
             read.get("skipped_by_reason", {}).items())),
+        "timestamp_unit": counts["timestamp_unit"]
+        if imp.timestamp_unit != "auto"
+        else f"{counts['timestamp_unit']} (auto)",
+        "timestamps_out_of_range": events.get("timestamps_out_of_range", 0),
+        "timestamps_out_of_range_examples": counts[
+            "timestamps_out_of_range_examples"],
+        "duplicate_events": events.get("duplicate_events", 0),
+        "duplicate_events_dropped": events.get("duplicate_events", 0)
+        if imp.drop_duplicates else 0,
+        "split_end_ts": counts["split_end_ts"],
+        "events_after_split_end": counts["events_after_split_end"],
         "users": req.get("users", 0),
         "items_in_log": counts["items_in_log"],
         "time_range": counts["time_range"],
@@ -173,6 +231,19 @@ def _summary(cfg: Config, files: list[str], counts: dict,
         "files": paths,
         "config": cfg.to_dict(),
     }
+
+
+def _check_splits(cfg: Config, counts: dict) -> None:
+    """Refuses an empty or one-label split as the single-process importer
+    (`check_plans`, then `check_written`): DataError, nothing committed."""
+    imp = cfg.importer
+    written = written_splits(imp)
+    bounds = {"valid": counts["valid_start_ts"],
+              "eval": counts["eval_start_ts"]}
+    configured = {"train"} | {s for s, b in bounds.items() if b is not None}
+    check_plans(counts["plans"], written, configured, imp)
+    splits = counts["requests"].get("splits", {})
+    check_written({s: splits.get(s, {}) for s in written}, configured, imp)
 
 
 def import_logs_beam(cfg: Config, pipeline_args: Sequence[str] = ()
@@ -215,6 +286,7 @@ def import_logs_beam(cfg: Config, pipeline_args: Sequence[str] = ()
         with tf.io.gfile.GFile(counts_path) as f:
             counts = json.loads(f.read())
         tf.io.gfile.remove(counts_path)
+        _check_splits(cfg, counts)
         item_counts = None
         if imp.items:
             item_counts = write_items(

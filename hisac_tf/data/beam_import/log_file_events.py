@@ -1,10 +1,13 @@
-"""One input log file -> its events grouped by user, and its counts.
+"""One input log file -> its raw events grouped by user, and its counts.
 
 A file is read whole by one worker with the single-process readers
 (`csv_log_events`, `parquet_log_events`), so a bad row is rejected, or
 skipped and counted, exactly as there, naming the file and the line (CSV)
 or row (Parquet). Many files read in parallel; one file's events must fit
 a worker (about 100 bytes per event): split larger logs into files.
+Timestamps stay as read: the unit is the whole log's (`RAW_TIMESTAMPS`,
+the median over all files, `LogTimestamps`), and the cleaning is per
+user (`user_events`).
 """
 
 from __future__ import annotations
@@ -21,9 +24,8 @@ from hisac_tf.data.importers.csv_reader import csv_log_events
 from hisac_tf.data.importers.event_columns import EventColumns
 from hisac_tf.data.importers.log_reader import format_of
 from hisac_tf.data.importers.parquet_reader import parquet_log_events
-from hisac_tf.data.importers.popularity_table import popularity_table
 
-POPULARITY = "popularity"
+RAW_TIMESTAMPS = "raw_timestamps"
 READ_COUNTS = "read_counts"
 # Columns of a user's event block [n, 6]; FILE and ROW restore the input
 # order, which breaks timestamp ties as in the single-process importer.
@@ -33,8 +35,9 @@ FILE, ROW, ITEM, CATEGORY, BEHAVIOR, TIMESTAMP = range(6)
 class ReadLogFile(beam.DoFn):
     """(file index, path) -> (user, [n, 6] int64 event block) per user.
 
-    Tagged outputs: `POPULARITY`, the file's `PopularityTable`, and
-    `READ_COUNTS`, {rows_read, events, skipped_rows, skipped_by_reason}.
+    Tagged outputs: `READ_COUNTS`, {rows_read, skipped_rows,
+    skipped_by_reason}, and, with `timestamp_unit="auto"`,
+    `RAW_TIMESTAMPS`, the file's [n] timestamps as read (for the unit).
     """
 
     def __init__(self, cfg: ImporterConfig):
@@ -53,13 +56,12 @@ class ReadLogFile(beam.DoFn):
         ev = out.arrays()
         n = len(ev["user_id"])
         beam.metrics.Metrics.counter("hisac_import", "rows_read").inc(rows)
-        beam.metrics.Metrics.counter("hisac_import", "events").inc(n)
         beam.metrics.Metrics.counter("hisac_import", "skipped_rows").inc(
             bad.count)
         yield beam.pvalue.TaggedOutput(READ_COUNTS, {
-            "rows_read": rows, "events": n, **bad.summary()})
-        yield beam.pvalue.TaggedOutput(POPULARITY, popularity_table(
-            ev["timestamp"], ev["item_id"], ev["category_id"]))
+            "rows_read": rows, **bad.summary()})
+        if cfg.timestamp_unit == "auto":
+            yield beam.pvalue.TaggedOutput(RAW_TIMESTAMPS, ev["timestamp"])
         if not n:
             return
         block = np.stack([np.full(n, index, np.int64),

@@ -16,7 +16,8 @@ class MergePopularity(beam.CombineFn):
     The table (runs of equal timestamp, item and category) is a side input
     of every user's requests: it must fit a worker, about 40 bytes per run
     (at most one per event; far fewer when many events of an item share a
-    second).
+    second). Parts come per user (many, small): the accumulator merges
+    like a binary counter, so each run is merged O(log) times.
     """
 
     def create_accumulator(self) -> list[PopularityTable]:
@@ -25,8 +26,8 @@ class MergePopularity(beam.CombineFn):
     def add_input(self, acc: list[PopularityTable],
                   table: PopularityTable) -> list[PopularityTable]:
         acc.append(table)
-        if len(acc) >= 16:
-            acc[:] = [merge_popularity(acc)]
+        while len(acc) > 1 and len(acc[-2].ts) <= 2 * len(acc[-1].ts):
+            acc[-2:] = [merge_popularity(acc[-2:])]  # Sizes shrink ~2x.
         return acc
 
     def merge_accumulators(self, accs) -> list[PopularityTable]:

@@ -1,4 +1,4 @@
-"""One user's events -> their request records, tagged by split.
+"""One user's valid events -> their request records, tagged by split.
 
 The single-process importer's steps, per user: `form_requests` over the
 user's events sorted by (time, input order), the time split
@@ -6,11 +6,15 @@ user's events sorted by (time, input order), the time split
 and `RequestBuilder` (history truncated to the newest N at write time,
 window candidates, negatives keyed by the user from the log's popularity
 table). Users are independent, so any runner may process them anywhere in
-any order and the records are the single-process importer's.
+any order and the records are the single-process importer's. Each user
+also gives the `split_plan` of their kept requests (`PLANS`, merged by
+`merge_plans`), so the launcher refuses a single-class split with
+`check_plans` exactly as the single-process importer does.
 
-Memory (skew): a user's events are held as one [n, 6] int64 block (48
-bytes per event) plus the set of their distinct history items, so a
-heavy hitter with 10M events needs about 0.5 GB on one worker; the
+Memory (skew): a user's events are held as five [E] int64 columns (40
+bytes per event; `user_events` held [n, 6] blocks before, 48 bytes per
+event) plus the set of their distinct history items, so a heavy hitter
+with 10M events needs about 0.5 GB on one worker; the
 records are yielded one by one, never held. A user's events must fit a
 worker; docs/data_at_scale.md.
 """
@@ -18,51 +22,30 @@ worker; docs/data_at_scale.md.
 from __future__ import annotations
 
 import collections
-from typing import Iterable, Iterator, Mapping
+from typing import Iterator, Mapping
 
 import apache_beam as beam
 import numpy as np
 
 from hisac_tf.config import Config
-from hisac_tf.data.beam_import.log_file_events import (
-    BEHAVIOR,
-    CATEGORY,
-    FILE,
-    ITEM,
-    ROW,
-    TIMESTAMP,
-)
 from hisac_tf.data.importers.negative_sampler import NegativeSampler
 from hisac_tf.data.importers.popularity_table import PopularityTable
 from hisac_tf.data.importers.request_builder import RequestBuilder
 from hisac_tf.data.importers.request_formation import form_requests
-from hisac_tf.data.importers.time_split import (
-    SPLITS,
-    SplitBoundaries,
-    assign_splits,
-)
+from hisac_tf.data.importers.split_labels import split_plan, window_labels
+from hisac_tf.data.importers.time_split import SPLITS, assign_splits
 
 STATS = "stats"
-
-
-def user_columns(user: int, blocks: Iterable[np.ndarray]
-                 ) -> dict[str, np.ndarray]:
-    """A user's [n, 6] blocks -> [n] event columns in input order."""
-    events = np.concatenate(list(blocks))  # [n, 6]
-    order = np.lexsort((events[:, ROW], events[:, FILE]))  # Input order.
-    events = events[order]
-    return {"user_id": np.full(len(events), user, np.int64),
-            "item_id": events[:, ITEM], "category_id": events[:, CATEGORY],
-            "behavior_type": events[:, BEHAVIOR],
-            "timestamp": events[:, TIMESTAMP]}
+PLANS = "plans"
 
 
 class UserRequests(beam.DoFn):
-    """(user, event blocks) -> TaggedOutput(split, record), and stats.
+    """(user, [E] event columns) -> TaggedOutput(split, record), stats.
 
-    Side inputs: the log's `PopularityTable`, its `SplitBoundaries` and
-    the user table {user_id: features}. The `STATS` output holds one
-    dict of counts per user (summed by `SumCounts`).
+    Side inputs: the log's `PopularityTable`, its split (`log_split`:
+    `bounds`, the `SplitBoundaries`) and the user table {user_id:
+    features}. The `STATS` output holds one dict of counts per user
+    (summed by `SumCounts`), `PLANS` one {split: `split_plan`}.
     """
 
     def __init__(self, cfg: Config):
@@ -79,17 +62,23 @@ class UserRequests(beam.DoFn):
             self._table_id = (id(table), id(users))
         return self._builder
 
-    def process(self, element: tuple[int, Iterable[np.ndarray]],
-                table: PopularityTable, bounds: SplitBoundaries,
+    def process(self, element: tuple[int, Mapping[str, np.ndarray]],
+                table: PopularityTable, log_split: Mapping,
                 users: Mapping) -> Iterator:
-        user, blocks = element
+        user, events = element
         imp = self.cfg.importer
-        ev, req = form_requests(user_columns(user, blocks),
-                                imp.request_window_s)
+        ev, req = form_requests(events, imp.request_window_s)
         builder = self._builder_for(table, users)
         builder.counters = collections.Counter()  # This user's.
         keep = (req.start - req.user_start) >= imp.min_history  # [R]
-        split_index = assign_splits(req.time, bounds)  # [R]
+        split_index = assign_splits(req.time, log_split["bounds"])  # [R]
+        labels = window_labels(ev["item_id"], ev["behavior_type"],
+                               req.start, req.end, imp.positive_ids,
+                               self.cfg.data.max_candidates)
+        yield beam.pvalue.TaggedOutput(PLANS, {
+            split: split_plan(np.flatnonzero(keep & (split_index == k)),
+                              *labels, req.time)
+            for k, split in enumerate(SPLITS)})
         splits: dict[str, collections.Counter] = {}
         history: set[int] = set()
         upto = 0

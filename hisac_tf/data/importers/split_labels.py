@@ -9,7 +9,9 @@ that change it, unless `importer.allow_single_class_split` is set.
 hold a positive and a negative candidate (from their window; positives
 are kept first when the window has more than C items), so most such
 splits are refused with the old outputs intact; whether sampled negatives
-arrive is only known once written (`check_written`).
+arrive is only known once written (`check_written`). The Beam pipeline
+sums the per-user `split_plan`s (`merge_plans`) and applies the same
+`check_plans`.
 """
 
 from __future__ import annotations
@@ -68,28 +70,70 @@ def _refuse(split: str, what: str, imp: ImporterConfig) -> DataError:
         "(importer.allow_single_class_split=true) to write it anyway")
 
 
+def split_plan(rows: np.ndarray, has_pos: np.ndarray, has_neg: np.ndarray,
+               room: np.ndarray, time_of: np.ndarray) -> dict:
+    """What the requests `rows` of a split surely hold, before writing:
+    {requests, first, last (request times), has_pos, has_neg, room}."""
+    if not len(rows):
+        return {"requests": 0}
+    return {"requests": int(len(rows)),
+            "first": int(time_of[rows].min()),
+            "last": int(time_of[rows].max()),
+            "has_pos": bool(has_pos[rows].any()),
+            "has_neg": bool(has_neg[rows].any()),
+            "room": bool(room[rows].any())}
+
+
+def merge_plans(a: Mapping[str, Mapping], b: Mapping[str, Mapping]
+                ) -> dict[str, dict]:
+    """{split: plan} of two disjoint sets of requests (`split_plan`)."""
+    out = {k: dict(v) for k, v in a.items()}
+    for split, plan in b.items():
+        if not out.get(split, {}).get("requests"):
+            out[split] = dict(plan)
+        elif plan.get("requests"):
+            x = out[split]
+            out[split] = {
+                "requests": x["requests"] + plan["requests"],
+                "first": min(x["first"], plan["first"]),
+                "last": max(x["last"], plan["last"]),
+                **{k: bool(x[k] or plan[k])
+                   for k in ("has_pos", "has_neg", "room")}}
+    return out
+
+
+def check_plans(plans: Mapping[str, Mapping], written: list[str],
+                configured: set[str], imp: ImporterConfig) -> None:
+    """Raises DataError for the first configured split of `written` that
+    is empty, surely has no positive, or surely no negative."""
+    if imp.allow_single_class_split:
+        return
+    for split in written:
+        plan = plans.get(split, {})
+        if split not in configured:
+            continue
+        if not plan.get("requests"):
+            raise _refuse(split, "would be empty (0 requests)", imp)
+        span = (f"{plan['requests']} requests, request_time "
+                f"{plan['first']}..{plan['last']}")
+        if not plan["has_pos"]:
+            raise _refuse(split, f"would hold no positive label ({span})",
+                          imp)
+        sample = imp.negatives_per_request > 0 and plan["room"]
+        if not plan["has_neg"] and not sample:
+            raise _refuse(split, f"would hold no negative label ({span})",
+                          imp)
+
+
 def check_planned(rows_of: Mapping[str, np.ndarray], configured: set[str],
                   has_pos: np.ndarray, has_neg: np.ndarray,
                   room: np.ndarray, imp: ImporterConfig,
                   time_of: np.ndarray) -> None:
     """Raises DataError for a configured split that is empty, surely has
     no positive, or surely no negative (before anything is written)."""
-    if imp.allow_single_class_split:
-        return
-    for split, rows in rows_of.items():
-        if split not in configured:
-            continue
-        if not len(rows):
-            raise _refuse(split, "would be empty (0 requests)", imp)
-        span = f"{len(rows)} requests, request_time {int(time_of[rows].min())}"\
-            f"..{int(time_of[rows].max())}"
-        if not has_pos[rows].any():
-            raise _refuse(split, f"would hold no positive label ({span})",
-                          imp)
-        sample = imp.negatives_per_request > 0 and room[rows].any()
-        if not has_neg[rows].any() and not sample:
-            raise _refuse(split, f"would hold no negative label ({span})",
-                          imp)
+    plans = {split: split_plan(rows, has_pos, has_neg, room, time_of)
+             for split, rows in rows_of.items()}
+    check_plans(plans, list(rows_of), configured, imp)
 
 
 def check_written(splits: Mapping[str, Mapping[str, int]],
