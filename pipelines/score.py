@@ -42,6 +42,9 @@ flags.DEFINE_string("client_version_label", None,
 flags.DEFINE_float("client_timeout_s", 5.0, "Deadline per attempt.")
 flags.DEFINE_integer("client_retries", 3, "Retries on UNAVAILABLE.")
 flags.DEFINE_integer("client_max_message_mb", 256, "Largest message, MiB.")
+flags.DEFINE_float("client_wait_s", 0.0,
+                   "Wait up to this long for the server and its model to "
+                   "be ready first (0: do not wait).")
 FLAGS = flags.FLAGS
 
 
@@ -55,6 +58,8 @@ def main(cfg: Config) -> dict:
         max_message_mb=FLAGS.client_max_message_mb, spec=spec,
     )
     with client:
+        if FLAGS.client_wait_s > 0:
+            client.wait_until_ready(FLAGS.client_wait_s)
         if FLAGS.client_metadata:
             out = {"metadata": client.metadata(), "status": client.status()}
             print(json.dumps(out, indent=2))
