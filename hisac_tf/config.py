@@ -384,6 +384,8 @@ class ImporterConfig:
     # above warn_share, a split with fewer than warn_min_requests requests.
     warn_share: float = 0.05
     warn_min_requests: int = 100
+    # ... or with fewer than warn_min_impressions impressions (candidates).
+    warn_min_impressions: int = 500
 
     def validate(self) -> None:
         def bad(name: str, what: str) -> None:
@@ -414,6 +416,8 @@ class ImporterConfig:
                 f"must be <= importer.eval_start_ts ({self.eval_start_ts})")
         if not 0.0 <= self.warn_share <= 1.0:
             bad("warn_share", "must be in [0, 1]")
+        if self.warn_min_impressions < 0:
+            bad("warn_min_impressions", "must be an integer >= 0")
         if not self.positive_behaviors:
             bad("positive_behaviors", "must name at least one behaviour")
         for b in self.positive_behaviors:

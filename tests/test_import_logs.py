@@ -109,6 +109,7 @@ def make_config(tmp_path, inp, name="out", **fields):
     fields.setdefault("max_candidates", 8)
     fields.setdefault("negatives_per_request", 0)
     fields.setdefault("warn_min_requests", 0)
+    fields.setdefault("warn_min_impressions", 0)
     data = {k: fields.pop(k) for k in DATA_KEYS if k in fields}
     data["data_dir"] = str(tmp_path / name)
     return Config().replace(data=data, importer=dict(input=inp, **fields))
