@@ -25,7 +25,6 @@ is refused (`check_model_dir`).
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 from typing import Sequence
@@ -35,6 +34,7 @@ import tensorflow as tf
 
 from hisac_tf.config import Config, write_resolved
 from hisac_tf.data import input_pipeline
+from hisac_tf.data.split_files import split_files
 from hisac_tf.training.callbacks import (
     PeriodicCheckpoint,
     ProgressBar,
@@ -107,9 +107,7 @@ def train(cfg: Config, progress: bool = True,
             done["best"] = read_curve(cfg).get("best")
         return done
 
-    files = input_pipeline.list_files(
-        os.path.join(cfg.data.data_dir, cfg.data.train_pattern)
-    )
+    files = split_files(cfg.data, "train")
     ds = input_pipeline.request_dataset(
         files, spec, cfg.data.batch_size,
         compression=cfg.data.compression,

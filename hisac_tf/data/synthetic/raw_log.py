@@ -26,7 +26,6 @@ import os
 import sys
 import time
 
-import numpy as np
 import tensorflow as tf  # This module never touches tf.keras.
 
 from hisac_tf.behaviors import BEHAVIOR_IDS
