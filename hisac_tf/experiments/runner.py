@@ -21,7 +21,9 @@ and evaluating again, and an interrupted run resumes training from its
 last checkpoint. results.json / results.md are rewritten after every run
 (`"complete": false` until the last). "seconds" in results.json is the sum
 of the runs' own seconds (a reused row keeps the seconds it took), so a
-resumed experiment reports its whole cost.
+resumed experiment reports its whole cost; a run interrupted by an error
+or Ctrl-C leaves its seconds so far in `<model_dir>/experiment_seconds.json`
+and, resumed, reports them plus the resumed invocation's.
 """
 
 from __future__ import annotations
@@ -60,6 +62,8 @@ from hisac_tf.training.evaluation import evaluate
 from hisac_tf.training.trainer import train
 
 ROW_FILE = "experiment_row.json"
+# An unfinished run's seconds so far (interrupted invocations).
+SECONDS_FILE = "experiment_seconds.json"
 # Written by training into the model dir (read_learning_curve).
 LEARNING_CURVE_FILE = CURVE_FILE
 # Trains the tokenizer of `cfg` into cfg.tokenizer.output_dir.
@@ -267,10 +271,16 @@ def run_one(base: Config, run: ExperimentRun, length: int,
               f"reusing {ROW_FILE}", file=sys.stderr, flush=True)
         return done
     began = time.time()
-    trained = train(run_cfg, progress=progress)
-    evaluated = evaluate(run_cfg, progress=progress)
-    diag = diagnose(run_cfg)
-    fl = config_flops(run_cfg)
+    before = seconds_before(run_cfg.training.model_dir)
+    try:
+        trained = train(run_cfg, progress=progress)
+        evaluated = evaluate(run_cfg, progress=progress)
+        diag = diagnose(run_cfg)
+        fl = config_flops(run_cfg)
+    except BaseException:  # Ctrl-C too: the time spent is kept.
+        save_seconds_before(run_cfg.training.model_dir,
+                            before + time.time() - began)
+        raise
     row = {
         "name": run.name,
         "group": run.group,
@@ -302,7 +312,8 @@ def run_one(base: Config, run: ExperimentRun, length: int,
         "eval_impressions": evaluated["impressions"],
         "step": trained["step"],
         "train_seconds": trained.get("seconds", 0.0),
-        "seconds": time.time() - began,
+        "seconds": before + time.time() - began,
+        "seconds_this_invocation": time.time() - began,
         "overrides": dict(run.overrides),
         "tokenizer": run.tokenizer,
         "tokenizer_dir": run_cfg.tokenizer.output_dir,
@@ -313,6 +324,27 @@ def run_one(base: Config, run: ExperimentRun, length: int,
         json.dump({"config": run_cfg.to_dict(), "row": row}, f, indent=2)
     tf.keras.backend.clear_session()
     return row
+
+
+def seconds_before(model_dir: str) -> float:
+    """Seconds earlier, interrupted invocations spent on this run."""
+    path = os.path.join(model_dir, SECONDS_FILE)
+    if not tf.io.gfile.exists(path):
+        return 0.0
+    with tf.io.gfile.GFile(path) as f:
+        seconds = json.load(f).get("seconds")
+    if not isinstance(seconds, (int, float)) or seconds < 0:
+        print(f"warning: {path}: seconds is {seconds!r}, expected a number "
+              ">= 0: not counted", file=sys.stderr)
+        return 0.0
+    return float(seconds)
+
+
+def save_seconds_before(model_dir: str, seconds: float) -> None:
+    """Keeps an interrupted run's seconds so far for its resumption."""
+    tf.io.gfile.makedirs(model_dir)
+    with tf.io.gfile.GFile(os.path.join(model_dir, SECONDS_FILE), "w") as f:
+        json.dump({"seconds": seconds}, f)
 
 
 def finished_row(run_cfg: Config) -> dict | None:
