@@ -281,6 +281,7 @@ def run_one(base: Config, run: ExperimentRun, length: int,
         save_seconds_before(run_cfg.training.model_dir,
                             before + time.time() - began)
         raise
+    elapsed = time.time() - began
     row = {
         "name": run.name,
         "group": run.group,
@@ -312,8 +313,8 @@ def run_one(base: Config, run: ExperimentRun, length: int,
         "eval_impressions": evaluated["impressions"],
         "step": trained["step"],
         "train_seconds": trained.get("seconds", 0.0),
-        "seconds": before + time.time() - began,
-        "seconds_this_invocation": time.time() - began,
+        "seconds": before + elapsed,
+        "seconds_this_invocation": elapsed,
         "overrides": dict(run.overrides),
         "tokenizer": run.tokenizer,
         "tokenizer_dir": run_cfg.tokenizer.output_dir,
@@ -322,6 +323,9 @@ def run_one(base: Config, run: ExperimentRun, length: int,
     with tf.io.gfile.GFile(
             os.path.join(run_cfg.training.model_dir, ROW_FILE), "w") as f:
         json.dump({"config": run_cfg.to_dict(), "row": row}, f, indent=2)
+    seconds_file = os.path.join(run_cfg.training.model_dir, SECONDS_FILE)
+    if tf.io.gfile.exists(seconds_file):  # The row holds them now.
+        tf.io.gfile.remove(seconds_file)
     tf.keras.backend.clear_session()
     return row
 
