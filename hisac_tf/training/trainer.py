@@ -87,6 +87,7 @@ def train(cfg: Config, progress: bool = True,
     # Missing valid files fail here, before anything is built or trained.
     if t.valid_every:
         valid_files(cfg)
+    files = split_files(cfg.data, "train")  # Missing data: fail, never make.
     write_resolved(cfg, t.model_dir)
     tf.random.set_seed(t.seed)
     strategy = make_strategy(t.strategy)
@@ -107,7 +108,6 @@ def train(cfg: Config, progress: bool = True,
             done["best"] = read_curve(cfg).get("best")
         return done
 
-    files = split_files(cfg.data, "train")
     ds = input_pipeline.request_dataset(
         files, spec, cfg.data.batch_size,
         compression=cfg.data.compression,
