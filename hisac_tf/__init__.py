@@ -12,7 +12,12 @@ import sys as _sys
 __version__ = "0.1.0"
 
 _os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
-_os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# TensorFlow's C++ log level: 3 (errors hidden) on a machine without an
+# NVIDIA device, where TF 2.17 prints "Unable to register cuFFT/cuDNN/cuBLAS
+# factory" lines on every import; 2 (errors shown) where a GPU may be used.
+# Set TF_CPP_MIN_LOG_LEVEL yourself to choose (0 shows everything).
+_os.environ.setdefault(
+    "TF_CPP_MIN_LOG_LEVEL", "2" if _os.path.exists("/dev/nvidia0") else "3")
 
 if "tensorflow" in _sys.modules and _os.environ["TF_USE_LEGACY_KERAS"] != "1":
     raise ImportError(

@@ -454,6 +454,8 @@ class ImporterConfig:
     # above warn_share, a split with fewer than warn_min_requests requests.
     warn_share: float = 0.05
     warn_min_requests: int = 100
+    # ... or with fewer than warn_min_impressions impressions (candidates).
+    warn_min_impressions: int = 500
 
     def validate(self) -> None:
         def bad(name: str, what: str) -> None:
@@ -491,6 +493,8 @@ class ImporterConfig:
         if self.max_timestamp <= self.min_timestamp:
             bad("max_timestamp",
                 f"must be > importer.min_timestamp ({self.min_timestamp})")
+        if self.warn_min_impressions < 0:
+            bad("warn_min_impressions", "must be an integer >= 0")
         if not self.positive_behaviors:
             bad("positive_behaviors", "must name at least one behaviour")
         for b in self.positive_behaviors:

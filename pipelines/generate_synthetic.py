@@ -7,22 +7,37 @@ Writes train/(valid/)eval request shards, the item table, `summary.json` and the
 resolved `config.json` into `--output_dir` (default `data.data_dir`) and
 prints the Bayes-optimal AUC/GAUC and the history-window oracle curve of
 each split (see hisac_tf/data/synthetic/ for the world it simulates).
+
+With `--format=userbehavior` it writes the same world as a raw log instead,
+the input of `hisac-import`: events.csv (user_id,item_id,category_id,
+behavior_type,timestamp), items.csv and users.csv into `--output_dir`
+(default `<data.data_dir>/../raw_log`); see
+hisac_tf/data/synthetic/raw_log.py.
+
+    hisac-generate --config=tiny --format=userbehavior --output_dir=raw
 """
 
 from __future__ import annotations
 
+import os
 import sys
 
 from absl import flags
 
 from hisac_tf.config import Config
 from hisac_tf.data import synthetic
+from hisac_tf.data.synthetic.raw_log import format_raw_log, write_raw_log
 from pipelines import cli
 
 _FLAGS = {
     "output_dir": (str, None, "Output directory (default: data.data_dir)."),
     "progress": (bool, True, "Print a progress line every ~5% of users."),
+    "format": (str, "records", "records: request TFRecords for training; "
+               "userbehavior: a raw CSV log (events, items, users) for "
+               "hisac-import."),
 }
+FORMATS = ("records", "userbehavior")
+RAW_LOG_DIR = "raw_log"  # Beside data.data_dir by default.
 
 
 def _define_flags() -> None:
@@ -71,8 +86,25 @@ def main(cfg: Config, output_dir: str | None = None,
     return summary
 
 
-def _main_from_flags(cfg: Config) -> dict:
-    return main(cfg, flags.FLAGS.output_dir or None, flags.FLAGS.progress)
+def main_raw_log(cfg: Config, output_dir: str | None = None,
+                 progress: bool = True) -> dict:
+    """Writes the world as a raw UserBehavior log; returns its summary."""
+    out = output_dir or os.path.join(
+        os.path.dirname(cfg.data.data_dir.rstrip("/")), RAW_LOG_DIR)
+    summary = write_raw_log(cfg, out, progress=progress)
+    print(format_raw_log(summary), file=sys.stdout, flush=True)
+    return summary
+
+
+def _main_from_flags(cfg: Config) -> dict | int:
+    fl = flags.FLAGS
+    if fl.format not in FORMATS:
+        print(f"--format must be one of {FORMATS}, got {fl.format!r}",
+              file=sys.stderr)
+        return 2
+    if fl.format == "userbehavior":
+        return main_raw_log(cfg, fl.output_dir or None, fl.progress)
+    return main(cfg, fl.output_dir or None, fl.progress)
 
 
 def run() -> None:

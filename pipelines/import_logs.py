@@ -23,6 +23,7 @@ the standard Beam options `--runner`, `--direct_num_workers` and
 from __future__ import annotations
 
 import shlex
+import sys
 from typing import Any
 
 import hisac_tf  # noqa: F401  (Keras 2 before TensorFlow)
@@ -76,6 +77,8 @@ _FLAG_HELP = {
     "progress_every": (int, "Log progress every this many rows/requests."),
     "warn_share": (float, "Warn when more than this share is lost."),
     "warn_min_requests": (int, "Warn for a split with fewer requests."),
+    "warn_min_impressions": (int, "Warn for a split with fewer "
+                                  "impressions."),
 }
 # The engine and the Beam pipeline options it passes on (not config).
 BEAM_FLAGS = {
@@ -101,6 +104,11 @@ def define_flags() -> None:
     for name, (kind, text) in {**_FLAG_HELP, **BEAM_FLAGS}.items():
         if name not in flags.FLAGS:
             definers[kind](name, None, text)
+
+
+def flag_names() -> list[str]:
+    """The importer's flags (`hisac-inspect --raw` takes them too)."""
+    return list(_FLAG_HELP)
 
 
 def config_from_flags(cfg: Config, values: dict[str, Any]) -> Config:
@@ -130,6 +138,11 @@ def beam_args(values: dict[str, Any]) -> list[str]:
 
 def main(cfg: Config) -> dict:
     """Imports with `cfg` and the flags; returns the summary."""
+    if not flags.FLAGS["config"].present:
+        print(f"note: no --config given: importing with the default preset "
+              f"{flags.FLAGS.config!r} (its N, C and splits); pass the "
+              "preset you will train with, e.g. --config=demo",
+              file=sys.stderr, flush=True)
     values = {name: getattr(flags.FLAGS, name) for name in _FLAG_HELP}
     cfg = config_from_flags(cfg, values)
     engine = flags.FLAGS.engine or "local"

@@ -51,6 +51,9 @@ flags.DEFINE_string("client_tls_key", None, "PEM client key (mutual TLS).")
 flags.DEFINE_string("client_tls_server_name", None,
                     "Name the server's certificate holds, if not the "
                     "target's host.")
+flags.DEFINE_float("client_wait_s", 0.0,
+                   "Wait up to this long for the server and its model to "
+                   "be ready first (0: do not wait).")
 FLAGS = flags.FLAGS
 
 
@@ -67,6 +70,8 @@ def main(cfg: Config) -> dict:
         tls_server_name=FLAGS.client_tls_server_name,
     )
     with client:
+        if FLAGS.client_wait_s > 0:
+            client.wait_until_ready(FLAGS.client_wait_s)
         if FLAGS.client_metadata:
             out = {"metadata": client.metadata(), "status": client.status()}
             print(json.dumps(out, indent=2))

@@ -112,6 +112,7 @@ def make_config(tmp_path, inp, name="out", **fields):
     # The hand-made logs have tiny one-label splits; refusing them is
     # tested below with allow_single_class_split=False.
     fields.setdefault("allow_single_class_split", True)
+    fields.setdefault("warn_min_impressions", 0)
     data = {k: fields.pop(k) for k in DATA_KEYS if k in fields}
     data["data_dir"] = str(tmp_path / name)
     return Config().replace(data=data, importer=dict(input=inp, **fields))

@@ -21,7 +21,9 @@ and evaluating again, and an interrupted run resumes training from its
 last checkpoint. results.json / results.md are rewritten after every run
 (`"complete": false` until the last). "seconds" in results.json is the sum
 of the runs' own seconds (a reused row keeps the seconds it took), so a
-resumed experiment reports its whole cost.
+resumed experiment reports its whole cost; a run interrupted by an error
+or Ctrl-C leaves its seconds so far in `<model_dir>/experiment_seconds.json`
+and, resumed, reports them plus the resumed invocation's.
 """
 
 from __future__ import annotations
@@ -61,6 +63,8 @@ from hisac_tf.training.evaluation import evaluate
 from hisac_tf.training.trainer import train
 
 ROW_FILE = "experiment_row.json"
+# An unfinished run's seconds so far (interrupted invocations).
+SECONDS_FILE = "experiment_seconds.json"
 # Written by training into the model dir (read_learning_curve).
 LEARNING_CURVE_FILE = CURVE_FILE
 # Trains the tokenizer of `cfg` into cfg.tokenizer.output_dir.
@@ -268,10 +272,17 @@ def run_one(base: Config, run: ExperimentRun, length: int,
               f"reusing {ROW_FILE}", file=sys.stderr, flush=True)
         return done
     began = time.time()
-    trained = train(run_cfg, progress=progress)
-    evaluated = evaluate(run_cfg, progress=progress)
-    diag = diagnose(run_cfg)
-    fl = config_flops(run_cfg)
+    before = seconds_before(run_cfg.training.model_dir)
+    try:
+        trained = train(run_cfg, progress=progress)
+        evaluated = evaluate(run_cfg, progress=progress)
+        diag = diagnose(run_cfg)
+        fl = config_flops(run_cfg)
+    except BaseException:  # Ctrl-C too: the time spent is kept.
+        save_seconds_before(run_cfg.training.model_dir,
+                            before + time.time() - began)
+        raise
+    elapsed = time.time() - began
     row = {
         "name": run.name,
         "group": run.group,
@@ -304,7 +315,8 @@ def run_one(base: Config, run: ExperimentRun, length: int,
         "history_slices": report.history_slices(evaluated),
         "step": trained["step"],
         "train_seconds": trained.get("seconds", 0.0),
-        "seconds": time.time() - began,
+        "seconds": before + elapsed,
+        "seconds_this_invocation": elapsed,
         "overrides": dict(run.overrides),
         "tokenizer": run.tokenizer,
         "tokenizer_dir": run_cfg.tokenizer.output_dir,
@@ -312,8 +324,32 @@ def run_one(base: Config, run: ExperimentRun, length: int,
     }
     json_io.write_json(os.path.join(run_cfg.training.model_dir, ROW_FILE),
                        {"config": run_cfg.to_dict(), "row": row})
+    seconds_file = os.path.join(run_cfg.training.model_dir, SECONDS_FILE)
+    if tf.io.gfile.exists(seconds_file):  # The row holds them now.
+        tf.io.gfile.remove(seconds_file)
     tf.keras.backend.clear_session()
     return row
+
+
+def seconds_before(model_dir: str) -> float:
+    """Seconds earlier, interrupted invocations spent on this run."""
+    path = os.path.join(model_dir, SECONDS_FILE)
+    if not tf.io.gfile.exists(path):
+        return 0.0
+    with tf.io.gfile.GFile(path) as f:
+        seconds = json.load(f).get("seconds")
+    if not isinstance(seconds, (int, float)) or seconds < 0:
+        print(f"warning: {path}: seconds is {seconds!r}, expected a number "
+              ">= 0: not counted", file=sys.stderr)
+        return 0.0
+    return float(seconds)
+
+
+def save_seconds_before(model_dir: str, seconds: float) -> None:
+    """Keeps an interrupted run's seconds so far for its resumption."""
+    tf.io.gfile.makedirs(model_dir)
+    json_io.write_json(os.path.join(model_dir, SECONDS_FILE),
+                       {"seconds": seconds})
 
 
 def finished_row(run_cfg: Config) -> dict | None:

@@ -29,6 +29,7 @@ from hisac_tf.config import Config
 from hisac_tf.data import input_pipeline
 from hisac_tf.data.data_summary import first_record, has_true_ctr
 from hisac_tf.data.feature_spec import DataError, FeatureSpec
+from hisac_tf.data.split_files import split_files
 from hisac_tf.layers.routing_diagnostics import ROUTING_KEYS
 from hisac_tf.training.checkpoints import (
     restore_latest,
@@ -144,9 +145,7 @@ def report(users, labels, probs, truth=None) -> dict:
 
 def evaluate(cfg: Config, progress: bool = True) -> dict:
     """Scores the eval split with the chosen checkpoint; writes eval.json."""
-    files = input_pipeline.list_files(
-        os.path.join(cfg.data.data_dir, cfg.data.eval_pattern)
-    )
+    files = split_files(cfg.data, "eval")
     spec = FeatureSpec.from_config(
         cfg.data,
         with_true_ctr=has_true_ctr(files[0], cfg.data.compression),

@@ -27,7 +27,6 @@ is refused (`check_model_dir`). A NaN or infinite loss stops the run with
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 from typing import Sequence
@@ -37,6 +36,7 @@ import tensorflow as tf
 
 from hisac_tf.config import Config, write_resolved
 from hisac_tf.data import input_pipeline
+from hisac_tf.data.split_files import split_files
 from hisac_tf.training.callbacks import (
     NonFiniteLossGuard,
     PeriodicCheckpoint,
@@ -90,6 +90,7 @@ def train(cfg: Config, progress: bool = True,
     # Missing valid files fail here, before anything is built or trained.
     if t.valid_every:
         valid_files(cfg)
+    files = split_files(cfg.data, "train")  # Missing data: fail, never make.
     write_resolved(cfg, t.model_dir)
     tf.random.set_seed(t.seed)
     strategy = make_strategy(t.strategy)
@@ -110,9 +111,6 @@ def train(cfg: Config, progress: bool = True,
             done["best"] = read_curve(cfg).get("best")
         return done
 
-    files = input_pipeline.list_files(
-        os.path.join(cfg.data.data_dir, cfg.data.train_pattern)
-    )
     ds = input_pipeline.request_dataset(
         files, spec, cfg.data.batch_size,
         compression=cfg.data.compression,

@@ -6,5 +6,6 @@ readers (`csv_reader`, `parquet_reader` and `log_reader` over
 tables `user_table` and `item_table`), `request_formation`,
 `negative_sampler`, `time_split`, `import_summary`, and
 `log_importer.import_logs`, the job's body. Records are written by
-`hisac_tf.data.shard_writer`.
+`hisac_tf.data.shard_writer`. `raw_log_stats` gives a raw log's request
+statistics per window and C before importing (`hisac-inspect --raw`).
 """

@@ -3,11 +3,13 @@
 The warnings (`lossy_warnings`) fire when a setting loses more than
 `importer.warn_share` of the candidates, histories, requests, rows or
 negatives, or leaves a split with fewer than `importer.warn_min_requests`
-requests or with one label only; each names the option that changes it.
+requests (`importer.warn_min_impressions` impressions) or with one label
+only; each names the option that changes it.
 """
 
 from __future__ import annotations
 
+import time
 from typing import Any, Mapping
 
 from hisac_tf.config import Config
@@ -26,8 +28,9 @@ def format_settings(cfg: Config) -> str:
         f"  N = data.max_history = {data.max_history}, C = "
         f"data.max_candidates = {data.max_candidates}, user features "
         f"{list(data.user_features)}",
-        f"  request window {imp.request_window_s} s, positive behaviours "
-        f"{list(imp.positive_behaviors)}, min_history {imp.min_history}",
+        f"  request window {imp.request_window_s} s, label 1 for an item "
+        f"with a behaviour in {list(imp.positive_behaviors)} in the window "
+        f"(else 0), min_history {imp.min_history}",
         f"  negatives per request {imp.negatives_per_request} (history "
         f"excluded: {imp.exclude_history_from_negatives}, seed {imp.seed})",
         f"  splits by time: {valid}, {test}; {imp.num_shards} shard(s) "
@@ -91,6 +94,12 @@ def lossy_warnings(summary: Mapping[str, Any], cfg: Config) -> list[str]:
                 f"range {summary['time_range']}; {option[split]})")
         positives, impressions = s.get("positives", 0), s.get(
             "impressions", 0)
+        if impressions < imp.warn_min_impressions:
+            out.append(
+                f"split {split} has {impressions} impressions, fewer than "
+                f"importer.warn_min_impressions={imp.warn_min_impressions} "
+                f"({option[split]}; importer.negatives_per_request, "
+                "data.max_candidates)")
         if impressions and positives in (0, impressions):
             out.append(
                 f"split {split} holds only label {int(positives > 0)} "
@@ -139,3 +148,15 @@ def format_summary(summary: Mapping[str, Any]) -> str:
         lines.append(f"WARNINGS ({len(summary['warnings'])}):")
         lines += [f"  warning: {w}" for w in summary["warnings"]]
     return "\n".join(lines)
+
+
+def format_boundaries(valid_start: int | None, eval_start: int | None,
+                      last_ts: int) -> str:
+    """The split boundaries as timestamps and UTC times, once known."""
+    def when(ts: int | None) -> str:
+        if ts is None:
+            return "none"
+        return f"{ts} ({time.strftime('%Y-%m-%d %H:%M', time.gmtime(ts))} UTC)"
+
+    return (f"split starts: valid {when(valid_start)}, eval "
+            f"{when(eval_start)}; newest event {when(last_ts)}")

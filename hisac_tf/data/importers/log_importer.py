@@ -94,6 +94,7 @@ from hisac_tf.config import Config, ConfigError
 from hisac_tf.data import filesystems
 from hisac_tf.data.feature_spec import DataError, FeatureSpec
 from hisac_tf.data.importers.import_summary import (
+    format_boundaries,
     format_settings,
     format_summary,
     lossy_warnings,
@@ -210,8 +211,8 @@ def import_logs(cfg: Config) -> dict:
 
     end_ts, past_end = split_end(ts_by_time)
     bounds = split_boundaries(imp, end_ts)
-    progress(f"split starts: valid {bounds.valid_start}, eval "
-             f"{bounds.eval_start}")
+    progress(format_boundaries(bounds.valid_start, bounds.eval_start,
+                               int(ts_by_time[-1])))
     hist_len = req.start - req.user_start  # [R] events before the request.
     keep = hist_len >= imp.min_history
     split_index = assign_splits(req.time, bounds)  # [R]

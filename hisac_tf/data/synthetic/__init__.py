@@ -18,6 +18,8 @@ resolved `config.json` into `cfg.data.data_dir` (or `output_dir`).
 * `oracle.py`: the history-window oracle curve, the true click model
   re-estimated from only the newest W behaviours.
 * `writer.py`: shards (train / valid / eval by time), item table, summary.
+* `raw_log.py`: the same world as a raw log (events.csv, items.csv,
+  users.csv) for `hisac-import` (`hisac-generate --format=userbehavior`).
 
 With the defaults the long-range terms are off and the data is the
 original generator's, byte for byte.
