@@ -19,7 +19,8 @@ import tensorflow as tf
 
 from hisac_tf.config import Config
 from hisac_tf.training.evaluation import evaluate
-from hisac_tf.training.trainer import train
+from hisac_tf.training.strategy import is_chief, read_tf_config
+from hisac_tf.training.trainer import train, worker_config
 from pipelines import cli
 
 
@@ -27,7 +28,12 @@ def main(cfg: Config, progress: bool = True) -> dict:
     results: dict = {"mode": cfg.training.mode}
     if cfg.training.mode in ("train", "train_and_eval"):
         results["train"] = train(cfg, progress=progress)
-    if cfg.training.mode in ("eval", "train_and_eval"):
+    tf_config = read_tf_config()
+    if not is_chief(tf_config):
+        # A non-chief worker of a cluster: the chief evaluates; this one's
+        # results go beside its own checkpoints.
+        cfg = worker_config(cfg, tf_config)
+    elif cfg.training.mode in ("eval", "train_and_eval"):
         results["eval"] = evaluate(cfg, progress=progress)
     path = os.path.join(cfg.training.model_dir, "train_results.json")
     with tf.io.gfile.GFile(path, "w") as f:

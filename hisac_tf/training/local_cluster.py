@@ -28,7 +28,7 @@ import subprocess
 import sys
 import threading
 import time
-from typing import Sequence, TextIO
+from typing import Callable, Sequence, TextIO
 
 
 @dataclasses.dataclass
@@ -37,6 +37,8 @@ class Task:
     index: int
     process: subprocess.Popen
     thread: threading.Thread
+    start: Callable[[], tuple[subprocess.Popen, threading.Thread]]
+    restarts: int = 0
 
     @property
     def name(self) -> str:
@@ -105,18 +107,22 @@ def start_tasks(command: Sequence[str], cluster: dict,
             task_env = dict(os.environ if env is None else env)
             task_env["TF_CONFIG"] = tf_config(cluster, kind, index)
             task_env.setdefault("PYTHONUNBUFFERED", "1")
-            process = subprocess.Popen(
-                list(command), env=task_env, cwd=cwd,
-                stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                text=True, bufsize=1, start_new_session=True,
-            )
             name = f"{kind}:{index}"
-            thread = threading.Thread(
-                target=_stream, args=(name, process.stdout, sink, lock),
-                daemon=True,
-            )
-            thread.start()
-            tasks.append(Task(kind, index, process, thread))
+
+            def start(task_env=task_env, name=name):
+                process = subprocess.Popen(
+                    list(command), env=task_env, cwd=cwd,
+                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                    text=True, bufsize=1, start_new_session=True,
+                )
+                thread = threading.Thread(
+                    target=_stream,
+                    args=(name, process.stdout, sink, lock), daemon=True,
+                )
+                thread.start()
+                return process, thread
+
+            tasks.append(Task(kind, index, *start(), start=start))
     return tasks
 
 
@@ -146,23 +152,39 @@ def _signal(process: subprocess.Popen, sig: int) -> None:
 
 def supervise(tasks: Sequence[Task], timeout_s: float | None = None,
               sink: TextIO | None = None, grace_s: float = 5.0,
-              poll_s: float = 0.2) -> int:
+              poll_s: float = 0.2, restart_workers: int = 0) -> int:
     """Waits for the job of `tasks`; stops every task; the job's code.
 
     The job is the chief when there is one, else every worker. A task that
     exits non-zero before the job ends fails the job with its code; a
-    timeout stops everything with code 124.
+    timeout stops everything with code 124. With PS tasks and
+    `restart_workers` > 0, a worker that dies is started again (up to that
+    many times in all) as a cluster manager would restart its pod; the
+    parameter-server coordinator moves its steps to the other workers and
+    takes it back when it returns.
     """
     sink = sink or sys.stderr
     has_chief = any(t.kind == "chief" for t in tasks)
+    has_ps = any(t.kind == "ps" for t in tasks)
     job = [t for t in tasks
            if t.kind == "chief" or (not has_chief and t.kind == "worker")]
     deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    restarts_left = restart_workers if has_ps else 0
     code = None
     try:
         while code is None:
             for t in tasks:
                 rc = t.process.poll()
+                if (rc is not None and t.kind == "worker" and has_ps
+                        and restarts_left > 0 and job[0].process.poll()
+                        is None):
+                    restarts_left -= 1
+                    t.restarts += 1
+                    print(f"[cluster] {t.name} exited with code {rc}; "
+                          "starting it again", file=sink, flush=True)
+                    t.thread.join(timeout=2.0)
+                    t.process, t.thread = t.start()
+                    continue
                 if rc not in (None, 0):
                     print(f"[cluster] {t.name} exited with code {rc}; "
                           "stopping every task", file=sink, flush=True)
@@ -192,10 +214,13 @@ def run_local_cluster(command: Sequence[str], num_workers: int,
                       timeout_s: float | None = None,
                       sink: TextIO | None = None,
                       cwd: str | None = None,
-                      grace_s: float = 5.0) -> int:
-    """Starts the cluster's tasks running `command`; the job's exit code."""
+                      grace_s: float = 5.0,
+                      restart_workers: int = 0) -> int:
+    """Starts the cluster's tasks running `command`; the job's exit code
+    (see `supervise`)."""
     cluster = cluster_spec(num_workers, num_ps)
     sink = sink or sys.stdout
     print(f"[cluster] {json.dumps(cluster)}", file=sink, flush=True)
     tasks = start_tasks(command, cluster, env=env, sink=sink, cwd=cwd)
-    return supervise(tasks, timeout_s=timeout_s, sink=sink, grace_s=grace_s)
+    return supervise(tasks, timeout_s=timeout_s, sink=sink, grace_s=grace_s,
+                     restart_workers=restart_workers)
