@@ -36,7 +36,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import hisac_tf  # noqa: E402,F401
 import tensorflow as tf  # noqa: E402
 
-from benchmarks.bench_common import device_name  # noqa: E402
+from bench_common import device_name  # noqa: E402
 from hisac_tf import config as config_lib  # noqa: E402
 from hisac_tf.data import synthetic  # noqa: E402
 from hisac_tf.training.local_cluster import run_local_cluster  # noqa: E402

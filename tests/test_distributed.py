@@ -363,6 +363,9 @@ def test_parameter_server_splits_tables_and_crosses_topologies(prepared):
     single = config_lib.load_config(
         "tiny", overrides(prepared, model_dir, "default", 2, 2))
     train.main(single, progress=False)
+    cfg = config_lib.load_config(
+        "tiny", overrides(prepared, model_dir, "default", 14, 4))
+    before = mean_log_loss(cfg, f"{model_dir}/checkpoints/ckpt-2")
     code, log = run_cluster(
         train_command(prepared, model_dir, "parameter_server", 14, 4),
         workers=2, ps=2, restart_workers=1,
@@ -387,9 +390,6 @@ def test_parameter_server_splits_tables_and_crosses_topologies(prepared):
     # The frozen semantic tables are whole, on one PS.
     assert len(placement["latents"]) == 1
     # The loss went down (scored in one process, on the train records).
-    cfg = config_lib.load_config(
-        "tiny", overrides(prepared, model_dir, "default", 14, 4))
-    before = mean_log_loss(cfg, f"{model_dir}/checkpoints/ckpt-2")
     after = mean_log_loss(cfg, f"{model_dir}/checkpoints/ckpt-14")
     assert after < before
     # The export serves what a single-process restore scores.
