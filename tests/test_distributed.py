@@ -8,6 +8,7 @@ import json
 import os
 import signal
 import socket
+import subprocess
 import sys
 import threading
 import time
@@ -134,6 +135,37 @@ def test_parameter_server_with_unreachable_tasks_fails_in_bounded_time():
     with pytest.raises(ClusterError, match="ps:0 at 127.0.0.1"):
         strategy_lib.make_strategy(settings, environ=env)
     assert time.monotonic() - began < 10
+
+
+MWMS_JOIN = """
+import sys
+import hisac_tf
+from hisac_tf.training import strategy
+try:
+    strategy.make_strategy(strategy.ClusterSettings(
+        "multi_worker_mirrored", cluster_timeout_s=3))
+except strategy.ClusterError as e:
+    print(e)
+    sys.exit(7)
+"""
+
+
+@pytest.mark.slow
+def test_multi_worker_mirrored_names_a_worker_that_never_joins():
+    own, missing = local_cluster.free_ports(2)
+    cluster = {"worker": [f"127.0.0.1:{own}", f"127.0.0.1:{missing}"]}
+    env = dict(os.environ, PYTHONPATH=ROOT,
+               TF_CONFIG=json.dumps(tf_config(cluster, "worker", 0)))
+    began = time.monotonic()
+    done = subprocess.run([sys.executable, "-c", MWMS_JOIN], env=env,
+                          capture_output=True, text=True, timeout=120,
+                          cwd=ROOT)
+    # TF blocks uninterruptibly while a peer is missing: the watchdog
+    # names it and ends the process.
+    assert done.returncode == -signal.SIGKILL, done.stderr[-2000:]
+    assert f"worker:1 at 127.0.0.1:{missing}" in done.stderr
+    assert "did not all join within 3 s" in done.stderr
+    assert time.monotonic() - began < 120
 
 
 # ------------------------------------------------------------ the loss

@@ -38,15 +38,22 @@ import dataclasses
 import json
 import os
 import socket
+import subprocess
+import sys
 import threading
 import time
 
 import hisac_tf  # noqa: F401  (Keras 2 before TensorFlow)
 import tensorflow as tf
-# The first all-reduce of MultiWorkerMirroredStrategy waits for every worker
-# with `_check_health_initial_timeout` (0: forever); the public API has no
-# setting for it, so it is set on the class before the strategy is built.
+# MultiWorkerMirroredStrategy waits for every worker twice with no limit by
+# default: the coordination service's registration, and the first
+# all-reduce (`_check_health_initial_timeout`, 0: forever). The public API
+# has no setting for either, so `_multi_worker` sets both from
+# training.cluster_timeout_s through these modules.
+from tensorflow.tsl.protobuf import coordination_config_pb2
 from tensorflow.python.distribute import collective_all_reduce_strategy
+from tensorflow.python.distribute import multi_worker_util
+from tensorflow.python.eager import context as eager_context
 
 STRATEGIES = (
     "default", "mirrored", "multi_worker_mirrored", "parameter_server",
@@ -325,10 +332,33 @@ def _multi_worker(settings: ClusterSettings, tf_config: dict):
     # on one worker is not a fault.)
     extended._check_health_interval = 5
     extended._check_health_timeout = 5
+    cluster = tf_config.get("cluster") or {}
+    if cluster_size(tf_config) > 1 and (
+            eager_context.context().coordination_service is None):
+        spec = tf.train.ClusterSpec(cluster)
+        eager_context.context().configure_coordination_service(
+            service_type="standalone",
+            service_leader=multi_worker_util.coordination_leader(spec),
+            cluster_register_timeout_in_ms=timeout * 1000,
+            coordinated_jobs=[
+                coordination_config_pb2.CoordinatedJob(
+                    name=job, num_tasks=len(cluster[job]))
+                for job in ("chief", "worker") if job in cluster
+            ],
+        )
+    # Creating the remote context blocks in C++, holding the GIL, until
+    # every peer answers: past the timeout a watchdog process names the
+    # missing tasks and ends this one (SIGKILL: it ignores SIGTERM then).
+    watchdog = subprocess.Popen(
+        [sys.executable, "-c", WATCHDOG, str(os.getpid()), str(timeout),
+         json.dumps(tf_config)],
+        stdin=subprocess.PIPE,
+    )
     try:
         return tf.distribute.MultiWorkerMirroredStrategy()
-    except RuntimeError as e:
-        if "Timeout waiting for the cluster" not in str(e):
+    except (RuntimeError, tf.errors.OpError) as e:
+        if isinstance(e, RuntimeError) and (
+                "Timeout waiting for the cluster" not in str(e)):
             raise
         missing = unreachable(tf_config, 1.0) or ["(every port answers)"]
         raise ClusterError(
@@ -336,6 +366,37 @@ def _multi_worker(settings: ClusterSettings, tf_config: dict):
             "(training.cluster_timeout_s); not reachable: "
             + "; ".join(missing)
         ) from e
+
+
+    finally:
+        watchdog.stdin.close()  # built or failed: the watchdog stands down
+        watchdog.wait()
+
+
+WATCHDOG = """
+import json, os, select, signal, socket, sys
+pid, timeout, tf_config = int(sys.argv[1]), float(sys.argv[2]), sys.argv[3]
+ready, _, _ = select.select([sys.stdin], [], [], timeout)
+if ready:
+    sys.exit(0)
+config = json.loads(tf_config)
+own = (config["task"]["type"], int(config["task"]["index"]))
+missing = []
+for kind, addresses in sorted(config["cluster"].items()):
+    for index, address in enumerate(addresses):
+        if (kind, index) == own:
+            continue
+        host, _, port = address.rpartition(":")
+        try:
+            socket.create_connection((host.strip("[]"), int(port)), 1).close()
+        except OSError:
+            missing.append(f"{kind}:{index} at {address}")
+print("ClusterError: the workers did not all join within %g s "
+      "(training.cluster_timeout_s); not reachable: %s"
+      % (timeout, "; ".join(missing) or "(every port answers)"),
+      file=sys.stderr, flush=True)
+os.kill(pid, signal.SIGKILL)  # SIGTERM is not acted on while blocked
+"""
 
 
 def _parameter_server(settings: ClusterSettings, tf_config: dict):
