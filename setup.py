@@ -69,6 +69,7 @@ setup(
             "hisac-score=pipelines.score:run",
             "hisac-loadtest=pipelines.load_test:run",
             "hisac-demo=pipelines.demo:run",
+            "hisac-cluster=pipelines.cluster:run",
         ]
     },
 )

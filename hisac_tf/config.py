@@ -336,10 +336,19 @@ class TrainingConfig:
     eval_activity_days: float = 7.0
     eval_min_slice_impressions: int = 100
     eval_calibration_bins: int = 10
+    # Distributed training (docs/distributed.md): embedding-table shards
+    # under parameter_server (0: one per PS task), the smallest shard in
+    # bytes (smaller tables get fewer shards), and how long to wait for
+    # every task of TF_CONFIG before failing with the missing ones.
+    ps_shards: int = 0
+    ps_min_shard_bytes: int = 1 << 20
+    cluster_timeout_s: float = 120.0
 
     def validate(self) -> None:
         _check_slice_settings(self)
         _non_negative(self, "valid_every")
+        _non_negative(self, "ps_shards")
+        _positive(self, "ps_min_shard_bytes", "cluster_timeout_s")
         if self.evaluate_checkpoint not in ("auto", "best", "latest"):
             raise ConfigError(
                 "training.evaluate_checkpoint must be 'auto', 'best' or "
@@ -350,10 +359,13 @@ class TrainingConfig:
                 "training.mode must be 'train', 'eval' or "
                 f"'train_and_eval', got {self.mode!r}"
             )
-        if self.strategy not in ("default", "mirrored", "multi_worker"):
+        if self.strategy not in (
+                "default", "mirrored", "multi_worker",
+                "multi_worker_mirrored", "parameter_server"):
             raise ConfigError(
                 "training.strategy must be one of default, mirrored, "
-                f"multi_worker; got {self.strategy!r}"
+                "multi_worker_mirrored (alias multi_worker), "
+                f"parameter_server; got {self.strategy!r}"
             )
         _positive(self, "train_steps", "checkpoint_every", "log_every")
         _non_negative(self, "eval_steps")

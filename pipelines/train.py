@@ -18,7 +18,8 @@ import hisac_tf  # noqa: F401  (Keras 2 before TensorFlow)
 from hisac_tf import json_io
 from hisac_tf.config import Config
 from hisac_tf.training.evaluation import evaluate
-from hisac_tf.training.trainer import train
+from hisac_tf.training.strategy import is_chief, read_tf_config
+from hisac_tf.training.trainer import train, worker_config
 from pipelines import cli
 
 
@@ -26,7 +27,12 @@ def main(cfg: Config, progress: bool = True) -> dict:
     results: dict = {"mode": cfg.training.mode}
     if cfg.training.mode in ("train", "train_and_eval"):
         results["train"] = train(cfg, progress=progress)
-    if cfg.training.mode in ("eval", "train_and_eval"):
+    tf_config = read_tf_config()
+    if not is_chief(tf_config):
+        # A non-chief worker of a cluster: the chief evaluates; this one's
+        # results go beside its own checkpoints.
+        cfg = worker_config(cfg, tf_config)
+    elif cfg.training.mode in ("eval", "train_and_eval"):
         results["eval"] = evaluate(cfg, progress=progress)
     path = os.path.join(cfg.training.model_dir, "train_results.json")
     json_io.write_json(path, results)

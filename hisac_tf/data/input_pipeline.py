@@ -51,6 +51,8 @@ def request_dataset(
     num_parallel_reads: int = 4,
     validate: bool = True,
     drop_remainder: bool = False,
+    num_shards: int = 1,
+    shard_index: int = 0,
 ) -> tf.data.Dataset:
     """Builds the batched, parsed, padded dataset of request records.
 
@@ -66,12 +68,24 @@ def request_dataset(
       num_parallel_reads: files read at once.
       validate: run the in-graph data-contract checks.
       drop_remainder: drop a last partial batch (static batch dimension).
+      num_shards, shard_index: this input pipeline's part of the data
+        (one per worker under a multi-worker strategy): every
+        `num_shards`-th file from `shard_index` when there are at least
+        `num_shards` files, else every `num_shards`-th record (read in a
+        fixed order, so the parts are disjoint). tf.data's own
+        auto-sharding is turned off: the parts are made here.
 
     Returns:
       a `tf.data.Dataset` of dicts (see `FeatureSpec.pad_batch`); batch
       tensors have shape [B, ...].
     """
     files = list_files(patterns)
+    if not 0 <= shard_index < num_shards:
+        raise ValueError(
+            f"shard_index must be in [0, {num_shards}), got {shard_index}")
+    by_record = num_shards > 1 and len(files) < num_shards
+    if num_shards > 1 and not by_record:
+        files = files[shard_index::num_shards]  # sharded by file
     ds = tf.data.Dataset.from_tensor_slices(files)
     if shuffle_buffer:
         ds = ds.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
@@ -90,8 +104,10 @@ def request_dataset(
         read_file,
         cycle_length=max(1, min(num_parallel_reads, len(files))),
         num_parallel_calls=tf.data.AUTOTUNE,
-        deterministic=deterministic,
+        deterministic=deterministic or by_record,
     )
+    if by_record:
+        ds = ds.shard(num_shards, shard_index)  # sharded by record
     if shuffle_buffer:
         ds = ds.shuffle(shuffle_buffer, seed=seed)
     if repeat:
@@ -113,6 +129,9 @@ def request_dataset(
     )
     options = tf.data.Options()
     options.deterministic = deterministic
+    if num_shards > 1:
+        options.experimental_distribute.auto_shard_policy = (
+            tf.data.experimental.AutoShardPolicy.OFF)
     ds = ds.with_options(options)
     return ds.prefetch(tf.data.AUTOTUNE)
 

@@ -237,8 +237,12 @@ class HiSACRanker(tfrs.models.Model):
         ]
         self.dropout = tf.keras.layers.Dropout(dropout) if dropout else None
         self.logit = tf.keras.layers.Dense(1, name="logit")
+        # Per-candidate losses, averaged in `compute_loss` over the global
+        # batch (a Keras loss with AUTO reduction raises under a
+        # distribution strategy).
         self.task = tfrs.tasks.Ranking(
-            loss=tf.keras.losses.BinaryCrossentropy(from_logits=True),
+            loss=tf.keras.losses.BinaryCrossentropy(
+                from_logits=True, reduction=tf.keras.losses.Reduction.NONE),
             metrics=[
                 tf.keras.metrics.AUC(name="auc_approx", from_logits=True),
                 tf.keras.metrics.BinaryCrossentropy(
@@ -497,11 +501,15 @@ class HiSACRanker(tfrs.models.Model):
         valid = tf.sequence_mask(
             features["cand_count"], tf.shape(logits)[1]
         )  # [B, C]
-        labels = tf.boolean_mask(features["labels"], valid)  # [M]
-        preds = tf.boolean_mask(logits, valid)  # [M]
-        return self.task(
+        labels = tf.boolean_mask(features["labels"], valid)[:, None]  # [M, 1]
+        preds = tf.boolean_mask(logits, valid)[:, None]  # [M, 1]
+        per_candidate = self.task(
             labels=labels, predictions=preds, training=training
-        )
+        )  # [M]
+        # sum / (M x replicas in sync): the mean over the M valid candidates
+        # in one process, each replica's share of it under a strategy
+        # whose gradients are summed across replicas.
+        return tf.nn.compute_average_loss(per_candidate)
 
     # ----------------------------------------------------------- variables
     def embedding_variables(self) -> list[tf.Variable]:

@@ -40,9 +40,16 @@ import tensorflow as tf
 
 def host_logs(logs: dict | None) -> dict[str, float]:
     """The scalar logs of a step as Python floats."""
+    # Under parameter_server the logs are a RemoteValue: fetched here.
+    if hasattr(logs, "fetch"):
+        logs = logs.fetch()
+    values = {
+        key: value.fetch() if hasattr(value, "fetch") else value
+        for key, value in (logs or {}).items()
+    }
     return {
         key: float(np.asarray(value))
-        for key, value in (logs or {}).items()
+        for key, value in values.items()
         if np.asarray(value).ndim == 0
     }
 
@@ -168,6 +175,11 @@ class PeriodicCheckpoint(tf.keras.callbacks.Callback):
         )
 
     def save(self, step: int) -> None:
+        # Under parameter_server the scheduled steps finish first, so the
+        # checkpoint holds every step it is numbered with.
+        coordinator = getattr(self.model, "_cluster_coordinator", None)
+        if coordinator is not None:
+            coordinator.join()
         self.counter.sync()
         self.manager.save(checkpoint_number=step)
         self.saved_at = step

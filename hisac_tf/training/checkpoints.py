@@ -22,6 +22,7 @@ import tensorflow as tf
 from hisac_tf.config import Config, ConfigError
 from hisac_tf.data.feature_spec import FeatureSpec
 from hisac_tf.models.build import build_model, build_optimizer
+from hisac_tf.training.strategy import table_partitioning
 from hisac_tf.tokenizer.semantic_tables import load_semantic_tables
 
 # Sections that fix the model's variables: a checkpoint trained under other
@@ -45,7 +46,9 @@ def build_state(cfg: Config, strategy: tf.distribute.Strategy | None = None,
     strategy = strategy or tf.distribute.get_strategy()
     spec = spec or FeatureSpec.from_config(cfg.data)
     tables = load_semantic_tables(cfg.tokenizer.output_dir)
-    with strategy.scope():
+    # Under parameter_server the embedding tables are split across the PS
+    # (strategy.TablePartitioner); elsewhere this changes nothing.
+    with strategy.scope(), table_partitioning():
         model = build_model(cfg, spec, tables)
         optimizer = build_optimizer(cfg, model)
         step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")

@@ -27,6 +27,9 @@ is refused (`check_model_dir`). A NaN or infinite loss stops the run with
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import os
 import sys
 import time
 from typing import Sequence
@@ -56,7 +59,18 @@ from hisac_tf.training.model_selection import (
     read_curve,
     valid_files,
 )
-from hisac_tf.training.strategy import make_strategy
+from hisac_tf.training.strategy import (
+    ClusterSettings,
+    is_chief,
+    is_parameter_server,
+    is_server_task,
+    make_strategy,
+    placement,
+    read_tf_config,
+    serve_forever,
+    table_partitioning,
+    task_of,
+)
 
 
 def compile_for_training(model: tf.keras.Model,
@@ -85,6 +99,15 @@ def train(cfg: Config, progress: bool = True,
       of this run), seconds, steps_per_second and, with validation, best
       ({step, auc, checkpoint} by valid AUC) and valid_points.
     """
+    settings = ClusterSettings.from_config(cfg.training)
+    tf_config = read_tf_config()
+    if is_server_task(settings, tf_config):
+        serve_forever(tf_config)  # a PS or worker task: it never returns
+    # Non-chief workers resume from the chief's checkpoints and write their
+    # own files (checkpoints, summaries) under <model_dir>/workers/<task>.
+    restore_cfg = cfg
+    if not is_chief(tf_config):
+        cfg = worker_config(cfg, tf_config)
     t = cfg.training
     check_model_dir(cfg)
     # Missing valid files fail here, before anything is built or trained.
@@ -93,16 +116,18 @@ def train(cfg: Config, progress: bool = True,
     files = split_files(cfg.data, "train")  # Missing data: fail, never make.
     write_resolved(cfg, t.model_dir)
     tf.random.set_seed(t.seed)
-    strategy = make_strategy(t.strategy)
+    strategy = make_strategy(settings)
     spec, model, optimizer, step, checkpoint = build_state(cfg, strategy)
     with strategy.scope():
         compile_for_training(model, optimizer)
     manager = checkpoint_manager(cfg, checkpoint, step)
-    if manager.latest_checkpoint:
-        checkpoint.restore(manager.latest_checkpoint).expect_partial()
+    latest = checkpoint_manager(
+        restore_cfg, checkpoint, step).latest_checkpoint
+    if latest:
+        checkpoint.restore(latest).expect_partial()
         print(
-            f"resumed from {manager.latest_checkpoint} at step "
-            f"{int(step.numpy())}", file=sys.stderr,
+            f"resumed from {latest} at step {int(step.numpy())}",
+            file=sys.stderr,
         )
     start = int(step.numpy())
     if start >= t.train_steps:
@@ -111,16 +136,27 @@ def train(cfg: Config, progress: bool = True,
             done["best"] = read_curve(cfg).get("best")
         return done
 
-    ds = input_pipeline.request_dataset(
-        files, spec, cfg.data.batch_size,
-        compression=cfg.data.compression,
-        shuffle_buffer=cfg.data.shuffle_buffer,
-        repeat=True,
-        deterministic=cfg.data.deterministic,
-        seed=t.seed + start,  # A resumed run sees a fresh shuffle.
-        num_parallel_reads=cfg.data.num_parallel_reads,
-        drop_remainder=strategy.num_replicas_in_sync > 1,
-    )
+    def dataset(context: tf.distribute.InputContext | None = None):
+        # data.batch_size is per replica; each input pipeline (worker)
+        # reads its own part of the files, or of the records when there
+        # are fewer files than pipelines (input_pipeline.request_dataset).
+        return input_pipeline.request_dataset(
+            files, spec, cfg.data.batch_size,
+            compression=cfg.data.compression,
+            shuffle_buffer=cfg.data.shuffle_buffer,
+            repeat=True,
+            deterministic=cfg.data.deterministic,
+            seed=t.seed + start,  # A resumed run sees a fresh shuffle.
+            num_parallel_reads=cfg.data.num_parallel_reads,
+            drop_remainder=context is not None,
+            num_shards=context.num_input_pipelines if context else 1,
+            shard_index=context.input_pipeline_id if context else 0,
+        )
+
+    if settings.strategy == "default":
+        ds = dataset()
+    else:
+        ds = tf.keras.utils.experimental.DatasetCreator(dataset)
     counter = StepCounter(step, start)
     extra = list(callbacks)
     callbacks = [
@@ -144,11 +180,14 @@ def train(cfg: Config, progress: bool = True,
         callbacks.append(selection)
     callbacks += extra
     began = time.time()
-    with input_pipeline.diagnosed(files, spec, cfg.data.compression):
+    with input_pipeline.diagnosed(files, spec, cfg.data.compression), \
+            strategy.scope(), table_partitioning():
         history = model.fit(
             ds, epochs=1, steps_per_epoch=t.train_steps - start,
             callbacks=callbacks, verbose=0,
         )
+    if is_parameter_server(strategy):
+        write_placement(model, t.model_dir)
     seconds = time.time() - began
     final = int(step.numpy())
     logs = host_logs({k: v[-1] for k, v in history.history.items()})
@@ -162,7 +201,31 @@ def train(cfg: Config, progress: bool = True,
         "seconds": seconds,
         "steps_per_second": (final - start) / max(seconds, 1e-9),
     }
+    if strategy.num_replicas_in_sync > 1:
+        # TFRS's `loss` is this replica's share of the global mean.
+        results["replicas"] = strategy.num_replicas_in_sync
     if selection is not None:
         results["best"] = selection.best
         results["valid_points"] = len(selection.points)
     return results
+
+
+def worker_config(cfg: Config, tf_config: dict) -> Config:
+    """`cfg` with the model_dir of a non-chief worker:
+    `<model_dir>/workers/<type>-<index>` (its checkpoints and summaries,
+    which multi-worker saving needs every worker to write)."""
+    kind, index = task_of(tf_config)
+    model_dir = os.path.join(
+        cfg.training.model_dir, "workers", f"{kind}-{index}")
+    return dataclasses.replace(
+        cfg, training=dataclasses.replace(cfg.training, model_dir=model_dir)
+    )
+
+
+def write_placement(model: tf.keras.Model, model_dir: str) -> dict:
+    """Writes `<model_dir>/placement.json`: each weight's shard devices."""
+    devices = placement(model)
+    with tf.io.gfile.GFile(os.path.join(model_dir, "placement.json"),
+                           "w") as f:
+        json.dump(devices, f, indent=1, sort_keys=True)
+    return devices
