@@ -236,7 +236,9 @@ class HiSACRanker(tfrs.models.Model):
             for width in mlp_dims
         ]
         self.dropout = tf.keras.layers.Dropout(dropout) if dropout else None
-        self.logit = tf.keras.layers.Dense(1, name="logit")
+        # float32 logits under mixed precision too: the loss, the metrics
+        # and the serving probabilities stay float32.
+        self.logit = tf.keras.layers.Dense(1, name="logit", dtype="float32")
         self.task = tfrs.tasks.Ranking(
             loss=tf.keras.losses.BinaryCrossentropy(from_logits=True),
             metrics=[
@@ -471,6 +473,10 @@ class HiSACRanker(tfrs.models.Model):
             parts.append(self.match_counts.score(
                 {k: state[k] for k in COUNT_STATE_KEYS}, keys
             ))  # [B, C, 4T + 1]
+        # One dtype for the head: the state arrives float32 from
+        # score_with_state, the counts are float32, the embeddings follow
+        # the policy (bfloat16 under mixed_bfloat16).
+        parts = [tf.cast(p, self.compute_dtype) for p in parts]
         x = tf.concat(parts, axis=-1)  # [B, C, F]
         width = x.shape[-1]
         x = tf.reshape(x, [-1, width])  # [B*C, F]
@@ -497,8 +503,9 @@ class HiSACRanker(tfrs.models.Model):
         valid = tf.sequence_mask(
             features["cand_count"], tf.shape(logits)[1]
         )  # [B, C]
-        labels = tf.boolean_mask(features["labels"], valid)  # [M]
-        preds = tf.boolean_mask(logits, valid)  # [M]
+        labels = tf.boolean_mask(
+            tf.cast(features["labels"], tf.float32), valid)  # [M]
+        preds = tf.boolean_mask(tf.cast(logits, tf.float32), valid)  # [M]
         return self.task(
             labels=labels, predictions=preds, training=training
         )
