@@ -46,6 +46,12 @@ def _gather_rows(x, idx):
     return tf.gather(x, idx, batch_dims=1)
 
 
+def _per_slot(x, total, rows, width):
+    """x [S <= R*W] per segment id -> [R, W], zero past the last id."""
+    x = tf.pad(x, [[0, total - tf.shape(x)[0]]])  # [R*W]
+    return tf.reshape(x, [rows, width])
+
+
 @tf.keras.utils.register_keras_serializable(package="hisac_tf")
 class HistoryMatchCounts(tf.keras.layers.Layer):
     """Per-candidate match counts over a history (see the module doc).
@@ -134,15 +140,19 @@ class HistoryMatchCounts(tf.keras.layers.Layer):
             [tf.ones([rows, 1], tf.bool), sk[:, 1:] != sk[:, :-1]], axis=1
         )  # [R, N+1] a run of equal keys starts here
         run = tf.cumsum(tf.cast(first, tf.int32), axis=1) - 1  # [R, N+1]
+        # Segment ids are sorted (runs in order, rows one after another),
+        # so the sorted segment reductions apply (about half the cost of
+        # the unsorted ones). Ids past a row's last run are empty
+        # segments: 0 there, and never used (their count is 0).
         seg = tf.reshape(run + tf.range(rows)[:, None] * width, [-1])
         total = rows * width
-        counts = tf.reshape(tf.math.unsorted_segment_sum(
-            tf.reshape(sv, [-1]), seg, total), [rows, width])  # [R, N+1]
-        ukeys = tf.reshape(tf.math.unsorted_segment_max(
-            tf.reshape(sk, [-1]), seg, total), [rows, width])  # [R, N+1]
+        counts = _per_slot(tf.math.segment_sum(
+            tf.reshape(sv, [-1]), seg), total, rows, width)  # [R, N+1]
+        ukeys = _per_slot(tf.math.segment_max(
+            tf.reshape(sk, [-1]), seg), total, rows, width)  # [R, N+1]
         st = tf.where(sv > 0, st, tf.int64.min)
-        last = tf.reshape(tf.math.unsorted_segment_max(
-            tf.reshape(st, [-1]), seg, total), [rows, width])  # [R, N+1]
+        last = _per_slot(tf.math.segment_max(
+            tf.reshape(st, [-1]), seg), total, rows, width)  # [R, N+1]
         m = tf.minimum(self.num_slots, width)
         top = tf.math.top_k(counts, k=m, sorted=True)  # most frequent
         kept_counts = top.values  # [R, M']
@@ -213,7 +223,7 @@ class HistoryMatchCounts(tf.keras.layers.Layer):
                            [b, c, t * FEATURES_PER_TYPE])  # [B, C, 4T]
         length = tf.math.log1p(
             tf.cast(state["count_lengths"], tf.float32)[:, :1])  # [B, 1]
-        length = tf.repeat(length[:, None, :], c, axis=1)  # [B, C, 1]
+        length = tf.broadcast_to(length[:, None, :], [b, c, 1])  # [B, C, 1]
         return tf.concat([feats, length], axis=-1)  # [B, C, 4T + 1]
 
     def call(self, keys, valid, timestamps, request_time, cand_keys,

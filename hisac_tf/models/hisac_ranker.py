@@ -443,9 +443,10 @@ class HiSACRanker(tfrs.models.Model):
         )  # [B, C, D]
         queries = tf.concat([items, cats, sid], axis=-1)  # [B, C, 3D]
         c = tf.shape(cand_items)[1]
-        user = tf.repeat(
-            state["user_embedding"][:, None, :], c, axis=1
-        )  # [B, C, Du]
+        user = state["user_embedding"]  # [B, Du]
+        user = tf.broadcast_to(
+            user[:, None, :], [tf.shape(user)[0], c, tf.shape(user)[1]]
+        )  # [B, C, Du] (broadcast: one op, where tf.repeat builds ~30)
         parts = [user, queries]
         if self.compressor is not None:
             if self.compressor.candidate_dependent:
