@@ -152,3 +152,35 @@ def test_state_equals_the_first_implementation(num_slots, n, key_range):
     for name in want:
         np.testing.assert_array_equal(got[name].numpy(), want[name].numpy(),
                                       err_msg=name)
+
+
+@pytest.mark.parametrize("nested", [True, False],
+                         ids=["prefix_keys_share_a_sort", "not_nested"])
+@pytest.mark.parametrize("num_slots", [3, 64], ids=lambda m: f"M{m}")
+def test_nested_types_state_equals_the_first_implementation(nested,
+                                                            num_slots):
+    """`nested_types` shares one sort among prefix types; where the keys
+    are not nested it falls back to one sort per type: same state."""
+    rng = np.random.default_rng(num_slots)
+    b, n = 3, 80
+    cats = rng.integers(1, 9, size=(b, n))
+    codes = rng.integers(0, 4, size=(b, n, 2))
+    level1 = codes[..., 0] + 1
+    level2 = level1 * 5 + codes[..., 1] + 1  # mixed radix, like the ranker
+    if not nested:
+        level2 = rng.integers(1, 30, size=(b, n))
+    keys = np.stack([cats, level1, level2], -1).astype(np.int64)
+    has = rng.random((b, n)) < 0.8
+    valid = np.stack([np.ones_like(has), has, has], -1)
+    valid[0, -5:] = False  # padding at the end
+    times = rng.integers(1, 10**6, size=(b, n))
+    now = np.full([b], 2 * 10**6, np.int64)
+    layer = HistoryMatchCounts(num_slots, nested_types=2)
+    got = layer.encode(keys, valid, times, now)
+    want = encode_reference(tf.constant(keys), tf.constant(valid),
+                            tf.constant(times), tf.constant(now), num_slots)
+    for name in want:
+        np.testing.assert_array_equal(got[name].numpy(), want[name].numpy(),
+                                      err_msg=name)
+    assert HistoryMatchCounts.from_config(
+        layer.get_config()).nested_types == 2

@@ -213,7 +213,9 @@ class HiSACRanker(tfrs.models.Model):
             state_keys += SHORT_STATE_KEYS
         self.match_counts = None
         if self.count_slots:
-            self.match_counts = HistoryMatchCounts(self.count_slots)
+            # The SID prefix types (one per level) share one sort.
+            self.match_counts = HistoryMatchCounts(
+                self.count_slots, nested_types=len(codebook_sizes))
             state_keys += COUNT_STATE_KEYS
         self.state_keys = state_keys + ("user_embedding",)
         self.num_groups = (
