@@ -506,9 +506,8 @@ class HiSACRanker(tfrs.models.Model):
         valid = tf.sequence_mask(
             features["cand_count"], tf.shape(logits)[1]
         )  # [B, C]
-        labels = tf.boolean_mask(
-            tf.cast(features["labels"], tf.float32), valid)  # [M]
-        preds = tf.boolean_mask(tf.cast(logits, tf.float32), valid)  # [M]
+        labels = tf.boolean_mask(features["labels"], valid)  # [M]
+        preds = tf.boolean_mask(logits, valid)  # [M]
         return self.task(
             labels=labels, predictions=preds, training=training
         )
