@@ -12,9 +12,8 @@
 #   2. serving_p99.json    hisac and full at N = 10,000, C = 500, R = 1,
 #                          200 calls each (target: hisac p99 < 10 ms);
 #   3. serving_bf16.json   step 2 with mixed_bfloat16 (bfloat16 matmuls,
-#                          float32 softmax in the layers), timing the
-#                          model's methods (the signatures' float32 state
-#                          does not yet mix with bfloat16 candidates);
+#                          float32 softmax in the layers, float32 logits),
+#                          through the signatures as in step 2;
 #   4. serving_xla.json    step 2 with the model under XLA (jit_compile);
 #   5. training.json       N = 1,000 and 10,000, C = 50, batch 32;
 #   6. training_bf16.json  step 5 with mixed_bfloat16.
@@ -62,7 +61,7 @@ step "${LIMIT[1]}" serving_p99 $PY benchmarks/serving_cost.py "${P99[@]}" \
   --methods=hisac,full --no_breakdown --output="$OUT/serving_p99.json"
 step "${LIMIT[2]}" serving_bf16 $PY benchmarks/serving_cost.py "${P99[@]}" \
   --methods=hisac,full --no_breakdown --precision=mixed_bfloat16 \
-  --model_path --output="$OUT/serving_bf16.json"
+  --output="$OUT/serving_bf16.json"
 step "${LIMIT[3]}" serving_xla $PY benchmarks/serving_cost.py "${P99[@]}" \
   --methods=hisac,full --no_breakdown --jit_compile \
   --output="$OUT/serving_xla.json"

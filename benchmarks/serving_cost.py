@@ -131,12 +131,19 @@ class Ranker:
                 "cached": lambda: self.cached_fn(state, cands),
                 "user": lambda: self.user_fn(inputs),
             }
-        state = self.module.encode_user(user)
+        # The signatures' concrete functions, as a server runs them: a
+        # tf.function's Python dispatch (matching the structured inputs to
+        # its input signature) costs ~0.2 ms more per call, which TF
+        # Serving never pays and which is 5 % of a cached call.
+        request_fn = self.module.serving_default.get_concrete_function()
+        cached_fn = self.module.score_with_state.get_concrete_function()
+        user_fn = self.module.encode_user.get_concrete_function()
+        state = user_fn(user)
         state_inputs = {**state, **cands}
         return {
-            "request": lambda: self.module.serving_default(inputs),
-            "cached": lambda: self.module.score_with_state(state_inputs),
-            "user": lambda: self.module.encode_user(user),
+            "request": lambda: request_fn(inputs),
+            "cached": lambda: cached_fn(state_inputs),
+            "user": lambda: user_fn(user),
         }
 
     def graph_ops(self) -> dict:

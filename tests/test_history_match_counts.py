@@ -9,6 +9,7 @@ import tensorflow as tf
 
 from hisac_tf.layers.history_match_counts import HistoryMatchCounts
 from tests.layer_harness import check_layer
+from tests.reference_match_counts import encode_reference
 
 
 def _reference(keys, valid, times, now, cand, num_slots):
@@ -130,3 +131,56 @@ def test_missing_state_named():
              "count_values": tf.zeros([1, 1, 1]),
              "count_lengths": tf.zeros([1, 1])},
             tf.zeros([1, 1, 1], tf.int64))
+
+
+@pytest.mark.parametrize("num_slots,n,key_range", [
+    (1, 30, 6), (4, 50, 12), (16, 200, 40), (256, 300, 1000), (8, 1, 3),
+], ids=["M1", "M4_ties", "M16", "M256_all_distinct_kept", "N1"])
+def test_state_equals_the_first_implementation(num_slots, n, key_range):
+    """The sorted-segment encode returns exactly the old state."""
+    rng = np.random.default_rng(n)
+    b, t = 3, 3
+    keys = rng.integers(-2, key_range, size=(b, n, t)).astype(np.int64)
+    valid = rng.random((b, n, t)) < 0.85
+    valid[1] = False  # an all-padding history
+    times = rng.integers(1, 10**6, size=(b, n))  # not sorted on purpose
+    now = np.full([b], 2 * 10**6, np.int64)
+    got = HistoryMatchCounts(num_slots).encode(keys, valid, times, now)
+    want = encode_reference(tf.constant(keys), tf.constant(valid),
+                            tf.constant(times), tf.constant(now), num_slots)
+    assert sorted(got) == sorted(want)
+    for name in want:
+        np.testing.assert_array_equal(got[name].numpy(), want[name].numpy(),
+                                      err_msg=name)
+
+
+@pytest.mark.parametrize("nested", [True, False],
+                         ids=["prefix_keys_share_a_sort", "not_nested"])
+@pytest.mark.parametrize("num_slots", [3, 64], ids=lambda m: f"M{m}")
+def test_nested_types_state_equals_the_first_implementation(nested,
+                                                            num_slots):
+    """`nested_types` shares one sort among prefix types; where the keys
+    are not nested it falls back to one sort per type: same state."""
+    rng = np.random.default_rng(num_slots)
+    b, n = 3, 80
+    cats = rng.integers(1, 9, size=(b, n))
+    codes = rng.integers(0, 4, size=(b, n, 2))
+    level1 = codes[..., 0] + 1
+    level2 = level1 * 5 + codes[..., 1] + 1  # mixed radix, like the ranker
+    if not nested:
+        level2 = rng.integers(1, 30, size=(b, n))
+    keys = np.stack([cats, level1, level2], -1).astype(np.int64)
+    has = rng.random((b, n)) < 0.8
+    valid = np.stack([np.ones_like(has), has, has], -1)
+    valid[0, -5:] = False  # padding at the end
+    times = rng.integers(1, 10**6, size=(b, n))
+    now = np.full([b], 2 * 10**6, np.int64)
+    layer = HistoryMatchCounts(num_slots, nested_types=2)
+    got = layer.encode(keys, valid, times, now)
+    want = encode_reference(tf.constant(keys), tf.constant(valid),
+                            tf.constant(times), tf.constant(now), num_slots)
+    for name in want:
+        np.testing.assert_array_equal(got[name].numpy(), want[name].numpy(),
+                                      err_msg=name)
+    assert HistoryMatchCounts.from_config(
+        layer.get_config()).nested_types == 2

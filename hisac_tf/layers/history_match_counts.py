@@ -46,12 +46,21 @@ def _gather_rows(x, idx):
     return tf.gather(x, idx, batch_dims=1)
 
 
+def _per_slot(x, total, rows, width):
+    """x [S <= R*W] per segment id -> [R, W], zero past the last id."""
+    x = tf.pad(x, [[0, total - tf.shape(x)[0]]])  # [R*W]
+    return tf.reshape(x, [rows, width])
+
+
 @tf.keras.utils.register_keras_serializable(package="hisac_tf")
 class HistoryMatchCounts(tf.keras.layers.Layer):
     """Per-candidate match counts over a history (see the module doc).
 
     Args:
       num_slots: M >= 1, the keys kept per type (the most frequent).
+      nested_types: P: the last P key types are prefixes of one another
+        (e.g. SID prefixes of levels 1..L) and share one sort (checked;
+        a speed-up only, the state is the same). 0: one sort per type.
 
     Call args (`call` = `score(encode(...), cand_keys)`):
       keys: [B, N, T] int64 history keys per type.
@@ -85,13 +94,43 @@ class HistoryMatchCounts(tf.keras.layers.Layer):
     ```
     """
 
-    def __init__(self, num_slots: int = 256, **kwargs):
+    def __init__(self, num_slots: int = 256, nested_types: int = 0,
+                 **kwargs):
         kwargs.setdefault("autocast", False)
         super().__init__(**kwargs)
         self.num_slots = check_int(_NAME, "num_slots", num_slots, 1)
+        self.nested_types = check_int(
+            _NAME, "nested_types", nested_types, 0)
 
     def get_config(self):
-        return {**super().get_config(), "num_slots": self.num_slots}
+        return {**super().get_config(), "num_slots": self.num_slots,
+                "nested_types": self.nested_types}
+
+    def _sort_order(self, k):
+        """k [B, T, W] keys (int64.max where not valid) -> the per-row
+        ascending order [B, T, W].
+
+        With `nested_types` = P >= 2 the last P types are expected to be
+        prefixes of one another (SID prefixes of increasing length, the
+        same validity): the order sorting the last type sorts them all,
+        so they share one sort. That is checked in the graph; where it
+        does not hold, each type gets its own sort (same result: only
+        runs of equal keys matter, not the order inside a run).
+        """
+        p = self.nested_types
+        t = k.shape[1]
+        if p < 2 or t is None or t < p:
+            return tf.argsort(k, axis=-1, stable=True)  # [B, T, W]
+        own = tf.argsort(k[:, :t - p], axis=-1, stable=True)  # [B, T-P, W]
+        nested = k[:, t - p:]  # [B, P, W]
+        deepest = tf.argsort(nested[:, -1:], axis=-1, stable=True)
+        shared = tf.broadcast_to(deepest, tf.shape(nested))  # [B, P, W]
+        by_deepest = tf.gather(nested, shared, batch_dims=2)  # [B, P, W]
+        sorted_ok = tf.reduce_all(by_deepest[..., 1:] >= by_deepest[..., :-1])
+        nested_order = tf.cond(
+            sorted_ok, lambda: shared,
+            lambda: tf.argsort(nested, axis=-1, stable=True))  # [B, P, W]
+        return tf.concat([own, nested_order], axis=1)  # [B, T, W]
 
     def num_features(self, num_types: int) -> int:
         return FEATURES_PER_TYPE * num_types + 1
@@ -120,13 +159,14 @@ class HistoryMatchCounts(tf.keras.layers.Layer):
         timestamps = tf.pad(timestamps, [[0, 0], [0, 1]])  # [B, N+1]
         rows = b * t
         width = n + 1
-        k = tf.reshape(tf.transpose(keys, [0, 2, 1]), [rows, width])
+        k = tf.transpose(keys, [0, 2, 1])  # [B, T, N+1]
         v = tf.reshape(tf.transpose(valid, [0, 2, 1]), [rows, width])
-        ts = tf.reshape(
-            tf.repeat(timestamps[:, None, :], t, axis=1), [rows, width]
+        ts = tf.reshape(tf.broadcast_to(
+            timestamps[:, None, :], [b, t, width]), [rows, width]
         )  # [B*T, N+1]
-        k = tf.where(v, k, _EMPTY)  # [R, N+1]
-        order = tf.argsort(k, axis=-1, stable=True)  # [R, N+1]
+        k = tf.where(tf.reshape(v, tf.shape(k)), k, _EMPTY)  # [B, T, N+1]
+        order = tf.reshape(self._sort_order(k), [rows, width])  # [R, N+1]
+        k = tf.reshape(k, [rows, width])  # [R, N+1]
         sk = _gather_rows(k, order)  # [R, N+1] sorted keys
         sv = tf.cast(_gather_rows(v, order), tf.float32)  # [R, N+1]
         st = _gather_rows(ts, order)  # [R, N+1]
@@ -134,15 +174,19 @@ class HistoryMatchCounts(tf.keras.layers.Layer):
             [tf.ones([rows, 1], tf.bool), sk[:, 1:] != sk[:, :-1]], axis=1
         )  # [R, N+1] a run of equal keys starts here
         run = tf.cumsum(tf.cast(first, tf.int32), axis=1) - 1  # [R, N+1]
+        # Segment ids are sorted (runs in order, rows one after another),
+        # so the sorted segment reductions apply (about half the cost of
+        # the unsorted ones). Ids past a row's last run are empty
+        # segments: 0 there, and never used (their count is 0).
         seg = tf.reshape(run + tf.range(rows)[:, None] * width, [-1])
         total = rows * width
-        counts = tf.reshape(tf.math.unsorted_segment_sum(
-            tf.reshape(sv, [-1]), seg, total), [rows, width])  # [R, N+1]
-        ukeys = tf.reshape(tf.math.unsorted_segment_max(
-            tf.reshape(sk, [-1]), seg, total), [rows, width])  # [R, N+1]
+        counts = _per_slot(tf.math.segment_sum(
+            tf.reshape(sv, [-1]), seg), total, rows, width)  # [R, N+1]
+        ukeys = _per_slot(tf.math.segment_max(
+            tf.reshape(sk, [-1]), seg), total, rows, width)  # [R, N+1]
         st = tf.where(sv > 0, st, tf.int64.min)
-        last = tf.reshape(tf.math.unsorted_segment_max(
-            tf.reshape(st, [-1]), seg, total), [rows, width])  # [R, N+1]
+        last = _per_slot(tf.math.segment_max(
+            tf.reshape(st, [-1]), seg), total, rows, width)  # [R, N+1]
         m = tf.minimum(self.num_slots, width)
         top = tf.math.top_k(counts, k=m, sorted=True)  # most frequent
         kept_counts = top.values  # [R, M']
@@ -154,7 +198,7 @@ class HistoryMatchCounts(tf.keras.layers.Layer):
         kept_keys = _gather_rows(kept_keys, by_key)
         kept_counts = _gather_rows(kept_counts, by_key)
         kept_last = _gather_rows(kept_last, by_key)
-        now = tf.reshape(tf.repeat(request_time[:, None], t, axis=1),
+        now = tf.reshape(tf.broadcast_to(request_time[:, None], [b, t]),
                          [rows, 1])  # [R, 1]
         gaps = tf.cast(tf.maximum(now - kept_last, 0), tf.float32) / 3600.0
         gaps = tf.where(kept_counts > 0, gaps, 0.0)  # [R, M']
@@ -213,7 +257,7 @@ class HistoryMatchCounts(tf.keras.layers.Layer):
                            [b, c, t * FEATURES_PER_TYPE])  # [B, C, 4T]
         length = tf.math.log1p(
             tf.cast(state["count_lengths"], tf.float32)[:, :1])  # [B, 1]
-        length = tf.repeat(length[:, None, :], c, axis=1)  # [B, C, 1]
+        length = tf.broadcast_to(length[:, None, :], [b, c, 1])  # [B, C, 1]
         return tf.concat([feats, length], axis=-1)  # [B, C, 4T + 1]
 
     def call(self, keys, valid, timestamps, request_time, cand_keys,

@@ -213,7 +213,9 @@ class HiSACRanker(tfrs.models.Model):
             state_keys += SHORT_STATE_KEYS
         self.match_counts = None
         if self.count_slots:
-            self.match_counts = HistoryMatchCounts(self.count_slots)
+            # The SID prefix types (one per level) share one sort.
+            self.match_counts = HistoryMatchCounts(
+                self.count_slots, nested_types=len(codebook_sizes))
             state_keys += COUNT_STATE_KEYS
         self.state_keys = state_keys + ("user_embedding",)
         self.num_groups = (
@@ -236,7 +238,9 @@ class HiSACRanker(tfrs.models.Model):
             for width in mlp_dims
         ]
         self.dropout = tf.keras.layers.Dropout(dropout) if dropout else None
-        self.logit = tf.keras.layers.Dense(1, name="logit")
+        # float32 logits under mixed precision too: the loss, the metrics
+        # and the serving probabilities stay float32.
+        self.logit = tf.keras.layers.Dense(1, name="logit", dtype="float32")
         # Per-candidate losses, averaged in `compute_loss` over the global
         # batch (a Keras loss with AUTO reduction raises under a
         # distribution strategy).
@@ -445,9 +449,10 @@ class HiSACRanker(tfrs.models.Model):
         )  # [B, C, D]
         queries = tf.concat([items, cats, sid], axis=-1)  # [B, C, 3D]
         c = tf.shape(cand_items)[1]
-        user = tf.repeat(
-            state["user_embedding"][:, None, :], c, axis=1
-        )  # [B, C, Du]
+        user = state["user_embedding"]  # [B, Du]
+        user = tf.broadcast_to(
+            user[:, None, :], [tf.shape(user)[0], c, tf.shape(user)[1]]
+        )  # [B, C, Du] (broadcast: one op, where tf.repeat builds ~30)
         parts = [user, queries]
         if self.compressor is not None:
             if self.compressor.candidate_dependent:
@@ -475,6 +480,10 @@ class HiSACRanker(tfrs.models.Model):
             parts.append(self.match_counts.score(
                 {k: state[k] for k in COUNT_STATE_KEYS}, keys
             ))  # [B, C, 4T + 1]
+        # One dtype for the head: the state arrives float32 from
+        # score_with_state, the counts are float32, the embeddings follow
+        # the policy (bfloat16 under mixed_bfloat16).
+        parts = [tf.cast(p, self.compute_dtype) for p in parts]
         x = tf.concat(parts, axis=-1)  # [B, C, F]
         width = x.shape[-1]
         x = tf.reshape(x, [-1, width])  # [B*C, F]
