@@ -89,12 +89,17 @@ def test_experiment_on_tiny_writes_table_and_plots(tmp_path):
     assert saved["seconds"] == pytest.approx(sum(r["seconds"] for r in rows))
     table = open(os.path.join(out_dir, "results.md")).read()
     assert "| compressor | N | S | seed | G | AUC | GAUC |" in table
-    assert table.count("\n| hisac |") == 2
-    assert table.count("\n| recent |") == 2
-    assert table.count("## main") == 1
+    main_table, _, slices = table.partition("AUC by history length")
+    assert main_table.count("\n| hisac |") == 2
+    assert main_table.count("\n| recent |") == 2
+    assert main_table.count("## main") == 1
+    # The history-length slices: one row per run (tiny: all too small).
+    assert slices.count("\n| hisac |") == 2
     assert sorted(results["outputs"]) == [
-        "ablations", "auc_vs_flops", "auc_vs_length", "json", "markdown"]
-    for name in ("auc_vs_length.png", "auc_vs_flops.png", "ablations.png"):
+        "ablations", "auc_by_history_length", "auc_vs_flops",
+        "auc_vs_length", "json", "markdown"]
+    for name in ("auc_vs_length.png", "auc_vs_flops.png", "ablations.png",
+                 "auc_by_history_length.png"):
         with open(os.path.join(out_dir, name), "rb") as f:
             data = f.read()
         assert data.startswith(PNG_MAGIC) and len(data) > 5000
@@ -268,7 +273,8 @@ def test_experiment_plan_on_tiny(tmp_path, capsys, monkeypatch):
     assert "- `hisac_random_sids`: training.seed = 1; shuffled" in table
     # No run has two lengths: no AUC-vs-N plot.
     assert sorted(results["outputs"]) == [
-        "ablations", "auc_vs_flops", "json", "markdown"]
+        "ablations", "auc_by_history_length", "auc_vs_flops", "json",
+        "markdown"]
     assert not os.path.exists(os.path.join(out_dir, "auc_vs_length.png"))
     for name in ("ablations.png", "auc_vs_flops.png"):
         with open(os.path.join(out_dir, name), "rb") as f:

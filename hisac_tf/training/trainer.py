@@ -28,7 +28,6 @@ is refused (`check_model_dir`). A NaN or infinite loss stops the run with
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import sys
 import time
@@ -37,6 +36,7 @@ from typing import Sequence
 import hisac_tf  # noqa: F401  (Keras 2 before TensorFlow)
 import tensorflow as tf
 
+from hisac_tf import json_io
 from hisac_tf.config import Config, write_resolved
 from hisac_tf.data import input_pipeline
 from hisac_tf.data.split_files import split_files
@@ -225,7 +225,6 @@ def worker_config(cfg: Config, tf_config: dict) -> Config:
 def write_placement(model: tf.keras.Model, model_dir: str) -> dict:
     """Writes `<model_dir>/placement.json`: each weight's shard devices."""
     devices = placement(model)
-    with tf.io.gfile.GFile(os.path.join(model_dir, "placement.json"),
-                           "w") as f:
-        json.dump(devices, f, indent=1, sort_keys=True)
+    json_io.write_json(os.path.join(model_dir, "placement.json"), devices,
+                       indent=1, sort_keys=True)
     return devices
