@@ -212,9 +212,16 @@ def config_flops(cfg, name: str | None = None, n: int | None = None,
                  c: int | None = None) -> dict:
     """`request_flops` for a `Config` (defaults: its compressor, N =
     data.max_history, C = data.max_candidates)."""
+    return request_flops(**_config_sizes(cfg, name, n, c))
+
+
+def _config_sizes(cfg, name: str | None, n: int | None,
+                  c: int | None) -> dict:
+    """The keyword arguments `request_flops` and `request_cost` share, read
+    from a `Config`."""
     m = cfg.model
-    return request_flops(
-        name or m.compressor,
+    return dict(
+        name=name or m.compressor,
         n=n or cfg.data.max_history,
         a=m.num_agents,
         c=c or cfg.data.max_candidates,
@@ -401,24 +408,4 @@ def predict_latency(cost: dict, matmul_flops_per_s: float,
 def config_cost(cfg, name: str | None = None, n: int | None = None,
                 c: int | None = None, cached: bool = False) -> dict:
     """`request_cost` for a `Config` (defaults as `config_flops`)."""
-    m = cfg.model
-    return request_cost(
-        name or m.compressor,
-        n=n or cfg.data.max_history,
-        a=m.num_agents,
-        c=c or cfg.data.max_candidates,
-        d=m.embedding_dim,
-        ds=cfg.tokenizer.latent_dim,
-        h=m.num_heads,
-        num_levels=len(cfg.tokenizer.codebook_sizes),
-        user_features=len(cfg.data.user_features),
-        mlp_dims=m.mlp_dims,
-        use_cross_layer=m.use_cross_layer,
-        kmeans_iterations=m.kmeans_iterations,
-        lsh_bits=m.lsh_bits,
-        attention_mass=m.attention_mass,
-        short_term_length=m.short_term_length,
-        count_types=(1 + len(cfg.tokenizer.codebook_sizes)
-                     if m.count_slots else 0),
-        cached=cached,
-    )
+    return request_cost(**_config_sizes(cfg, name, n, c), cached=cached)
