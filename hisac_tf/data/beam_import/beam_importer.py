@@ -46,8 +46,7 @@ import tensorflow as tf
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from hisac_tf import json_io
-from hisac_tf.config import Config, ConfigError, ImporterConfig
-from hisac_tf.data import filesystems
+from hisac_tf.config import Config, ImporterConfig
 from hisac_tf.data.beam_import.count_combine import SumCounts
 from hisac_tf.data.beam_import.log_file_events import (
     RAW_TIMESTAMPS,
@@ -72,16 +71,14 @@ from hisac_tf.data.beam_import.user_requests import (
     STATS,
     UserRequests,
 )
-from hisac_tf.data.feature_spec import FeatureSpec
 from hisac_tf.data.importers.import_summary import (
-    format_settings,
     format_summary,
     lossy_warnings,
 )
 from hisac_tf.data.importers.item_table import write_items
 from hisac_tf.data.importers.log_importer import (
     SUMMARY_FILE,
-    _existing_outputs,
+    prepare_import,
     split_patterns,
 )
 from hisac_tf.data.importers.log_reader import expand_inputs
@@ -255,26 +252,9 @@ def import_logs_beam(cfg: Config, pipeline_args: Sequence[str] = ()
     FileNotFoundError, DataError) and leaves no output when it fails.
     """
     imp, data = cfg.importer, cfg.data
-    if not imp.input.strip():
-        raise ConfigError(
-            "importer.input must name at least one file or pattern "
-            f"(--input), got {imp.input!r}")
     started = time.time()
-    FeatureSpec(data.max_history, data.max_candidates,  # Checks them.
-                data.user_features, with_true_ctr=False)
-    for pattern in list(split_patterns(cfg).values()) + [
-            data.item_table_pattern]:
-        shard_name(pattern, 0, imp.num_shards)  # Checks the pattern.
-    print(format_settings(cfg), file=sys.stderr, flush=True)
+    stale = prepare_import(cfg)
     out_dir = data.data_dir
-    filesystems.ensure_filesystem(out_dir)
-    tf.io.gfile.makedirs(out_dir)
-    stale = _existing_outputs(cfg)
-    if stale and not imp.overwrite:
-        raise FileExistsError(
-            f"data.data_dir {out_dir!r} already holds outputs ({stale[0]}, "
-            f"... {len(stale)} files); pass --overwrite "
-            "(importer.overwrite=true) to replace them")
     files = expand_inputs(imp.input)
     users, user_counts = read_users(imp.users, data.user_features,
                                     imp.delimiter, imp.skip_bad_rows)

@@ -163,24 +163,20 @@ class _UserHistories:
         return items
 
 
-def import_logs(cfg: Config) -> dict:
-    """Imports the logs of `cfg.importer`; returns (and writes) the summary.
-
-    Raises ConfigError for settings that cannot be used, FileExistsError
-    when `data.data_dir` holds outputs and `importer.overwrite` is off,
-    FileNotFoundError for a missing input, DataError (BadRowError) for bad
-    input.
-    """
+def prepare_import(cfg: Config) -> list[str]:
+    """What both engines do before reading: checks the input, N, C and the
+    file patterns, prints the resolved settings, makes `data.data_dir`;
+    returns the outputs already there (FileExistsError unless
+    `importer.overwrite`)."""
     imp, data = cfg.importer, cfg.data
     if not imp.input.strip():
         raise ConfigError(
             "importer.input must name at least one file or pattern "
             f"(--input), got {imp.input!r}")
-    started = time.time()
     FeatureSpec(data.max_history, data.max_candidates,  # Checks them.
                 data.user_features, with_true_ctr=False)
-    patterns = split_patterns(cfg)
-    for pattern in list(patterns.values()) + [data.item_table_pattern]:
+    for pattern in list(split_patterns(cfg).values()) + [
+            data.item_table_pattern]:
         shard_name(pattern, 0, imp.num_shards)  # Checks the pattern.
     print(format_settings(cfg), file=sys.stderr, flush=True)
     out_dir = data.data_dir
@@ -193,6 +189,22 @@ def import_logs(cfg: Config) -> dict:
             f"... {len(stale)} files); pass --overwrite "
             "(importer.overwrite=true) to replace them"
         )
+    return stale
+
+
+def import_logs(cfg: Config) -> dict:
+    """Imports the logs of `cfg.importer`; returns (and writes) the summary.
+
+    Raises ConfigError for settings that cannot be used, FileExistsError
+    when `data.data_dir` holds outputs and `importer.overwrite` is off,
+    FileNotFoundError for a missing input, DataError (BadRowError) for bad
+    input.
+    """
+    imp, data = cfg.importer, cfg.data
+    started = time.time()
+    stale = prepare_import(cfg)
+    patterns = split_patterns(cfg)
+    out_dir = data.data_dir
 
     events, summary = read_events(imp)
     users, user_counts = read_users(imp.users, data.user_features,
