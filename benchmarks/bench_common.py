@@ -17,6 +17,7 @@ Besides `device_name`, the pieces that `serving_cost.py` and
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -391,3 +392,26 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence]) -> str:
     lines += ["| " + " | ".join(cell(v) for v in row) + " |"
               for row in rows]
     return "\n".join(lines)
+
+
+def int_list(text: str) -> tuple[int, ...]:
+    """argparse type: "1000,10000" -> (1000, 10000), positive integers."""
+    try:
+        values = tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        values = ()
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(
+            f"expected positive integers separated by commas, got {text!r}")
+    return values
+
+
+def method_list(text: str) -> tuple[str, ...]:
+    """argparse type: "hisac,full" -> names of `METHODS`."""
+    names = tuple(v.strip() for v in text.split(",") if v.strip())
+    unknown = [v for v in names if v not in METHODS]
+    if not names or unknown:
+        raise argparse.ArgumentTypeError(
+            f"unknown methods {unknown} in {text!r} (choose from "
+            f"{', '.join(METHODS)})")
+    return names

@@ -71,27 +71,6 @@ TINY = {"preset": "tiny", "n": (20, 40), "c": (4, 8), "r": (1, 2),
         "rounds": 2, "calls": 1, "calibration_size": 0.01}
 
 
-def _ints(text: str) -> tuple[int, ...]:
-    try:
-        values = tuple(int(v) for v in text.split(",") if v.strip())
-    except ValueError:
-        values = ()
-    if not values or min(values) < 1:
-        raise argparse.ArgumentTypeError(
-            f"expected positive integers separated by commas, got {text!r}")
-    return values
-
-
-def _names(text: str) -> tuple[str, ...]:
-    names = tuple(v.strip() for v in text.split(",") if v.strip())
-    unknown = [v for v in names if v not in bc.METHODS]
-    if not names or unknown:
-        raise argparse.ArgumentTypeError(
-            f"unknown methods {unknown} in {text!r} (choose from "
-            f"{', '.join(bc.METHODS)})")
-    return names
-
-
 class Ranker:
     """One method at one N: the model, its ServingModule and functions."""
 
@@ -524,16 +503,16 @@ def main(argv=None) -> dict:
     parser.add_argument("--tiny", action="store_true",
                         help="tiny preset and sizes, one call (CI smoke)")
     parser.add_argument("--preset", default=None)
-    parser.add_argument("--n", type=_ints, default=None)
-    parser.add_argument("--c", type=_ints, default=None)
-    parser.add_argument("--r", type=_ints, default=None)
-    parser.add_argument("--methods", type=_names, default=METHODS)
+    parser.add_argument("--n", type=bc.int_list, default=None)
+    parser.add_argument("--c", type=bc.int_list, default=None)
+    parser.add_argument("--r", type=bc.int_list, default=None)
+    parser.add_argument("--methods", type=bc.method_list, default=METHODS)
     parser.add_argument("--rounds", type=int, default=None)
     parser.add_argument("--calls", type=int, default=None,
                         help="timed calls of each method per round")
     parser.add_argument("--breakdown_c", type=int, default=None,
                         help="C of the breakdown (default: the largest)")
-    parser.add_argument("--breakdown_n", type=_ints, default=None,
+    parser.add_argument("--breakdown_n", type=bc.int_list, default=None,
                         help="N of the breakdown (default: every N)")
     parser.add_argument("--no_breakdown", action="store_true")
     parser.add_argument("--precision", default="float32",

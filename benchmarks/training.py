@@ -59,27 +59,6 @@ TINY = {"preset": "tiny", "n": (20, 40), "batch": 4, "rounds": 1,
         "calls": 1, "candidates": 6}
 
 
-def _ints(text: str) -> tuple[int, ...]:
-    try:
-        values = tuple(int(v) for v in text.split(",") if v.strip())
-    except ValueError:
-        values = ()
-    if not values or min(values) < 1:
-        raise argparse.ArgumentTypeError(
-            f"expected positive integers separated by commas, got {text!r}")
-    return values
-
-
-def _names(text: str) -> tuple[str, ...]:
-    names = tuple(v.strip() for v in text.split(",") if v.strip())
-    unknown = [v for v in names if v not in bc.METHODS]
-    if not names or unknown:
-        raise argparse.ArgumentTypeError(
-            f"unknown methods {unknown} in {text!r} (choose from "
-            f"{', '.join(bc.METHODS)})")
-    return names
-
-
 def input_batches(tmp: str, spec, batch: int, batches: int,
                   rng) -> tuple[list, float]:
     """(`batches` batches read by the training pipeline, median ms per
@@ -218,10 +197,10 @@ def main(argv=None) -> dict:
     parser.add_argument("--tiny", action="store_true",
                         help="tiny preset and sizes, one call (CI smoke)")
     parser.add_argument("--preset", default=None)
-    parser.add_argument("--n", type=_ints, default=None)
+    parser.add_argument("--n", type=bc.int_list, default=None)
     parser.add_argument("--candidates", type=int, default=None)
     parser.add_argument("--batch", type=int, default=None)
-    parser.add_argument("--methods", type=_names, default=METHODS)
+    parser.add_argument("--methods", type=bc.method_list, default=METHODS)
     parser.add_argument("--rounds", type=int, default=None)
     parser.add_argument("--calls", type=int, default=None)
     parser.add_argument("--precision", default="float32",
