@@ -695,7 +695,8 @@ def test_stale_reservations_are_removed(tmp_path):
     os.makedirs(os.path.join(killed.model_path, "variables"))
     old = os.path.join(d, exporter.TMP_PREFIX + "3-abcdef12")  # No owner.
     os.makedirs(old)
-    os.utime(old, (time.time() - 60, time.time() - 60))
+    aged = time.time() - exporter.OWNERLESS_STALE_S - 60
+    os.utime(old, (aged, aged))
     live = exporter.reserve_version(d, 7)  # This process: alive.
     r = exporter.reserve_version(d, None)
     assert r.version == 1
@@ -703,6 +704,18 @@ def test_stale_reservations_are_removed(tmp_path):
                                      for n in ("1", "7")]
     r.release()
     live.release()
+
+
+def test_a_reservation_not_yet_owned_is_not_stale(tmp_path):
+    # Between another export's mkdir and its owner file, its reservation
+    # has no owner: removing it there let two exports share a version.
+    d = str(tmp_path)
+    fresh = os.path.join(d, exporter.TMP_PREFIX + "2")
+    os.makedirs(fresh)
+    assert exporter.remove_stale_reservations(d, time.time() + 1) == []
+    with pytest.raises(FileExistsError):  # Still held by its export.
+        exporter.reserve_version(d, 2)
+    assert os.path.isdir(fresh)
 
 
 @pytest.mark.slow

@@ -66,6 +66,10 @@ TMP_PREFIX = ".tmp-export-"
 OWNER_FILE = "owner.json"
 MODEL_SUBDIR = "model"
 OTHER_HOST_STALE_S = 24 * 3600.0
+# A reservation is made (mkdir) before its owner file is written: another
+# export that looks in between finds no owner. Without an owner it is stale
+# only once older than this, so that window never reads as a dead export.
+OWNERLESS_STALE_S = 60.0
 
 
 # ----------------------------------------------------------------- versions
@@ -173,7 +177,8 @@ def remove_stale_reservations(export_dir: str, started: float) -> list[str]:
     """Removes reservations left by killed exports; returns their paths.
 
     Stale: the owner ran on this host and its pid is gone; or no readable
-    owner and older than `started`; or another host's, older than
+    owner and older than `started` - OWNERLESS_STALE_S (a reservation is
+    made before its owner file is written); or another host's, older than
     `started` - OTHER_HOST_STALE_S.
     """
     removed = []
@@ -190,7 +195,7 @@ def remove_stale_reservations(export_dir: str, started: float) -> list[str]:
             continue
         owner = _read_owner(path)
         if owner is None:
-            stale = mtime < started
+            stale = mtime < started - OWNERLESS_STALE_S
         elif owner.get("host") == socket.gethostname():
             stale = not _pid_alive(int(owner.get("pid", -1)))
         else:
