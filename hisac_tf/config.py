@@ -21,6 +21,13 @@ import typing
 from typing import Any, Mapping, Sequence
 
 from hisac_tf.behaviors import BEHAVIOR_IDS, behavior_id
+from hisac_tf.feature_config import (
+    FeatureConfig,
+    FeatureConfigError,
+    check_features,
+    default_features,
+    features_from_list,
+)
 
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 _CHECKOUT_ROOT = os.path.dirname(_PACKAGE_DIR)
@@ -63,6 +70,10 @@ class DataConfig:
     max_history: int = 200
     max_candidates: int = 20
     user_features: tuple[str, ...] = ("gender", "age_bucket")
+    # Record keys of the core request fields where a log's own TFRecords
+    # name them differently: "field=key" each, e.g. "hist_item_ids=clicks"
+    # (declared features name theirs in `features[...].key`).
+    record_keys: tuple[str, ...] = ()
     batch_size: int = 32
     shuffle_buffer: int = 1000
     deterministic: bool = False
@@ -75,11 +86,46 @@ class DataConfig:
         _non_empty(self, "data_dir", "train_pattern", "eval_pattern",
                    "valid_pattern", "item_table_pattern")
         _names(self, "user_features")
+        record_key_map(self)
         if self.compression not in ("", "GZIP", "ZLIB"):
             raise ConfigError(
                 f"data.compression must be '', 'GZIP' or 'ZLIB', got "
                 f"{self.compression!r}"
             )
+
+
+CORE_RECORD_FIELDS = (
+    "user_id", "request_time", "hist_item_ids", "hist_category_ids",
+    "hist_behaviors", "hist_timestamps", "cand_item_ids",
+    "cand_category_ids", "labels", "true_ctr",
+)
+
+
+def record_key_map(data: "DataConfig") -> dict[str, str]:
+    """`data.record_keys` as {core field: record key}; errors name the
+    entry."""
+    out: dict[str, str] = {}
+    for entry in data.record_keys:
+        field, sep, key = entry.partition("=")
+        field, key = field.strip(), key.strip()
+        if not sep or not field or not key:
+            raise ConfigError(
+                f"data.record_keys entries must look like field=key, got "
+                f"{entry!r}")
+        if field not in CORE_RECORD_FIELDS:
+            raise ConfigError(
+                f"data.record_keys: {field!r} is not a core request field "
+                f"(known: {', '.join(CORE_RECORD_FIELDS)}); declared "
+                "features name their key in features[...].key")
+        if field in out:
+            raise ConfigError(
+                f"data.record_keys names {field!r} twice: {entry!r}")
+        out[field] = key
+    if len(set(out.values())) != len(out):
+        raise ConfigError(
+            f"data.record_keys maps two fields to one key: "
+            f"{list(data.record_keys)!r}")
+    return out
 
 
 @dataclasses.dataclass(frozen=True)
@@ -533,11 +579,25 @@ class Config:
     training: TrainingConfig = TrainingConfig()
     export: ExportConfig = ExportConfig()
     importer: ImporterConfig = ImporterConfig()
+    # Declared features (hisac_tf.feature_config, docs/design.md §4.1)
+    # beside the core fields; data.user_features are declared for you.
+    features: tuple[FeatureConfig, ...] = ()
+
+    @property
+    def all_features(self) -> tuple[FeatureConfig, ...]:
+        """data.user_features as default features, then `features`."""
+        try:
+            return check_features(
+                default_features(self.data.user_features) + self.features,
+                default_dim=self.model.embedding_dim)
+        except FeatureConfigError as e:
+            raise ConfigError(str(e)) from None
 
     def validate(self) -> "Config":
         for section in _SECTIONS:
             _finite(getattr(self, section))
             getattr(self, section).validate()
+        self.all_features  # noqa: B018  (validates the declared features)
         if len(self.model.top_k) != len(self.tokenizer.codebook_sizes):
             raise ConfigError(
                 f"model.top_k has {len(self.model.top_k)} levels but "
@@ -763,11 +823,12 @@ def _build_section(name: str, values: Mapping[str, Any]) -> Any:
 
 def from_dict(values: Mapping[str, Any]) -> Config:
     """Builds and validates a `Config`; unknown keys are errors."""
-    unknown = sorted(set(values) - set(_SECTIONS) - {"name", "base"})
+    unknown = sorted(
+        set(values) - set(_SECTIONS) - {"name", "base", "features"})
     if unknown:
         raise ConfigError(
             f"unknown config key {unknown[0]!r} (known: name, base, "
-            f"{', '.join(_SECTIONS)})"
+            f"{', '.join(_SECTIONS)}, features)"
         )
     sections = {}
     for section in _SECTIONS:
@@ -780,7 +841,11 @@ def from_dict(values: Mapping[str, Any]) -> Config:
     name = values.get("name", "default")
     if not isinstance(name, str):
         raise ConfigError(f"name must be a string, got {name!r}")
-    return Config(name=name, **sections).validate()
+    try:
+        features = features_from_list(values.get("features", []))
+    except FeatureConfigError as e:
+        raise ConfigError(str(e)) from None
+    return Config(name=name, features=features, **sections).validate()
 
 
 def preset_names() -> list[str]:
