@@ -28,6 +28,7 @@ RANKS = {
     "hisac_tf": 0,
     "hisac_tf.behaviors": 0,
     "hisac_tf.config": 0,
+    "hisac_tf.feature_config": 0,
     "hisac_tf.json_io": 0,
     "hisac_tf.metrics": 0,
     "hisac_tf.data": 1,
