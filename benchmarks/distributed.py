@@ -39,7 +39,7 @@ import tensorflow as tf  # noqa: E402
 from bench_common import device_name  # noqa: E402
 from hisac_tf import config as config_lib  # noqa: E402
 from hisac_tf.data import synthetic  # noqa: E402
-from hisac_tf.training.local_cluster import run_local_cluster  # noqa: E402
+from hisac_tf.distribute.local_cluster import run_local_cluster  # noqa: E402
 from pipelines import tokenize_items  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

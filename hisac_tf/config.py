@@ -327,7 +327,7 @@ class TrainingConfig:
     # The checkpoint `evaluate` scores: "best" (by valid AUC), "latest", or
     # "auto" (the best when one exists, else the latest).
     evaluate_checkpoint: str = "auto"
-    # Sliced evaluation (hisac_tf/training/slices.py): upper edges of the
+    # Sliced evaluation (hisac_tf/evaluation/slices.py): upper edges of the
     # history-length buckets (behaviours before the request), of the user
     # activity buckets (behaviours in the last `eval_activity_days` days),
     # the smallest slice that gets numbers, and the reliability bins.

@@ -28,8 +28,8 @@ from hisac_tf.data import input_pipeline, synthetic
 from hisac_tf.data.data_summary import summarize_data
 from hisac_tf.data.feature_spec import FeatureSpec
 from hisac_tf.training.checkpoints import select_checkpoint
-from hisac_tf.training.evaluation import evaluate, format_report
-from hisac_tf.training.sliced_evaluation import format_sliced
+from hisac_tf.evaluation.evaluation import evaluate, format_report
+from hisac_tf.evaluation.sliced_evaluation import format_sliced
 from hisac_tf.export import exporter
 from hisac_tf.training.trainer import train
 from pipelines import cli, tokenize_items

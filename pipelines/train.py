@@ -4,7 +4,7 @@
 under the strategy scope, resume from the latest checkpoint, checkpoints,
 TensorBoard, and with `training.valid_every` the valid split's learning
 curve and best checkpoint) and, in train_and_eval mode, evaluates with
-`hisac_tf.training.evaluation.evaluate` (the best checkpoint when one
+`hisac_tf.evaluation.evaluation.evaluate` (the best checkpoint when one
 exists, `training.evaluate_checkpoint`); the results go to
 `<model_dir>/train_results.json`.
 """
@@ -17,8 +17,8 @@ import hisac_tf  # noqa: F401  (Keras 2 before TensorFlow)
 
 from hisac_tf import json_io
 from hisac_tf.config import Config
-from hisac_tf.training.evaluation import evaluate
-from hisac_tf.training.strategy import is_chief, read_tf_config
+from hisac_tf.evaluation.evaluation import evaluate
+from hisac_tf.distribute.strategy import is_chief, read_tf_config
 from hisac_tf.training.trainer import train, worker_config
 from pipelines import cli
 

@@ -23,9 +23,9 @@ from hisac_tf.data.feature_spec import FeatureSpec
 from hisac_tf.export import exporter
 from hisac_tf.export import signatures as sig
 from hisac_tf.models.build import build_model, build_optimizer
-from hisac_tf.training import local_cluster, strategy as strategy_lib
+from hisac_tf.distribute import local_cluster, strategy as strategy_lib
 from hisac_tf.training.checkpoints import restore_latest
-from hisac_tf.training.strategy import ClusterError, ClusterSettings
+from hisac_tf.distribute.strategy import ClusterError, ClusterSettings
 from hisac_tf.training.trainer import compile_for_training
 from pipelines import tokenize_items, train
 from tests.test_hisac_ranker import CFG, SPEC, random_batch, random_tables
@@ -140,7 +140,7 @@ def test_parameter_server_with_unreachable_tasks_fails_in_bounded_time():
 MWMS_JOIN = """
 import sys
 import hisac_tf
-from hisac_tf.training import strategy
+from hisac_tf.distribute import strategy
 try:
     strategy.make_strategy(strategy.ClusterSettings(
         "multi_worker_mirrored", cluster_timeout_s=3))

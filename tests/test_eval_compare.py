@@ -9,8 +9,8 @@ import pytest
 
 from hisac_tf import config as config_lib
 from hisac_tf import metrics
-from hisac_tf.training import eval_compare, slices
-from hisac_tf.training.sliced_evaluation import sliced_evaluation
+from hisac_tf.evaluation import eval_compare, slices
+from hisac_tf.evaluation.sliced_evaluation import sliced_evaluation
 from pipelines import evaluate as evaluate_job
 
 NUM_USERS, PER_USER = 60, 10

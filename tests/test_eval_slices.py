@@ -10,9 +10,9 @@ import tensorflow as tf
 
 from hisac_tf import config as config_lib
 from hisac_tf import metrics
-from hisac_tf.training import calibration as cal
-from hisac_tf.training import eval_summaries, slices
-from hisac_tf.training.sliced_evaluation import (checked_rows,
+from hisac_tf.evaluation import calibration as cal
+from hisac_tf.evaluation import eval_summaries, slices
+from hisac_tf.evaluation.sliced_evaluation import (checked_rows,
                                                  format_sliced,
                                                  sliced_evaluation)
 

@@ -35,11 +35,13 @@ RANKS = {
     "hisac_tf.compressors": 3,
     "hisac_tf.models": 4,
     "hisac_tf.tokenizer": 4,
-    "hisac_tf.training": 5,
-    "hisac_tf.export": 6,
-    "hisac_tf.experiments": 7,
-    "serving": 8,
-    "pipelines": 9,
+    "hisac_tf.distribute": 5,
+    "hisac_tf.training": 6,
+    "hisac_tf.evaluation": 6,
+    "hisac_tf.export": 7,
+    "hisac_tf.experiments": 8,
+    "serving": 9,
+    "pipelines": 10,
 }
 
 

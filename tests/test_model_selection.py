@@ -22,7 +22,7 @@ from hisac_tf.training.checkpoints import (
     checkpoint_manager,
     select_checkpoint,
 )
-from hisac_tf.training.evaluation import Predictions
+from hisac_tf.evaluation.evaluation import Predictions
 from hisac_tf.training.model_selection import (
     ModelSelection,
     best_point,

@@ -2,7 +2,7 @@
 
 For each (run, N) of a plan, `run_one` trains a ranker with
 `hisac_tf.training.trainer.train` into `<training.model_dir>/<name>-N<n>`
-and evaluates it with `hisac_tf.training.evaluation.evaluate`: the same
+and evaluates it with `hisac_tf.evaluation.evaluation.evaluate`: the same
 data, tokenizer, seed, step budget, optimisers and ranking head unless the
 run's overrides say otherwise; only `model.compressor` and
 `data.max_history` change (histories are truncated to the newest N by the
@@ -59,7 +59,7 @@ from hisac_tf.tokenizer.semantic_tables import (
 from hisac_tf.layers.routing_diagnostics import ROUTING_KEYS
 from hisac_tf.training.model_selection import CURVE_FILE, METRIC
 from hisac_tf.training.checkpoints import restore_latest
-from hisac_tf.training.evaluation import evaluate
+from hisac_tf.evaluation.evaluation import evaluate
 from hisac_tf.training.trainer import train
 
 ROW_FILE = "experiment_row.json"

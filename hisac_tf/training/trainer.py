@@ -59,7 +59,7 @@ from hisac_tf.training.model_selection import (
     read_curve,
     valid_files,
 )
-from hisac_tf.training.strategy import (
+from hisac_tf.distribute.strategy import (
     ClusterSettings,
     is_chief,
     is_parameter_server,

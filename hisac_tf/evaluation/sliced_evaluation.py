@@ -20,10 +20,10 @@ import numpy as np
 import tensorflow as tf
 
 from hisac_tf.config import Config
-from hisac_tf.training.calibration import calibration, check_probabilities
-from hisac_tf.training.eval_figures import reliability_png
-from hisac_tf.training.eval_predictions import save_predictions
-from hisac_tf.training.slices import (SliceKeys, SliceSettings,
+from hisac_tf.evaluation.calibration import calibration, check_probabilities
+from hisac_tf.evaluation.eval_figures import reliability_png
+from hisac_tf.evaluation.eval_predictions import save_predictions
+from hisac_tf.evaluation.slices import (SliceKeys, SliceSettings,
                                       format_slices, slice_rows)
 
 PREDICTIONS_FILE = "eval_predictions.npz"

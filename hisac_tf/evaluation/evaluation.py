@@ -35,9 +35,9 @@ from hisac_tf.training.checkpoints import (
     restore_latest,
     select_checkpoint,
 )
-from hisac_tf.training.eval_summaries import write_eval_summaries
-from hisac_tf.training.slices import batch_keys
-from hisac_tf.training.sliced_evaluation import (
+from hisac_tf.evaluation.eval_summaries import write_eval_summaries
+from hisac_tf.evaluation.slices import batch_keys
+from hisac_tf.evaluation.sliced_evaluation import (
     format_sliced,
     slice_keys,
     sliced_evaluation,

@@ -36,7 +36,7 @@ from typing import NamedTuple, Optional
 import numpy as np
 
 from hisac_tf import metrics
-from hisac_tf.training.calibration import calibration
+from hisac_tf.evaluation.calibration import calibration
 
 ALL = "all"
 DIMENSIONS = ("history_length", "user_activity", "item_popularity",
