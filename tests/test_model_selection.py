@@ -22,7 +22,7 @@ from hisac_tf.training.checkpoints import (
     checkpoint_manager,
     select_checkpoint,
 )
-from hisac_tf.evaluation.evaluation import Predictions
+from hisac_tf.training.scoring import Predictions
 from hisac_tf.training.model_selection import (
     ModelSelection,
     best_point,
@@ -77,7 +77,8 @@ class FakeModel:
 
 
 def fake_predict(aucs_by_step, counter):
-    def predict(cfg, model, files, spec, progress=True, score=None):
+    def predict(cfg, model, files, spec, progress=True, score=None,
+                keys=None):
         probs = np.array(SCORES[aucs_by_step[counter.value]])
         return Predictions(users=np.array([1, 1, 2, 2]), labels=LABELS,
                            probs=probs, truth=np.zeros(0),

@@ -47,7 +47,8 @@ def item_has_sid(model, item_ids: np.ndarray) -> np.ndarray:
 
 
 def slice_keys(keys: dict, model) -> SliceKeys:
-    """SliceKeys from `Predictions.keys` and the model's tables."""
+    """SliceKeys from `Predictions.keys` (`evaluation.impression_keys`)
+    and the model's tables."""
     empty = np.zeros(0, np.int64)  # no batches: no impressions
     items = keys.get("item_ids", empty)
     return SliceKeys(keys.get("history_length", empty),
