@@ -1,12 +1,14 @@
 """Typed, frozen configuration for every hisac_tf job.
 
-One `Config` holds seven sections (`data`, `synthetic`, `tokenizer`,
-`model`, `training`, `export`, `importer`). Named presets live as JSON files
-under `configs/` (`tiny`, `demo`, `taobao_mm`, `industrial`); a preset may
-name a `base` preset it extends. Overrides are dotted `key=value` strings, e.g.
-`model.num_agents=100`. Unknown keys and values of the wrong type are errors
-that name the key and the value. Layers never see this module: config stops
-at `build_model(cfg, feature_spec)` and the job entry points.
+One `Config` holds nine sections (`data`, `synthetic`, `tokenizer`,
+`model`, `training`, `evaluation`, `cluster`, `export`, `importer`). Named
+presets live as JSON files under `configs/` (`tiny`, `demo`, `taobao_mm`,
+`industrial`); a preset may name a `base` preset it extends. Overrides are
+dotted `key=value` strings, e.g. `model.num_agents=100`. Unknown keys and
+values of the wrong type are errors that name the key and the value (a key
+that moved to another section names its new place, `MOVED_KEYS`). Layers
+never see this module: config stops at `build_model(cfg, feature_spec)`
+and the job entry points.
 """
 
 from __future__ import annotations
@@ -308,87 +310,106 @@ class ModelConfig:
 
 @dataclasses.dataclass(frozen=True)
 class TrainingConfig:
-    """The train/evaluate jobs."""
+    """The train job: steps, optimisers, checkpoints, model selection."""
 
     model_dir: str = "runs/model"
     mode: str = "train_and_eval"
     train_steps: int = 200
-    eval_steps: int = 0
     checkpoint_every: int = 100
     dense_learning_rate: float = 1e-3
     embedding_learning_rate: float = 1e-3
-    strategy: str = "default"
     seed: int = 0
     log_every: int = 20
     # Evaluate on the valid split (data.valid_pattern) every this many
     # steps, keeping the best checkpoint by valid AUC under
     # <model_dir>/best; 0 turns it off.
     valid_every: int = 0
-    # The checkpoint `evaluate` scores: "best" (by valid AUC), "latest", or
-    # "auto" (the best when one exists, else the latest).
-    evaluate_checkpoint: str = "auto"
-    # Sliced evaluation (hisac_tf/evaluation/slices.py): upper edges of the
-    # history-length buckets (behaviours before the request), of the user
-    # activity buckets (behaviours in the last `eval_activity_days` days),
-    # the smallest slice that gets numbers, and the reliability bins.
-    eval_history_buckets: tuple[int, ...] = (50, 200, 1000, 3000)
-    eval_activity_buckets: tuple[int, ...] = (5, 20, 50)
-    eval_activity_days: float = 7.0
-    eval_min_slice_impressions: int = 100
-    eval_calibration_bins: int = 10
-    # Distributed training (docs/distributed.md): embedding-table shards
-    # under parameter_server (0: one per PS task), the smallest shard in
-    # bytes (smaller tables get fewer shards), and how long to wait for
-    # every task of TF_CONFIG before failing with the missing ones.
-    ps_shards: int = 0
-    ps_min_shard_bytes: int = 1 << 20
-    cluster_timeout_s: float = 120.0
 
     def validate(self) -> None:
-        _check_slice_settings(self)
         _non_negative(self, "valid_every")
-        _non_negative(self, "ps_shards")
-        _positive(self, "ps_min_shard_bytes", "cluster_timeout_s")
-        if self.evaluate_checkpoint not in ("auto", "best", "latest"):
-            raise ConfigError(
-                "training.evaluate_checkpoint must be 'auto', 'best' or "
-                f"'latest', got {self.evaluate_checkpoint!r}"
-            )
         if self.mode not in ("train", "eval", "train_and_eval"):
             raise ConfigError(
                 "training.mode must be 'train', 'eval' or "
                 f"'train_and_eval', got {self.mode!r}"
             )
-        if self.strategy not in (
-                "default", "mirrored", "multi_worker",
-                "multi_worker_mirrored", "parameter_server"):
-            raise ConfigError(
-                "training.strategy must be one of default, mirrored, "
-                "multi_worker_mirrored (alias multi_worker), "
-                f"parameter_server; got {self.strategy!r}"
-            )
         _positive(self, "train_steps", "checkpoint_every", "log_every")
-        _non_negative(self, "eval_steps")
         _greater_than_zero(self, "dense_learning_rate",
                            "embedding_learning_rate")
         _non_empty(self, "model_dir")
 
 
-def _check_slice_settings(t: "TrainingConfig") -> None:
-    """The eval_* slice settings: ascending positive edges, positive sizes."""
-    for name in ("eval_history_buckets", "eval_activity_buckets"):
-        edges = getattr(t, name)
-        if not edges or min(edges) < 1 or list(edges) != sorted(set(edges)):
+# The checkpoints `select_checkpoint` can choose (hisac_tf/training/
+# checkpoints.py): "best" by valid AUC, "latest", or "auto" (the best when
+# one exists, else the latest).
+CHECKPOINT_CHOICES = ("auto", "best", "latest")
+
+
+@dataclasses.dataclass(frozen=True)
+class EvaluationConfig:
+    """The evaluate job: the checkpoint it scores and its slices."""
+
+    # The checkpoint `evaluate` scores, and export publishes
+    # (CHECKPOINT_CHOICES).
+    checkpoint: str = "auto"
+    # Sliced evaluation (hisac_tf/evaluation/slices.py): upper edges of the
+    # history-length buckets (behaviours before the request), of the user
+    # activity buckets (behaviours in the last `activity_days` days), the
+    # smallest slice that gets numbers, and the reliability bins.
+    history_buckets: tuple[int, ...] = (50, 200, 1000, 3000)
+    activity_buckets: tuple[int, ...] = (5, 20, 50)
+    activity_days: float = 7.0
+    min_slice_impressions: int = 100
+    calibration_bins: int = 10
+
+    def validate(self) -> None:
+        if self.checkpoint not in CHECKPOINT_CHOICES:
             raise ConfigError(
-                f"training.{name} must be strictly increasing edges >= 1, "
-                f"got {list(edges)!r}"
+                "evaluation.checkpoint must be 'auto', 'best' or "
+                f"'latest', got {self.checkpoint!r}"
             )
-    if not t.eval_activity_days > 0:
-        raise ConfigError(
-            "training.eval_activity_days must be > 0, got "
-            f"{t.eval_activity_days!r}"
-        )
-    _positive(t, "eval_min_slice_impressions", "eval_calibration_bins")
+        for name in ("history_buckets", "activity_buckets"):
+            edges = getattr(self, name)
+            if not edges or min(edges) < 1 or \
+                    list(edges) != sorted(set(edges)):
+                raise ConfigError(
+                    f"evaluation.{name} must be strictly increasing edges "
+                    f">= 1, got {list(edges)!r}"
+                )
+        _greater_than_zero(self, "activity_days")
+        _positive(self, "min_slice_impressions", "calibration_bins")
+
+
+# `cluster.strategy` names (aliases: STRATEGY_ALIASES); hisac_tf/distribute/
+# strategy.py builds them.
+STRATEGIES = ("default", "mirrored", "multi_worker_mirrored",
+              "parameter_server")
+STRATEGY_ALIASES = {"multi_worker": "multi_worker_mirrored"}
+
+
+@dataclasses.dataclass(frozen=True)
+class ClusterConfig:
+    """Distributed training (docs/distributed.md).
+
+    The `tf.distribute` strategy; under parameter_server the
+    embedding-table shards (0: one per PS task) and the smallest shard in
+    bytes (smaller tables get fewer shards); how long to wait for every
+    task of TF_CONFIG before failing with the missing ones.
+    """
+
+    strategy: str = "default"
+    ps_shards: int = 0
+    ps_min_shard_bytes: int = 1 << 20
+    timeout_s: float = 120.0
+
+    def validate(self) -> None:
+        if self.strategy not in STRATEGIES + tuple(STRATEGY_ALIASES):
+            raise ConfigError(
+                "cluster.strategy must be one of default, mirrored, "
+                "multi_worker_mirrored (alias multi_worker), "
+                f"parameter_server; got {self.strategy!r}"
+            )
+        _non_negative(self, "ps_shards")
+        _positive(self, "ps_min_shard_bytes", "timeout_s")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -531,6 +552,8 @@ class Config:
     tokenizer: TokenizerConfig = TokenizerConfig()
     model: ModelConfig = ModelConfig()
     training: TrainingConfig = TrainingConfig()
+    evaluation: EvaluationConfig = EvaluationConfig()
+    cluster: ClusterConfig = ClusterConfig()
     export: ExportConfig = ExportConfig()
     importer: ImporterConfig = ImporterConfig()
 
@@ -571,8 +594,8 @@ class Config:
         return from_dict(_merge(self.to_dict(), sections))
 
 
-_SECTIONS = ("data", "synthetic", "tokenizer", "model", "training", "export",
-             "importer")
+_SECTIONS = ("data", "synthetic", "tokenizer", "model", "training",
+             "evaluation", "cluster", "export", "importer")
 
 
 def _positive(obj: Any, *names: str) -> None:
@@ -659,10 +682,16 @@ def _port(obj: Any, name: str) -> None:
         )
 
 
+# The characters of a name that becomes one path component (a model name,
+# an experiment run's name).
+NAME_CHARS = frozenset(
+    "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-")
+
+
 def _safe_name(obj: Any, name: str) -> None:
     """A name that is one path component: [A-Za-z0-9_.-]+, not . or .."""
     value = getattr(obj, name)
-    if (not value or not set(value) <= _RUN_NAME_CHARS
+    if (not value or not set(value) <= NAME_CHARS
             or value in (".", "..")):
         raise ConfigError(
             f"{_section_name(obj)}.{name} must match [A-Za-z0-9_.-]+ and "
@@ -683,6 +712,8 @@ _SECTION_TYPES = {
     "tokenizer": TokenizerConfig,
     "model": ModelConfig,
     "training": TrainingConfig,
+    "evaluation": EvaluationConfig,
+    "cluster": ClusterConfig,
     "export": ExportConfig,
     "importer": ImporterConfig,
 }
@@ -744,15 +775,35 @@ def _coerce(path: str, annotation: Any, value: Any) -> Any:
     raise ConfigError(f"{path}: unsupported field type {annotation!r}")
 
 
+# Keys that moved to another section (or went): their unknown-key error
+# says where.
+MOVED_KEYS = {
+    "training.evaluate_checkpoint": "moved to evaluation.checkpoint",
+    "training.eval_history_buckets": "moved to evaluation.history_buckets",
+    "training.eval_activity_buckets": "moved to evaluation.activity_buckets",
+    "training.eval_activity_days": "moved to evaluation.activity_days",
+    "training.eval_min_slice_impressions":
+        "moved to evaluation.min_slice_impressions",
+    "training.eval_calibration_bins": "moved to evaluation.calibration_bins",
+    "training.eval_steps": "removed: it was never read",
+    "training.strategy": "moved to cluster.strategy",
+    "training.ps_shards": "moved to cluster.ps_shards",
+    "training.ps_min_shard_bytes": "moved to cluster.ps_min_shard_bytes",
+    "training.cluster_timeout_s": "moved to cluster.timeout_s",
+}
+
+
 def _build_section(name: str, values: Mapping[str, Any]) -> Any:
     cls = _SECTION_TYPES[name]
     hints = typing.get_type_hints(cls)
     known = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - known)
     if unknown:
+        moved = MOVED_KEYS.get(f"{name}.{unknown[0]}")
         raise ConfigError(
-            f"unknown config key {name}.{unknown[0]} (known keys of "
-            f"'{name}': {', '.join(sorted(known))})"
+            f"unknown config key {name}.{unknown[0]} "
+            + (f"({moved})" if moved else
+               f"(known keys of '{name}': {', '.join(sorted(known))})")
         )
     kwargs = {
         key: _coerce(f"{name}.{key}", hints[key], value)

@@ -199,9 +199,9 @@ def test_empty_single_class_and_small_slices_say_so():
 def test_sliced_evaluation_writes_files_and_tensorboard(tmp_path):
     cfg = config_lib.load_config("tiny", [
         f'training.model_dir="{tmp_path}"',
-        "training.eval_history_buckets=[50, 200]",
-        "training.eval_min_slice_impressions=1",
-        "training.eval_calibration_bins=2"])
+        "evaluation.history_buckets=[50, 200]",
+        "evaluation.min_slice_impressions=1",
+        "evaluation.calibration_bins=2"])
     out = sliced_evaluation(cfg, USERS, LABELS, PROBS, PROBS / 2, KEYS)
     report = {"auc": metrics.auc(LABELS, PROBS), **out.report}
     assert (tmp_path / report["predictions_file"]).exists()

@@ -249,7 +249,7 @@ def test_experiment_plan_on_tiny(tmp_path, capsys, monkeypatch):
     run_cfg = plan_lib.run_config(
         cfg.replace(model={"routing_temperature": 0.5}), "hisac", 10,
         "hisac_tau0.5")
-    diag = runner.diagnose(run_cfg)
+    diag = runner.diagnose(run_cfg, rows[0]["checkpoint"])
     assert diag["effective_items_per_agent"] == pytest.approx(3.0)
     assert diag["off_sid_mass"] == pytest.approx(0.25)
     assert diag["agents_per_user"] is None  # the patched ranker's

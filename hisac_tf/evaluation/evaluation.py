@@ -1,7 +1,7 @@
 """Evaluation of a checkpoint on the eval split.
 
 `evaluate(cfg) -> dict` restores the checkpoint that
-`training.evaluate_checkpoint` names (the best by valid AUC when one
+`evaluation.checkpoint` names (by default the best by valid AUC when one
 exists, else the latest; `select_checkpoint`), scores every valid
 candidate of the eval records once, and reports AUC (exact, over every
 impression), GAUC (per-user AUC weighted by the user's impressions; users
@@ -34,7 +34,7 @@ from hisac_tf.evaluation.sliced_evaluation import (
 )
 from hisac_tf.evaluation.slices import batch_keys
 from hisac_tf.training.checkpoints import (
-    restore_latest,
+    restore_checkpoint,
     select_checkpoint,
 )
 from hisac_tf.training.scoring import predict, report
@@ -50,7 +50,7 @@ def impression_keys(cfg: Config):
 
     def keys(batch, mask):
         return batch_keys({k: batch[k].numpy() for k in SLICE_FEATURES},
-                          mask, cfg.training.eval_activity_days)
+                          mask, cfg.evaluation.activity_days)
 
     return keys
 
@@ -71,8 +71,8 @@ def evaluate(cfg: Config, progress: bool = True) -> dict:
             f"{cfg.data.eval_pattern!r} in {cfg.data.data_dir!r} hold no "
             "requests (import with a wider eval split: importer.eval_days "
             "/ importer.eval_start_ts)")
-    kind, chosen = select_checkpoint(cfg)
-    state, path, status = restore_latest(cfg, "evaluate", path=chosen)
+    kind, path = select_checkpoint(cfg, cfg.evaluation.checkpoint)
+    state, status = restore_checkpoint(cfg, path)
     status.expect_partial()
     model, step = state.model, state.step
     print(f"evaluating the {kind} checkpoint {path}", file=sys.stderr)

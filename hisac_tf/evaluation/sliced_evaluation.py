@@ -84,7 +84,7 @@ def sliced_evaluation(cfg: Config, users, labels, probs, truth,
     """
     if len(labels) == 0:  # The caller's global metrics say why.
         return Sliced({}, None)
-    settings = SliceSettings.from_config(cfg.training)
+    settings = SliceSettings.from_config(cfg.evaluation)
     if truth is not None and len(truth) == 0:
         truth = None
     rows = checked_rows(users, labels, probs, keys, settings, truth)
