@@ -16,8 +16,8 @@ import tensorflow as tf
 from hisac_tf import config as config_lib
 from hisac_tf.data import input_pipeline, synthetic
 from hisac_tf.experiments import plan as plan_lib
-from hisac_tf.config import ExperimentRun
 from hisac_tf.experiments import runner
+from hisac_tf.experiments.plan_schema import ExperimentRun
 from hisac_tf.layers.routing_diagnostics import ROUTING_KEYS
 from hisac_tf.models.hisac_ranker import HiSACRanker
 from hisac_tf.tokenizer.semantic_tables import (

@@ -11,7 +11,8 @@ import json
 
 import pytest
 
-from hisac_tf.config import Config, ExperimentRun
+from hisac_tf.config import Config
+from hisac_tf.experiments.plan_schema import ExperimentRun
 from hisac_tf.experiments import runner
 from hisac_tf.layers.routing_diagnostics import ROUTING_KEYS
 

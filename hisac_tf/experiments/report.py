@@ -38,7 +38,8 @@ import numpy as np
 import tensorflow as tf
 
 from hisac_tf import json_io
-from hisac_tf.config import EXPERIMENT_GROUP, Config, ExperimentPlan
+from hisac_tf.config import Config
+from hisac_tf.experiments.plan_schema import EXPERIMENT_GROUP, ExperimentPlan
 
 try:  # Optional (the `plots` extra): without it no plot is written.
     from matplotlib.figure import Figure

@@ -40,10 +40,12 @@ import tensorflow as tf
 
 from hisac_tf import json_io
 from hisac_tf.compressors.flops import config_flops
-from hisac_tf.config import Config, ExperimentPlan, ExperimentRun, load_config
+from hisac_tf.config import Config, load_config
 from hisac_tf.data import input_pipeline, synthetic
 from hisac_tf.data.feature_spec import FeatureSpec
 from hisac_tf.experiments import report
+from hisac_tf.experiments.plan_schema import (ExperimentPlan,
+                                              ExperimentRun)
 from hisac_tf.experiments.plan import (
     PresetLoader,
     plan_jobs,
