@@ -3,7 +3,7 @@
 Trains the `tiny` preset's model (synthetic data and tokenizer written to a
 temporary folder) three ways on this machine:
 
-- one process (`training.strategy=default`),
+- one process (`cluster.strategy=default`),
 - 2 workers, `multi_worker_mirrored` (each step is 2 x batch_size
   requests, the gradients all-reduced between the two processes),
 - 2 workers + 2 PS, `parameter_server` (each step is one worker's
@@ -39,7 +39,7 @@ import tensorflow as tf  # noqa: E402
 from bench_common import device_name  # noqa: E402
 from hisac_tf import config as config_lib  # noqa: E402
 from hisac_tf.data import synthetic  # noqa: E402
-from hisac_tf.training.local_cluster import run_local_cluster  # noqa: E402
+from hisac_tf.distribute.local_cluster import run_local_cluster  # noqa: E402
 from pipelines import tokenize_items  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -71,12 +71,12 @@ def run_setup(root: str, name: str, strategy: str, workers: int, ps: int,
         f"tokenizer.output_dir={root}/tokenizer",
         f"training.model_dir={model_dir}",
         "training.mode=train",
-        f"training.strategy={strategy}",
+        f"cluster.strategy={strategy}",
         f"training.train_steps={steps}",
         f"training.checkpoint_every={steps}",
         f"training.log_every={log_every}",
         f"data.batch_size={batch_size}",
-        "training.ps_min_shard_bytes=1024",
+        "cluster.ps_min_shard_bytes=1024",
     ]
     command = [sys.executable, "-m", "pipelines.train", "--config=tiny"] + [
         f"--set={s}" for s in sets]

@@ -1,12 +1,14 @@
 """Typed, frozen configuration for every hisac_tf job.
 
-One `Config` holds seven sections (`data`, `synthetic`, `tokenizer`,
-`model`, `training`, `export`, `importer`). Named presets live as JSON files
-under `configs/` (`tiny`, `demo`, `taobao_mm`, `industrial`); a preset may
-name a `base` preset it extends. Overrides are dotted `key=value` strings, e.g.
-`model.num_agents=100`. Unknown keys and values of the wrong type are errors
-that name the key and the value. Layers never see this module: config stops
-at `build_model(cfg, feature_spec)` and the job entry points.
+One `Config` holds nine sections (`data`, `synthetic`, `tokenizer`,
+`model`, `training`, `evaluation`, `cluster`, `export`, `importer`). Named
+presets live as JSON files under `configs/` (`tiny`, `demo`, `taobao_mm`,
+`industrial`); a preset may name a `base` preset it extends. Overrides are
+dotted `key=value` strings, e.g. `model.num_agents=100`. Unknown keys and
+values of the wrong type are errors that name the key and the value (a key
+that moved to another section names its new place, `MOVED_KEYS`). Layers
+never see this module: config stops at `build_model(cfg, feature_spec)`
+and the job entry points.
 """
 
 from __future__ import annotations
@@ -354,87 +356,106 @@ class ModelConfig:
 
 @dataclasses.dataclass(frozen=True)
 class TrainingConfig:
-    """The train/evaluate jobs."""
+    """The train job: steps, optimisers, checkpoints, model selection."""
 
     model_dir: str = "runs/model"
     mode: str = "train_and_eval"
     train_steps: int = 200
-    eval_steps: int = 0
     checkpoint_every: int = 100
     dense_learning_rate: float = 1e-3
     embedding_learning_rate: float = 1e-3
-    strategy: str = "default"
     seed: int = 0
     log_every: int = 20
     # Evaluate on the valid split (data.valid_pattern) every this many
     # steps, keeping the best checkpoint by valid AUC under
     # <model_dir>/best; 0 turns it off.
     valid_every: int = 0
-    # The checkpoint `evaluate` scores: "best" (by valid AUC), "latest", or
-    # "auto" (the best when one exists, else the latest).
-    evaluate_checkpoint: str = "auto"
-    # Sliced evaluation (hisac_tf/training/slices.py): upper edges of the
-    # history-length buckets (behaviours before the request), of the user
-    # activity buckets (behaviours in the last `eval_activity_days` days),
-    # the smallest slice that gets numbers, and the reliability bins.
-    eval_history_buckets: tuple[int, ...] = (50, 200, 1000, 3000)
-    eval_activity_buckets: tuple[int, ...] = (5, 20, 50)
-    eval_activity_days: float = 7.0
-    eval_min_slice_impressions: int = 100
-    eval_calibration_bins: int = 10
-    # Distributed training (docs/distributed.md): embedding-table shards
-    # under parameter_server (0: one per PS task), the smallest shard in
-    # bytes (smaller tables get fewer shards), and how long to wait for
-    # every task of TF_CONFIG before failing with the missing ones.
-    ps_shards: int = 0
-    ps_min_shard_bytes: int = 1 << 20
-    cluster_timeout_s: float = 120.0
 
     def validate(self) -> None:
-        _check_slice_settings(self)
         _non_negative(self, "valid_every")
-        _non_negative(self, "ps_shards")
-        _positive(self, "ps_min_shard_bytes", "cluster_timeout_s")
-        if self.evaluate_checkpoint not in ("auto", "best", "latest"):
-            raise ConfigError(
-                "training.evaluate_checkpoint must be 'auto', 'best' or "
-                f"'latest', got {self.evaluate_checkpoint!r}"
-            )
         if self.mode not in ("train", "eval", "train_and_eval"):
             raise ConfigError(
                 "training.mode must be 'train', 'eval' or "
                 f"'train_and_eval', got {self.mode!r}"
             )
-        if self.strategy not in (
-                "default", "mirrored", "multi_worker",
-                "multi_worker_mirrored", "parameter_server"):
-            raise ConfigError(
-                "training.strategy must be one of default, mirrored, "
-                "multi_worker_mirrored (alias multi_worker), "
-                f"parameter_server; got {self.strategy!r}"
-            )
         _positive(self, "train_steps", "checkpoint_every", "log_every")
-        _non_negative(self, "eval_steps")
         _greater_than_zero(self, "dense_learning_rate",
                            "embedding_learning_rate")
         _non_empty(self, "model_dir")
 
 
-def _check_slice_settings(t: "TrainingConfig") -> None:
-    """The eval_* slice settings: ascending positive edges, positive sizes."""
-    for name in ("eval_history_buckets", "eval_activity_buckets"):
-        edges = getattr(t, name)
-        if not edges or min(edges) < 1 or list(edges) != sorted(set(edges)):
+# The checkpoints `select_checkpoint` can choose (hisac_tf/training/
+# checkpoints.py): "best" by valid AUC, "latest", or "auto" (the best when
+# one exists, else the latest).
+CHECKPOINT_CHOICES = ("auto", "best", "latest")
+
+
+@dataclasses.dataclass(frozen=True)
+class EvaluationConfig:
+    """The evaluate job: the checkpoint it scores and its slices."""
+
+    # The checkpoint `evaluate` scores, and export publishes
+    # (CHECKPOINT_CHOICES).
+    checkpoint: str = "auto"
+    # Sliced evaluation (hisac_tf/evaluation/slices.py): upper edges of the
+    # history-length buckets (behaviours before the request), of the user
+    # activity buckets (behaviours in the last `activity_days` days), the
+    # smallest slice that gets numbers, and the reliability bins.
+    history_buckets: tuple[int, ...] = (50, 200, 1000, 3000)
+    activity_buckets: tuple[int, ...] = (5, 20, 50)
+    activity_days: float = 7.0
+    min_slice_impressions: int = 100
+    calibration_bins: int = 10
+
+    def validate(self) -> None:
+        if self.checkpoint not in CHECKPOINT_CHOICES:
             raise ConfigError(
-                f"training.{name} must be strictly increasing edges >= 1, "
-                f"got {list(edges)!r}"
+                "evaluation.checkpoint must be 'auto', 'best' or "
+                f"'latest', got {self.checkpoint!r}"
             )
-    if not t.eval_activity_days > 0:
-        raise ConfigError(
-            "training.eval_activity_days must be > 0, got "
-            f"{t.eval_activity_days!r}"
-        )
-    _positive(t, "eval_min_slice_impressions", "eval_calibration_bins")
+        for name in ("history_buckets", "activity_buckets"):
+            edges = getattr(self, name)
+            if not edges or min(edges) < 1 or \
+                    list(edges) != sorted(set(edges)):
+                raise ConfigError(
+                    f"evaluation.{name} must be strictly increasing edges "
+                    f">= 1, got {list(edges)!r}"
+                )
+        _greater_than_zero(self, "activity_days")
+        _positive(self, "min_slice_impressions", "calibration_bins")
+
+
+# `cluster.strategy` names (aliases: STRATEGY_ALIASES); hisac_tf/distribute/
+# strategy.py builds them.
+STRATEGIES = ("default", "mirrored", "multi_worker_mirrored",
+              "parameter_server")
+STRATEGY_ALIASES = {"multi_worker": "multi_worker_mirrored"}
+
+
+@dataclasses.dataclass(frozen=True)
+class ClusterConfig:
+    """Distributed training (docs/distributed.md).
+
+    The `tf.distribute` strategy; under parameter_server the
+    embedding-table shards (0: one per PS task) and the smallest shard in
+    bytes (smaller tables get fewer shards); how long to wait for every
+    task of TF_CONFIG before failing with the missing ones.
+    """
+
+    strategy: str = "default"
+    ps_shards: int = 0
+    ps_min_shard_bytes: int = 1 << 20
+    timeout_s: float = 120.0
+
+    def validate(self) -> None:
+        if self.strategy not in STRATEGIES + tuple(STRATEGY_ALIASES):
+            raise ConfigError(
+                "cluster.strategy must be one of default, mirrored, "
+                "multi_worker_mirrored (alias multi_worker), "
+                f"parameter_server; got {self.strategy!r}"
+            )
+        _non_negative(self, "ps_shards")
+        _positive(self, "ps_min_shard_bytes", "timeout_s")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -577,6 +598,8 @@ class Config:
     tokenizer: TokenizerConfig = TokenizerConfig()
     model: ModelConfig = ModelConfig()
     training: TrainingConfig = TrainingConfig()
+    evaluation: EvaluationConfig = EvaluationConfig()
+    cluster: ClusterConfig = ClusterConfig()
     export: ExportConfig = ExportConfig()
     importer: ImporterConfig = ImporterConfig()
     # Declared features (hisac_tf.feature_config, docs/design.md §4.1)
@@ -631,8 +654,8 @@ class Config:
         return from_dict(_merge(self.to_dict(), sections))
 
 
-_SECTIONS = ("data", "synthetic", "tokenizer", "model", "training", "export",
-             "importer")
+_SECTIONS = ("data", "synthetic", "tokenizer", "model", "training",
+             "evaluation", "cluster", "export", "importer")
 
 
 def _positive(obj: Any, *names: str) -> None:
@@ -719,10 +742,16 @@ def _port(obj: Any, name: str) -> None:
         )
 
 
+# The characters of a name that becomes one path component (a model name,
+# an experiment run's name).
+NAME_CHARS = frozenset(
+    "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-")
+
+
 def _safe_name(obj: Any, name: str) -> None:
     """A name that is one path component: [A-Za-z0-9_.-]+, not . or .."""
     value = getattr(obj, name)
-    if (not value or not set(value) <= _RUN_NAME_CHARS
+    if (not value or not set(value) <= NAME_CHARS
             or value in (".", "..")):
         raise ConfigError(
             f"{_section_name(obj)}.{name} must match [A-Za-z0-9_.-]+ and "
@@ -743,6 +772,8 @@ _SECTION_TYPES = {
     "tokenizer": TokenizerConfig,
     "model": ModelConfig,
     "training": TrainingConfig,
+    "evaluation": EvaluationConfig,
+    "cluster": ClusterConfig,
     "export": ExportConfig,
     "importer": ImporterConfig,
 }
@@ -804,15 +835,35 @@ def _coerce(path: str, annotation: Any, value: Any) -> Any:
     raise ConfigError(f"{path}: unsupported field type {annotation!r}")
 
 
+# Keys that moved to another section (or went): their unknown-key error
+# says where.
+MOVED_KEYS = {
+    "training.evaluate_checkpoint": "moved to evaluation.checkpoint",
+    "training.eval_history_buckets": "moved to evaluation.history_buckets",
+    "training.eval_activity_buckets": "moved to evaluation.activity_buckets",
+    "training.eval_activity_days": "moved to evaluation.activity_days",
+    "training.eval_min_slice_impressions":
+        "moved to evaluation.min_slice_impressions",
+    "training.eval_calibration_bins": "moved to evaluation.calibration_bins",
+    "training.eval_steps": "removed: it was never read",
+    "training.strategy": "moved to cluster.strategy",
+    "training.ps_shards": "moved to cluster.ps_shards",
+    "training.ps_min_shard_bytes": "moved to cluster.ps_min_shard_bytes",
+    "training.cluster_timeout_s": "moved to cluster.timeout_s",
+}
+
+
 def _build_section(name: str, values: Mapping[str, Any]) -> Any:
     cls = _SECTION_TYPES[name]
     hints = typing.get_type_hints(cls)
     known = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - known)
     if unknown:
+        moved = MOVED_KEYS.get(f"{name}.{unknown[0]}")
         raise ConfigError(
-            f"unknown config key {name}.{unknown[0]} (known keys of "
-            f"'{name}': {', '.join(sorted(known))})"
+            f"unknown config key {name}.{unknown[0]} "
+            + (f"({moved})" if moved else
+               f"(known keys of '{name}': {', '.join(sorted(known))})")
         )
     kwargs = {
         key: _coerce(f"{name}.{key}", hints[key], value)
@@ -935,259 +986,3 @@ def write_resolved(cfg: Config, directory: str) -> str:
     with tf.io.gfile.GFile(path, "w") as f:
         f.write(cfg.to_json() + "\n")
     return path
-
-
-# ------------------------------------------------------------ experiment plan
-# The plan of `hisac-experiment` (hisac_tf/experiments): named runs, each a
-# compressor over history lengths with its own config overrides. Parsed
-# here without the model code; `hisac_tf.experiments.plan` checks the
-# compressor names and builds every run's config before anything trains.
-EXPERIMENT_GROUP = "main"
-EXPERIMENT_TOKENIZERS = ("trained", "shuffled")
-EXPERIMENT_PLAN_KEYS = ("runs", "description", "generate_data")
-EXPERIMENT_RUN_KEYS = ("name", "compressor", "lengths", "group", "set",
-                       "tokenizer", "seeds", "config")
-# Config keys each run sets itself: not allowed in a run's "set".
-EXPERIMENT_FIXED_KEYS = {
-    "model.compressor": "compressor",
-    "data.max_history": "lengths",
-    "training.model_dir": "name",
-    "training.mode": None,
-}
-_RUN_NAME_CHARS = frozenset(
-    "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-")
-
-
-@dataclasses.dataclass(frozen=True)
-class ExperimentRun:
-    """One named run of an experiment: a compressor over its lengths.
-
-    Attributes:
-      name: unique, names the model directories `<name>-N<n>`.
-      compressor: the `model.compressor` of the run.
-      lengths: the history lengths N, in order; () until resolved against
-        the run's config (default [data.max_history]).
-      group: the results table the run's rows go to.
-      overrides: {"section.key": value} applied to the run's base config.
-      tokenizer: "trained" or "shuffled" (SIDs and latents permuted).
-      config: a preset name or JSON path the run starts from instead of
-        the job's config ("" for the job's).
-      seed_of: the plan entry a `seeds` list expanded into this run ("" for
-        a run written out in the plan).
-    """
-
-    name: str
-    compressor: str
-    lengths: tuple[int, ...] = ()
-    group: str = EXPERIMENT_GROUP
-    overrides: Mapping[str, Any] = dataclasses.field(default_factory=dict)
-    tokenizer: str = "trained"
-    config: str = ""
-    seed_of: str = ""
-
-    def to_dict(self) -> dict:
-        out = {
-            "name": self.name, "compressor": self.compressor,
-            "lengths": list(self.lengths), "group": self.group,
-            "set": dict(self.overrides), "tokenizer": self.tokenizer,
-        }
-        if self.config:
-            out["config"] = self.config
-        if self.seed_of:
-            out["seed_of"] = self.seed_of
-        return out
-
-
-@dataclasses.dataclass(frozen=True)
-class ExperimentPlan:
-    """The runs of an experiment, in the order they train.
-
-    Attributes:
-      runs: the runs, a `seeds` entry already expanded into one run per
-        seed (`<name>-s<seed>`, training.seed set).
-      description: free text for the results.
-      generate_data: the plan asks for the synthetic data of a config
-        whose data.data_dir holds none (never done unless asked).
-    """
-
-    runs: tuple[ExperimentRun, ...]
-    description: str = ""
-    generate_data: bool = False
-
-
-def _plan_where(index: int, name: str | None = None) -> str:
-    if name is not None:
-        return f"experiment plan run {name!r}"
-    return f"experiment plan runs[{index}]"
-
-
-def check_run_overrides(overrides: Any, where: str) -> dict[str, Any]:
-    """{"section.key": value} of a run, checked for shape only.
-
-    Raises:
-      ConfigError: naming `where`, the field `set` and the key that is
-        malformed, of an unknown section or fixed by the run.
-    """
-    if not isinstance(overrides, Mapping):
-        raise ConfigError(
-            f"{where}: field set must map section.key to a value, got "
-            f"{overrides!r}")
-    for key in overrides:
-        parts = key.split(".") if isinstance(key, str) else []
-        if len(parts) != 2 or not all(parts):
-            raise ConfigError(
-                f"{where}: field set key {key!r} must look like "
-                "section.key (e.g. model.routing_temperature)")
-        if key in EXPERIMENT_FIXED_KEYS:
-            field = EXPERIMENT_FIXED_KEYS[key]
-            raise ConfigError(
-                f"{where}: field set key {key!r} is set by the run itself"
-                + (f" (use the run's field {field})" if field else ""))
-        if parts[0] not in _SECTIONS:
-            raise ConfigError(
-                f"{where}: field set key {key!r}: unknown config section "
-                f"{parts[0]!r} (known: {', '.join(_SECTIONS)})")
-    return dict(overrides)
-
-
-def apply_run_overrides(cfg: Config, overrides: Mapping[str, Any],
-                        where: str = "experiment run") -> Config:
-    """`cfg` with a run's {"section.key": value} applied (checked like
-    --set).
-
-    Raises:
-      ConfigError: naming `where` and the field `set`.
-    """
-    update: dict[str, dict] = {}
-    for key, value in check_run_overrides(overrides, where).items():
-        section, name = key.split(".")
-        update.setdefault(section, {})[name] = value
-    try:
-        return cfg.replace(**update)
-    except ConfigError as e:
-        raise ConfigError(f"{where}: field set: {e}") from None
-
-
-def _check_int_list(values: Any, where: str, field: str, low: int,
-                    what: str) -> tuple[int, ...]:
-    if not isinstance(values, (list, tuple)) or not values:
-        raise ConfigError(
-            f"{where}: field {field} must be a non-empty list of {what}, "
-            f"got {values!r}")
-    bad = [n for n in values
-           if isinstance(n, bool) or not isinstance(n, int) or n < low]
-    if bad:
-        raise ConfigError(
-            f"{where}: field {field} must hold {what}, got {bad[0]!r}")
-    if len(set(values)) != len(values):
-        raise ConfigError(
-            f"{where}: field {field} has duplicates: {list(values)}")
-    return tuple(int(n) for n in values)
-
-
-def _experiment_runs(entry: Any, index: int) -> list[ExperimentRun]:
-    """The run(s) of one plan entry: one, or one per seed of `seeds`."""
-    if not isinstance(entry, Mapping):
-        raise ConfigError(
-            f"{_plan_where(index)}: must be a JSON object, got {entry!r}")
-    if "name" not in entry:
-        raise ConfigError(f"{_plan_where(index)}: field name is missing")
-    name = entry["name"]
-    if (not isinstance(name, str) or not name
-            or not set(name) <= _RUN_NAME_CHARS):
-        raise ConfigError(
-            f"{_plan_where(index)}: field name must match "
-            f"[A-Za-z0-9_.-]+, got {name!r}")
-    where = _plan_where(index, name)
-    unknown = [k for k in entry if k not in EXPERIMENT_RUN_KEYS]
-    if unknown:
-        raise ConfigError(
-            f"{where}: unknown key {unknown[0]!r} (known: "
-            f"{', '.join(EXPERIMENT_RUN_KEYS)})")
-    if "compressor" not in entry:
-        raise ConfigError(f"{where}: field compressor is missing")
-    compressor = entry["compressor"]
-    if not isinstance(compressor, str):
-        raise ConfigError(
-            f"{where}: field compressor must be a string, got "
-            f"{compressor!r}")
-    lengths = ()
-    if "lengths" in entry:
-        lengths = _check_int_list(entry["lengths"], where, "lengths", 1,
-                                  "ints >= 1")
-    group = entry.get("group", EXPERIMENT_GROUP)
-    if not isinstance(group, str) or not group.strip() or "\n" in group:
-        raise ConfigError(
-            f"{where}: field group must be a non-empty one-line string, "
-            f"got {group!r}")
-    tokenizer = entry.get("tokenizer", "trained")
-    if tokenizer not in EXPERIMENT_TOKENIZERS:
-        raise ConfigError(
-            f"{where}: field tokenizer must be one of "
-            f"{', '.join(EXPERIMENT_TOKENIZERS)}, got {tokenizer!r}")
-    preset = entry.get("config", "")
-    if not isinstance(preset, str) or ("config" in entry and not preset):
-        raise ConfigError(
-            f"{where}: field config must name a preset or a JSON file, "
-            f"got {preset!r}")
-    overrides = check_run_overrides(entry.get("set", {}), where)
-    run = ExperimentRun(
-        name=name, compressor=compressor, lengths=lengths, group=group,
-        overrides=overrides, tokenizer=tokenizer, config=preset)
-    if "seeds" not in entry:
-        return [run]
-    seeds = _check_int_list(entry["seeds"], where, "seeds", 0,
-                            "distinct ints >= 0")
-    if "training.seed" in overrides:
-        raise ConfigError(
-            f"{where}: field seeds and field set key 'training.seed' both "
-            "set the seed: use one")
-    return [
-        dataclasses.replace(
-            run, name=f"{name}-s{seed}", seed_of=name,
-            overrides={**overrides, "training.seed": seed})
-        for seed in seeds
-    ]
-
-
-def experiment_plan_from_dict(values: Any) -> ExperimentPlan:
-    """Builds an `ExperimentPlan` from its parsed JSON; unknown keys,
-    duplicate names and bad values are errors naming the run and the
-    field. Compressor names, presets and the runs' configs are checked
-    by `hisac_tf.experiments.plan`.
-    """
-    if not isinstance(values, Mapping):
-        raise ConfigError(
-            'experiment plan must be a JSON object {"runs": [...]}, got '
-            f"{values!r}")
-    unknown = [k for k in values if k not in EXPERIMENT_PLAN_KEYS]
-    if unknown:
-        raise ConfigError(
-            f"experiment plan: unknown top-level key {unknown[0]!r} "
-            f"(known: {', '.join(EXPERIMENT_PLAN_KEYS)})")
-    description = values.get("description", "")
-    if not isinstance(description, str):
-        raise ConfigError(
-            "experiment plan: field description must be a string, got "
-            f"{description!r}")
-    generate = values.get("generate_data", False)
-    if not isinstance(generate, bool):
-        raise ConfigError(
-            "experiment plan: field generate_data must be true or false, "
-            f"got {generate!r}")
-    entries = values.get("runs")
-    if not isinstance(entries, list) or not entries:
-        raise ConfigError(
-            "experiment plan: field runs must be a non-empty list, got "
-            f"{entries!r}")
-    runs, seen = [], {}
-    for index, entry in enumerate(entries):
-        for run in _experiment_runs(entry, index):
-            if run.name in seen:
-                raise ConfigError(
-                    f"experiment plan: run name {run.name!r} is used twice "
-                    f"(runs[{seen[run.name]}] and runs[{index}])")
-            seen[run.name] = index
-            runs.append(run)
-    return ExperimentPlan(runs=tuple(runs), description=description,
-                          generate_data=generate)

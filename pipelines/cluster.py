@@ -7,9 +7,9 @@
 Starts every task of the cluster as its own process on free loopback
 ports with its `TF_CONFIG`, streams their logs prefixed with the task
 ("[worker:1] ..."), stops them all when the job ends or one task fails,
-and exits with the job's code (`hisac_tf.training.local_cluster`).
+and exits with the job's code (`hisac_tf.distribute.local_cluster`).
 Without a command after `--` the job is `hisac-train` with this
-`--config` and `--set`, and `training.strategy` set to
+`--config` and `--set`, and `cluster.strategy` set to
 `parameter_server` when there are PS tasks, else `multi_worker_mirrored`
 (docs/distributed.md).
 """
@@ -20,7 +20,7 @@ import sys
 
 from absl import app, flags
 
-from hisac_tf.training.local_cluster import run_local_cluster
+from hisac_tf.distribute.local_cluster import run_local_cluster
 from pipelines import cli  # noqa: F401  (defines --config and --set)
 
 flags.DEFINE_integer("cluster_workers", 2, "Worker tasks.")
@@ -42,7 +42,7 @@ def train_command() -> list[str]:
     return (
         [sys.executable, "-m", "pipelines.train", f"--config={FLAGS.config}"]
         + [f"--set={item}" for item in FLAGS.set]
-        + [f"--set=training.strategy={strategy}"]
+        + [f"--set=cluster.strategy={strategy}"]
     )
 
 

@@ -8,7 +8,9 @@
 Each stage writes under `runs/<preset>/` and is skipped when its outputs
 from the same config are already there, so an interrupted demo resumes
 (training itself resumes from its latest checkpoint; the export is reused
-when the newest version was made from the latest checkpoint).
+when the newest version was made from the checkpoint export would take:
+the one `evaluation.checkpoint` names, by default the best by valid AUC
+when kept, else the latest).
 """
 
 from __future__ import annotations
@@ -27,10 +29,10 @@ from hisac_tf.config import Config
 from hisac_tf.data import input_pipeline, synthetic
 from hisac_tf.data.data_summary import summarize_data
 from hisac_tf.data.feature_spec import FeatureSpec
-from hisac_tf.training.checkpoints import select_checkpoint
-from hisac_tf.training.evaluation import evaluate, format_report
-from hisac_tf.training.sliced_evaluation import format_sliced
+from hisac_tf.evaluation.evaluation import evaluate, format_report
+from hisac_tf.evaluation.sliced_evaluation import format_sliced
 from hisac_tf.export import exporter
+from hisac_tf.training.checkpoints import select_checkpoint
 from hisac_tf.training.trainer import train
 from pipelines import cli, tokenize_items
 from serving import grpc_client, local_server
@@ -102,7 +104,7 @@ def main(cfg: Config) -> dict:
     print(f"  ({time.time() - t0:.0f} s)", file=sys.stderr)
 
     t0 = _stage(6, total, f"export → {cfg.export.export_dir}")
-    results["export"] = export_latest(cfg)
+    results["export"] = export_evaluated(cfg)
     print(f"  ({time.time() - t0:.0f} s)", file=sys.stderr)
 
     t0 = _stage(7, total, "local gRPC server → scoring demo users")
@@ -123,18 +125,19 @@ def main(cfg: Config) -> dict:
     return results
 
 
-def export_latest(cfg: Config) -> dict:
-    """Exports a new version unless the newest came from the checkpoint
-    export would take (the best by valid AUC when kept, else the latest)."""
+def export_evaluated(cfg: Config) -> dict:
+    """Exports the checkpoint evaluation scored (`evaluation.checkpoint`:
+    by default the best by valid AUC when kept, else the latest) as a new
+    version, unless the newest version came from that checkpoint."""
     summary_path = os.path.join(cfg.export.export_dir, exporter.SUMMARY_FILE)
-    _, latest = select_checkpoint(cfg)
+    _, chosen = select_checkpoint(cfg, cfg.evaluation.checkpoint)
     if tf.io.gfile.exists(summary_path):
         with tf.io.gfile.GFile(summary_path) as f:
             summary = json.load(f)
-        if summary.get("checkpoint") == latest and tf.io.gfile.exists(
+        if summary.get("checkpoint") == chosen and tf.io.gfile.exists(
             summary.get("path", "")
         ):
-            print(f"  {summary['path']} is from {latest}: reusing",
+            print(f"  {summary['path']} is from {chosen}: reusing",
                   file=sys.stderr)
             return summary
     return exporter.export_model(cfg)

@@ -1,13 +1,13 @@
 """Job: evaluate a checkpoint on the eval (test) split, or compare reports.
 
-Calls `hisac_tf.training.evaluation.evaluate`: the checkpoint that
+Calls `hisac_tf.evaluation.evaluation.evaluate`: the checkpoint that
 `training.evaluate_checkpoint` names (default: the best by valid AUC when
 one exists, else the latest); AUC, GAUC, log loss (and the Bayes-optimal
 figures on synthetic data) and the checkpoint used into
 `<model_dir>/eval.json`.
 
 The report also holds the metrics per slice and calibration
-(`hisac_tf/training/sliced_evaluation.py`); beside it are the
+(`hisac_tf/evaluation/sliced_evaluation.py`); beside it are the
 per-impression predictions and the reliability diagram, and TensorBoard
 gets them under `<model_dir>/tensorboard/eval`.
 
@@ -16,7 +16,7 @@ gets them under `<model_dir>/tensorboard/eval`.
 prints the per-slice differences to the first report with bootstrap
 intervals over users, and writes compare.json and compare_auc.png to
 --compare_output (default: the first report's directory;
-`hisac_tf/training/eval_compare.py`).
+`hisac_tf/evaluation/eval_compare.py`).
 """
 
 from __future__ import annotations
@@ -27,9 +27,9 @@ import sys
 from absl import flags
 
 from hisac_tf.config import Config, ConfigError
-from hisac_tf.training.eval_compare import (compare, format_compare,
+from hisac_tf.evaluation.eval_compare import (compare, format_compare,
                                             write_compare)
-from hisac_tf.training.evaluation import evaluate
+from hisac_tf.evaluation.evaluation import evaluate
 from pipelines import cli
 
 flags.DEFINE_list(

@@ -1,4 +1,8 @@
-"""Job: export the latest checkpoint as a SavedModel version for TF Serving.
+"""Job: export the evaluated checkpoint as a SavedModel version for TF Serving.
+
+The checkpoint is the one `evaluation.checkpoint` names (by default the
+best by valid AUC when the run kept one, else the latest), the one
+`hisac-evaluate` scores.
 
     hisac-export --config=demo [--set export.version=3]
 

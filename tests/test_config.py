@@ -1,5 +1,6 @@
 """Config: presets, overrides, unknown keys and wrong types are errors."""
 
+import dataclasses
 import json
 
 import pytest
@@ -71,6 +72,67 @@ def test_overrides_apply_with_types():
 def test_bad_overrides_name_key_and_value(override, message):
     with pytest.raises(ConfigError, match=message.replace("[", r"\[")):
         config_lib.load_config("tiny", [override])
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        pytest.param('evaluation.checkpoint="first"',
+                     "evaluation.checkpoint must be 'auto', 'best' or "
+                     "'latest', got 'first'", id="checkpoint"),
+        pytest.param("evaluation.history_buckets=[200, 50]",
+                     "evaluation.history_buckets must be strictly "
+                     "increasing", id="buckets-order"),
+        pytest.param("evaluation.activity_buckets=[]",
+                     "evaluation.activity_buckets", id="buckets-empty"),
+        pytest.param("evaluation.activity_days=0",
+                     "evaluation.activity_days must be > 0", id="days"),
+        pytest.param("evaluation.calibration_bins=0",
+                     "evaluation.calibration_bins must be >= 1",
+                     id="bins"),
+        pytest.param("evaluation.eval_steps=3", "evaluation.eval_steps",
+                     id="evaluation-unknown"),
+        pytest.param("cluster.strategy=horovod",
+                     "cluster.strategy must be one of .*horovod",
+                     id="strategy"),
+        pytest.param("cluster.ps_shards=-1", "cluster.ps_shards must be "
+                     ">= 0, got -1", id="ps-shards"),
+        pytest.param("cluster.timeout_s=0", "cluster.timeout_s must be "
+                     ">= 1", id="timeout"),
+        pytest.param("cluster.timeout=5", "cluster.timeout", id="unknown"),
+    ],
+)
+def test_evaluation_and_cluster_sections_check_their_keys(override,
+                                                          message):
+    with pytest.raises(ConfigError, match=message.replace("[", r"\[")):
+        config_lib.load_config("tiny", [override])
+
+
+def test_evaluation_and_cluster_sections_are_read():
+    cfg = config_lib.load_config("tiny", [
+        "evaluation.checkpoint=latest", "evaluation.activity_days=3",
+        "cluster.strategy=multi_worker", "cluster.timeout_s=7"])
+    assert cfg.evaluation.checkpoint == "latest"
+    assert cfg.evaluation.activity_days == 3.0
+    assert (cfg.cluster.strategy, cfg.cluster.timeout_s) == (
+        "multi_worker", 7.0)
+    assert config_lib.load_config("industrial").cluster.strategy == \
+        "mirrored"
+
+
+@pytest.mark.parametrize("old, new", sorted(config_lib.MOVED_KEYS.items()))
+def test_moved_keys_name_their_new_place(old, new, tmp_path):
+    section, key = old.split(".")
+    # As an override and in a preset file: an error naming the new place.
+    with pytest.raises(ConfigError, match=f"{old} .*{new}"):
+        config_lib.load_config("tiny", [f"{old}=1"])
+    path = tmp_path / "old.json"
+    path.write_text(json.dumps({"base": "tiny", section: {key: 1}}))
+    with pytest.raises(ConfigError, match=new):
+        config_lib.load_config(str(path))
+    # The key is gone from its old section.
+    assert key not in {f.name for f in dataclasses.fields(
+        config_lib.TrainingConfig)}
 
 
 def test_unknown_preset_lists_presets():

@@ -23,9 +23,9 @@ from hisac_tf.data.feature_spec import FeatureSpec
 from hisac_tf.export import exporter
 from hisac_tf.export import signatures as sig
 from hisac_tf.models.build import build_model, build_optimizer
-from hisac_tf.training import local_cluster, strategy as strategy_lib
-from hisac_tf.training.checkpoints import restore_latest
-from hisac_tf.training.strategy import ClusterError, ClusterSettings
+from hisac_tf.distribute import local_cluster, strategy as strategy_lib
+from hisac_tf.training.checkpoints import restore_checkpoint
+from hisac_tf.distribute.strategy import ClusterError, ClusterSettings
 from hisac_tf.training.trainer import compile_for_training
 from pipelines import tokenize_items, train
 from tests.test_hisac_ranker import CFG, SPEC, random_batch, random_tables
@@ -94,8 +94,8 @@ def test_is_chief(config, chief):
 
 
 def test_unknown_strategy_is_a_config_error():
-    with pytest.raises(config_lib.ConfigError, match="training.strategy"):
-        config_lib.load_config("tiny", ["training.strategy=horovod"])
+    with pytest.raises(config_lib.ConfigError, match="cluster.strategy"):
+        config_lib.load_config("tiny", ["cluster.strategy=horovod"])
 
 
 def closed_port():
@@ -130,7 +130,7 @@ def test_parameter_server_with_unreachable_tasks_fails_in_bounded_time():
                "worker": [f"127.0.0.1:{closed_port()}"],
                "ps": [f"127.0.0.1:{closed_port()}"]}
     env = {"TF_CONFIG": json.dumps(tf_config(cluster, "chief"))}
-    settings = ClusterSettings("parameter_server", cluster_timeout_s=1.0)
+    settings = ClusterSettings("parameter_server", timeout_s=1.0)
     began = time.monotonic()
     with pytest.raises(ClusterError, match="ps:0 at 127.0.0.1"):
         strategy_lib.make_strategy(settings, environ=env)
@@ -140,10 +140,10 @@ def test_parameter_server_with_unreachable_tasks_fails_in_bounded_time():
 MWMS_JOIN = """
 import sys
 import hisac_tf
-from hisac_tf.training import strategy
+from hisac_tf.distribute import strategy
 try:
     strategy.make_strategy(strategy.ClusterSettings(
-        "multi_worker_mirrored", cluster_timeout_s=3))
+        "multi_worker_mirrored", timeout_s=3))
 except strategy.ClusterError as e:
     print(e)
     sys.exit(7)
@@ -264,13 +264,13 @@ def overrides(root, model_dir, strategy, steps, every):
         f"training.model_dir={model_dir}",
         f"export.export_dir={model_dir}-export",
         "training.mode=train",
-        f"training.strategy={strategy}",
+        f"cluster.strategy={strategy}",
         f"training.train_steps={steps}",
         f"training.checkpoint_every={every}",
         f"training.log_every={every}",
         # tiny's smallest tables (SID levels) are 160 bytes.
-        "training.ps_min_shard_bytes=64",
-        "training.cluster_timeout_s=60",
+        "cluster.ps_min_shard_bytes=64",
+        "cluster.timeout_s=60",
         "training.dense_learning_rate=0.01",
         "training.embedding_learning_rate=0.05",
     ]
@@ -378,7 +378,7 @@ def test_multi_worker_mirrored_fails_on_a_killed_worker_then_resumes(
 
 
 def mean_log_loss(cfg, checkpoint):
-    state, _, status = restore_latest(cfg, "evaluate", path=checkpoint)
+    state, status = restore_checkpoint(cfg, checkpoint)
     files = sorted(glob.glob(f"{cfg.data.data_dir}/train-*"))
     ds = input_pipeline.request_dataset(files, state.spec, 16,
                                         deterministic=True)

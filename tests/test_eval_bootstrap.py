@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from hisac_tf import metrics
-from hisac_tf.training import bootstrap
+from hisac_tf.evaluation import bootstrap
 
 
 def replicate(counts, users, labels, scores):

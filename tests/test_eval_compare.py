@@ -9,8 +9,8 @@ import pytest
 
 from hisac_tf import config as config_lib
 from hisac_tf import metrics
-from hisac_tf.training import eval_compare, slices
-from hisac_tf.training.sliced_evaluation import sliced_evaluation
+from hisac_tf.evaluation import eval_compare, slices
+from hisac_tf.evaluation.sliced_evaluation import sliced_evaluation
 from pipelines import evaluate as evaluate_job
 
 NUM_USERS, PER_USER = 60, 10
@@ -33,8 +33,8 @@ def write_report(tmp_path, name, users, labels, probs, truth, keys):
     model_dir = os.path.join(tmp_path, name)
     cfg = config_lib.load_config("tiny", [
         f'training.model_dir="{model_dir}"',
-        "training.eval_history_buckets=[50, 200]",
-        "training.eval_min_slice_impressions=50"])
+        "evaluation.history_buckets=[50, 200]",
+        "evaluation.min_slice_impressions=50"])
     out = sliced_evaluation(cfg, users, labels, probs, truth, keys)
     report = {"auc": metrics.auc(labels, probs), **out.report}
     path = os.path.join(model_dir, "eval.json")

@@ -10,9 +10,9 @@ import tensorflow as tf
 
 from hisac_tf import config as config_lib
 from hisac_tf import metrics
-from hisac_tf.training import calibration as cal
-from hisac_tf.training import eval_summaries, slices
-from hisac_tf.training.sliced_evaluation import (checked_rows,
+from hisac_tf.evaluation import calibration as cal
+from hisac_tf.evaluation import eval_summaries, slices
+from hisac_tf.evaluation.sliced_evaluation import (checked_rows,
                                                  format_sliced,
                                                  sliced_evaluation)
 
@@ -199,9 +199,9 @@ def test_empty_single_class_and_small_slices_say_so():
 def test_sliced_evaluation_writes_files_and_tensorboard(tmp_path):
     cfg = config_lib.load_config("tiny", [
         f'training.model_dir="{tmp_path}"',
-        "training.eval_history_buckets=[50, 200]",
-        "training.eval_min_slice_impressions=1",
-        "training.eval_calibration_bins=2"])
+        "evaluation.history_buckets=[50, 200]",
+        "evaluation.min_slice_impressions=1",
+        "evaluation.calibration_bins=2"])
     out = sliced_evaluation(cfg, USERS, LABELS, PROBS, PROBS / 2, KEYS)
     report = {"auc": metrics.auc(LABELS, PROBS), **out.report}
     assert (tmp_path / report["predictions_file"]).exists()

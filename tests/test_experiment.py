@@ -12,9 +12,10 @@ import tensorflow as tf
 
 from hisac_tf import config as config_lib
 from hisac_tf.compressors.flops import config_flops
-from hisac_tf.config import ConfigError, ExperimentRun
+from hisac_tf.config import ConfigError
 from hisac_tf.experiments import plan as plan_lib
-from hisac_tf.experiments import report, runner
+from hisac_tf.experiments import plan_schema, report, runner
+from hisac_tf.experiments.plan_schema import ExperimentRun
 from hisac_tf.models.hisac_ranker import HiSACRanker
 from hisac_tf.tokenizer.semantic_tables import (
     SemanticTables,
@@ -249,7 +250,7 @@ def test_experiment_plan_on_tiny(tmp_path, capsys, monkeypatch):
     run_cfg = plan_lib.run_config(
         cfg.replace(model={"routing_temperature": 0.5}), "hisac", 10,
         "hisac_tau0.5")
-    diag = runner.diagnose(run_cfg)
+    diag = runner.diagnose(run_cfg, rows[0]["checkpoint"])
     assert diag["effective_items_per_agent"] == pytest.approx(3.0)
     assert diag["off_sid_mass"] == pytest.approx(0.25)
     assert diag["agents_per_user"] is None  # the patched ranker's
@@ -767,7 +768,7 @@ LADDER = ("hisac", "hisac_hard", "hisac_no_voting", "kmeans", "lsh",
 def test_longrange_plan_holds_the_ladder():
     """configs/experiments/longrange.json (issue 10 item 6) parses and
     holds every rung of the ladder."""
-    plan = config_lib.experiment_plan_from_dict(
+    plan = plan_schema.experiment_plan_from_dict(
         plan_lib.read_plan(LONGRANGE_PLAN))
     runs = {r.name: r for r in plan.runs}
     s = "model.short_term_length"

@@ -11,7 +11,8 @@ import json
 
 import pytest
 
-from hisac_tf.config import Config, ExperimentRun
+from hisac_tf.config import Config
+from hisac_tf.experiments.plan_schema import ExperimentRun
 from hisac_tf.experiments import runner
 from hisac_tf.layers.routing_diagnostics import ROUTING_KEYS
 
@@ -31,10 +32,11 @@ def _fakes(monkeypatch, clock, train):
     monkeypatch.setattr(runner, "time", clock)
     monkeypatch.setattr(runner, "train", train)
     monkeypatch.setattr(runner, "evaluate", lambda cfg, progress: {
-        "auc": 0.6, "gauc": 0.6, "log_loss": 0.6, "impressions": 10})
-    monkeypatch.setattr(runner, "diagnose", lambda cfg: {
+        "auc": 0.6, "gauc": 0.6, "log_loss": 0.6, "impressions": 10,
+        "checkpoint": "ckpt-1"})
+    monkeypatch.setattr(runner, "diagnose", lambda cfg, checkpoint: {
         "groups": 1, "parameters": 1, "compressor_parameters": 1,
-        "active_mean": 1.0, "active_max": 1,
+        "active_mean": 1.0, "active_max": 1, "checkpoint": checkpoint,
         **{k: None for k in ROUTING_KEYS}})
     monkeypatch.setattr(runner, "config_flops", lambda cfg: {
         "user": 1, "per_candidate": 1, "request": 1})

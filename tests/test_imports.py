@@ -1,12 +1,17 @@
 """Imports: every module loads, no cycle, the layers point one way.
 
 The project reads in one direction (docs/design.md, "Where it lives"):
-data -> layers -> compressors -> models / tokenizer -> training -> export
--> experiments -> serving -> pipelines. A module may import its own
-package and the packages before it, never one after it; `hisac_tf` never
-imports `pipelines` or `serving`. The checks read module-level imports
-with `ast` (no import needed), and fresh interpreters prove that every
-module loads on its own, whatever is imported first.
+data -> layers -> compressors -> models / tokenizer -> distribute ->
+training -> evaluation -> export -> experiments -> serving -> pipelines.
+A module may import its own package and the packages before it, never one
+after it; `hisac_tf` never imports `pipelines` or `serving`. distribute
+(strategies, TF_CONFIG, task roles) knows no model state; training (state,
+checkpoints, `fit`, scoring and model selection on the valid split) uses
+it; evaluation (the eval split, slices, reports) restores training's
+checkpoints and scores them with training's `scoring`. The checks read
+module-level imports with `ast` (no import needed), and fresh
+interpreters prove that every module loads on its own, whatever is
+imported first.
 """
 
 from __future__ import annotations
@@ -36,11 +41,13 @@ RANKS = {
     "hisac_tf.compressors": 3,
     "hisac_tf.models": 4,
     "hisac_tf.tokenizer": 4,
-    "hisac_tf.training": 5,
-    "hisac_tf.export": 6,
-    "hisac_tf.experiments": 7,
-    "serving": 8,
-    "pipelines": 9,
+    "hisac_tf.distribute": 5,
+    "hisac_tf.training": 6,
+    "hisac_tf.evaluation": 7,
+    "hisac_tf.export": 8,
+    "hisac_tf.experiments": 9,
+    "serving": 10,
+    "pipelines": 11,
 }
 
 

@@ -22,7 +22,7 @@ from hisac_tf.training.checkpoints import (
     checkpoint_manager,
     select_checkpoint,
 )
-from hisac_tf.training.evaluation import Predictions
+from hisac_tf.training.scoring import Predictions
 from hisac_tf.training.model_selection import (
     ModelSelection,
     best_point,
@@ -77,7 +77,8 @@ class FakeModel:
 
 
 def fake_predict(aucs_by_step, counter):
-    def predict(cfg, model, files, spec, progress=True, score=None):
+    def predict(cfg, model, files, spec, progress=True, score=None,
+                keys=None):
         probs = np.array(SCORES[aucs_by_step[counter.value]])
         return Predictions(users=np.array([1, 1, 2, 2]), labels=LABELS,
                            probs=probs, truth=np.zeros(0),
@@ -125,12 +126,12 @@ def test_best_checkpoint_follows_the_valid_auc(run_dir, monkeypatch):
     assert [p["auc"] for p in curve["points"]] == [0.75, 1.0, 0.5]
     assert curve["points"][0]["num_active_mean"] == 2.0
     assert curve["best"]["step"] == 4
-    kind, path = select_checkpoint(cfg)
-    assert kind == "best" and path.endswith(os.path.join("best", "ckpt-4"))
-    assert restored_weight(path) == 4.0  # the model of step 4
-    latest = make_cfg(run_dir, valid_every=2,
-                      evaluate_checkpoint="latest")
-    kind, path = select_checkpoint(latest)
+    for which in ("best", "auto"):
+        kind, path = select_checkpoint(cfg, which)
+        assert kind == "best"
+        assert path.endswith(os.path.join("best", "ckpt-4"))
+        assert restored_weight(path) == 4.0  # the model of step 4
+    kind, path = select_checkpoint(cfg, "latest")
     assert kind == "latest" and restored_weight(path) == 6.0
 
 
@@ -146,7 +147,7 @@ def test_resumed_run_keeps_the_best_and_drops_redone_points(
     assert [p["step"] for p in curve["points"]] == [2, 4, 6, 8]
     assert [p["auc"] for p in curve["points"]] == [0.75, 1.0, 1.0, 0.75]
     assert again.best["step"] == 4
-    assert restored_weight(select_checkpoint(cfg)[1]) == 4.0
+    assert restored_weight(select_checkpoint(cfg, "best")[1]) == 4.0
 
 
 def test_a_later_better_point_replaces_the_best(run_dir, monkeypatch):
@@ -156,22 +157,22 @@ def test_a_later_better_point_replaces_the_best(run_dir, monkeypatch):
     # Step 5 is the run's last step: validated at the end of the run.
     assert selection.best["step"] == 5
     assert os.listdir(run_dir / "model" / "best").count("ckpt-5.index") == 1
-    assert restored_weight(select_checkpoint(cfg)[1]) == 5.0
+    assert restored_weight(select_checkpoint(cfg, "best")[1]) == 5.0
 
 
 @pytest.mark.parametrize(
     "choice, message",
     [
-        pytest.param("best", "holds no checkpoint", id="best-missing"),
+        pytest.param("best", "holds none", id="best-missing"),
         pytest.param("latest", "train first", id="latest-missing"),
         pytest.param("auto", "train first", id="auto-nothing"),
     ],
 )
 def test_select_checkpoint_errors_name_the_directory(run_dir, choice,
                                                      message):
-    cfg = make_cfg(run_dir, evaluate_checkpoint=choice)
+    cfg = make_cfg(run_dir)
     with pytest.raises(FileNotFoundError, match=message) as e:
-        select_checkpoint(cfg)
+        select_checkpoint(cfg, choice)
     assert str(run_dir / "model") in str(e.value)
 
 
@@ -179,8 +180,15 @@ def test_auto_without_best_takes_latest(run_dir):
     cfg = make_cfg(run_dir)
     step = tf.Variable(3, dtype=tf.int64)
     checkpoint_manager(cfg, tf.train.Checkpoint(step=step), step).save(3)
-    kind, path = select_checkpoint(cfg)
+    kind, path = select_checkpoint(cfg, "auto")
     assert kind == "latest" and path.endswith("ckpt-3")
+    with pytest.raises(FileNotFoundError, match="holds none"):
+        select_checkpoint(cfg, "best")
+
+
+def test_select_checkpoint_refuses_an_unknown_choice(run_dir):
+    with pytest.raises(ValueError, match="'first'"):
+        select_checkpoint(make_cfg(run_dir), "first")
 
 
 def test_missing_valid_files_are_an_error_naming_pattern_and_dir(tmp_path):
@@ -201,8 +209,10 @@ def test_missing_valid_files_are_an_error_naming_pattern_and_dir(tmp_path):
     [
         pytest.param("training.valid_every=-1", "training.valid_every",
                      id="negative-valid-every"),
-        pytest.param('training.evaluate_checkpoint="first"',
-                     "training.evaluate_checkpoint", id="unknown-choice"),
+        pytest.param('evaluation.checkpoint="first"',
+                     "evaluation.checkpoint", id="unknown-choice"),
+        pytest.param('training.evaluate_checkpoint="best"',
+                     "moved to evaluation.checkpoint", id="moved-key"),
     ],
 )
 def test_config_errors_name_the_field(override, message):

@@ -16,7 +16,7 @@ from hisac_tf.config import load_config
 from hisac_tf.data.data_summary import summarize_data
 from hisac_tf.data.split_files import split_files
 from hisac_tf.experiments.runner import ensure_inputs
-from hisac_tf.training.evaluation import evaluate
+from hisac_tf.evaluation.evaluation import evaluate
 from hisac_tf.training.trainer import train
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -195,7 +195,7 @@ def test_valid_split_selects_the_checkpoint_evaluate_scores(prepared):
     latest = config_lib.load_config(
         "tiny", overrides + [f"training.model_dir={model_dir}",
                              "training.train_steps=10",
-                             "training.evaluate_checkpoint=latest"])
+                             "evaluation.checkpoint=latest"])
     again = evaluate.main(latest, progress=False)
     assert (again["checkpoint_kind"], again["step"]) == ("latest", 10)
     board = os.path.join(model_dir, "tensorboard")

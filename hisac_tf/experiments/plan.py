@@ -1,7 +1,7 @@
 """The experiment plan: read, checked against the configs, resolved.
 
 A plan is JSON (a file or the parsed object), parsed into the typed
-`hisac_tf.config.ExperimentPlan`:
+`hisac_tf.experiments.plan_schema.ExperimentPlan`:
 
     {"description": "optional free text",
      "generate_data": false,
@@ -49,16 +49,14 @@ from typing import Any, Callable, Mapping, Sequence
 import hisac_tf  # noqa: F401  (Keras 2 before TensorFlow)
 import tensorflow as tf
 
-from hisac_tf.models.build import SUPPORTED_COMPRESSORS as COMPRESSOR_NAMES
-from hisac_tf.config import (
-    Config,
-    ConfigError,
+from hisac_tf.config import Config, ConfigError, load_config
+from hisac_tf.experiments.plan_schema import (
     ExperimentPlan,
     ExperimentRun,
     apply_run_overrides,
     experiment_plan_from_dict,
-    load_config,
 )
+from hisac_tf.models.build import SUPPORTED_COMPRESSORS as COMPRESSOR_NAMES
 
 DEFAULT_COMPRESSORS = ("hisac", "recent", "full", "kmeans")
 # Loads a run's `config` preset (name or JSON path) into a Config.

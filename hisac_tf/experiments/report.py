@@ -21,7 +21,7 @@ learning_curves.png (valid AUC vs step of the runs with a curve) and
 auc_by_history_length.png (AUC per history-length slice per run).
 
 Each group also gets a table of AUC per history-length slice (the
-evaluation's `history_length` slices, hisac_tf/training/slices.py): the
+evaluation's `history_length` slices, hisac_tf/evaluation/slices.py): the
 question of *for whom* the long history pays.
 """
 
@@ -38,7 +38,8 @@ import numpy as np
 import tensorflow as tf
 
 from hisac_tf import json_io
-from hisac_tf.config import EXPERIMENT_GROUP, Config, ExperimentPlan
+from hisac_tf.config import Config
+from hisac_tf.experiments.plan_schema import EXPERIMENT_GROUP, ExperimentPlan
 
 try:  # Optional (the `plots` extra): without it no plot is written.
     from matplotlib.figure import Figure

@@ -2,7 +2,7 @@
 
 For each (run, N) of a plan, `run_one` trains a ranker with
 `hisac_tf.training.trainer.train` into `<training.model_dir>/<name>-N<n>`
-and evaluates it with `hisac_tf.training.evaluation.evaluate`: the same
+and evaluates it with `hisac_tf.evaluation.evaluation.evaluate`: the same
 data, tokenizer, seed, step budget, optimisers and ranking head unless the
 run's overrides say otherwise; only `model.compressor` and
 `data.max_history` change (histories are truncated to the newest N by the
@@ -40,10 +40,12 @@ import tensorflow as tf
 
 from hisac_tf import json_io
 from hisac_tf.compressors.flops import config_flops
-from hisac_tf.config import Config, ExperimentPlan, ExperimentRun, load_config
+from hisac_tf.config import Config, load_config
 from hisac_tf.data import input_pipeline, synthetic
 from hisac_tf.data.feature_spec import FeatureSpec
 from hisac_tf.experiments import report
+from hisac_tf.experiments.plan_schema import (ExperimentPlan,
+                                              ExperimentRun)
 from hisac_tf.experiments.plan import (
     PresetLoader,
     plan_jobs,
@@ -57,9 +59,9 @@ from hisac_tf.tokenizer.semantic_tables import (
     shuffled_tables,
 )
 from hisac_tf.layers.routing_diagnostics import ROUTING_KEYS
+from hisac_tf.evaluation.evaluation import evaluate
+from hisac_tf.training.checkpoints import restore_checkpoint
 from hisac_tf.training.model_selection import CURVE_FILE, METRIC
-from hisac_tf.training.checkpoints import restore_latest
-from hisac_tf.training.evaluation import evaluate
 from hisac_tf.training.trainer import train
 
 ROW_FILE = "experiment_row.json"
@@ -162,14 +164,19 @@ def prepare_run(cfg: Config, run: ExperimentRun, output_dir: str, *,
     return base, made
 
 
-def diagnose(cfg: Config) -> dict:
+def diagnose(cfg: Config, checkpoint: str) -> dict:
     """Parameters, groups active per eval request and, when the ranker
     reports them, the routing diagnostics (`ROUTING_KEYS`, None if not)
-    of a trained run."""
+    of the model restored from `checkpoint`.
+
+    `run_one` passes the checkpoint `evaluate` scored (its "checkpoint"),
+    so a row's diagnostics and AUC come from one model. The path is
+    returned under "checkpoint".
+    """
     files = input_pipeline.list_files(
         os.path.join(cfg.data.data_dir, cfg.data.eval_pattern))
     spec = FeatureSpec.from_config(cfg.data)
-    state, _, status = restore_latest(cfg, "diagnose", spec=spec)
+    state, status = restore_checkpoint(cfg, checkpoint, spec=spec)
     status.expect_partial()
     model = state.model
     ds = input_pipeline.request_dataset(
@@ -205,6 +212,7 @@ def diagnose(cfg: Config) -> dict:
         "active_mean": float(counts.mean()) if len(counts) else 0.0,
         "active_max": int(counts.max()) if len(counts) else 0,
         "eval_requests": int(len(counts)),
+        "checkpoint": checkpoint,
     }
     for key in ROUTING_KEYS:
         found = merged.get(key)
@@ -276,7 +284,8 @@ def run_one(base: Config, run: ExperimentRun, length: int,
     try:
         trained = train(run_cfg, progress=progress)
         evaluated = evaluate(run_cfg, progress=progress)
-        diag = diagnose(run_cfg)
+        # The checkpoint evaluate scored: the AUC's model.
+        diag = diagnose(run_cfg, evaluated["checkpoint"])
         fl = config_flops(run_cfg)
     except BaseException:  # Ctrl-C too: the time spent is kept.
         save_seconds_before(run_cfg.training.model_dir,
@@ -312,6 +321,10 @@ def run_one(base: Config, run: ExperimentRun, length: int,
         "active_groups_max": diag["active_max"],
         **{key: diag[key] for key in ROUTING_KEYS},
         "eval_impressions": evaluated["impressions"],
+        # The one checkpoint the AUC and the diagnostics come from.
+        "checkpoint": diag["checkpoint"],
+        "checkpoint_kind": evaluated.get("checkpoint_kind"),
+        "checkpoint_step": evaluated.get("step"),
         "history_slices": report.history_slices(evaluated),
         "step": trained["step"],
         "train_seconds": trained.get("seconds", 0.0),

@@ -1,7 +1,9 @@
-"""Export the latest checkpoint as a SavedModel version for TF Serving.
+"""Export the evaluated checkpoint as a SavedModel version for TF Serving.
 
 docs/design.md §6. `export_model(cfg, version=None) -> dict` restores the
-latest checkpoint of `cfg.training.model_dir` and writes
+checkpoint of `cfg.training.model_dir` that `evaluation.checkpoint` names
+(`select_checkpoint`; by default the best by valid AUC when the run kept
+one, else the latest), the one evaluation scores, and writes
 `<export.export_dir>/<version>/`:
 
     <version>/saved_model.pb, variables/   signatures of
@@ -59,7 +61,8 @@ from hisac_tf.data import filesystems, input_pipeline
 from hisac_tf.data.feature_spec import FeatureSpec
 from hisac_tf.export import signatures as sig
 from hisac_tf.export import tf_serving_config, verification, warmup
-from hisac_tf.training.checkpoints import restore_latest, select_checkpoint
+from hisac_tf.training.checkpoints import (restore_checkpoint,
+                                           select_checkpoint)
 
 SUMMARY_FILE = "export_summary.json"
 TMP_PREFIX = ".tmp-export-"
@@ -271,10 +274,9 @@ def restore(cfg: Config):
       `warmup.WARMUP_BATCH` requests, also used to build the model so
       that the checkpoint's weights load.
     """
-    # The checkpoint evaluation scores: the best by valid AUC when the run
-    # kept one (training.evaluate_checkpoint), else the latest.
-    _, chosen = select_checkpoint(cfg)
-    state, path, status = restore_latest(cfg, "export", path=chosen)
+    # The checkpoint evaluation scores (evaluation.checkpoint).
+    _, path = select_checkpoint(cfg, cfg.evaluation.checkpoint)
+    state, status = restore_checkpoint(cfg, path)
     batch = first_batch(cfg, state.spec, warmup.WARMUP_BATCH)
     state.model(batch, training=False)  # Creates the variables.
     status.assert_existing_objects_matched().expect_partial()  # no slots
@@ -309,7 +311,9 @@ def first_batch(cfg: Config, spec: FeatureSpec, batch_size: int) -> dict:
 # ------------------------------------------------------------------ export
 def export_model(cfg: Config, version: int | None = None,
                  progress: bool = True) -> dict:
-    """Restores the latest checkpoint and publishes it as a new version.
+    """Restores the evaluated checkpoint (`evaluation.checkpoint`: by
+    default the best by valid AUC, else the latest) and publishes it as a
+    new version.
 
     Args:
       cfg: the resolved config (training.model_dir, export.*).

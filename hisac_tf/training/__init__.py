@@ -1,2 +1,2 @@
-"""Training: strategy, checkpoints, `fit` and its callbacks, model
-selection on the valid split, evaluation."""
+"""Training: model state and checkpoints, `fit` and its callbacks, model
+selection on the valid split."""

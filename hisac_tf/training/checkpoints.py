@@ -4,9 +4,10 @@ One place builds the ranker with its optimizer and checkpoint
 (`build_state`), names the checkpoint directory (`checkpoint_manager`),
 refuses a model_dir trained under another model config
 (`check_model_dir`), keeps the best checkpoint by valid AUC apart
-(`best_dir`, `best_manager`), chooses the checkpoint to evaluate
-(`select_checkpoint`) and restores the latest checkpoint or fails with the
-path it looked in (`restore_latest`). Training, evaluation, export and the
+(`best_dir`, `best_manager`), finds the checkpoint a consumer asks for,
+the best by valid AUC or the latest, or fails with the path it looked in
+(`select_checkpoint`), and restores a given checkpoint
+(`restore_checkpoint`). Training, evaluation, export, the demo and the
 experiment runner all go through these.
 """
 
@@ -19,10 +20,10 @@ from typing import NamedTuple
 import hisac_tf  # noqa: F401  (Keras 2 before TensorFlow)
 import tensorflow as tf
 
-from hisac_tf.config import Config, ConfigError
+from hisac_tf.config import CHECKPOINT_CHOICES, Config, ConfigError
 from hisac_tf.data.feature_spec import FeatureSpec
 from hisac_tf.models.build import build_model, build_optimizer
-from hisac_tf.training.strategy import table_partitioning
+from hisac_tf.distribute.strategy import table_partitioning
 from hisac_tf.tokenizer.semantic_tables import load_semantic_tables
 
 # Sections that fix the model's variables: a checkpoint trained under other
@@ -58,8 +59,12 @@ def build_state(cfg: Config, strategy: tf.distribute.Strategy | None = None,
     return TrainingState(spec, model, optimizer, step, checkpoint)
 
 
+# The periodic checkpoints' directory under a model_dir.
+CHECKPOINT_SUBDIR = "checkpoints"
+
+
 def checkpoint_dir(cfg: Config) -> str:
-    return os.path.join(cfg.training.model_dir, "checkpoints")
+    return os.path.join(cfg.training.model_dir, CHECKPOINT_SUBDIR)
 
 
 def checkpoint_manager(cfg: Config, checkpoint, step):
@@ -80,23 +85,37 @@ def best_manager(cfg: Config, checkpoint, step):
     )
 
 
-def select_checkpoint(cfg: Config) -> tuple[str, str]:
-    """(kind, path) of the checkpoint `training.evaluate_checkpoint` names.
+def select_checkpoint(cfg: Config, which: str) -> tuple[str, str]:
+    """(kind, path) of the checkpoint `which` names in training.model_dir.
 
-    kind is "best" (the best by valid AUC, under `best_dir`) or "latest".
-    "auto" takes the best when one exists, else the latest. Raises
-    FileNotFoundError naming the directory when the checkpoint is missing.
+    Args:
+      which: "best", the best by valid AUC (`ModelSelection` keeps it
+        under `best_dir`); "latest", the newest periodic checkpoint
+        (`checkpoint_dir`); or "auto", the best when one exists, else the
+        latest. Consumers pass `evaluation.checkpoint`, so evaluation,
+        export, the demo and the experiment runner take the same one.
+
+    Returns:
+      kind ("best" or "latest": what was taken) and the checkpoint path.
+
+    Raises:
+      ValueError: `which` is none of CHECKPOINT_CHOICES.
+      FileNotFoundError: naming the directory, when it holds no
+        checkpoint.
     """
-    choice = cfg.training.evaluate_checkpoint
+    if which not in CHECKPOINT_CHOICES:
+        raise ValueError(
+            f"which must be one of {', '.join(CHECKPOINT_CHOICES)}, got "
+            f"{which!r}")
     best = tf.train.latest_checkpoint(best_dir(cfg))
-    if choice == "auto":
-        choice = "best" if best else "latest"
-    if choice == "best":
+    if which == "auto":
+        which = "best" if best else "latest"
+    if which == "best":
         if best is None:
             raise FileNotFoundError(
-                f"training.evaluate_checkpoint is 'best' but {best_dir(cfg)} "
-                "holds no checkpoint: train with training.valid_every > 0 "
-                "or evaluate the 'latest'"
+                f"the best checkpoint was asked for but {best_dir(cfg)} "
+                "holds none: train with training.valid_every > 0 or take "
+                "the 'latest' (evaluation.checkpoint)"
             )
         return "best", best
     latest = tf.train.latest_checkpoint(checkpoint_dir(cfg))
@@ -130,27 +149,15 @@ def check_model_dir(cfg: Config) -> None:
                 )
 
 
-def restore_latest(cfg: Config, purpose: str, spec: FeatureSpec | None = None,
-                   path: str | None = None):
-    """(state, checkpoint path, load status) of the latest checkpoint.
+def restore_checkpoint(cfg: Config, path: str,
+                       spec: FeatureSpec | None = None):
+    """(state, load status) of the model of `cfg` restored from `path`.
 
-    Args:
-      purpose: what the restore is for ("evaluate", "export"), named in
-        the error when `training.model_dir` holds no checkpoint.
-      path: a specific checkpoint to restore instead of the latest.
-
-    The returned status is the checkpoint's restore status: the model's
+    `path` is a checkpoint prefix, as `select_checkpoint` returns it. The
+    returned status is the checkpoint's restore status: the model's
     variables are created lazily, so callers that need them matched run a
     batch first and then `status.assert_existing_objects_matched()`.
     """
     state = build_state(cfg, spec=spec)
-    if path is None:
-        manager = checkpoint_manager(cfg, state.checkpoint, state.step)
-        path = manager.latest_checkpoint
-    if path is None:
-        raise FileNotFoundError(
-            f"no checkpoint to {purpose} under {checkpoint_dir(cfg)} "
-            "(training.model_dir); train first"
-        )
     status = state.checkpoint.restore(path)
-    return state, path, status
+    return state, status

@@ -40,7 +40,7 @@ from hisac_tf.data import input_pipeline
 from hisac_tf.data.feature_spec import FeatureSpec
 from hisac_tf.training.callbacks import StepCounter, summary_dir
 from hisac_tf.training.checkpoints import best_manager
-from hisac_tf.training.evaluation import predict, report, scorer
+from hisac_tf.training.scoring import predict, report, scorer
 
 CURVE_FILE = "learning_curve.json"
 METRIC = "auc"  # exact valid AUC chooses the checkpoint

@@ -1,7 +1,7 @@
 """The ranker's training: `model.compile` + `model.fit`.
 
 `train(cfg)` builds the model under the `tf.distribute` strategy of
-`training.strategy`, compiles it with the paper's optimizer (Adagrad for
+`cluster.strategy`, compiles it with the paper's optimizer (Adagrad for
 embedding tables, Adam for dense weights; `build_optimizer`) and trains
 with `fit`, so every step is `tfrs.models.Model.train_step`: the task's
 loss plus the regularisation losses (`sum(model.losses)`), whose gradient
@@ -23,11 +23,15 @@ the learning curve in `<model_dir>/learning_curve.json`
 is refused (`check_model_dir`). A NaN or infinite loss stops the run with
 `NonFiniteLossError` before any later checkpoint is written
 (`NonFiniteLossGuard`).
+
+`train` always returns: the task roles of a cluster (a parameter-server
+task that only serves, a non-chief worker with its own model_dir) are
+`pipelines.train.run_task`'s, and `train` refuses to run as either
+without it.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import sys
 import time
@@ -50,8 +54,10 @@ from hisac_tf.training.callbacks import (
     summary_dir,
 )
 from hisac_tf.training.checkpoints import (
+    CHECKPOINT_SUBDIR,
     build_state,
     check_model_dir,
+    checkpoint_dir,
     checkpoint_manager,
 )
 from hisac_tf.training.model_selection import (
@@ -59,17 +65,16 @@ from hisac_tf.training.model_selection import (
     read_curve,
     valid_files,
 )
-from hisac_tf.training.strategy import (
+from hisac_tf.distribute.strategy import (
+    ClusterError,
     ClusterSettings,
-    is_chief,
     is_parameter_server,
-    is_server_task,
     make_strategy,
     placement,
     read_tf_config,
-    serve_forever,
     table_partitioning,
     task_of,
+    task_role,
 )
 
 
@@ -84,7 +89,8 @@ def compile_for_training(model: tf.keras.Model,
 
 
 def train(cfg: Config, progress: bool = True,
-          callbacks: Sequence[tf.keras.callbacks.Callback] = ()) -> dict:
+          callbacks: Sequence[tf.keras.callbacks.Callback] = (),
+          resume_from: str | None = None) -> dict:
     """Trains to `training.train_steps`; returns the step and metrics.
 
     Args:
@@ -92,6 +98,14 @@ def train(cfg: Config, progress: bool = True,
       progress: show the progress bar.
       callbacks: further `fit` callbacks, called after the trainer's own
         (the global step and the checkpoint of a batch are done by then).
+      resume_from: the model_dir whose latest checkpoint the run resumes
+        from (default `training.model_dir`); a non-chief worker resumes
+        from the chief's while writing under its own model_dir.
+
+    Raises:
+      ClusterError: TF_CONFIG makes this process a task that only serves
+        (parameter_server), or a non-chief worker without `resume_from`:
+        both are started through `pipelines.train.run_task`.
 
     Returns:
       step (final global step), resumed_at, steps_run, final_loss,
@@ -99,15 +113,21 @@ def train(cfg: Config, progress: bool = True,
       of this run), seconds, steps_per_second and, with validation, best
       ({step, auc, checkpoint} by valid AUC) and valid_points.
     """
-    settings = ClusterSettings.from_config(cfg.training)
+    settings = ClusterSettings.from_config(cfg.cluster)
     tf_config = read_tf_config()
-    if is_server_task(settings, tf_config):
-        serve_forever(tf_config)  # a PS or worker task: it never returns
-    # Non-chief workers resume from the chief's checkpoints and write their
-    # own files (checkpoints, summaries) under <model_dir>/workers/<task>.
-    restore_cfg = cfg
-    if not is_chief(tf_config):
-        cfg = worker_config(cfg, tf_config)
+    role = task_role(settings, tf_config)
+    kind, index = task_of(tf_config)
+    if role == "server":
+        raise ClusterError(
+            f"TF_CONFIG makes this process the {kind}:{index} task of "
+            "parameter_server, which serves the chief and never trains: "
+            "start it with pipelines.train.run_task (hisac-train)")
+    if role == "worker" and resume_from is None:
+        raise ClusterError(
+            f"TF_CONFIG makes this process the non-chief {kind}:{index} "
+            "task, which must not write the chief's model_dir: start it "
+            "with pipelines.train.run_task (hisac-train), which gives it "
+            "its own model_dir and the chief's checkpoints (resume_from)")
     t = cfg.training
     check_model_dir(cfg)
     # Missing valid files fail here, before anything is built or trained.
@@ -121,8 +141,9 @@ def train(cfg: Config, progress: bool = True,
     with strategy.scope():
         compile_for_training(model, optimizer)
     manager = checkpoint_manager(cfg, checkpoint, step)
-    latest = checkpoint_manager(
-        restore_cfg, checkpoint, step).latest_checkpoint
+    latest = tf.train.latest_checkpoint(
+        checkpoint_dir(cfg) if resume_from is None else
+        os.path.join(resume_from, CHECKPOINT_SUBDIR))
     if latest:
         checkpoint.restore(latest).expect_partial()
         print(
@@ -208,18 +229,6 @@ def train(cfg: Config, progress: bool = True,
         results["best"] = selection.best
         results["valid_points"] = len(selection.points)
     return results
-
-
-def worker_config(cfg: Config, tf_config: dict) -> Config:
-    """`cfg` with the model_dir of a non-chief worker:
-    `<model_dir>/workers/<type>-<index>` (its checkpoints and summaries,
-    which multi-worker saving needs every worker to write)."""
-    kind, index = task_of(tf_config)
-    model_dir = os.path.join(
-        cfg.training.model_dir, "workers", f"{kind}-{index}")
-    return dataclasses.replace(
-        cfg, training=dataclasses.replace(cfg.training, model_dir=model_dir)
-    )
 
 
 def write_placement(model: tf.keras.Model, model_dir: str) -> dict:

@@ -1,6 +1,6 @@
-"""The `tf.distribute` strategy named by `training.strategy`, from TF_CONFIG.
+"""The `tf.distribute` strategy named by `cluster.strategy`, from TF_CONFIG.
 
-One process or a cluster is a matter of `training.strategy` and the
+One process or a cluster is a matter of `cluster.strategy` and the
 `TF_CONFIG` environment variable only; the model code is the same
 (docs/distributed.md):
 
@@ -15,8 +15,8 @@ One process or a cluster is a matter of `training.strategy` and the
   steps, `ps` tasks hold the variables (`ParameterServerStrategy`). The
   trainable embedding tables (Keras `Embedding` weights: item, category,
   user, user features, SID) are split along their rows across the PS by
-  `TablePartitioner` (`training.ps_shards` shards, default one per PS,
-  none smaller than `training.ps_min_shard_bytes`). Every other variable
+  `TablePartitioner` (`cluster.ps_shards` shards, default one per PS,
+  none smaller than `cluster.ps_min_shard_bytes`). Every other variable
   (dense weights, the frozen semantic tables, metrics, the step) is kept
   whole on one PS, placed round-robin. The frozen semantic tables are not
   split because the lookup binary-searches the whole sorted id column
@@ -27,7 +27,7 @@ One process or a cluster is a matter of `training.strategy` and the
 
 Faults: a TF_CONFIG that does not fit the strategy raises `ClusterError`
 naming the field or task; a task that cannot be reached within
-`training.cluster_timeout_s` raises `ClusterError` naming the task and
+`cluster.timeout_s` raises `ClusterError` naming the task and
 its address, rather than waiting forever.
 """
 
@@ -49,21 +49,23 @@ import tensorflow as tf
 # default: the coordination service's registration, and the first
 # all-reduce (`_check_health_initial_timeout`, 0: forever). The public API
 # has no setting for either, so `_multi_worker` sets both from
-# training.cluster_timeout_s through these modules.
+# cluster.timeout_s through these modules.
 from tensorflow.tsl.protobuf import coordination_config_pb2
 from tensorflow.python.distribute import collective_all_reduce_strategy
 from tensorflow.python.distribute import multi_worker_util
 from tensorflow.python.eager import context as eager_context
 
-STRATEGIES = (
-    "default", "mirrored", "multi_worker_mirrored", "parameter_server",
-)
-ALIASES = {"multi_worker": "multi_worker_mirrored"}
+from hisac_tf.config import STRATEGIES, ClusterConfig
+from hisac_tf.config import STRATEGY_ALIASES as ALIASES
+
 # Task types of TF_CONFIG each cluster strategy accepts.
 TASK_TYPES = {
     "multi_worker_mirrored": ("chief", "worker"),
     "parameter_server": ("chief", "worker", "ps"),
 }
+
+
+_DEFAULTS = ClusterConfig()
 
 
 class ClusterError(RuntimeError):
@@ -72,23 +74,21 @@ class ClusterError(RuntimeError):
 
 @dataclasses.dataclass(frozen=True)
 class ClusterSettings:
-    """What the strategies read from `training` (plain values)."""
+    """What the strategies read: the `cluster` config section's plain
+    values (its defaults too), the strategy's alias resolved."""
 
-    strategy: str = "default"
-    ps_shards: int = 0  # 0: one shard per PS task
-    ps_min_shard_bytes: int = 1 << 20
-    cluster_timeout_s: float = 120.0
+    strategy: str = _DEFAULTS.strategy
+    ps_shards: int = _DEFAULTS.ps_shards  # 0: one shard per PS task
+    ps_min_shard_bytes: int = _DEFAULTS.ps_min_shard_bytes
+    timeout_s: float = _DEFAULTS.timeout_s
 
     @classmethod
-    def from_config(cls, training) -> "ClusterSettings":
-        return cls(
-            strategy=canonical(training.strategy),
-            ps_shards=int(getattr(training, "ps_shards", 0)),
-            ps_min_shard_bytes=int(
-                getattr(training, "ps_min_shard_bytes", 1 << 20)),
-            cluster_timeout_s=float(
-                getattr(training, "cluster_timeout_s", 120.0)),
-        )
+    def from_config(cls, cluster: ClusterConfig) -> "ClusterSettings":
+        """From the `cluster` config section."""
+        return cls(strategy=canonical(cluster.strategy),
+                   ps_shards=cluster.ps_shards,
+                   ps_min_shard_bytes=cluster.ps_min_shard_bytes,
+                   timeout_s=cluster.timeout_s)
 
 
 def canonical(name: str) -> str:
@@ -96,7 +96,7 @@ def canonical(name: str) -> str:
     name = ALIASES.get(name, name)
     if name not in STRATEGIES:
         raise ValueError(
-            f"training.strategy {name!r} is not supported (choose from "
+            f"cluster.strategy {name!r} is not supported (choose from "
             f"{', '.join(STRATEGIES)})"
         )
     return name
@@ -145,7 +145,7 @@ def check_tf_config(strategy: str, tf_config: dict) -> None:
         if cluster_size(tf_config) > 1:
             raise ClusterError(
                 f"TF_CONFIG describes a cluster ({describe(cluster)}) but "
-                f"training.strategy is {strategy!r}: use "
+                f"cluster.strategy is {strategy!r}: use "
                 "multi_worker_mirrored or parameter_server, or unset "
                 "TF_CONFIG"
             )
@@ -156,7 +156,7 @@ def check_tf_config(strategy: str, tf_config: dict) -> None:
     for kind, addresses in cluster.items():
         if kind not in allowed:
             raise ClusterError(
-                f"TF_CONFIG has {kind!r} tasks, which training.strategy "
+                f"TF_CONFIG has {kind!r} tasks, which cluster.strategy "
                 f"{strategy!r} does not use (it takes {', '.join(allowed)})"
             )
         if not isinstance(addresses, list) or not addresses:
@@ -174,7 +174,7 @@ def check_tf_config(strategy: str, tf_config: dict) -> None:
         for needed in ("chief", "worker", "ps"):
             if not cluster.get(needed):
                 raise ClusterError(
-                    "training.strategy 'parameter_server' needs 'chief', "
+                    "cluster.strategy 'parameter_server' needs 'chief', "
                     f"'worker' and 'ps' tasks in TF_CONFIG; {needed!r} is "
                     f"missing ({describe(cluster) or 'no TF_CONFIG'})"
                 )
@@ -224,7 +224,7 @@ def wait_for_cluster(tf_config: dict, timeout_s: float) -> None:
     if missing:
         raise ClusterError(
             f"{len(missing)} task(s) of TF_CONFIG not reachable after "
-            f"{timeout_s:g} s (training.cluster_timeout_s): "
+            f"{timeout_s:g} s (cluster.timeout_s): "
             + "; ".join(missing)
         )
 
@@ -287,6 +287,21 @@ def is_server_task(settings: ClusterSettings, tf_config: dict) -> bool:
             and task_of(tf_config)[0] in ("worker", "ps"))
 
 
+def task_role(settings: ClusterSettings, tf_config: dict) -> str:
+    """What this process does in the cluster of `tf_config`.
+
+    "server": a worker or PS task of parameter_server; it serves the
+    chief's steps until stopped (`serve_forever`) and never trains.
+    "worker": a non-chief worker of multi_worker_mirrored; it trains in
+    step with the chief and writes only its own files. "chief": the
+    chief, worker 0 of a cluster without one, or a lone process; it
+    trains, writes the run's files and evaluates.
+    """
+    if is_server_task(settings, tf_config):
+        return "server"
+    return "chief" if is_chief(tf_config) else "worker"
+
+
 def serve_forever(tf_config: dict) -> None:
     """Runs this worker or PS task's server until the process is stopped."""
     resolver = tf.distribute.cluster_resolver.TFConfigClusterResolver()
@@ -324,7 +339,7 @@ def make_strategy(settings: ClusterSettings | str,
 
 def _multi_worker(settings: ClusterSettings, tf_config: dict):
     extended = collective_all_reduce_strategy.CollectiveAllReduceExtended
-    timeout = max(1, int(settings.cluster_timeout_s))
+    timeout = max(1, int(settings.timeout_s))
     extended._check_health_initial_timeout = timeout
     # A worker that dies is noticed within about 5 + 3 x 5 s and the
     # collectives abort with UnavailableError instead of hanging. (No
@@ -363,7 +378,7 @@ def _multi_worker(settings: ClusterSettings, tf_config: dict):
         missing = unreachable(tf_config, 1.0) or ["(every port answers)"]
         raise ClusterError(
             f"the workers did not all join within {timeout} s "
-            "(training.cluster_timeout_s); not reachable: "
+            "(cluster.timeout_s); not reachable: "
             + "; ".join(missing)
         ) from e
 
@@ -392,7 +407,7 @@ for kind, addresses in sorted(config["cluster"].items()):
         except OSError:
             missing.append(f"{kind}:{index} at {address}")
 print("ClusterError: the workers did not all join within %g s "
-      "(training.cluster_timeout_s); not reachable: %s"
+      "(cluster.timeout_s); not reachable: %s"
       % (timeout, "; ".join(missing) or "(every port answers)"),
       file=sys.stderr, flush=True)
 os.kill(pid, signal.SIGKILL)  # SIGTERM is not acted on while blocked
@@ -400,7 +415,7 @@ os.kill(pid, signal.SIGKILL)  # SIGTERM is not acted on while blocked
 
 
 def _parameter_server(settings: ClusterSettings, tf_config: dict):
-    wait_for_cluster(tf_config, settings.cluster_timeout_s)
+    wait_for_cluster(tf_config, settings.timeout_s)
     os.environ.setdefault("GRPC_FAIL_FAST", "use_caller")
     shards = settings.ps_shards or num_ps(tf_config)
     resolver = tf.distribute.cluster_resolver.TFConfigClusterResolver()

@@ -14,7 +14,7 @@ from typing import Optional
 import tensorflow as tf
 
 from hisac_tf.training.callbacks import summary_dir
-from hisac_tf.training.slices import format_slices
+from hisac_tf.evaluation.slices import format_slices
 
 GLOBAL = ("auc", "gauc", "log_loss", "bayes_auc", "bayes_gauc",
           "bayes_log_loss")

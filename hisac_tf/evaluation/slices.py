@@ -5,11 +5,11 @@ Each impression falls into one slice of every dimension (docs/design.md
 
 * `history_length`: the user's behaviours before the request (the whole
   record's history, before truncation to N), in buckets with upper edges
-  `training.eval_history_buckets`: (50, 200, 1000, 3000) gives <50,
+  `evaluation.history_buckets`: (50, 200, 1000, 3000) gives <50,
   50–200, 200–1k, 1k–3k, ≥3k.
-* `user_activity`: behaviours in the `training.eval_activity_days` days
+* `user_activity`: behaviours in the `evaluation.activity_days` days
   before the request, counted in the newest N kept (so at most N), in
-  buckets with upper edges `training.eval_activity_buckets`.
+  buckets with upper edges `evaluation.activity_buckets`.
 * `item_popularity`: the candidate item's impressions in the evaluated
   split; items ordered by impressions, the most shown ones that together
   take the first third of impressions are `head`, the next third
@@ -22,7 +22,7 @@ Plus `all`, every impression. A slice gets numbers only when it can be
 measured; otherwise its `status` says why and `message` names the slice:
 `empty` (no impressions), `nan_predictions` (some predictions are NaN),
 `single_class` (all clicked or none: AUC undefined), `too_small` (fewer
-than `training.eval_min_slice_impressions` impressions; `all` is
+than `evaluation.min_slice_impressions` impressions; `all` is
 measured whatever its size). With `true_ctr`
 (synthetic data) each measured slice also has the Bayes-optimal AUC, GAUC
 and log loss of its impressions.
@@ -36,7 +36,7 @@ from typing import NamedTuple, Optional
 import numpy as np
 
 from hisac_tf import metrics
-from hisac_tf.training.calibration import calibration
+from hisac_tf.evaluation.calibration import calibration
 
 ALL = "all"
 DIMENSIONS = ("history_length", "user_activity", "item_popularity",
@@ -59,13 +59,13 @@ class SliceSettings:
     calibration_bins: int = 10
 
     @classmethod
-    def from_config(cls, training_cfg) -> "SliceSettings":
-        t = training_cfg
-        return cls(tuple(t.eval_history_buckets),
-                   tuple(t.eval_activity_buckets),
-                   float(t.eval_activity_days),
-                   int(t.eval_min_slice_impressions),
-                   int(t.eval_calibration_bins))
+    def from_config(cls, evaluation) -> "SliceSettings":
+        """From the `evaluation` config section."""
+        return cls(tuple(evaluation.history_buckets),
+                   tuple(evaluation.activity_buckets),
+                   float(evaluation.activity_days),
+                   int(evaluation.min_slice_impressions),
+                   int(evaluation.calibration_bins))
 
     @classmethod
     def from_dict(cls, values: dict) -> "SliceSettings":

@@ -19,7 +19,7 @@ import io
 import numpy as np
 import tensorflow as tf
 
-from hisac_tf.training.slices import SliceKeys
+from hisac_tf.evaluation.slices import SliceKeys
 
 FIELDS = {"users": np.int64, "labels": np.int8, "probs": np.float32,
           "truth": np.float32, "history_length": np.int32,

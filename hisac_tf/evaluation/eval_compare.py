@@ -23,10 +23,10 @@ import numpy as np
 import tensorflow as tf
 
 from hisac_tf import json_io, metrics
-from hisac_tf.training import bootstrap
-from hisac_tf.training.eval_figures import compare_png
-from hisac_tf.training.eval_predictions import load_predictions, slice_keys
-from hisac_tf.training.slices import ALL, SliceSettings, assign
+from hisac_tf.evaluation import bootstrap
+from hisac_tf.evaluation.eval_figures import compare_png
+from hisac_tf.evaluation.eval_predictions import load_predictions, slice_keys
+from hisac_tf.evaluation.slices import ALL, SliceSettings, assign
 
 
 def load_report(path: str) -> tuple[dict, dict]:

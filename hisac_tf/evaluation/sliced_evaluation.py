@@ -20,10 +20,10 @@ import numpy as np
 import tensorflow as tf
 
 from hisac_tf.config import Config
-from hisac_tf.training.calibration import calibration, check_probabilities
-from hisac_tf.training.eval_figures import reliability_png
-from hisac_tf.training.eval_predictions import save_predictions
-from hisac_tf.training.slices import (SliceKeys, SliceSettings,
+from hisac_tf.evaluation.calibration import calibration, check_probabilities
+from hisac_tf.evaluation.eval_figures import reliability_png
+from hisac_tf.evaluation.eval_predictions import save_predictions
+from hisac_tf.evaluation.slices import (SliceKeys, SliceSettings,
                                       format_slices, slice_rows)
 
 PREDICTIONS_FILE = "eval_predictions.npz"
@@ -47,7 +47,8 @@ def item_has_sid(model, item_ids: np.ndarray) -> np.ndarray:
 
 
 def slice_keys(keys: dict, model) -> SliceKeys:
-    """SliceKeys from `Predictions.keys` and the model's tables."""
+    """SliceKeys from `Predictions.keys` (`evaluation.impression_keys`)
+    and the model's tables."""
     empty = np.zeros(0, np.int64)  # no batches: no impressions
     items = keys.get("item_ids", empty)
     return SliceKeys(keys.get("history_length", empty),
@@ -83,7 +84,7 @@ def sliced_evaluation(cfg: Config, users, labels, probs, truth,
     """
     if len(labels) == 0:  # The caller's global metrics say why.
         return Sliced({}, None)
-    settings = SliceSettings.from_config(cfg.training)
+    settings = SliceSettings.from_config(cfg.evaluation)
     if truth is not None and len(truth) == 0:
         truth = None
     rows = checked_rows(users, labels, probs, keys, settings, truth)
