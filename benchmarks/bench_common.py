@@ -22,13 +22,10 @@ import json
 import os
 import platform
 import subprocess
-import sys
 import time
 from typing import Callable, Sequence
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
 
 import hisac_tf  # noqa: E402,F401  (Keras 2: before TensorFlow)
 

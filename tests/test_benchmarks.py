@@ -8,11 +8,10 @@ there and positive, and that the helpers compute what they claim.
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
 import json
 import os
 import subprocess
-import sys
 
 import pytest
 
@@ -21,14 +20,8 @@ BENCH = os.path.join(ROOT, "benchmarks")
 
 
 def _load(name: str):
-    # Last: benchmarks/serving.py must not shadow the `serving` package.
-    if BENCH not in sys.path:
-        sys.path.append(BENCH)
-    spec = importlib.util.spec_from_file_location(
-        f"bench_{name}", os.path.join(BENCH, f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    """The module `benchmarks.<name>` (benchmarks are a package)."""
+    return importlib.import_module(f"benchmarks.{name}")
 
 
 @pytest.fixture(scope="module")
