@@ -49,6 +49,15 @@ class ConfigError(ValueError):
     """A configuration key or value that cannot be used."""
 
 
+# The `training.strategy` values, held here (no TensorFlow) and read by
+# the distribution code (hisac_tf/training/strategy.py); aliases map to
+# their canonical name.
+STRATEGIES = (
+    "default", "mirrored", "multi_worker_mirrored", "parameter_server",
+)
+STRATEGY_ALIASES = {"multi_worker": "multi_worker_mirrored"}
+
+
 @dataclasses.dataclass(frozen=True)
 class DataConfig:
     """Where the request-level TFRecords live and how they are read."""
@@ -359,13 +368,13 @@ class TrainingConfig:
                 "training.mode must be 'train', 'eval' or "
                 f"'train_and_eval', got {self.mode!r}"
             )
-        if self.strategy not in (
-                "default", "mirrored", "multi_worker",
-                "multi_worker_mirrored", "parameter_server"):
+        if STRATEGY_ALIASES.get(self.strategy, self.strategy) not in \
+                STRATEGIES:
+            aliases = ", ".join(f"{a} for {n}"
+                                for a, n in STRATEGY_ALIASES.items())
             raise ConfigError(
-                "training.strategy must be one of default, mirrored, "
-                "multi_worker_mirrored (alias multi_worker), "
-                f"parameter_server; got {self.strategy!r}"
+                f"training.strategy must be one of {', '.join(STRATEGIES)} "
+                f"(aliases: {aliases}); got {self.strategy!r}"
             )
         _positive(self, "train_steps", "checkpoint_every", "log_every")
         _non_negative(self, "eval_steps")

@@ -233,6 +233,8 @@ class HistoryCompressor(tf.keras.layers.Layer):
     def get_config(self):
         config = super().get_config()
         config.pop("autocast", None)
+        # Subclasses that name G otherwise drop `num_groups` on load.
+        config["num_groups"] = self.num_groups
         return config
 
 

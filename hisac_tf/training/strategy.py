@@ -55,10 +55,9 @@ from tensorflow.python.distribute import collective_all_reduce_strategy
 from tensorflow.python.distribute import multi_worker_util
 from tensorflow.python.eager import context as eager_context
 
-STRATEGIES = (
-    "default", "mirrored", "multi_worker_mirrored", "parameter_server",
-)
-ALIASES = {"multi_worker": "multi_worker_mirrored"}
+from hisac_tf.config import STRATEGIES  # (one list, TF-free)
+from hisac_tf.config import STRATEGY_ALIASES as ALIASES
+
 # Task types of TF_CONFIG each cluster strategy accepts.
 TASK_TYPES = {
     "multi_worker_mirrored": ("chief", "worker"),
