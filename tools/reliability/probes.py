@@ -64,6 +64,7 @@ from hisac_tf.data import synthetic  # noqa: E402
 from hisac_tf.data.feature_spec import FeatureSpec  # noqa: E402
 from hisac_tf.data.request_values import impression_examples  # noqa: E402
 from hisac_tf.export import exporter  # noqa: E402
+from hisac_tf.testing.declared_tensor import declared  # noqa: E402
 from pipelines import tokenize_items  # noqa: E402
 from serving import grpc_client, load_test  # noqa: E402
 
@@ -260,19 +261,6 @@ def call(client, request, timeout_s: float = 30.0) -> tuple[str, str]:
         return OK, ""
     except grpc.RpcError as e:
         return e.code().name, (e.details() or "")
-
-
-def declared(shape, dtype=tf.int64, value=1):
-    proto = tensor_pb2.TensorProto(dtype=dtype.as_datatype_enum)
-    for size in shape:
-        proto.tensor_shape.dim.add(size=size)
-    if dtype == tf.float32:
-        proto.float_val.append(value)
-    elif dtype == tf.int32:
-        proto.int_val.append(value)
-    else:
-        proto.int64_val.append(value)
-    return proto
 
 
 def predict_request(signature: str, inputs: dict, name: str = "hisac",
