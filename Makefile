@@ -27,9 +27,9 @@ test: install
 	$(BIN)/python -m pytest -q
 
 bench: install
-	$(BIN)/python benchmarks/input_pipeline.py
-	$(BIN)/python benchmarks/serving_cost.py --rounds=3 --calls=2
-	$(BIN)/python benchmarks/training.py --rounds=2 --calls=2
+	$(BIN)/python -m benchmarks.input_pipeline
+	$(BIN)/python -m benchmarks.serving_cost --rounds=3 --calls=2
+	$(BIN)/python -m benchmarks.training --rounds=2 --calls=2
 
 clean:
 	rm -rf runs .pytest_cache

@@ -10,8 +10,9 @@ Besides `device_name`, the pieces that `serving_cost.py` and
   so that machine noise hits every method alike, and ratios per round;
 * `peak_bytes`: peak tensor memory of one call, from the TF CPU (or GPU)
   allocator's statistics (`tf.config.experimental.get_memory_info`);
-* `calibrate`: the machine's matmul throughput, elementwise bandwidth and
-  per-op dispatch cost, the inputs of the cost model's time prediction;
+* `calibrate`, `graph_ops`, `predict_seconds`, `component_seconds`: the
+  cost model's time prediction (re-exported from
+  hisac_tf/compressors/flops.py, the one cost module);
 * `environment`, `write_json`, `markdown_table`.
 """
 
@@ -22,13 +23,10 @@ import json
 import os
 import platform
 import subprocess
-import sys
 import time
 from typing import Callable, Sequence
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
 
 import hisac_tf  # noqa: E402,F401  (Keras 2: before TensorFlow)
 
@@ -37,7 +35,14 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from hisac_tf import config as config_lib  # noqa: E402
-from hisac_tf.compressors import flops as flops_lib  # noqa: E402
+# The cost model's calibration and time prediction live in the one cost
+# module; re-exported for the benchmark scripts.
+from hisac_tf.compressors.flops import (  # noqa: E402,F401
+    calibrate,
+    component_seconds,
+    graph_ops,
+    predict_seconds,
+)
 from hisac_tf.data.feature_spec import FeatureSpec  # noqa: E402
 from hisac_tf.models.build import build_model  # noqa: E402
 from hisac_tf.tokenizer.semantic_tables import SemanticTables  # noqa: E402
@@ -242,135 +247,6 @@ def peak_bytes(fn: Callable) -> int:
     _fetch(fn())
     peak = tf.config.experimental.get_memory_info(device)["peak"]
     return int(max(0, peak - before))
-
-
-def calibrate(calls: int = 5, size: int = 1) -> dict:
-    """The machine's throughputs, measured once (the cost model's inputs).
-
-    * matmul_macs_per_s: multiply-adds per second of float32 matmuls
-      whose inner dimension is long (compute-bound): the head's
-      [C, 224] x [224, 256] (C = 1,000 * size) and the routing's
-      [A = 200, N] x [N, 32] (N = 10,000 * size); the median;
-    * elementwise_bytes_per_s: bytes read + written per second of
-      elementwise float32 ops (exp, a + b, where) over a [200, N] tensor;
-    * op_overhead_s: seconds per op of a chain of ~2,000 dependent ops
-      (sin, where, cos, reduce_max, sub) on 8 floats inside one
-      tf.function (the executor's per-op dispatch cost), less a chain of
-      10;
-    * call_overhead_s: the rest of calling that short chain.
-    `size` < 1 shrinks the shapes (CI).
-    """
-    n = max(64, int(10_000 * size))
-    a, ds, c = 200, 32, max(8, int(1000 * size))
-
-    def best(fn):
-        return min(time_ms(fn, calls, warmup=1)) / 1000.0  # seconds
-
-    mm = tf.function(lambda x, y: tf.matmul(x, y))
-    # Compute-bound shapes (long inner dimension): the head's dense layers
-    # and the routing's states. A thin matmul (inner dim dk = 8) is bound
-    # by writing its output instead, which the cost model counts as
-    # elementwise bytes.
-    shapes = [((1, c, 224), (1, 224, 256)), ((1, a, n), (1, n, ds))]
-    rates = []
-    for sx, sy in shapes:
-        x, y = tf.random.normal(sx), tf.random.normal(sy)
-        macs = float(np.prod(sx)) * sy[-1]
-        rates.append(macs / best(lambda: mm(x, y)))
-    x = tf.random.normal([a, n])
-    y = tf.random.normal([a, n])
-    ops = {
-        "exp": (tf.function(lambda u: tf.exp(u)), (x,), 2),
-        "add": (tf.function(lambda u, v: u + v), (x, y), 3),
-        "where": (tf.function(lambda u, v: tf.where(u > 0.0, u, v)),
-                  (x, y), 4),
-    }
-    bandwidths = []
-    for fn, args, passes in ops.values():
-        bandwidths.append(passes * a * n * 4 / best(lambda: fn(*args)))
-
-    def chain_fn(length):
-        @tf.function
-        def chained(u):
-            # Mixed ops that Grappler neither folds nor fuses.
-            for i in range(length):
-                if i % 3 == 0:
-                    u = tf.sin(u)
-                elif i % 3 == 1:
-                    u = tf.where(u > 0.5, u, tf.cos(u))
-                else:
-                    u = u - tf.reduce_max(u, keepdims=True)
-            return u
-        return chained
-
-    small = tf.random.normal([8])
-    short = chain_fn(10)
-    long_ = chain_fn(10 + max(200, int(2000 * min(1.0, 10 * size))))
-
-    def median_s(fn):
-        return float(np.median(time_ms(fn, calls, warmup=1))) / 1000.0
-
-    t_short = median_s(lambda: short(small))
-    ops_long = graph_ops(long_.get_concrete_function(small))
-    ops_short = graph_ops(short.get_concrete_function(small))
-    per_op = max(0.0, median_s(lambda: long_(small)) - t_short) / max(
-        1, ops_long - ops_short)
-    call = median_s(lambda: short(small)) - ops_short * per_op
-    return {
-        "matmul_macs_per_s": float(np.median(rates)),
-        "matmul_rates": [float(r) for r in rates],
-        "elementwise_bytes_per_s": float(np.median(bandwidths)),
-        "elementwise_rates": [float(b) for b in bandwidths],
-        "op_overhead_s": float(per_op),
-        "call_overhead_s": float(call),
-        "size": size,
-    }
-
-
-def graph_ops(concrete_fn) -> int:
-    """Ops a concrete tf.function's graph runs (excluding constants,
-    placeholders, identities and variable reads): the count that the
-    per-op dispatch cost multiplies."""
-    skip = {"Const", "Placeholder", "Identity", "ReadVariableOp", "NoOp",
-            "VarHandleOp"}
-    return sum(1 for op in concrete_fn.graph.get_operations()
-               if op.type not in skip)
-
-
-def component_seconds(components: dict, calibration: dict) -> dict:
-    """Seconds of each `flops.request_cost` component at the calibrated
-    throughputs (`flops.predict_latency`)."""
-    cost = {"components": components, "cached": False}
-    return flops_lib.predict_latency(
-        cost, 2.0 * calibration["matmul_macs_per_s"],
-        calibration["elementwise_bytes_per_s"])["components"]
-
-
-def predict_seconds(cost: dict, ops: int, calibration: dict,
-                    requests: int = 1) -> float:
-    """The cost model's time of one call (docs/performance.md "Cost
-    model"): `flops.predict_latency` of R requests' MACs at the matmul
-    rate and elementwise bytes at the measured bandwidth, plus the
-    graph's ops at the per-op dispatch cost and one call.
-
-    Args:
-      cost: `flops.request_cost` of one request.
-      ops: ops of the call's graph (`graph_ops`).
-      requests: R, requests per call (MACs and bytes scale with R; the
-        ops do not).
-    """
-    scaled = {
-        "cached": cost["cached"],
-        "components": {
-            name: {**part, "macs": requests * part["macs"],
-                   "bytes": requests * part["bytes"]}
-            for name, part in cost["components"].items()},
-    }
-    return flops_lib.predict_latency(
-        scaled, 2.0 * calibration["matmul_macs_per_s"],
-        calibration["elementwise_bytes_per_s"],
-        per_request_s=(ops * calibration["op_overhead_s"]
-                       + calibration["call_overhead_s"]))["request_s"]
 
 
 def write_json(path: str, result: dict) -> None:

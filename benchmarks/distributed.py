@@ -17,7 +17,7 @@ and the first step's tracing are left out. Writes
 with few cores, the processes share them: the figure is the overhead of
 the distributed machinery, not a speed-up (docs/distributed.md).
 
-    python benchmarks/distributed.py [--quick] [--batch_size 32]
+    python -m benchmarks.distributed [--quick] [--batch_size 32]
 """
 
 from __future__ import annotations
@@ -31,12 +31,11 @@ import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import hisac_tf  # noqa: E402,F401
 import tensorflow as tf  # noqa: E402
 
-from bench_common import device_name  # noqa: E402
+from benchmarks.bench_common import device_name  # noqa: E402
 from hisac_tf import config as config_lib  # noqa: E402
 from hisac_tf.data import synthetic  # noqa: E402
 from hisac_tf.distribute.local_cluster import run_local_cluster  # noqa: E402

@@ -55,19 +55,19 @@ step() {  # step LIMIT NAME COMMAND...
 }
 
 { nvidia-smi || echo "no nvidia-smi"; } > "$OUT/nvidia-smi.txt" 2>&1
-step "${LIMIT[0]}" serving_cost $PY benchmarks/serving_cost.py "${GRID[@]}" \
+step "${LIMIT[0]}" serving_cost $PY -m benchmarks.serving_cost "${GRID[@]}" \
   --output="$OUT/serving_cost.json"
-step "${LIMIT[1]}" serving_p99 $PY benchmarks/serving_cost.py "${P99[@]}" \
+step "${LIMIT[1]}" serving_p99 $PY -m benchmarks.serving_cost "${P99[@]}" \
   --methods=hisac,full --no_breakdown --output="$OUT/serving_p99.json"
-step "${LIMIT[2]}" serving_bf16 $PY benchmarks/serving_cost.py "${P99[@]}" \
+step "${LIMIT[2]}" serving_bf16 $PY -m benchmarks.serving_cost "${P99[@]}" \
   --methods=hisac,full --no_breakdown --precision=mixed_bfloat16 \
   --output="$OUT/serving_bf16.json"
-step "${LIMIT[3]}" serving_xla $PY benchmarks/serving_cost.py "${P99[@]}" \
+step "${LIMIT[3]}" serving_xla $PY -m benchmarks.serving_cost "${P99[@]}" \
   --methods=hisac,full --no_breakdown --jit_compile \
   --output="$OUT/serving_xla.json"
-step "${LIMIT[4]}" training $PY benchmarks/training.py "${TRAIN[@]}" \
+step "${LIMIT[4]}" training $PY -m benchmarks.training "${TRAIN[@]}" \
   --output="$OUT/training.json"
-step "${LIMIT[5]}" training_bf16 $PY benchmarks/training.py "${TRAIN[@]}" \
+step "${LIMIT[5]}" training_bf16 $PY -m benchmarks.training "${TRAIN[@]}" \
   --methods=hisac,full --precision=mixed_bfloat16 \
   --output="$OUT/training_bf16.json"
 echo "total seconds=$((SECONDS - START))" | tee -a "$STEPS"

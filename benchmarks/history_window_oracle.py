@@ -9,7 +9,7 @@ into `summary.json` at the summary's windows; this script gives exact AUCs
 at any windows on a subset of users. W runs over `--windows` and "all"
 (the whole history); the Bayes row scores with the true click probability.
 
-    python benchmarks/history_window_oracle.py --config=taobao_mm_hour \
+    python -m benchmarks.history_window_oracle --config=taobao_mm_hour \
         [--users=2000] [--windows=100,200,300,1000,3000]
 
 Reads the data set's `summary.json` (its calibrated bias and eval split),
@@ -21,10 +21,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import hisac_tf  # noqa: E402,F401  (Keras 2: before TensorFlow)
 

@@ -13,7 +13,7 @@ that both engines wrote the same records (sha256 of the sorted records
 of each split). Writes `benchmarks/results/import_scale.json` and a
 table.
 
-    python benchmarks/import_scale.py [--events 1000000,10000000]
+    python -m benchmarks.import_scale [--events 1000000,10000000]
         [--workers 2] [--engines local,beam]
 """
 
@@ -30,7 +30,6 @@ import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
 
 import hisac_tf  # noqa: E402,F401
 import numpy as np  # noqa: E402
@@ -38,7 +37,7 @@ import pyarrow as pa  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from bench_common import device_name  # noqa: E402
+from benchmarks.bench_common import device_name  # noqa: E402
 
 RESULTS = os.path.join(os.path.dirname(__file__), "results")
 FILES = 8

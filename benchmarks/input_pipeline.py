@@ -7,7 +7,7 @@ parsing, contract checks, truncation and padding) over them several times.
 Reports medians and writes `benchmarks/results/input_pipeline.json` and a
 table.
 
-    python benchmarks/input_pipeline.py [--quick]
+    python -m benchmarks.input_pipeline [--quick]
 """
 
 from __future__ import annotations
@@ -15,11 +15,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import hisac_tf  # noqa: E402,F401
 import numpy as np  # noqa: E402

@@ -10,17 +10,18 @@ D = Ds = 32, H = 4 (dk = 8), float32 on the host:
   user_side        voting + prototypes + routing (`hisac`'s compression)
 
 Each is timed as `lean` (the layers as they are), `plain` (the previous
-code, tests/reference_attention.py) and `floor`: only the two matmuls the
-component cannot avoid, on the same shapes (attention: q.k [C x G] then
-[C x G] x [G x dk] per head; routing: p.z [A x N] then [A x N] x [N x D]).
+code, hisac_tf/testing/reference_attention.py) and `floor`: only the two
+matmuls the component cannot avoid, on the same shapes (attention: q.k
+[C x G] then [C x G] x [G x dk] per head; routing: p.z [A x N] then
+[A x N] x [N x D]).
 `lean_xla` is the lean path under tf.function(jit_compile=True), for the
 record only: the exported SavedModel does not use XLA (stock TF Serving
 does not compile it). Calls are interleaved round by round in one process;
 each ratio is the median over rounds of that round's ratio. Writes
 `benchmarks/results/layer_floor.json` and prints a table.
 
-    python benchmarks/layer_floor.py [--n=10000] [--c=1000] [--rounds=9]
-    python benchmarks/layer_floor.py --quick   # tiny smoke run
+    python -m benchmarks.layer_floor [--n=10000] [--c=1000] [--rounds=9]
+    python -m benchmarks.layer_floor --quick   # tiny smoke run
 """
 
 from __future__ import annotations
@@ -29,14 +30,11 @@ import argparse
 import json
 import os
 import statistics
-import sys
 import time
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, _HERE)  # bench_common, also when loaded by a test
-sys.path.insert(0, os.path.dirname(_HERE))  # the repository (tests)
 
-from bench_common import device_name  # noqa: E402
+from benchmarks.bench_common import device_name  # noqa: E402
 import hisac_tf  # noqa: E402,F401  (Keras 2: before TensorFlow)
 
 # isort: split
@@ -52,7 +50,7 @@ from hisac_tf.layers.hierarchical_voting import (  # noqa: E402
 from hisac_tf.layers.soft_routing_attention import (  # noqa: E402
     SoftRoutingAttention,
 )
-from tests import reference_attention as plain  # noqa: E402
+from hisac_tf.testing import reference_attention as plain  # noqa: E402
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 CODEBOOK_SIZES = (512, 512)

@@ -37,7 +37,7 @@ rates plus the graph's op count at the per-op cost (docs/performance.md).
 
 Writes benchmarks/results/serving_cost.json and prints markdown tables.
 
-    python benchmarks/serving_cost.py [--tiny] [--rounds=5] [--calls=3]
+    python -m benchmarks.serving_cost [--tiny] [--rounds=5] [--calls=3]
         [--n=1000,3000,10000] [--c=100,500,1000] [--r=1,8]
         [--methods=hisac,full,recent,two_branch] [--output=PATH]
 """
@@ -46,13 +46,10 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(
-    __file__))))
-
-import bench_common as bc  # noqa: E402  (imports hisac_tf before TF)
+# Imports hisac_tf before TensorFlow (Keras 2).
+from benchmarks import bench_common as bc
 
 # isort: split
 import numpy as np  # noqa: E402

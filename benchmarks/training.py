@@ -27,7 +27,7 @@ Methods are interleaved per round (a new random order each round); the
 JSON has steps/s and requests/s (B x steps/s) from the median step, the
 per-round ratios to full, and each stage's median ms.
 
-    python benchmarks/training.py [--tiny] [--n=1000,10000] [--batch=32]
+    python -m benchmarks.training [--tiny] [--n=1000,10000] [--batch=32]
         [--rounds=3] [--calls=3] [--output=PATH]
 """
 
@@ -35,20 +35,17 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(
-    __file__))))
-
-import bench_common as bc  # noqa: E402  (imports hisac_tf before TF)
+# Imports hisac_tf before TensorFlow (Keras 2).
+from benchmarks import bench_common as bc
 
 # isort: split
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-import input_pipeline as pipeline_bench  # noqa: E402  (benchmarks/)
+from benchmarks import input_pipeline as pipeline_bench  # noqa: E402
 from hisac_tf.data import input_pipeline  # noqa: E402
 from hisac_tf.models.build import build_optimizer  # noqa: E402
 from hisac_tf.training.trainer import compile_for_training  # noqa: E402

@@ -14,7 +14,7 @@ per-request user-side work. Each component is one
 `measure_<component>(users, hist_len, rng, repeats, warmup)` function,
 listed in COMPONENTS.
 
-    python benchmarks/voting.py [--quick] [--repeats=7] [--output=PATH]
+    python -m benchmarks.voting [--quick] [--repeats=7] [--output=PATH]
 """
 
 from __future__ import annotations
@@ -23,13 +23,11 @@ import argparse
 import json
 import os
 import statistics
-import sys
 import time
 from typing import Callable
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from bench_common import device_name  # noqa: E402
+from benchmarks.bench_common import device_name  # noqa: E402
 import hisac_tf  # noqa: E402,F401  (Keras 2: before TensorFlow)
 
 # isort: split

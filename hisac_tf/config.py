@@ -1,14 +1,15 @@
 """Typed, frozen configuration for every hisac_tf job.
 
 One `Config` holds nine sections (`data`, `synthetic`, `tokenizer`,
-`model`, `training`, `evaluation`, `cluster`, `export`, `importer`). Named
-presets live as JSON files under `configs/` (`tiny`, `demo`, `taobao_mm`,
-`industrial`); a preset may name a `base` preset it extends. Overrides are
-dotted `key=value` strings, e.g. `model.num_agents=100`. Unknown keys and
-values of the wrong type are errors that name the key and the value (a key
-that moved to another section names its new place, `MOVED_KEYS`). Layers
-never see this module: config stops at `build_model(cfg, feature_spec)`
-and the job entry points.
+`model`, `training`, `evaluation`, `cluster`, `export`, `importer`) and the
+declared `features` list. Named presets live as JSON files under `configs/`
+(`preset_names()` lists them: `tiny`, `demo`, `taobao_mm`, `taobao_mm_hour`,
+`longrange`, `longrange_10k`, `industrial`); a preset may name a `base`
+preset it extends. Overrides are dotted `key=value` strings, e.g.
+`model.num_agents=100`. Unknown keys and values of the wrong type are errors
+that name the key and the value (a key that moved to another section names
+its new place, `MOVED_KEYS`). Layers never see this module: config stops at
+`build_model(cfg, feature_spec, tables)` and the job entry points.
 """
 
 from __future__ import annotations
@@ -294,7 +295,8 @@ class ModelConfig:
     mlp_dims: tuple[int, ...] = (64, 32)
     use_cross_layer: bool = True
     dropout: float = 0.0
-    # The target attention's log-partition as a feature (how much of the
+    # The target attention's log-partition relative to the prior's
+    # (logsumexp_a logits - logsumexp_a log w_a) as a feature (how much of the
     # history matches a candidate; AgentTargetAttention,
     # docs/results/taobao_mm_hour/report.md).
     attention_mass: bool = True

@@ -27,8 +27,8 @@ import sys
 from absl import flags
 
 from hisac_tf.config import Config, ConfigError
-from hisac_tf.evaluation.eval_compare import (compare, format_compare,
-                                            write_compare)
+from hisac_tf.evaluation.eval_compare import (DEFAULT_DRAWS, compare,
+                                            format_compare, write_compare)
 from hisac_tf.evaluation.evaluation import evaluate
 from pipelines import cli
 
@@ -38,7 +38,7 @@ flags.DEFINE_list(
     "more may follow as arguments: --compare a.json b.json c.json.")
 flags.DEFINE_string("compare_output", "",
                     "Directory of compare.json / compare_auc.png.")
-flags.DEFINE_integer("compare_draws", 500,
+flags.DEFINE_integer("compare_draws", DEFAULT_DRAWS,
                      "Bootstrap draws of users per difference.")
 flags.DEFINE_integer("compare_seed", 0, "Seed of the bootstrap draws.")
 
@@ -48,7 +48,7 @@ def main(cfg: Config, progress: bool = True) -> dict:
 
 
 def compare_main(reports: list, output_dir: str = "",
-                 draws: int = 500, seed: int = 0) -> dict:
+                 draws: int = DEFAULT_DRAWS, seed: int = 0) -> dict:
     """Compares the reports; prints the table; writes the outputs."""
     result = compare(reports, num_draws=draws, seed=seed)
     output_dir = output_dir or os.path.dirname(os.path.abspath(reports[0]))

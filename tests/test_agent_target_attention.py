@@ -9,8 +9,8 @@ import tensorflow as tf
 
 from hisac_tf.layers.agent_target_attention import AgentTargetAttention
 from hisac_tf.layers.bounded_softmax import UNDERFLOW_MARGIN
-from tests import reference_attention as ref_attention
-from tests import reference_routing as ref
+from hisac_tf.testing import reference_attention as ref_attention
+from hisac_tf.testing import reference_routing as ref
 from tests.layer_harness import check_layer
 
 

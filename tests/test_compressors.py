@@ -22,6 +22,7 @@ from hisac_tf import config as config_lib
 from hisac_tf.compressors import COMPRESSOR_NAMES, GROUP_KEYS, make_compressor
 from hisac_tf.compressors.history_compressor import DIAGNOSTIC_KEYS
 from hisac_tf.compressors import flops as flops_lib
+from hisac_tf.compressors.compressor_sizes import CompressorSizes
 from hisac_tf.compressors.hisac_compressor import HiSACCompressor
 from hisac_tf.compressors.kmeans_compressor import KMeansCompressor
 from hisac_tf.compressors.lsh_compressor import LSHCompressor
@@ -561,7 +562,6 @@ def test_config_validates_compressor_fields(override, message):
 
 
 def test_every_name_builds_through_the_config():
-    assert set(flops_lib.COMPRESSION_TERMS) == set(COMPRESSOR_NAMES)
     for name in COMPRESSOR_NAMES:
         layer = factory(name)()
         clone = type(layer).from_config(layer.get_config())
@@ -582,18 +582,18 @@ def test_flops_hand_count_hisac():
     #   2 G hk = 16; output hk D = 16; head F = 3*4 + 12 + 4 = 28:
     #   cross 28*28 + 28 = 812, MLP 28*8 = 224, logit 8 -> 1128.
     # Request: 300 + 3 * 1128 = 3684.
-    got = flops_lib.request_flops(
+    got = flops_lib.request_flops(flops_lib.RequestSizes(
         "hisac", n=6, a=2, c=3, d=4, ds=2, h=2, num_levels=2,
         user_features=2, mlp_dims=(8,), use_cross_layer=True,
-        attention_mass=False)
+        attention_mass=False))
     assert got == {"groups": 2, "compression": 92, "user": 300,
                    "per_candidate": 1128, "request": 3684}
     # Attention mass: + (H + 1) D = 3 * 4 = 12 per candidate -> 1140;
     #   request 300 + 3 * 1140 = 3720.
-    mass = flops_lib.request_flops(
+    mass = flops_lib.request_flops(flops_lib.RequestSizes(
         "hisac", n=6, a=2, c=3, d=4, ds=2, h=2, num_levels=2,
         user_features=2, mlp_dims=(8,), use_cross_layer=True,
-        attention_mass=True)
+        attention_mass=True))
     assert (mass["per_candidate"], mass["request"]) == (1140, 3720)
 
 
@@ -601,15 +601,15 @@ def test_flops_hand_count_full_and_kmeans():
     # full: G = N = 6, no compression. User: 72 + (L-1) G D = 24 + keys
     #   and values 2*6*8*4 = 384 -> 480. Per candidate: 4 + 48 + 2*6*4 =
     #   48 + 16 + 1044 (head) = 1160. Request 480 + 3 * 1160 = 3960.
-    full = flops_lib.request_flops(
+    full = flops_lib.request_flops(flops_lib.RequestSizes(
         "full", n=6, a=2, c=3, d=4, ds=2, h=2, mlp_dims=(8,),
-        attention_mass=False)
+        attention_mass=False))
     assert (full["user"], full["per_candidate"], full["request"]) == (
         480, 1160, 3960)
     # kmeans, I = 1: N Ds = 12; 2 assignments of A Ds + A N Ds = 4 + 24;
     #   1 update N Ds = 12; means N D = 24 -> 12 + 56 + 12 + 24 = 104.
-    assert flops_lib.compression_flops(
-        "kmeans", n=6, a=2, d=4, ds=2, h=2, kmeans_iterations=1) == 104
+    assert flops_lib.compression_cost("kmeans", CompressorSizes(
+        n=6, a=2, d=4, ds=2, h=2, kmeans_iterations=1)).macs == 104
 
 
 def test_flops_dense_terms_match_the_built_model():

@@ -11,6 +11,10 @@ from hisac_tf.compressors import flops as flops_lib
 
 SHAPES = dict(n=6, a=2, c=3, d=4, ds=2, h=2, mlp_dims=(8,))
 
+
+def sizes(name, **kwargs):
+    return flops_lib.RequestSizes(name, **kwargs)
+
 METHODS = [
     pytest.param("hisac", {}, id="hisac"),
     pytest.param("full", {}, id="full"),
@@ -23,31 +27,32 @@ METHODS = [
 
 def test_request_flops_attention_mass_defaults_to_the_config():
     """It defaulted to False while ModelConfig.attention_mass is True."""
-    default = flops_lib.request_flops("hisac", **SHAPES)
-    explicit = flops_lib.request_flops(
+    default = flops_lib.request_flops(sizes("hisac", **SHAPES))
+    explicit = flops_lib.request_flops(sizes(
         "hisac", **SHAPES,
-        attention_mass=config_lib.ModelConfig().attention_mass)
+        attention_mass=config_lib.ModelConfig().attention_mass))
     assert default == explicit
     assert config_lib.ModelConfig().attention_mass is True
 
 
 @pytest.mark.parametrize("name,extra", METHODS)
 def test_cost_macs_add_up_to_request_flops(name, extra):
-    flops = flops_lib.request_flops(name, **SHAPES, **extra)
-    cost = flops_lib.request_cost(name, **SHAPES, **extra)
+    flops = flops_lib.request_flops(sizes(name, **SHAPES, **extra))
+    cost = flops_lib.request_cost(sizes(name, **SHAPES, **extra))
     assert cost["request"]["macs"] == flops["request"]
     assert cost["user"]["macs"] == flops["user"]
     assert cost["candidate"]["macs"] == 3 * flops["per_candidate"]
     assert all(p["bytes"] >= 0 and p["macs"] >= 0
                for p in cost["components"].values())
-    cached = flops_lib.request_cost(name, **SHAPES, **extra, cached=True)
+    cached = flops_lib.request_cost(sizes(name, **SHAPES, **extra),
+                                    cached=True)
     assert cached["request"] == cached["candidate"] == cost["candidate"]
 
 
 def test_cost_bytes_hand_count_hisac():
     # N = 6, A = 2, C = 3, D = 4, Ds = 2, H = 2 (dk = 2, hk = 4), L = 2,
     # U = 2, MLP (8,): F = 3*4 + 3*4 + 4 = 28.
-    cost = flops_lib.request_cost("hisac", **SHAPES)["components"]
+    cost = flops_lib.request_cost(sizes("hisac", **SHAPES))["components"]
     want = {
         "semantic_lookup": 32 * 6 + 8 * 6 * (2 + 2) + 6,  # 390
         "ranking_embedding": 68 * 6 * 4,  # 1632
@@ -73,7 +78,7 @@ def test_cost_scaling_full_grows_per_candidate_hisac_does_not():
     big = dict(a=200, c=100, d=32, ds=32, h=4)
 
     def cost(name, n):
-        return flops_lib.request_cost(name, n=n, **big)
+        return flops_lib.request_cost(sizes(name, n=n, **big))
 
     for name in ("hisac", "full"):
         small, large = cost(name, 1_000), cost(name, 10_000)
@@ -115,15 +120,32 @@ def test_predict_latency_hand_count():
     ],
 )
 def test_predict_latency_errors(kwargs, match):
-    args = {"cost": flops_lib.request_cost("hisac", **SHAPES),
+    args = {"cost": flops_lib.request_cost(sizes("hisac", **SHAPES)),
             "matmul_flops_per_s": 1e9, "bytes_per_s": 1e9, **kwargs}
     with pytest.raises(ValueError, match=match):
         flops_lib.predict_latency(**args)
 
 
-def test_compression_bytes_rejects_unknown():
+def test_cost_rejects_an_unknown_compressor():
     with pytest.raises(ValueError, match="unknown compressor 'nope'"):
-        flops_lib.compression_bytes("nope", n=6, a=2, d=4, ds=2)
+        flops_lib.request_cost(sizes("nope", **SHAPES))
+
+
+@pytest.mark.parametrize("field, value", [
+    ("n", 0), ("c", -1), ("num_levels", 0), ("short_term_length", -2)])
+def test_request_sizes_name_a_bad_size(field, value):
+    with pytest.raises(ValueError, match=f"{field} must be .*{value}"):
+        sizes("hisac", **{**SHAPES, field: value})
+
+
+def test_no_branch_at_all_is_refused():
+    with pytest.raises(ValueError, match="short_term_length > 0"):
+        flops_lib.request_flops(sizes("none", **SHAPES))
+
+
+def test_request_sizes_are_frozen():
+    with pytest.raises(AttributeError):
+        sizes("hisac", **SHAPES).n = 7
 
 
 def test_config_cost_matches_config_flops():
@@ -133,3 +155,24 @@ def test_config_cost_matches_config_flops():
     assert cost["request"]["macs"] == flops["request"]
     assert flops_lib.config_cost(cfg, cached=True)["request"] == cost[
         "candidate"]
+
+
+def test_predict_seconds_adds_its_terms():
+    calib = {"matmul_macs_per_s": 1e9, "elementwise_bytes_per_s": 1e10,
+             "op_overhead_s": 1e-6, "call_overhead_s": 1e-4}
+    cost = {"cached": False, "components": {
+        "a": {"side": "user", "macs": 2e9, "bytes": 0},
+        "b": {"side": "candidate", "macs": 0, "bytes": 3e10}}}
+    # R = 2 requests: twice the MACs and bytes, one call's ops.
+    assert flops_lib.predict_seconds(cost, 100, calib, requests=2) == (
+        pytest.approx(4.0 + 6.0 + 1e-4 + 1e-4))
+    assert flops_lib.component_seconds(cost["components"], calib) == {
+        "a": pytest.approx(2.0), "b": pytest.approx(3.0)}
+
+
+def test_calibration_measures_positive_rates():
+    calib = flops_lib.calibrate(calls=1, size=0.01)
+    for key in ("matmul_macs_per_s", "elementwise_bytes_per_s",
+                "call_overhead_s"):
+        assert calib[key] > 0, key
+    assert calib["op_overhead_s"] >= 0

@@ -12,7 +12,7 @@ import tensorflow as tf
 
 from hisac_tf.layers.hierarchical_voting import HierarchicalVoting
 from tests.layer_harness import check_layer
-from tests.reference_voting import hierarchical_voting_reference
+from hisac_tf.testing.reference_voting import hierarchical_voting_reference
 
 OUTPUT_KEYS = (
     "agent_sids", "agent_votes", "agent_weights", "agent_mask", "num_active"

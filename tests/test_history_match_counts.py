@@ -9,7 +9,7 @@ import tensorflow as tf
 
 from hisac_tf.layers.history_match_counts import HistoryMatchCounts
 from tests.layer_harness import check_layer
-from tests.reference_match_counts import encode_reference
+from hisac_tf.testing.reference_match_counts import encode_reference
 
 
 def _reference(keys, valid, times, now, cand, num_slots):

@@ -1,23 +1,15 @@
 """benchmarks/history_window_oracle.py mirrors the generator's eval split."""
 
-import importlib.util
-import os
-
 import pytest
 
 from hisac_tf import config as config_lib
 from hisac_tf.data import synthetic
 
-_PATH = os.path.join(os.path.dirname(__file__), os.pardir, "benchmarks",
-                     "history_window_oracle.py")
-
 
 def _module():
-    spec = importlib.util.spec_from_file_location("history_window_oracle",
-                                                  _PATH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    from benchmarks import history_window_oracle
+
+    return history_window_oracle
 
 
 def test_oracle_reproduces_the_generators_eval_split(tmp_path):

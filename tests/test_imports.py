@@ -39,6 +39,8 @@ RANKS = {
     "hisac_tf.data": 1,
     "hisac_tf.layers": 2,
     "hisac_tf.compressors": 3,
+    # Reference implementations the tests and benchmarks compare against.
+    "hisac_tf.testing": 3,
     "hisac_tf.models": 4,
     "hisac_tf.tokenizer": 4,
     "hisac_tf.distribute": 5,

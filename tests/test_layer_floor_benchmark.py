@@ -1,21 +1,15 @@
 """benchmarks/layer_floor.py runs on tiny sizes and writes its JSON (so
 that it cannot rot; no timing is asserted)."""
 
-import importlib.util
 import json
-import os
 
 import pytest
 
-_PATH = os.path.join(os.path.dirname(__file__), os.pardir, "benchmarks",
-                     "layer_floor.py")
-
 
 def _module():
-    spec = importlib.util.spec_from_file_location("layer_floor", _PATH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    from benchmarks import layer_floor
+
+    return layer_floor
 
 
 @pytest.mark.slow

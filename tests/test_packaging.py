@@ -263,7 +263,8 @@ def test_public_api_is_usable():
 
 
 # ------------------------------------------------------------------- docs
-CODE_DIRS = ("hisac_tf", "pipelines", "serving", "tests", "benchmarks")
+CODE_DIRS = ("hisac_tf", "pipelines", "serving", "tests", "benchmarks",
+             "tools")
 
 
 def code_files() -> list[str]:

@@ -18,8 +18,8 @@ import grpc
 import numpy as np
 import pytest
 import tensorflow as tf
-from tensorflow.core.framework import tensor_pb2
 
+from hisac_tf.testing.declared_tensor import declared
 from pipelines import serve
 from serving import (
     load_test,
@@ -61,21 +61,6 @@ def server(store, tmp_path_factory):  # noqa: F811
 def client(server):
     with HisacClient(server[1], spec=SPEC, timeout_s=20, retries=0) as c:
         yield c
-
-
-def declared(shape, dtype=tf.int64, value=1):
-    """A TensorProto declaring `shape` with one value (proto semantics:
-    the value fills the shape)."""
-    proto = tensor_pb2.TensorProto(dtype=dtype.as_datatype_enum)
-    for size in shape:
-        proto.tensor_shape.dim.add(size=size)
-    if dtype == tf.int64:
-        proto.int64_val.append(value)
-    elif dtype == tf.int32:
-        proto.int_val.append(value)
-    else:
-        proto.float_val.append(value)
-    return proto
 
 
 # ------------------------------------------------ 1. memory amplification

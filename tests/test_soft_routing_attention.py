@@ -8,8 +8,8 @@ import pytest
 import tensorflow as tf
 
 from hisac_tf.layers.soft_routing_attention import SoftRoutingAttention
-from tests import reference_attention as ref_plain
-from tests import reference_routing as ref
+from hisac_tf.testing import reference_attention as ref_plain
+from hisac_tf.testing import reference_routing as ref
 from tests.layer_harness import check_layer
 
 

@@ -1,16 +1,20 @@
 """History compressors behind one interface (docs/design.md §3).
 
 `HistoryCompressor` (history_compressor.py) is the interface; one file per
-compressor; `make_compressor(name, ...)` builds one by its config name
-and `flops.request_flops` counts its multiply-adds per request.
+compressor, each registered by name with `@register_compressor`
+(registry.py); `make_compressor(name, ...)` (factory.py) builds one by its
+config name and `flops.request_flops` counts its multiply-adds per request
+from the class's own `cost(sizes)`.
 """
 
-from hisac_tf.compressors.aggregator_compressor import AggregatorCompressor
+# factory first: it imports the built-in compressors in registry order.
 from hisac_tf.compressors.factory import (
     COMPRESSOR_NAMES,
-    FULL_LENGTH,
+    compressor_names,
     make_compressor,
+    supported_compressors,
 )
+from hisac_tf.compressors.aggregator_compressor import AggregatorCompressor
 from hisac_tf.compressors.full_history import FullHistory
 from hisac_tf.compressors.hisac_compressor import HiSACCompressor
 from hisac_tf.compressors.history_compressor import (
@@ -21,12 +25,12 @@ from hisac_tf.compressors.kmeans_compressor import KMeansCompressor
 from hisac_tf.compressors.lsh_compressor import LSHCompressor
 from hisac_tf.compressors.patching_compressor import PatchingCompressor
 from hisac_tf.compressors.recent_compressor import RecentCompressor
+from hisac_tf.compressors.registry import register_compressor
 from hisac_tf.compressors.sim_hard_compressor import SimHardCompressor
 
 __all__ = [
     "AggregatorCompressor",
     "COMPRESSOR_NAMES",
-    "FULL_LENGTH",
     "FullHistory",
     "GROUP_KEYS",
     "HiSACCompressor",
@@ -36,5 +40,8 @@ __all__ = [
     "PatchingCompressor",
     "RecentCompressor",
     "SimHardCompressor",
+    "compressor_names",
     "make_compressor",
+    "register_compressor",
+    "supported_compressors",
 ]

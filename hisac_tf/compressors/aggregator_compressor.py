@@ -25,12 +25,15 @@ from typing import Optional
 import hisac_tf  # noqa: F401  (Keras 2 before TensorFlow)
 import tensorflow as tf
 
+from hisac_tf.compressors.compressor_sizes import CompressionCost
 from hisac_tf.compressors.history_compressor import (
     HistoryCompressor,
     check_positive_int,
 )
+from hisac_tf.compressors.registry import register_compressor
 
 
+@register_compressor("aggregator")
 @tf.keras.utils.register_keras_serializable(package="hisac_tf")
 class AggregatorCompressor(HistoryCompressor):
     """Learned-query cross-attention pooling.
@@ -73,6 +76,19 @@ class AggregatorCompressor(HistoryCompressor):
             None if key_dim is None
             else check_positive_int(me, "key_dim", key_dim)
         )
+
+    @classmethod
+    def from_values(cls, values) -> "AggregatorCompressor":
+        return cls(values.num_groups, num_heads=values.num_heads)
+
+    @classmethod
+    def cost(cls, sizes) -> CompressionCost:
+        """2 N D hk for the keys and values, 2 A N hk for the logits and
+        the weighted sums; bytes: the softmax over [A, N] and masks, and
+        one [N, D] pass."""
+        n, a, d, hk = sizes.n, sizes.a, sizes.d, sizes.hk
+        return CompressionCost(groups=a, macs=2 * n * d * hk + 2 * a * n * hk,
+                               bytes=8 * a * n * 4 + 8 * n * d)
 
     def build(self, values_shape):
         values_shape = tf.TensorShape(values_shape)

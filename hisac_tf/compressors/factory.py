@@ -1,6 +1,9 @@
 """`make_compressor(name, **plain_values)`: every compressor by its name.
 
-The names are the `model.compressor` values of the config (docs/design.md §3):
+The names are the `model.compressor` values of the config (docs/design.md
+§3), held once in the registry (registry.py): each compressor's module
+registers its class with `@register_compressor`. This module imports the
+built-in ones:
 
     hisac            HiSACCompressor (voting + soft routing)
     hisac_hard       HiSACCompressor(hard_routing=True)
@@ -13,40 +16,48 @@ The names are the `model.compressor` values of the config (docs/design.md §3):
     recent           RecentCompressor
     sim_hard         SimHardCompressor (G = max_history, candidate mask)
 
-All but `full` and `sim_hard` compress to G = num_groups (A).
+All but `full` and `sim_hard` compress to G = num_groups (A). A new
+compressor needs one file: its class with `compress`, `cost` (and
+`from_values` when it takes more than num_groups) under
+`@register_compressor("name")`.
 """
 
 from __future__ import annotations
 
 from typing import Optional, Sequence
 
-from hisac_tf.compressors.aggregator_compressor import AggregatorCompressor
-from hisac_tf.compressors.full_history import FullHistory
-from hisac_tf.compressors.hisac_compressor import HiSACCompressor
+# The built-in compressors register themselves when imported, in this
+# order (the order of `COMPRESSOR_NAMES`).
+import hisac_tf.compressors.hisac_compressor  # noqa: F401
+import hisac_tf.compressors.kmeans_compressor  # noqa: F401
+import hisac_tf.compressors.lsh_compressor  # noqa: F401
+import hisac_tf.compressors.patching_compressor  # noqa: F401
+import hisac_tf.compressors.aggregator_compressor  # noqa: F401
+import hisac_tf.compressors.recent_compressor  # noqa: F401
+import hisac_tf.compressors.full_history  # noqa: F401
+import hisac_tf.compressors.sim_hard_compressor  # noqa: F401
 from hisac_tf.compressors.history_compressor import HistoryCompressor
-from hisac_tf.compressors.kmeans_compressor import KMeansCompressor
-from hisac_tf.compressors.lsh_compressor import (
-    LSHCompressor,
-    default_num_bits,
+from hisac_tf.compressors.registry import (
+    NO_COMPRESSOR,
+    CompressorValues,
+    lookup,
+    registered_names,
 )
-from hisac_tf.compressors.patching_compressor import PatchingCompressor
-from hisac_tf.compressors.recent_compressor import RecentCompressor
-from hisac_tf.compressors.sim_hard_compressor import SimHardCompressor
 
-COMPRESSOR_NAMES = (
-    "hisac", "hisac_hard", "hisac_no_voting", "kmeans", "lsh", "patching",
-    "aggregator", "full", "recent", "sim_hard",
-)
-# Compressors whose G is the history length N rather than A.
-FULL_LENGTH = ("full", "sim_hard")
+# The built-in names (a snapshot of the registry once they registered);
+# `compressor_names()` also lists compressors registered later.
+COMPRESSOR_NAMES = registered_names()
 
 
-def _need(name: str, field: str, value):
-    if value is None:
-        raise ValueError(
-            f"make_compressor({name!r}) needs `{field}`; received None"
-        )
-    return value
+def compressor_names() -> tuple[str, ...]:
+    """Every registered compressor name (built-in and added)."""
+    return registered_names()
+
+
+def supported_compressors() -> tuple[str, ...]:
+    """Every `model.compressor` value: the registered names and "none"
+    (no long-term branch)."""
+    return registered_names() + (NO_COMPRESSOR,)
 
 
 def make_compressor(
@@ -67,7 +78,7 @@ def make_compressor(
     """The compressor called `name`, from plain values.
 
     Args:
-      name: one of `COMPRESSOR_NAMES`.
+      name: a registered name (`compressor_names()`).
       num_groups: A (ignored by `full` and `sim_hard`, whose G = N).
       codebook_sizes, top_k: the semantic-ID levels (hisac variants).
       latent_dim: Ds (lsh).
@@ -80,36 +91,19 @@ def make_compressor(
     Raises:
       ValueError: an unknown name or a missing value, named.
     """
-    if name not in COMPRESSOR_NAMES:
-        raise ValueError(
-            f"unknown compressor {name!r} (choose from "
-            f"{', '.join(COMPRESSOR_NAMES)})"
-        )
-    if name.startswith("hisac"):
-        return HiSACCompressor(
-            codebook_sizes=_need(name, "codebook_sizes", codebook_sizes),
-            top_k=_need(name, "top_k", top_k),
-            num_agents=num_groups,
-            vote_temperature=vote_temperature,
-            routing_temperature=routing_temperature,
-            hard_routing=name == "hisac_hard",
-            use_voting=name != "hisac_no_voting",
-        )
-    if name == "kmeans":
-        return KMeansCompressor(num_groups, iterations=kmeans_iterations)
-    if name == "lsh":
-        return LSHCompressor(
-            num_groups,
-            num_bits=lsh_bits or default_num_bits(num_groups),
-            latent_dim=_need(name, "latent_dim", latent_dim),
-            seed=seed,
-        )
-    if name == "patching":
-        return PatchingCompressor(num_groups)
-    if name == "aggregator":
-        return AggregatorCompressor(num_groups, num_heads=num_heads)
-    if name == "recent":
-        return RecentCompressor(num_groups)
-    if name == "full":
-        return FullHistory(_need(name, "max_history", max_history))
-    return SimHardCompressor(_need(name, "max_history", max_history))
+    entry = lookup(name)
+    return entry.build(CompressorValues(
+        name=name,
+        num_groups=num_groups,
+        codebook_sizes=None if codebook_sizes is None
+        else tuple(codebook_sizes),
+        top_k=None if top_k is None else tuple(top_k),
+        latent_dim=latent_dim,
+        max_history=max_history,
+        vote_temperature=vote_temperature,
+        routing_temperature=routing_temperature,
+        num_heads=num_heads,
+        kmeans_iterations=kmeans_iterations,
+        lsh_bits=lsh_bits,
+        seed=seed,
+    ))

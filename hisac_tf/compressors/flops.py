@@ -1,6 +1,8 @@
-"""Multiply-adds per request of the ranker with each compressor.
+"""The cost model: multiply-adds, bytes and time per request of the ranker
+with each compressor (the one cost module; docs/performance.md).
 
-`request_flops(name, n=N, a=A, c=C, d=D, ds=Ds, h=H, ...)` counts the
+`request_flops(RequestSizes(compressor, n=N, a=A, c=C, d=D, ds=Ds, h=H,
+...))` counts the
 multiply-adds (MACs: one multiply-accumulate of a contraction = 1; one
 addition of a sum of embeddings or of a segment sum = 1) that one request
 costs, split into the user side (once per request, or once per user when
@@ -16,7 +18,8 @@ user side = history embedding   3 N D        (h = item + cat + beh + gap)
           + group SID embedding (L - 1) G D  (sum of L level embeddings)
           + keys and values     2 G (2D) hk  (group state ++ SID emb.)
 
-compression:
+compression: each compressor class's own `cost(CompressorSizes)`
+(compressor_sizes.py), found by name in the registry (registry.py):
   hisac, hisac_no_voting   (L-1) A Ds  prototypes (sum of L codewords)
                            + N Ds + A Ds  squared norms of z and p
                            + A N Ds      z . p (distances)
@@ -41,10 +44,11 @@ per candidate = candidate SID embedding (L - 1) D
 
 per request = user side + C x per candidate.
 
-`request_flops(attention_mass=...)` defaults to True, as
-`ModelConfig.attention_mass` does.
+`RequestSizes.attention_mass` defaults to True, as
+`ModelConfig.attention_mass` does; `RequestSizes.from_config(cfg)` reads
+every size from a `Config`.
 
-Time, not just arithmetic: `request_cost` (same arguments, + `cached`)
+Time, not just arithmetic: `request_cost` (same sizes, + `cached`)
 splits one request into components, each with its multiply-adds and the
 bytes its elementwise passes touch (float32, 4 bytes an element; a pass
 that reads one tensor and writes one of E elements touches 8 E bytes, a
@@ -57,10 +61,10 @@ reduction 4 E; gathers count what they write and read):
     ranking_embedding     four [N, D] gathers and three adds   68 N D
     voting                (hisac*) L sort-like passes over N   8 N L (4 +
                           ceil log2 N)
-    compression           routing (hisac: the augmented operands
-                          8 N (Ds + 3) + 4 N Ds + 8 N (D + 1), one exp
-                          pass 8 A N), the baselines' passes over [A, N]
-                          or [N, D] (see `compression_bytes`)
+    compression           the compressor's `cost(sizes).bytes` (hisac:
+                          the augmented operands 8 N (Ds + 3) + 4 N Ds
+                          + 8 N (D + 1), one exp pass 8 A N; the
+                          baselines' passes over [A, N] or [N, D])
     group_sid_embedding   8 L G D
     keys_values           8 G (2D) + 2 x 8 G hk   (per branch)
   candidate side (C candidates)
@@ -73,227 +77,238 @@ reduction 4 E; gathers count what they write and read):
 
 and `predict_latency(cost, matmul_flops_per_s, bytes_per_s)` turns it into
 seconds, 2 MACs / matmul_flops_per_s + bytes / bytes_per_s per component,
-once both throughputs are measured on the machine (benchmarks/
-serving_cost.py calibrates them on a large matmul and a large elementwise
-pass and shows predicted against measured).
+once both throughputs are measured on the machine: `calibrate` measures
+them on a large matmul and a large elementwise pass, with the per-op
+dispatch cost; `predict_seconds` adds the graph's ops (`graph_ops`) at
+that cost, and `component_seconds` splits a cost into seconds per
+component (benchmarks/serving_cost.py shows predicted against measured).
 """
 
 from __future__ import annotations
 
-from typing import Sequence
+import dataclasses
+import time
+from typing import Callable, Optional
 
-COMPRESSION_TERMS = {
-    "hisac", "hisac_hard", "hisac_no_voting", "kmeans", "lsh", "patching",
-    "aggregator", "recent", "full", "sim_hard",
-}
+import hisac_tf  # noqa: F401  (Keras 2 before TensorFlow)
+import numpy as np
+import tensorflow as tf
 
+from hisac_tf.compressors.compressor_sizes import (
+    MAX_LSH_BITS,
+    CompressionCost,
+    CompressorSizes,
+    default_num_bits,
+)
+from hisac_tf.compressors.factory import compressor_names
+from hisac_tf.compressors.registry import NO_COMPRESSOR, lookup
 
-# SimHash bits of `lsh` (LSHCompressor): at most 2^16 buckets.
-MAX_LSH_BITS = 16
+__all__ = [
+    "MAX_LSH_BITS", "CompressorSizes", "CompressionCost", "RequestSizes",
+    "calibrate", "component_seconds", "compression_cost", "config_cost",
+    "config_flops", "default_num_bits", "graph_ops", "predict_latency",
+    "predict_seconds", "request_cost", "request_flops",
+]
 
-
-def default_num_bits(num_groups: int) -> int:
-    """ceil(log2 A) + 1: at least 2A buckets, at most 2^MAX_LSH_BITS."""
-    return min(MAX_LSH_BITS,
-               max(1, int(num_groups - 1).bit_length() + 1))
-
-
-def compression_flops(
-    name: str, *, n: int, a: int, d: int, ds: int, h: int,
-    num_levels: int = 2, kmeans_iterations: int = 5, lsh_bits: int = 0,
-) -> int:
-    """MACs of the compressor itself for one user (see the module doc)."""
-    if name not in COMPRESSION_TERMS:
-        raise ValueError(f"unknown compressor {name!r} (choose from "
-                         f"{', '.join(sorted(COMPRESSION_TERMS))})")
-    hk = h * max(1, d // h)
-    if name in ("hisac", "hisac_no_voting"):
-        return ((num_levels - 1) * a * ds + n * ds + a * ds
-                + a * n * ds + a * n * d)
-    if name == "hisac_hard":
-        return a * n * d
-    if name == "kmeans":
-        i = kmeans_iterations
-        return n * ds + (i + 1) * (a * ds + a * n * ds) + i * n * ds + n * d
-    if name == "lsh":
-        if lsh_bits <= 0:
-            lsh_bits = default_num_bits(a)
-        return n * ds * lsh_bits + n * d
-    if name == "patching":
-        return n * d
-    if name == "aggregator":
-        return 2 * n * d * hk + 2 * a * n * hk
-    return 0  # recent, full, sim_hard
+FLOAT_BYTES = 4
 
 
-def request_flops(
-    name: str,
-    *,
-    n: int,
-    a: int,
-    c: int,
-    d: int,
-    ds: int,
-    h: int,
-    num_levels: int = 2,
-    user_features: int = 2,
-    mlp_dims: Sequence[int] = (64, 32),
-    use_cross_layer: bool = True,
-    kmeans_iterations: int = 5,
-    lsh_bits: int = 0,
-    attention_mass: bool = True,
-    short_term_length: int = 0,
-    count_types: int = 0,
-) -> dict:
-    """User-side, per-candidate and per-request MACs of one request.
+@dataclasses.dataclass(frozen=True)
+class RequestSizes:
+    """Every size one request's cost depends on.
 
     Args:
-      name: the compressor (a `model.compressor` value).
+      compressor: the `model.compressor` (a registered name, or "none":
+        no long-term branch).
       n, a, c, d, ds, h: N, A, C, D, Ds, H.
       num_levels: L; user_features: U (besides user_id).
       mlp_dims, use_cross_layer: the ranking head.
       kmeans_iterations, lsh_bits: the baselines' settings (0 bits: auto).
       attention_mass: the attention's mass projection [H + 1, D] (True,
         as `ModelConfig.attention_mass`).
-      short_term_length: S of the short-term branch (0: none); `name`
-        "none" drops the long-term branch.
+      short_term_length: S of the short-term branch (0: none).
       count_types: T of the match counts (0: none); they cost sorting
         and binary searches, no multiply-add, and widen the head by
         4 T + 1.
+    Raises:
+      ValueError: a size below its minimum, named.
+    """
+
+    compressor: str
+    n: int
+    a: int
+    c: int
+    d: int
+    ds: int
+    h: int
+    num_levels: int = 2
+    user_features: int = 2
+    mlp_dims: tuple[int, ...] = (64, 32)
+    use_cross_layer: bool = True
+    kmeans_iterations: int = 5
+    lsh_bits: int = 0
+    attention_mass: bool = True
+    short_term_length: int = 0
+    count_types: int = 0
+
+    def __post_init__(self):
+        object.__setattr__(self, "mlp_dims", tuple(self.mlp_dims))
+        for field in ("n", "a", "c", "d", "ds", "h", "num_levels"):
+            value = getattr(self, field)
+            if value < 1:
+                raise ValueError(f"RequestSizes: {field} must be >= 1, got "
+                                 f"{value!r}")
+        for field in ("user_features", "kmeans_iterations", "lsh_bits",
+                      "short_term_length", "count_types"):
+            value = getattr(self, field)
+            if value < 0:
+                raise ValueError(f"RequestSizes: {field} must be >= 0, got "
+                                 f"{value!r}")
+
+    @property
+    def long_term(self) -> bool:
+        """True unless `compressor` is "none"."""
+        return self.compressor != NO_COMPRESSOR
+
+    @property
+    def hk(self) -> int:
+        """H * dk with dk = max(1, D // H)."""
+        return self.h * max(1, self.d // self.h)
+
+    def compressor_sizes(self) -> CompressorSizes:
+        """The sizes the compressor's own `cost` reads."""
+        return CompressorSizes(
+            n=self.n, a=self.a, d=self.d, ds=self.ds, h=self.h,
+            num_levels=self.num_levels,
+            kmeans_iterations=self.kmeans_iterations,
+            lsh_bits=self.lsh_bits)
+
+    def replace(self, **changes) -> "RequestSizes":
+        """A copy with `changes` (dataclasses.replace)."""
+        return dataclasses.replace(self, **changes)
+
+    @classmethod
+    def from_config(cls, cfg, compressor: Optional[str] = None,
+                    n: Optional[int] = None,
+                    c: Optional[int] = None) -> "RequestSizes":
+        """The sizes of a `Config` (defaults: its compressor, N =
+        data.max_history, C = data.max_candidates)."""
+        m = cfg.model
+        levels = len(cfg.tokenizer.codebook_sizes)
+        return cls(
+            compressor=compressor or m.compressor,
+            n=n or cfg.data.max_history,
+            a=m.num_agents,
+            c=c or cfg.data.max_candidates,
+            d=m.embedding_dim,
+            ds=cfg.tokenizer.latent_dim,
+            h=m.num_heads,
+            num_levels=levels,
+            user_features=len(cfg.data.user_features),
+            mlp_dims=m.mlp_dims,
+            use_cross_layer=m.use_cross_layer,
+            kmeans_iterations=m.kmeans_iterations,
+            lsh_bits=m.lsh_bits,
+            attention_mass=m.attention_mass,
+            short_term_length=m.short_term_length,
+            count_types=(1 + levels if m.count_slots else 0),
+        )
+
+
+def compression_cost(name: str, sizes: CompressorSizes) -> CompressionCost:
+    """The registered compressor `name`'s own `cost(sizes)` for one user.
+
+    Raises:
+      ValueError: an unknown name (the registered names listed).
+    """
+    if name not in compressor_names():
+        raise ValueError(f"unknown compressor {name!r} (choose from "
+                         f"{', '.join(sorted(compressor_names()))})")
+    cost = lookup(name).cost(sizes)
+    if not isinstance(cost, CompressionCost):
+        raise TypeError(f"{name}: cost() must return a CompressionCost, "
+                        f"got {type(cost).__name__}")
+    return cost
+
+
+def _branches(sizes: RequestSizes) -> tuple[Optional[CompressionCost],
+                                             list]:
+    """The long-term compression (None without one) and G of each
+    attention branch (long-term first, then the short-term S)."""
+    compression = (compression_cost(sizes.compressor,
+                                    sizes.compressor_sizes())
+                   if sizes.long_term else None)
+    branches = [compression.groups] if compression else []
+    if sizes.short_term_length:
+        branches.append(min(sizes.short_term_length, sizes.n))
+    if not branches:
+        raise ValueError("RequestSizes: compressor 'none' needs "
+                         "short_term_length > 0, got 0")
+    return compression, branches
+
+
+def _head_width(sizes: RequestSizes, branches: list) -> int:
+    """F, the head's input width."""
+    width = (1 + sizes.user_features) * sizes.d + 3 * sizes.d \
+        + sizes.d * len(branches)
+    return width + (4 * sizes.count_types + 1 if sizes.count_types else 0)
+
+
+def request_flops(sizes: RequestSizes) -> dict:
+    """User-side, per-candidate and per-request MACs of one request.
+
     Returns:
       dict(groups G, compression, user, per_candidate, request) of ints.
     """
-    for field, value in (("n", n), ("a", a), ("c", c), ("d", d),
-                         ("ds", ds), ("h", h), ("num_levels", num_levels)):
-        if value < 1:
-            raise ValueError(f"request_flops: {field} must be >= 1, got "
-                             f"{value!r}")
-    hk = h * max(1, d // h)
-    long_term = name != "none"
-    g = (n if name in ("full", "sim_hard") else a) if long_term else 0
-    compression = compression_flops(
-        name, n=n, a=a, d=d, ds=ds, h=h, num_levels=num_levels,
-        kmeans_iterations=kmeans_iterations, lsh_bits=lsh_bits,
-    ) if long_term else 0
-    branches = [g] if long_term else []
-    if short_term_length:
-        branches.append(min(short_term_length, n))
-    user = 3 * n * d + compression  # history embedding sum, compressor
-    per_candidate = (num_levels - 1) * d  # candidate SID embedding
+    if not isinstance(sizes, RequestSizes):
+        raise TypeError("request_flops takes a RequestSizes; received "
+                        f"{type(sizes).__name__}")
+    n, d, h, levels = sizes.n, sizes.d, sizes.h, sizes.num_levels
+    hk = sizes.hk
+    compression, branches = _branches(sizes)
+    macs = compression.macs if compression else 0
+    user = 3 * n * d + macs  # history embedding sum, compressor
+    per_candidate = (levels - 1) * d  # candidate SID embedding
     for groups in branches:
         user += (
-            (num_levels - 1) * groups * d  # group SID embeddings
+            (levels - 1) * groups * d  # group SID embeddings
             + 2 * groups * (2 * d) * hk  # key and value projections
         )
         per_candidate += (
             3 * d * hk  # query projection
             + 2 * groups * hk  # logits and weighted sum
             + hk * d  # output projection
-            + ((h + 1) * d if attention_mass else 0)  # mass projection
+            + ((h + 1) * d if sizes.attention_mass else 0)  # mass
         )
-    width = (1 + user_features) * d + 3 * d + d * len(branches)  # F
-    width += 4 * count_types + 1 if count_types else 0
-    head = width * width + width if use_cross_layer else 0
+    width = _head_width(sizes, branches)  # F
+    head = width * width + width if sizes.use_cross_layer else 0
     prev = width
-    for units in tuple(mlp_dims) + (1,):
+    for units in sizes.mlp_dims + (1,):
         head += prev * units
         prev = units
     per_candidate += head
     return {
-        "groups": g if long_term else branches[0],
-        "compression": compression,
+        "groups": branches[0],
+        "compression": macs,
         "user": user,
         "per_candidate": per_candidate,
-        "request": user + c * per_candidate,
+        "request": user + sizes.c * per_candidate,
     }
 
 
-def config_flops(cfg, name: str | None = None, n: int | None = None,
-                 c: int | None = None) -> dict:
-    """`request_flops` for a `Config` (defaults: its compressor, N =
-    data.max_history, C = data.max_candidates)."""
-    return request_flops(**_config_sizes(cfg, name, n, c))
+def config_flops(cfg, name: Optional[str] = None, n: Optional[int] = None,
+                 c: Optional[int] = None) -> dict:
+    """`request_flops` for a `Config` (`RequestSizes.from_config`)."""
+    return request_flops(RequestSizes.from_config(cfg, name, n, c))
 
 
-def _config_sizes(cfg, name: str | None, n: int | None,
-                  c: int | None) -> dict:
-    """The keyword arguments `request_flops` and `request_cost` share, read
-    from a `Config`."""
-    m = cfg.model
-    return dict(
-        name=name or m.compressor,
-        n=n or cfg.data.max_history,
-        a=m.num_agents,
-        c=c or cfg.data.max_candidates,
-        d=m.embedding_dim,
-        ds=cfg.tokenizer.latent_dim,
-        h=m.num_heads,
-        num_levels=len(cfg.tokenizer.codebook_sizes),
-        user_features=len(cfg.data.user_features),
-        mlp_dims=m.mlp_dims,
-        use_cross_layer=m.use_cross_layer,
-        kmeans_iterations=m.kmeans_iterations,
-        lsh_bits=m.lsh_bits,
-        attention_mass=m.attention_mass,
-        short_term_length=m.short_term_length,
-        count_types=(1 + len(cfg.tokenizer.codebook_sizes)
-                     if m.count_slots else 0),
-    )
-
-
-# Compressors with HierarchicalVoting in front of their routing.
-VOTING = ("hisac", "hisac_hard", "hisac_no_voting")
-FLOAT_BYTES = 4
-
-
-def compression_bytes(name: str, *, n: int, a: int, d: int, ds: int,
-                      kmeans_iterations: int = 5, lsh_bits: int = 0) -> int:
-    """Bytes the compressor's elementwise passes touch for one user."""
-    if name not in COMPRESSION_TERMS:
-        raise ValueError(f"unknown compressor {name!r} (choose from "
-                         f"{', '.join(sorted(COMPRESSION_TERMS))})")
-    if name in ("hisac", "hisac_no_voting"):
-        # z_aug [N, Ds + 3], ||z||^2, values ++ 1 [N, D + 1]; exp [A, N].
-        return (8 * n * (ds + 3) + 4 * n * ds + 8 * n * (d + 1)
-                + 8 * a * n)
-    if name == "hisac_hard":  # [A, N, L] compare, [A, N] hits, divide
-        return 8 * a * n * 4
-    if name == "kmeans":  # distances, argmin, one-hot per iteration
-        return (kmeans_iterations + 1) * 8 * a * n * 3 + 8 * n * d
-    if name == "lsh":
-        bits = lsh_bits if lsh_bits > 0 else default_num_bits(a)
-        return 8 * n * (ds + bits) + 8 * n * d
-    if name == "patching":
-        return 8 * n * d
-    if name == "aggregator":  # softmax over [A, N] and masks
-        return 8 * a * n * 4 + 8 * n * d
-    return 0  # recent, full, sim_hard: the gather is in group embedding
-
-
-def request_cost(
-    name: str,
-    *,
-    n: int,
-    a: int,
-    c: int,
-    d: int,
-    ds: int,
-    h: int,
-    num_levels: int = 2,
-    user_features: int = 2,
-    mlp_dims: Sequence[int] = (64, 32),
-    use_cross_layer: bool = True,
-    kmeans_iterations: int = 5,
-    lsh_bits: int = 0,
-    attention_mass: bool = True,
-    short_term_length: int = 0,
-    count_types: int = 0,
-    cached: bool = False,
-) -> dict:
+def request_cost(sizes: RequestSizes, cached: bool = False) -> dict:
     """Per-component multiply-adds and elementwise bytes of one request.
 
-    Arguments as `request_flops`; `cached`: the user side comes from a
-    cached state (`score_with_state`), so only the candidate side counts.
+    Args:
+      sizes: the request's `RequestSizes`.
+      cached: the user side comes from a cached state
+        (`score_with_state`), so only the candidate side counts.
 
     Returns:
       dict(components={component: dict(side "user" or "candidate",
@@ -301,23 +316,11 @@ def request_cost(
       request=dict(macs, bytes), cached). `request` is user + candidate,
       or candidate alone when cached. Component names: module doc.
     """
-    flops = request_flops(
-        name, n=n, a=a, c=c, d=d, ds=ds, h=h, num_levels=num_levels,
-        user_features=user_features, mlp_dims=mlp_dims,
-        use_cross_layer=use_cross_layer,
-        kmeans_iterations=kmeans_iterations, lsh_bits=lsh_bits,
-        attention_mass=attention_mass, short_term_length=short_term_length,
-        count_types=count_types,
-    )
-    dk = max(1, d // h)
-    hk = h * dk
-    levels = num_levels
-    long_term = name != "none"
-    branches = []  # G of each attention branch
-    if long_term:
-        branches.append(n if name in ("full", "sim_hard") else a)
-    if short_term_length:
-        branches.append(min(short_term_length, n))
+    flops = request_flops(sizes)
+    n, c, d, h, ds = sizes.n, sizes.c, sizes.d, sizes.h, sizes.ds
+    hk = sizes.hk
+    levels = sizes.num_levels
+    compression, branches = _branches(sizes)
     parts = {}
 
     def add(component, side, macs, nbytes):
@@ -327,13 +330,11 @@ def request_cost(
     add("semantic_lookup", "user", 0,
         32 * n + 8 * n * (levels + ds) + n)
     add("ranking_embedding", "user", 3 * n * d, 68 * n * d)
-    if name in VOTING:
+    if compression is not None and compression.voting:
         add("voting", "user", 0,
             8 * n * levels * (4 + max(1, (n - 1).bit_length())))
-    if long_term:
-        add("compression", "user", flops["compression"], compression_bytes(
-            name, n=n, a=a, d=d, ds=ds,
-            kmeans_iterations=kmeans_iterations, lsh_bits=lsh_bits))
+    if compression is not None:
+        add("compression", "user", compression.macs, compression.bytes)
     add("group_sid_embedding", "user",
         sum((levels - 1) * g * d for g in branches),
         sum(8 * levels * g * d for g in branches))
@@ -343,18 +344,18 @@ def request_cost(
         "candidate_embedding": (levels - 1) * d,
         "target_attention": sum(
             3 * d * hk + 2 * g * hk + hk * d
-            + ((h + 1) * d if attention_mass else 0) for g in branches),
+            + ((h + 1) * d if sizes.attention_mass else 0)
+            for g in branches),
     }
     per_cand["head"] = flops["per_candidate"] - sum(per_cand.values())
-    width = (1 + user_features) * d + 3 * d + d * len(branches)
-    width += 4 * count_types + 1 if count_types else 0
+    width = _head_width(sizes, branches)
     add("candidate_embedding", "candidate",
         c * per_cand["candidate_embedding"], 8 * c * d * (levels + 3))
     add("target_attention", "candidate", c * per_cand["target_attention"],
         sum(8 * h * c * g + 8 * g * (3 * hk + 3 * h) + 48 * c * hk
             for g in branches))
     add("head", "candidate", c * per_cand["head"],
-        16 * c * (2 * width + sum(mlp_dims) + 1))
+        16 * c * (2 * width + sum(sizes.mlp_dims) + 1))
 
     def total(side):
         return {key: sum(p[key] for p in parts.values()
@@ -405,7 +406,155 @@ def predict_latency(cost: dict, matmul_flops_per_s: float,
             "request_s": request + per_request_s}
 
 
-def config_cost(cfg, name: str | None = None, n: int | None = None,
-                c: int | None = None, cached: bool = False) -> dict:
-    """`request_cost` for a `Config` (defaults as `config_flops`)."""
-    return request_cost(**_config_sizes(cfg, name, n, c), cached=cached)
+def config_cost(cfg, name: Optional[str] = None, n: Optional[int] = None,
+                c: Optional[int] = None, cached: bool = False) -> dict:
+    """`request_cost` for a `Config` (`RequestSizes.from_config`)."""
+    return request_cost(RequestSizes.from_config(cfg, name, n, c),
+                        cached=cached)
+
+
+def _milliseconds(fn: Callable, calls: int, warmup: int = 0) -> list:
+    """Milliseconds of `calls` calls of fn (outputs fetched) after
+    `warmup` untimed calls (calibrate's timer)."""
+    def run():
+        for t in tf.nest.flatten(fn()):
+            if hasattr(t, "numpy"):
+                t.numpy()
+
+    for _ in range(warmup):
+        run()
+    out = []
+    for _ in range(calls):
+        start = time.perf_counter()
+        run()
+        out.append((time.perf_counter() - start) * 1000.0)
+    return out
+
+
+def calibrate(calls: int = 5, size: int = 1) -> dict:
+    """The machine's throughputs, measured once (the cost model's inputs).
+
+    * matmul_macs_per_s: multiply-adds per second of float32 matmuls
+      whose inner dimension is long (compute-bound): the head's
+      [C, 224] x [224, 256] (C = 1,000 * size) and the routing's
+      [A = 200, N] x [N, 32] (N = 10,000 * size); the median;
+    * elementwise_bytes_per_s: bytes read + written per second of
+      elementwise float32 ops (exp, a + b, where) over a [200, N] tensor;
+    * op_overhead_s: seconds per op of a chain of ~2,000 dependent ops
+      (sin, where, cos, reduce_max, sub) on 8 floats inside one
+      tf.function (the executor's per-op dispatch cost), less a chain of
+      10;
+    * call_overhead_s: the rest of calling that short chain.
+    `size` < 1 shrinks the shapes (CI).
+    """
+    n = max(64, int(10_000 * size))
+    a, ds, c = 200, 32, max(8, int(1000 * size))
+
+    def best(fn):
+        return min(_milliseconds(fn, calls, warmup=1)) / 1000.0  # seconds
+
+    mm = tf.function(lambda x, y: tf.matmul(x, y))
+    # Compute-bound shapes (long inner dimension): the head's dense layers
+    # and the routing's states. A thin matmul (inner dim dk = 8) is bound
+    # by writing its output instead, which the cost model counts as
+    # elementwise bytes.
+    shapes = [((1, c, 224), (1, 224, 256)), ((1, a, n), (1, n, ds))]
+    rates = []
+    for sx, sy in shapes:
+        x, y = tf.random.normal(sx), tf.random.normal(sy)
+        macs = float(np.prod(sx)) * sy[-1]
+        rates.append(macs / best(lambda: mm(x, y)))
+    x = tf.random.normal([a, n])
+    y = tf.random.normal([a, n])
+    ops = {
+        "exp": (tf.function(lambda u: tf.exp(u)), (x,), 2),
+        "add": (tf.function(lambda u, v: u + v), (x, y), 3),
+        "where": (tf.function(lambda u, v: tf.where(u > 0.0, u, v)),
+                  (x, y), 4),
+    }
+    bandwidths = []
+    for fn, args, passes in ops.values():
+        bandwidths.append(passes * a * n * 4 / best(lambda: fn(*args)))
+
+    def chain_fn(length):
+        @tf.function
+        def chained(u):
+            # Mixed ops that Grappler neither folds nor fuses.
+            for i in range(length):
+                if i % 3 == 0:
+                    u = tf.sin(u)
+                elif i % 3 == 1:
+                    u = tf.where(u > 0.5, u, tf.cos(u))
+                else:
+                    u = u - tf.reduce_max(u, keepdims=True)
+            return u
+        return chained
+
+    small = tf.random.normal([8])
+    short = chain_fn(10)
+    long_ = chain_fn(10 + max(200, int(2000 * min(1.0, 10 * size))))
+
+    def median_s(fn):
+        return float(np.median(_milliseconds(fn, calls, warmup=1))) / 1000.0
+
+    t_short = median_s(lambda: short(small))
+    ops_long = graph_ops(long_.get_concrete_function(small))
+    ops_short = graph_ops(short.get_concrete_function(small))
+    per_op = max(0.0, median_s(lambda: long_(small)) - t_short) / max(
+        1, ops_long - ops_short)
+    call = median_s(lambda: short(small)) - ops_short * per_op
+    return {
+        "matmul_macs_per_s": float(np.median(rates)),
+        "matmul_rates": [float(r) for r in rates],
+        "elementwise_bytes_per_s": float(np.median(bandwidths)),
+        "elementwise_rates": [float(b) for b in bandwidths],
+        "op_overhead_s": float(per_op),
+        "call_overhead_s": float(call),
+        "size": size,
+    }
+
+
+def graph_ops(concrete_fn) -> int:
+    """Ops a concrete tf.function's graph runs (excluding constants,
+    placeholders, identities and variable reads): the count that the
+    per-op dispatch cost multiplies."""
+    skip = {"Const", "Placeholder", "Identity", "ReadVariableOp", "NoOp",
+            "VarHandleOp"}
+    return sum(1 for op in concrete_fn.graph.get_operations()
+               if op.type not in skip)
+
+
+def component_seconds(components: dict, calibration: dict) -> dict:
+    """Seconds of each `request_cost` component at the calibrated
+    throughputs (`predict_latency`)."""
+    cost = {"components": components, "cached": False}
+    return predict_latency(
+        cost, 2.0 * calibration["matmul_macs_per_s"],
+        calibration["elementwise_bytes_per_s"])["components"]
+
+
+def predict_seconds(cost: dict, ops: int, calibration: dict,
+                    requests: int = 1) -> float:
+    """The cost model's time of one call (docs/performance.md "Cost
+    model"): `predict_latency` of R requests' MACs at the matmul
+    rate and elementwise bytes at the measured bandwidth, plus the
+    graph's ops at the per-op dispatch cost and one call.
+
+    Args:
+      cost: `request_cost` of one request.
+      ops: ops of the call's graph (`graph_ops`).
+      requests: R, requests per call (MACs and bytes scale with R; the
+        ops do not).
+    """
+    scaled = {
+        "cached": cost["cached"],
+        "components": {
+            name: {**part, "macs": requests * part["macs"],
+                   "bytes": requests * part["bytes"]}
+            for name, part in cost["components"].items()},
+    }
+    return predict_latency(
+        scaled, 2.0 * calibration["matmul_macs_per_s"],
+        calibration["elementwise_bytes_per_s"],
+        per_request_s=(ops * calibration["op_overhead_s"]
+                       + calibration["call_overhead_s"]))["request_s"]

@@ -7,7 +7,8 @@ so that exported states keep a fixed shape: a shorter history fills the
 first n slots (oldest first) and masks the rest; a longer one (never the
 case behind the input pipeline or the serving signatures, which keep the
 newest N) keeps its newest `max_items` items. Group state = the item's
-ranking embedding, group SID = the item's SID; no prior.
+ranking embedding, group SID = the item's SID; no prior. The groups are
+`RecentCompressor`'s with G = N.
 """
 
 from __future__ import annotations
@@ -15,12 +16,14 @@ from __future__ import annotations
 import hisac_tf  # noqa: F401  (Keras 2 before TensorFlow)
 import tensorflow as tf
 
-from hisac_tf.compressors.history_compressor import HistoryCompressor
-from hisac_tf.compressors.recent_compressor import item_groups
+from hisac_tf.compressors.compressor_sizes import CompressionCost
+from hisac_tf.compressors.recent_compressor import RecentCompressor
+from hisac_tf.compressors.registry import register_compressor
 
 
+@register_compressor("full")
 @tf.keras.utils.register_keras_serializable(package="hisac_tf")
-class FullHistory(HistoryCompressor):
+class FullHistory(RecentCompressor):
     """Every valid history item as its own group (G = N).
 
     Args:
@@ -50,15 +53,22 @@ class FullHistory(HistoryCompressor):
     required_inputs = ("sids", "has_sid")
 
     def __init__(self, max_items: int, **kwargs):
-        kwargs.pop("num_groups", None)
-        super().__init__(num_groups=max_items, **kwargs)
+        kwargs.pop("num_items", None)
+        super().__init__(num_items=max_items, **kwargs)
         self.max_items = self.num_groups
 
-    def compress(self, values, valid, latents, sids, has_sid, timestamps,
-                 categories, codebooks, training) -> dict:
-        return item_groups(self, values, valid, sids, has_sid)
+    @classmethod
+    def from_values(cls, values) -> "FullHistory":
+        return cls(values.need("max_history"))
+
+    @classmethod
+    def cost(cls, sizes) -> CompressionCost:
+        """G = N items gathered: no multiply-add (the gather is counted
+        with the groups' embeddings)."""
+        return CompressionCost(groups=sizes.n)
 
     def get_config(self):
         config = super().get_config()
+        config.pop("num_items", None)
         config.update(max_items=self.max_items)
         return config

@@ -23,11 +23,16 @@ import hisac_tf  # noqa: F401  (Keras 2 before TensorFlow)
 import numpy as np
 import tensorflow as tf
 
+from hisac_tf.compressors.compressor_sizes import CompressionCost
 from hisac_tf.compressors.history_compressor import HistoryCompressor
+from hisac_tf.compressors.registry import register_compressor
 from hisac_tf.layers.hierarchical_voting import HierarchicalVoting
 from hisac_tf.layers.soft_routing_attention import SoftRoutingAttention
 
 
+@register_compressor("hisac_no_voting", use_voting=False)
+@register_compressor("hisac_hard", hard_routing=True)
+@register_compressor("hisac")  # applied first: registered first
 @tf.keras.utils.register_keras_serializable(package="hisac_tf")
 class HiSACCompressor(HistoryCompressor):
     """HiSAC's interest agents as groups.
@@ -108,6 +113,41 @@ class HiSACCompressor(HistoryCompressor):
         self._offsets = np.concatenate(
             [[0], np.cumsum(self.codebook_sizes)[:-1]]
         ).astype(np.int32)  # [L] first row of each level's codebook
+
+    @classmethod
+    def from_values(cls, values, hard_routing: bool = False,
+                    use_voting: bool = True) -> "HiSACCompressor":
+        return cls(
+            codebook_sizes=values.need("codebook_sizes"),
+            top_k=values.need("top_k"),
+            num_agents=values.num_groups,
+            vote_temperature=values.vote_temperature,
+            routing_temperature=values.routing_temperature,
+            hard_routing=hard_routing,
+            use_voting=use_voting,
+        )
+
+    @classmethod
+    def cost(cls, sizes, hard_routing: bool = False,
+             use_voting: bool = True) -> CompressionCost:
+        """Soft routing: (L-1) A Ds prototypes (sum of L codewords), N Ds
+        + A Ds squared norms of z and p, A N Ds distances z . p, A N D
+        for u_a = sum_i alpha_ai h_i; bytes: z_aug [N, Ds + 3], ||z||^2,
+        values ++ 1 [N, D + 1], exp [A, N]. Hard routing: a dense
+        [A, N] x [N, D] product; bytes: the [A, N, L] compare, [A, N]
+        hits and the divide. HierarchicalVoting runs in front either way
+        (without voting it keeps every child)."""
+        n, a, d, ds = sizes.n, sizes.a, sizes.d, sizes.ds
+        if hard_routing:
+            return CompressionCost(groups=a, macs=a * n * d,
+                                   bytes=8 * a * n * 4, voting=True)
+        return CompressionCost(
+            groups=a,
+            macs=((sizes.num_levels - 1) * a * ds + n * ds + a * ds
+                  + a * n * ds + a * n * d),
+            bytes=(8 * n * (ds + 3) + 4 * n * ds + 8 * n * (d + 1)
+                   + 8 * a * n),
+            voting=True)
 
     def prototypes(self, codebooks, agent_sids):
         """p_a = sum_l E^l[c_{a,l}]: [sum K, Ds], [B, A, L] -> [B, A, Ds]."""

@@ -78,8 +78,11 @@ class HistoryCompressor(tf.keras.layers.Layer):
     """Base class: history [B, N, ...] -> G groups (see the module doc).
 
     Subclasses implement `compress(...) -> dict` with the `GROUP_KEYS`
-    (and, when `candidate_dependent`, `group_categories`) and list the
-    optional inputs they read in `required_inputs`.
+    (and, when `candidate_dependent`, `group_categories`), list the
+    optional inputs they read in `required_inputs`, implement the class
+    method `cost(sizes)` (the cost model, flops.py), override
+    `from_values` when the constructor takes more than `num_groups`, and
+    register with `@register_compressor("name")` (registry.py).
 
     Args:
       num_groups: G, the static number of group slots (>= 1).
@@ -201,6 +204,20 @@ class HistoryCompressor(tf.keras.layers.Layer):
             f"{type(self).__name__} must implement compress()"
         )
 
+    @classmethod
+    def from_values(cls, values, **options) -> "HistoryCompressor":
+        """The compressor from `CompressorValues` (registry.py) and the
+        constructor `options` its registered name fixes; by default
+        `cls(values.num_groups, **options)`."""
+        return cls(values.num_groups, **options)
+
+    @classmethod
+    def cost(cls, sizes, **options):
+        """`CompressionCost` (G, multiply-adds, elementwise bytes) of one
+        user for `CompressorSizes` (compressor_sizes.py); `options` as in
+        `from_values`. Every registered compressor implements it."""
+        raise NotImplementedError(f"{cls.__name__} must implement cost()")
+
     def no_sids(self, values: tf.Tensor, sids: Optional[tf.Tensor]):
         """Zero group SIDs [B, G, L] and a False mask [B, G] for methods
         whose groups have no single SID (L = 1 when sids are not given)."""
@@ -216,6 +233,8 @@ class HistoryCompressor(tf.keras.layers.Layer):
     def get_config(self):
         config = super().get_config()
         config.pop("autocast", None)
+        # Subclasses that name G otherwise drop `num_groups` on load.
+        config["num_groups"] = self.num_groups
         return config
 
 

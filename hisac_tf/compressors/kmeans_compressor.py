@@ -28,14 +28,17 @@ from __future__ import annotations
 import hisac_tf  # noqa: F401  (Keras 2 before TensorFlow)
 import tensorflow as tf
 
+from hisac_tf.compressors.compressor_sizes import CompressionCost
 from hisac_tf.compressors.history_compressor import (
     HistoryCompressor,
     check_non_negative_int,
     log_share,
     pooled_mean,
 )
+from hisac_tf.compressors.registry import register_compressor
 
 
+@register_compressor("kmeans")
 @tf.keras.utils.register_keras_serializable(package="hisac_tf")
 class KMeansCompressor(HistoryCompressor):
     """Per-user k-means clusters of z as groups.
@@ -73,6 +76,24 @@ class KMeansCompressor(HistoryCompressor):
         self.iterations = check_non_negative_int(
             "KMeansCompressor", "iterations", iterations
         )
+
+    @classmethod
+    def from_values(cls, values) -> "KMeansCompressor":
+        return cls(values.num_groups, iterations=values.kmeans_iterations)
+
+    @classmethod
+    def cost(cls, sizes) -> CompressionCost:
+        """I iterations: N Ds + (I + 1) (A Ds + A N Ds) for assignments,
+        I N Ds for centroid updates (segment sums), N D for the group
+        means of h; bytes: distances, argmin and one-hot per iteration
+        over [A, N], and the [N, D] pooling."""
+        n, a, d, ds = sizes.n, sizes.a, sizes.d, sizes.ds
+        i = sizes.kmeans_iterations
+        return CompressionCost(
+            groups=a,
+            macs=n * ds + (i + 1) * (a * ds + a * n * ds) + i * n * ds
+            + n * d,
+            bytes=(i + 1) * 8 * a * n * 3 + 8 * n * d)
 
     def compress(self, values, valid, latents, sids, has_sid, timestamps,
                  categories, codebooks, training) -> dict:

@@ -21,8 +21,11 @@ import hisac_tf  # noqa: F401  (Keras 2 before TensorFlow)
 import numpy as np
 import tensorflow as tf
 
-from hisac_tf.compressors.flops import MAX_LSH_BITS as MAX_BITS
-from hisac_tf.compressors.flops import default_num_bits  # noqa: F401
+from hisac_tf.compressors.compressor_sizes import MAX_LSH_BITS as MAX_BITS
+from hisac_tf.compressors.compressor_sizes import (
+    CompressionCost,
+    default_num_bits,
+)
 from hisac_tf.compressors.history_compressor import (
     HistoryCompressor,
     check_non_negative_int,
@@ -30,8 +33,10 @@ from hisac_tf.compressors.history_compressor import (
     log_share,
     pooled_mean,
 )
+from hisac_tf.compressors.registry import register_compressor
 
 
+@register_compressor("lsh")
 @tf.keras.utils.register_keras_serializable(package="hisac_tf")
 class LSHCompressor(HistoryCompressor):
     """The A fullest SimHash buckets of z as groups.
@@ -81,6 +86,24 @@ class LSHCompressor(HistoryCompressor):
         self.hyperplanes = rng.standard_normal(
             (self.latent_dim, self.num_bits)
         ).astype(np.float32)  # [Ds, b]
+
+    @classmethod
+    def from_values(cls, values) -> "LSHCompressor":
+        return cls(
+            values.num_groups,
+            num_bits=values.lsh_bits or default_num_bits(values.num_groups),
+            latent_dim=values.need("latent_dim"),
+            seed=values.seed,
+        )
+
+    @classmethod
+    def cost(cls, sizes) -> CompressionCost:
+        """b bits: N Ds b for the hashes, N D to pool; bytes: the
+        [N, Ds + b] projections and the [N, D] pooling."""
+        bits = sizes.lsh_bits or default_num_bits(sizes.a)
+        n, d, ds = sizes.n, sizes.d, sizes.ds
+        return CompressionCost(groups=sizes.a, macs=n * ds * bits + n * d,
+                               bytes=8 * n * (ds + bits) + 8 * n * d)
 
     def bucket_codes(self, latents) -> tf.Tensor:
         """z [B, N, Ds] -> SimHash codes [B, N] int64 in [0, 2^b)."""

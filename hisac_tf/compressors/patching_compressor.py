@@ -16,12 +16,15 @@ from __future__ import annotations
 import hisac_tf  # noqa: F401  (Keras 2 before TensorFlow)
 import tensorflow as tf
 
+from hisac_tf.compressors.compressor_sizes import CompressionCost
 from hisac_tf.compressors.history_compressor import (
     HistoryCompressor,
     pooled_mean,
 )
+from hisac_tf.compressors.registry import register_compressor
 
 
+@register_compressor("patching")
 @tf.keras.utils.register_keras_serializable(package="hisac_tf")
 class PatchingCompressor(HistoryCompressor):
     """Equal-count contiguous chunks of the valid history.
@@ -52,6 +55,12 @@ class PatchingCompressor(HistoryCompressor):
         kwargs.pop("num_groups", None)
         super().__init__(num_groups=num_patches, **kwargs)
         self.num_patches = self.num_groups
+
+    @classmethod
+    def cost(cls, sizes) -> CompressionCost:
+        """N D additions for the chunk means; bytes: one [N, D] pass."""
+        return CompressionCost(groups=sizes.a, macs=sizes.n * sizes.d,
+                               bytes=8 * sizes.n * sizes.d)
 
     def compress(self, values, valid, latents, sids, has_sid, timestamps,
                  categories, codebooks, training) -> dict:

@@ -12,10 +12,12 @@ from __future__ import annotations
 import hisac_tf  # noqa: F401  (Keras 2 before TensorFlow)
 import tensorflow as tf
 
+from hisac_tf.compressors.compressor_sizes import CompressionCost
 from hisac_tf.compressors.history_compressor import (
     HistoryCompressor,
     select_items,
 )
+from hisac_tf.compressors.registry import register_compressor
 
 
 def item_groups(compressor: HistoryCompressor, values, valid, sids, has_sid,
@@ -49,6 +51,7 @@ def item_groups(compressor: HistoryCompressor, values, valid, sids, has_sid,
     return out
 
 
+@register_compressor("recent")
 @tf.keras.utils.register_keras_serializable(package="hisac_tf")
 class RecentCompressor(HistoryCompressor):
     """The last A valid items, one group each.
@@ -82,6 +85,12 @@ class RecentCompressor(HistoryCompressor):
         kwargs.pop("num_groups", None)
         super().__init__(num_groups=num_items, **kwargs)
         self.num_items = self.num_groups
+
+    @classmethod
+    def cost(cls, sizes) -> CompressionCost:
+        """G = A items gathered: no multiply-add, and the gather is
+        counted with the groups' embeddings."""
+        return CompressionCost(groups=sizes.a)
 
     def compress(self, values, valid, latents, sids, has_sid, timestamps,
                  categories, codebooks, training) -> dict:

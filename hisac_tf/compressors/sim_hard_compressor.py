@@ -27,8 +27,10 @@ import tensorflow as tf
 
 from hisac_tf.compressors.full_history import FullHistory
 from hisac_tf.compressors.recent_compressor import item_groups
+from hisac_tf.compressors.registry import register_compressor
 
 
+@register_compressor("sim_hard")
 @tf.keras.utils.register_keras_serializable(package="hisac_tf")
 class SimHardCompressor(FullHistory):
     """Full history with each item's category, for category-masked scoring.

@@ -28,6 +28,10 @@ from hisac_tf.evaluation.eval_figures import compare_png
 from hisac_tf.evaluation.eval_predictions import load_predictions, slice_keys
 from hisac_tf.evaluation.slices import ALL, SliceSettings, assign
 
+# Bootstrap draws of users per difference (`hisac-evaluate
+# --compare_draws` defaults to it too).
+DEFAULT_DRAWS = 500
+
 
 def load_report(path: str) -> tuple[dict, dict]:
     """(report, per-impression arrays) of an eval.json; ValueError naming
@@ -80,7 +84,7 @@ def _point(metric: str, users, labels, probs) -> Optional[float]:
     return metrics.log_loss(labels, probs)
 
 
-def compare(paths: Sequence[str], num_draws: int = 1000,
+def compare(paths: Sequence[str], num_draws: int = DEFAULT_DRAWS,
             level: float = 0.95, seed: int = 0,
             names: Optional[Sequence[str]] = None) -> dict:
     """{"reports", "baseline", "num_draws", "level", "rows"} (module doc).

@@ -49,6 +49,7 @@ from typing import Any, Callable, Mapping, Sequence
 import hisac_tf  # noqa: F401  (Keras 2 before TensorFlow)
 import tensorflow as tf
 
+from hisac_tf.compressors.factory import supported_compressors
 from hisac_tf.config import Config, ConfigError, load_config
 from hisac_tf.experiments.plan_schema import (
     ExperimentPlan,
@@ -56,7 +57,6 @@ from hisac_tf.experiments.plan_schema import (
     apply_run_overrides,
     experiment_plan_from_dict,
 )
-from hisac_tf.models.build import SUPPORTED_COMPRESSORS as COMPRESSOR_NAMES
 
 DEFAULT_COMPRESSORS = ("hisac", "recent", "full", "kmeans")
 # Loads a run's `config` preset (name or JSON path) into a Config.
@@ -128,10 +128,11 @@ def resolve_run(cfg: Config, run: ExperimentRun,
         shuffled tokenizer without a seed, or an N whose config does not
         build; naming the run and the field.
     """
-    if run.compressor not in COMPRESSOR_NAMES:
+    names = supported_compressors()
+    if run.compressor not in names:
         raise ConfigError(
             f"{where(run)}: field compressor: unknown compressor "
-            f"{run.compressor!r} (choose from {', '.join(COMPRESSOR_NAMES)})")
+            f"{run.compressor!r} (choose from {', '.join(names)})")
     base = run_base(cfg, run, load_preset)
     if run.tokenizer == "shuffled" and base.training.seed < 0:
         raise ConfigError(
@@ -171,11 +172,12 @@ def compressor_plan(cfg: Config, compressors: Sequence[str],
     if not compressors:
         raise ConfigError("experiment_compressors must name at least one "
                           "compressor, got []")
-    unknown = [c for c in compressors if c not in COMPRESSOR_NAMES]
+    names = supported_compressors()
+    unknown = [c for c in compressors if c not in names]
     if unknown:
         raise ConfigError(
             f"experiment_compressors: unknown compressor {unknown[0]!r} "
-            f"(choose from {', '.join(COMPRESSOR_NAMES)})")
+            f"(choose from {', '.join(names)})")
     if len(set(compressors)) != len(compressors):
         raise ConfigError(f"experiment_compressors has duplicates: "
                           f"{compressors}")

@@ -10,13 +10,21 @@ binary-searched inside the graph):
                       The user side (compress_user) runs once per request,
                       then the C candidates are scored against it.
     encode_user       the user/history inputs of serving_default
-                      -> keys, values [R, H, A, dk] float32, bias [R, A]
-                      float32, mask [R, A] int32 (1 = active agent),
-                      user_embedding [R, Du] float32, model_fingerprint [R]
-                      int64: the cacheable compressed user state. (A
+                      -> the cacheable compressed user state: the
+                      long-term branch's keys, values [R, H, A, dk]
+                      float32, bias [R, A] float32, mask [R, A] int32
+                      (1 = active agent); with a short-term branch
+                      (model.short_term_length S > 0) short_keys,
+                      short_values [R, H, S, dk], short_bias [R, S],
+                      short_mask [R, S]; with match counts
+                      (model.count_slots M > 0) count_keys [R, T, M']
+                      int64, count_values, count_gaps [R, T, M'] float32,
+                      count_lengths [R, T] float32; and user_embedding
+                      [R, Du] float32, model_fingerprint [R] int64. (A
                       baseline compressor may have G = N' groups in place
-                      of A, and `sim_hard` adds group_categories [R, G]
-                      int64: see `ServingModule.state_shapes`.)
+                      of A, `sim_hard` adds group_categories [R, G] int64,
+                      and model.compressor "none" has no long-term keys:
+                      `ServingModule.state_shapes` lists the export's.)
     score_with_state  that state (same names, model_fingerprint included)
                       + cand_item_ids, cand_category_ids [R, C], cand_count
                       [R] -> ctr [R, C]. A state whose model_fingerprint is

@@ -61,8 +61,10 @@ class AgentTargetAttention(tf.keras.layers.Layer):
       dropout: dropout rate on the attention probabilities (training).
       use_prior: add log w_a to the logits (False: plain attention; the
         weights are then optional).
-      attention_mass: also add W_m [logsumexp_a logits, any valid] to the
-        output (see the module doc); False: plain softmax attention.
+      attention_mass: also add W_m [mass_h, any valid] to the output,
+        mass_h = logsumexp_a logits_{h,a} - logsumexp_a log w_a (the
+        log-partition relative to the prior's, see the module doc);
+        False: plain softmax attention.
       matmul_dtype: dtype of the two [C x A] matmuls (logits, weighted
         values): "float32" (default), or "bfloat16" / "float16" for
         accelerators (the softmax, its normaliser and the mass stay

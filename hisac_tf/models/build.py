@@ -10,16 +10,21 @@ import hisac_tf  # noqa: F401  (Keras 2 before TensorFlow)
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
-from hisac_tf.compressors.factory import COMPRESSOR_NAMES, make_compressor
+from hisac_tf.compressors.factory import (
+    COMPRESSOR_NAMES,
+    compressor_names,
+    make_compressor,
+)
+from hisac_tf.compressors.registry import NO_COMPRESSOR
 from hisac_tf.config import Config, ConfigError
 from hisac_tf.data.feature_spec import FeatureSpec
 from hisac_tf.layers.semantic_id_lookup import SemanticIdLookup
 from hisac_tf.models.hisac_ranker import HiSACRanker
 
-# Every `model.compressor` value (docs/design.md §3), see
-# hisac_tf.compressors; "none" drops the long-term branch (the short-term
+# The built-in `model.compressor` values (docs/design.md §3), see
+# hisac_tf.compressors (`supported_compressors()` also lists compressors
+# registered later); "none" drops the long-term branch (the short-term
 # branch alone is the recent-window reference).
-NO_COMPRESSOR = "none"
 SUPPORTED_COMPRESSORS = COMPRESSOR_NAMES + (NO_COMPRESSOR,)
 
 
@@ -46,10 +51,10 @@ def check_compatible(cfg: Config, tables) -> None:
 def build_compressor(cfg: Config, feature_spec: FeatureSpec, tables):
     """The history compressor named by `model.compressor`."""
     m = cfg.model
-    if m.compressor not in COMPRESSOR_NAMES:
+    if m.compressor not in compressor_names():
         raise ConfigError(
             f"model.compressor {m.compressor!r} is not a compressor "
-            f"(choose from {', '.join(COMPRESSOR_NAMES)})"
+            f"(choose from {', '.join(compressor_names())})"
         )
     try:
         return make_compressor(

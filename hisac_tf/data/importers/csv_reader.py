@@ -21,15 +21,13 @@ import zlib
 from typing import Any, BinaryIO, Iterator, Sequence
 
 import hisac_tf  # noqa: F401  (Keras 2 before TensorFlow)
-import tensorflow as tf
 
-from hisac_tf.data import filesystems
 from hisac_tf.behaviors import is_integer
 from hisac_tf.data.feature_spec import DataError
 from hisac_tf.data.importers.bad_rows import BadRows, BadValue
 from hisac_tf.data.importers.event_columns import EventColumns
 from hisac_tf.data.importers.field_values import LOG_COLUMNS, parse_log_row
-from hisac_tf.data.importers.gfile_stream import GFileStream
+from hisac_tf.data.importers.gfile_stream import open_input
 from hisac_tf.data.importers.progress import progress
 
 
@@ -38,13 +36,7 @@ BOM = "\ufeff"
 
 def open_binary(path: str) -> BinaryIO:
     """A byte stream of `path` on any filesystem; `*.gz` is decompressed."""
-    filesystems.ensure_filesystem(path)
-    if not tf.io.gfile.exists(path):
-        raise FileNotFoundError(f"input file {path!r} does not exist")
-    if filesystems.scheme(path) in ("", "file"):
-        raw = open(path.removeprefix("file://"), "rb")
-    else:
-        raw = io.BufferedReader(GFileStream(path), buffer_size=1 << 20)
+    raw = open_input(path)
     if path.endswith(".gz"):
         raw = gzip.GzipFile(fileobj=raw, mode="rb")
     return raw

@@ -1,11 +1,32 @@
-"""A `tf.io.gfile.GFile` (s3://, hdfs://, gs://) as a seekable io stream."""
+"""A `tf.io.gfile.GFile` (s3://, hdfs://, gs://) as a seekable io stream,
+and `open_input`: the byte stream of an input file on any filesystem (the
+CSV and the Parquet readers both open files through it)."""
 
 from __future__ import annotations
 
 import io
+from typing import BinaryIO
 
 import hisac_tf  # noqa: F401  (Keras 2 before TensorFlow)
 import tensorflow as tf
+
+from hisac_tf.data import filesystems
+
+
+def open_input(path: str) -> BinaryIO:
+    """A seekable byte stream of `path` (not decompressed): a local file
+    opened directly, a remote one (s3://, hdfs://, gs://) through a
+    buffered `GFileStream`.
+
+    Raises:
+      FileNotFoundError: naming `path` when there is no such file.
+    """
+    filesystems.ensure_filesystem(path)
+    if not tf.io.gfile.exists(path):
+        raise FileNotFoundError(f"input file {path!r} does not exist")
+    if filesystems.scheme(path) in ("", "file"):
+        return open(path.removeprefix("file://"), "rb")
+    return io.BufferedReader(GFileStream(path), buffer_size=1 << 20)
 
 
 class GFileStream(io.RawIOBase):

@@ -22,7 +22,6 @@ through a GFile.
 from __future__ import annotations
 
 import contextlib
-import io
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import hisac_tf  # noqa: F401  (Keras 2 before TensorFlow)
@@ -30,14 +29,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-import tensorflow as tf
 
-from hisac_tf.data import filesystems
 from hisac_tf.behaviors import behavior_id
 from hisac_tf.data.feature_spec import DataError
 from hisac_tf.data.importers.bad_rows import BadRows, BadValue
 from hisac_tf.data.importers.event_columns import EventColumns
-from hisac_tf.data.importers.gfile_stream import GFileStream
+from hisac_tf.data.importers.gfile_stream import open_input
 from hisac_tf.data.importers.field_values import (
     INT64_MAX,
     LOG_COLUMNS,
@@ -53,13 +50,7 @@ _LIST_COLUMNS = LOG_COLUMNS[1:]  # Lists in the one-row-per-user layout.
 @contextlib.contextmanager
 def open_parquet(path: str) -> Iterator[pq.ParquetFile]:
     """The `pq.ParquetFile` of `path`; DataError when it is not Parquet."""
-    filesystems.ensure_filesystem(path)
-    if not tf.io.gfile.exists(path):
-        raise FileNotFoundError(f"input file {path!r} does not exist")
-    if filesystems.scheme(path) in ("", "file"):
-        source = open(path.removeprefix("file://"), "rb")
-    else:
-        source = io.BufferedReader(GFileStream(path), buffer_size=1 << 20)
+    source = open_input(path)
     try:
         try:
             parquet = pq.ParquetFile(source)

@@ -17,9 +17,8 @@ hostile or careless user would:
   overload  open-loop load at 2x and 4x the measured capacity with a 1 s
             deadline: goodput, codes, the latency of a small call once
             the overload has passed (`serving.load_test`);
-  inputs    the rows of `benchmarks/reliability_inputs.py`
-            (`run_input_probes()`: importer, evaluation, config) when that
-            module is there.
+  inputs    the rows of `tools/reliability/inputs.py`
+            (`run_input_probes()`: importer, evaluation, config).
 
 The server is `pipelines/serve.py` run as a subprocess from
 `--server_root` (default this checkout; another checkout, e.g. the
@@ -28,7 +27,7 @@ commit before the hardening, gives the "before" figures). Writes
 `--before=<json of an earlier run>`, the memory and overload figures of
 both).
 
-    python benchmarks/reliability.py [--sections=faults,grpc,memory,
+    python -m tools.reliability.probes [--sections=faults,grpc,memory,
         overload,inputs] [--server_root=PATH] [--export_dir=PATH]
         [--before=PATH] [--output=PATH] [--doc=PATH] [--quick]
         [--from_json=PATH]  (only rewrites the doc)
@@ -37,7 +36,6 @@ both).
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import shutil
@@ -49,8 +47,8 @@ import tempfile
 import threading
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__))))  # the checkout (tools/reliability/..)
 
 import hisac_tf  # noqa: E402,F401  (Keras 2: before TensorFlow)
 
@@ -66,6 +64,7 @@ from hisac_tf.data import synthetic  # noqa: E402
 from hisac_tf.data.feature_spec import FeatureSpec  # noqa: E402
 from hisac_tf.data.request_values import impression_examples  # noqa: E402
 from hisac_tf.export import exporter  # noqa: E402
+from hisac_tf.testing.declared_tensor import declared  # noqa: E402
 from pipelines import tokenize_items  # noqa: E402
 from serving import grpc_client, load_test  # noqa: E402
 
@@ -262,19 +261,6 @@ def call(client, request, timeout_s: float = 30.0) -> tuple[str, str]:
         return OK, ""
     except grpc.RpcError as e:
         return e.code().name, (e.details() or "")
-
-
-def declared(shape, dtype=tf.int64, value=1):
-    proto = tensor_pb2.TensorProto(dtype=dtype.as_datatype_enum)
-    for size in shape:
-        proto.tensor_shape.dim.add(size=size)
-    if dtype == tf.float32:
-        proto.float_val.append(value)
-    elif dtype == tf.int32:
-        proto.int_val.append(value)
-    else:
-        proto.int64_val.append(value)
-    return proto
 
 
 def predict_request(signature: str, inputs: dict, name: str = "hisac",
@@ -494,15 +480,9 @@ def version_faults(server: Server, spec: FeatureSpec, export_dir: str,
 
 # ------------------------------------------------------------------ inputs
 def input_rows() -> list:
-    path = os.path.join(ROOT, "benchmarks", "reliability_inputs.py")
-    if not os.path.exists(path):
-        return [row("inputs", "benchmarks/reliability_inputs.py",
-                    "not run: the file is not there", True)]
-    spec = importlib.util.spec_from_file_location("reliability_inputs",
-                                                  path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return list(module.run_input_probes())
+    from tools.reliability import inputs
+
+    return list(inputs.run_input_probes())
 
 
 # -------------------------------------------------------------------- doc
@@ -510,8 +490,8 @@ def write_doc(path: str, result: dict, before: dict | None) -> None:
     lines = [
         "# Reliability: every bad input and fault tried",
         "",
-        "Produced by `python benchmarks/reliability.py` (loopback only, a "
-        "few minutes on 2 CPU cores; JSON in "
+        "Produced by `python -m tools.reliability.probes` (loopback "
+        "only, a few minutes on 2 CPU cores; JSON in "
         "`benchmarks/results/reliability.json`). Each row: the input or "
         "fault, the behaviour observed, and whether it is the intended "
         "one (a clear error naming the input, or the job recovering, and "

@@ -20,7 +20,8 @@ not depend on training), exports it with `hisac_tf.export.signatures` as
 
 Writes `benchmarks/results/serving.json` and prints a table.
 
-    python benchmarks/serving.py [--quick] [--repeats=20] [--output=PATH]
+    python -m benchmarks.serving_latency [--quick] [--repeats=20]
+        [--output=PATH]
 """
 
 from __future__ import annotations
@@ -34,9 +35,8 @@ import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
 
-from bench_common import device_name  # noqa: E402
+from benchmarks.bench_common import device_name  # noqa: E402
 import hisac_tf  # noqa: E402,F401  (Keras 2: before TensorFlow)
 
 # isort: split

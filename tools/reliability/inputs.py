@@ -9,10 +9,10 @@ values through `load_config`), and returns one row per input:
 
 `ok` says the observed behaviour is the intended one (a clear error naming
 the file, line, key or split; or a correct import with the problem
-counted). `benchmarks/reliability.py` renders the rows into
+counted). `tools/reliability/probes.py` renders the rows into
 docs/reliability.md; run alone, this script prints them as a table:
 
-    python benchmarks/reliability_inputs.py
+    python -m tools.reliability.inputs
 """
 
 from __future__ import annotations
@@ -29,8 +29,8 @@ import tempfile
 import time
 from typing import Callable, Sequence
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__))))  # the checkout (tools/reliability/..)
 
 import hisac_tf  # noqa: E402,F401  (Keras 2 before TensorFlow)
 import tensorflow as tf  # noqa: E402

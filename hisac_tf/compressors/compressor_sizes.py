@@ -1,0 +1,89 @@
+"""`CompressorSizes` and `CompressionCost`: what a compressor's cost reads
+and what it returns (the cost model, hisac_tf/compressors/flops.py).
+
+Every registered compressor class answers `cost(sizes) -> CompressionCost`
+for one user: G (the groups its target attention reads), the
+multiply-adds of the compression and the bytes its elementwise passes
+touch (float32, 4 bytes an element: a pass reading one tensor and writing
+one of E elements is 8 E bytes). Plain Python, no TensorFlow.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import numbers
+
+# SimHash bits of `lsh` (LSHCompressor): at most 2^16 buckets.
+MAX_LSH_BITS = 16
+
+
+def default_num_bits(num_groups: int) -> int:
+    """ceil(log2 A) + 1: at least 2A buckets, at most 2^MAX_LSH_BITS."""
+    return min(MAX_LSH_BITS,
+               max(1, int(num_groups - 1).bit_length() + 1))
+
+
+@dataclasses.dataclass(frozen=True)
+class CompressorSizes:
+    """The sizes one user's compression depends on.
+
+    Args:
+      n: N, the history length.
+      a: A, the groups of the compressors that compress (num_agents).
+      d: D, the ranking embedding width.
+      ds: Ds, the semantic latent width.
+      h: H, the attention heads.
+      num_levels: L, semantic-ID levels.
+      kmeans_iterations: Lloyd steps of `kmeans`.
+      lsh_bits: SimHash bits of `lsh` (0: `default_num_bits(a)`).
+    """
+
+    n: int
+    a: int
+    d: int
+    ds: int
+    h: int
+    num_levels: int = 2
+    kmeans_iterations: int = 5
+    lsh_bits: int = 0
+
+    def __post_init__(self):
+        for field in ("n", "a", "d", "ds", "h", "num_levels"):
+            _check_int(type(self).__name__, field, getattr(self, field), 1)
+        for field in ("kmeans_iterations", "lsh_bits"):
+            _check_int(type(self).__name__, field, getattr(self, field), 0)
+
+    @property
+    def hk(self) -> int:
+        """H * dk with dk = max(1, D // H) (= D when H divides D)."""
+        return self.h * max(1, self.d // self.h)
+
+
+@dataclasses.dataclass(frozen=True)
+class CompressionCost:
+    """One user's compression: G, multiply-adds, elementwise bytes.
+
+    Args:
+      groups: G, the groups the target attention reads.
+      macs: multiply-adds of the compression itself.
+      bytes: bytes its elementwise passes touch.
+      voting: HierarchicalVoting runs in front (its sort-like passes are
+        the cost model's `voting` component).
+    """
+
+    groups: int
+    macs: int = 0
+    bytes: int = 0
+    voting: bool = False
+
+    def __post_init__(self):
+        _check_int(type(self).__name__, "groups", self.groups, 1)
+        for field in ("macs", "bytes"):
+            _check_int(type(self).__name__, field, getattr(self, field), 0)
+
+
+def _check_int(owner: str, field: str, value, low: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) \
+            or value < low:
+        raise ValueError(f"{owner}: {field} must be an int >= {low}, got "
+                         f"{value!r}")
