@@ -1,7 +1,7 @@
 """Job: evaluate a checkpoint on the eval (test) split, or compare reports.
 
 Calls `hisac_tf.evaluation.evaluation.evaluate`: the checkpoint that
-`training.evaluate_checkpoint` names (default: the best by valid AUC when
+`evaluation.checkpoint` names (default: the best by valid AUC when
 one exists, else the latest); AUC, GAUC, log loss (and the Bayes-optimal
 figures on synthetic data) and the checkpoint used into
 `<model_dir>/eval.json`.

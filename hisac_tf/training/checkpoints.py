@@ -22,8 +22,8 @@ import tensorflow as tf
 
 from hisac_tf.config import CHECKPOINT_CHOICES, Config, ConfigError
 from hisac_tf.data.feature_spec import FeatureSpec
-from hisac_tf.models.build import build_model, build_optimizer
 from hisac_tf.distribute.strategy import table_partitioning
+from hisac_tf.models.build import build_model, build_optimizer
 from hisac_tf.tokenizer.semantic_tables import load_semantic_tables
 
 # Sections that fix the model's variables: a checkpoint trained under other

@@ -44,6 +44,17 @@ from hisac_tf import json_io
 from hisac_tf.config import Config, write_resolved
 from hisac_tf.data import input_pipeline
 from hisac_tf.data.split_files import split_files
+from hisac_tf.distribute.strategy import (
+    ClusterError,
+    ClusterSettings,
+    is_parameter_server,
+    make_strategy,
+    placement,
+    read_tf_config,
+    table_partitioning,
+    task_of,
+    task_role,
+)
 from hisac_tf.training.callbacks import (
     NonFiniteLossGuard,
     PeriodicCheckpoint,
@@ -64,17 +75,6 @@ from hisac_tf.training.model_selection import (
     ModelSelection,
     read_curve,
     valid_files,
-)
-from hisac_tf.distribute.strategy import (
-    ClusterError,
-    ClusterSettings,
-    is_parameter_server,
-    make_strategy,
-    placement,
-    read_tf_config,
-    table_partitioning,
-    task_of,
-    task_role,
 )
 
 
