@@ -2,11 +2,11 @@
 with each compressor (the one cost module; docs/performance.md).
 
 `request_flops(RequestSizes(compressor, n=N, a=A, c=C, d=D, ds=Ds, h=H,
-...))` counts the
-multiply-adds (MACs: one multiply-accumulate of a contraction = 1; one
-addition of a sum of embeddings or of a segment sum = 1) that one request
-costs, split into the user side (once per request, or once per user when
-the state is cached) and the candidate side (per candidate). Not counted:
+...))` counts the multiply-adds (MACs: one multiply-accumulate of a
+contraction = 1; one addition of a sum of embeddings or of a segment sum
+= 1) that one request costs, split into the user side (once per request,
+or once per user when the state is cached) and the candidate side (per
+candidate). Not counted:
 elementwise work (softmax, exp, masks, biases, activations), integer work
 (voting's sorts, SimHash bit packing, binary searches) and embedding-table
 reads (memory, not arithmetic). With dk = max(1, D // H), hk = H * dk
