@@ -1,13 +1,14 @@
-"""gRPC client of a served hisac model (TF Serving or `local_server`).
+"""Transport to a served model: channel, TLS, deadlines, retries, stubs.
 
-Requests are built from `FeatureSpec.input_signature()` (names and dtypes,
-the one source of truth of docs/design.md §4) and sent through
-`tensorflow-serving-api`'s `PredictionService`:
+The gRPC half of the client (`serving.grpc_client.HisacClient` adds the
+HiSAC calls on top; docs/design.md §6). `Transport` owns one channel to
+TF Serving or `serving.local_server` and its `PredictionService` and
+`ModelService` stubs:
 
-    predict(features)            serving_default   -> ctr [R, C]
-    encode_user(user features)   encode_user       -> state (cacheable)
-    score_with_state(state, c)   score_with_state  -> ctr [R, C]
-    predict_examples(serialized) predict_examples  -> ctr [B]
+    run(signature, inputs)   Predict on raw inputs -> {output: ndarray}
+    metadata()               GetModelMetadata: the signature_def map
+    status()                 GetModelStatus of the selected model
+    wait_until_ready()       blocks until a version is AVAILABLE
 
 Every call has a deadline (`timeout_s`) and is retried with exponential
 backoff on UNAVAILABLE only (a server that is starting or restarting);
@@ -15,20 +16,10 @@ other errors raise `ServingError` at once with the server's status code and
 message. `max_message_mb` lifts gRPC's 4 MiB default for long histories.
 TLS: `tls_ca` (the CA that signed the server's certificate) makes the
 channel TLS; `tls_cert` + `tls_key` add a client certificate (mutual TLS).
-
-Requests come from a JSON file (`request_from_json`) or as the first
-requests of a request-level TFRecord file, parsed and padded by the input
-pipeline (`requests_from_tfrecord`); the command line is
-`pipelines/score.py` (hisac-score). A JSON request is one object with
-every scalar feature (user_id, request_time, user features) and the lists
-(hist_item_ids, hist_category_ids, hist_behaviors, hist_timestamps, oldest
-first; cand_item_ids, cand_category_ids); histories longer than the
-config's N keep their newest N items, as in training.
 """
 
 from __future__ import annotations
 
-import json
 import time
 from typing import Mapping, Sequence
 
@@ -46,16 +37,6 @@ from tensorflow_serving.apis import (
     prediction_service_pb2_grpc,
 )
 
-from hisac_tf.config import DataConfig
-from hisac_tf.data import input_pipeline
-from hisac_tf.data.feature_spec import (
-    CANDIDATE_FEATURES,
-    HISTORY_FEATURES,
-    FeatureSpec,
-)
-from hisac_tf.export.input_contract import CANDIDATE_INPUTS
-
-CTR = "ctr"
 MiB = 1 << 20
 
 
@@ -100,13 +81,8 @@ def channel_credentials(ca: str | None, cert: str | None = None,
         certificate_chain=pem.get("tls_cert"))
 
 
-def default_spec() -> FeatureSpec:
-    """The spec of the default data config (names and dtypes only)."""
-    return FeatureSpec.from_config(DataConfig())
-
-
-class HisacClient:
-    """Client of one served model.
+class Transport:
+    """One channel to a served model, its stubs and the call policy.
 
     Args:
       target: "host:port" of the server.
@@ -116,8 +92,6 @@ class HisacClient:
       timeout_s: deadline of each attempt.
       retries: further attempts after an UNAVAILABLE answer.
       max_message_mb: largest message sent or received, MiB.
-      spec: the `FeatureSpec` whose input names and dtypes requests use
-        (default: the default data config's).
       backoff_s: first wait before a retry; doubles each retry (max 2 s).
       tls_ca: PEM file of the CA to trust: a TLS channel (None: plaintext).
       tls_cert, tls_key: PEM client certificate chain and key (mutual
@@ -135,7 +109,6 @@ class HisacClient:
         timeout_s: float = 5.0,
         retries: int = 3,
         max_message_mb: int = 256,
-        spec: FeatureSpec | None = None,
         backoff_s: float = 0.1,
         tls_ca: str | None = None,
         tls_cert: str | None = None,
@@ -162,8 +135,6 @@ class HisacClient:
         self.timeout_s = timeout_s
         self.retries = retries
         self.backoff_s = backoff_s
-        self.spec = spec or default_spec()
-        self._signature = self.spec.input_signature()
         limit = int(max_message_mb * MiB)
         options = [
             ("grpc.max_send_message_length", limit),
@@ -182,18 +153,17 @@ class HisacClient:
             self.channel
         )
         self.models = model_service_pb2_grpc.ModelServiceStub(self.channel)
-        self._state_inputs: dict = {}
 
     def close(self) -> None:
         self.channel.close()
 
-    def __enter__(self) -> "HisacClient":
+    def __enter__(self):
         return self
 
     def __exit__(self, *exc) -> None:
         self.close()
 
-    # -------------------------------------------------------- transport
+    # -------------------------------------------------------------- calls
     def call(self, method: str, request):
         """Calls `method` ("Predict", "GetModelMetadata", "GetModelStatus")
         with the deadline and the UNAVAILABLE retries."""
@@ -253,56 +223,11 @@ class HisacClient:
         request.output_filter.extend(output_filter)
         return request
 
-    def predict_request(
-            self, features: Mapping[str, object]) -> predict_pb2.PredictRequest:
-        """The serving_default PredictRequest of `predict(features)`."""
-        names = list(self._signature)
-        return self.build_request("serving_default",
-                                  self._inputs(features, names))
-
-    # ------------------------------------------------------- signatures
-    def predict(self, features: Mapping[str, object]) -> np.ndarray:
-        """ctr [R, C] of R padded requests (`serving_default`)."""
-        names = list(self._signature)
-        return self.run("serving_default", self._inputs(features, names))[CTR]
-
-    def encode_user(self, features: Mapping[str, object]) -> dict:
-        """The cacheable compressed state of R users (`encode_user`):
-        keys, values, bias, mask, user_embedding, model_fingerprint."""
-        names = [n for n in self._signature if n not in CANDIDATE_INPUTS]
-        wanted = self._state_names()
-        return self.run("encode_user", self._inputs(features, names),
-                        output_filter=wanted)
-
-    def score_with_state(self, state: Mapping[str, np.ndarray],
-                         candidates: Mapping[str, object]) -> np.ndarray:
-        """ctr [R, C] of candidates given `encode_user`'s state."""
-        names = [n for n in self._signature if n in CANDIDATE_INPUTS]
-        inputs = self._inputs(candidates, names)
-        wanted = self._state_names() or sorted(state)
-        for name in wanted:
-            if name not in state:
-                raise ValueError(
-                    f"state is missing {name!r}; it has {sorted(state)} "
-                    "(pass what encode_user returned)"
-                )
-            inputs[name] = np.asarray(state[name])
-        return self.run("score_with_state", inputs)[CTR]
-
-    def predict_examples(self, serialized: Sequence[bytes]) -> np.ndarray:
-        """ctr [B] of serialized per-impression tf.Examples."""
-        examples = np.asarray(list(serialized), dtype=object)
-        if examples.ndim != 1:
-            raise ValueError(
-                f"serialized must be a flat list of bytes, got shape "
-                f"{examples.shape}"
-            )
-        return self.run("predict_examples", {"examples": examples})[CTR]
-
     def metadata(self) -> dict:
         """Signatures of the selected version: {name: {"inputs": {input:
         {"dtype", "shape"}}, "outputs": {...}, "method_name"}, plus
-        "_version"}."""
+        "_version"}. Dtypes are TF names ("int64", "string"); unknown
+        dimensions are -1."""
         request = get_model_metadata_pb2.GetModelMetadataRequest()
         self._model_spec(request.model_spec)
         request.metadata_field.append("signature_def")
@@ -366,56 +291,6 @@ class HisacClient:
                     f"{details}", "GetModelStatus")
             time.sleep(0.2)
 
-    # ---------------------------------------------------------- helpers
-    def _state_names(self) -> list[str]:
-        """score_with_state's state inputs (from the model's metadata)."""
-        key = (self.version, self.version_label)
-        if key not in self._state_inputs:
-            sig = self.metadata().get("score_with_state")
-            if sig is None:
-                raise ServingError(
-                    grpc.StatusCode.NOT_FOUND,
-                    "the model has no score_with_state signature",
-                    "GetModelMetadata",
-                )
-            self._state_inputs[key] = sorted(
-                n for n in sig["inputs"] if n not in CANDIDATE_INPUTS
-            )
-        return self._state_inputs[key]
-
-    def _inputs(self, features: Mapping[str, object],
-                names: Sequence[str]) -> dict[str, np.ndarray]:
-        """Arrays of `names` in the spec's dtypes (checked, not coerced)."""
-        out = {}
-        for name in names:
-            if name not in features:
-                raise ValueError(
-                    f"features are missing {name!r}; need {list(names)}"
-                )
-            out[name] = _as_dtype(name, features[name],
-                                  self._signature[name].dtype)
-        return out
-
-
-def _as_dtype(name: str, value, dtype: tf.DType) -> np.ndarray:
-    """Integer values converted to `dtype`; anything else is refused."""
-    arr = np.asarray(value)
-    want = dtype.as_numpy_dtype
-    if arr.dtype == want:
-        return arr
-    if arr.size and not np.issubdtype(arr.dtype, np.integer):
-        raise ValueError(
-            f"feature {name!r} must hold integers ({dtype.name}), got "
-            f"dtype {arr.dtype}"
-        )
-    info = np.iinfo(want)
-    if arr.size and (arr.min() < info.min or arr.max() > info.max):
-        raise ValueError(
-            f"feature {name!r} has values outside {dtype.name}: "
-            f"[{arr.min()}, {arr.max()}]"
-        )
-    return arr.astype(want)
-
 
 def _tensor_infos(infos) -> dict:
     out = {}
@@ -427,93 +302,3 @@ def _tensor_infos(infos) -> dict:
             "shape": shape,
         }
     return out
-
-
-# --------------------------------------------------------------- requests
-def request_from_dict(request: Mapping[str, object],
-                      spec: FeatureSpec) -> dict[str, np.ndarray]:
-    """One request's plain values -> padded model inputs with R = 1.
-
-    Histories keep their newest `spec.max_history` items (as training
-    does); the request's own lengths give hist_length and cand_count.
-
-    Raises:
-      ValueError: naming a missing field or lists of disagreeing lengths.
-    """
-    out = {}
-    for name in spec.scalar_features:
-        if name not in request:
-            raise ValueError(f"request is missing field {name!r}")
-        value = np.asarray(request[name])
-        if value.ndim != 0:
-            raise ValueError(
-                f"field {name!r} must be one integer, got {request[name]!r}"
-            )
-        out[name] = _as_dtype(name, value.reshape([1]), tf.int64)
-    for group, count in ((HISTORY_FEATURES, "hist_length"),
-                         (CANDIDATE_FEATURES, "cand_count")):
-        lists = {}
-        for name in group:
-            if name not in request:
-                raise ValueError(f"request is missing field {name!r}")
-            values = np.asarray(request[name])
-            if values.ndim != 1:
-                raise ValueError(
-                    f"field {name!r} must be a list of integers, got "
-                    f"shape {list(values.shape)}"
-                )
-            lists[name] = _as_dtype(name, values, tf.int64)
-        lengths = {name: len(v) for name, v in lists.items()}
-        if len(set(lengths.values())) > 1:
-            raise ValueError(
-                f"lists of one request must have equal lengths, got "
-                f"{lengths}"
-            )
-        if group is HISTORY_FEATURES:
-            lists = {k: v[-spec.max_history:] for k, v in lists.items()}
-        n = len(next(iter(lists.values())))
-        for name, values in lists.items():
-            out[name] = values.reshape([1, n])
-        out[count] = np.asarray([n], np.int32)
-    return out
-
-
-def request_from_json(path: str, spec: FeatureSpec) -> dict[str, np.ndarray]:
-    """One request from a JSON file (see the module docstring)."""
-    with tf.io.gfile.GFile(path) as f:
-        request = json.load(f)
-    if not isinstance(request, dict):
-        raise ValueError(f"{path}: expected one JSON object (a request)")
-    return request_from_dict(request, spec)
-
-
-def requests_from_tfrecord(path: str, spec: FeatureSpec,
-                           max_requests: int = 1,
-                           compression: str | None = None) -> dict:
-    """The first `max_requests` requests of a request-level TFRecord file,
-    parsed, checked and padded by the training input pipeline."""
-    if compression is None:
-        compression = "GZIP" if path.endswith(".gz") else ""
-    ds = input_pipeline.request_dataset(
-        path, spec, max_requests, compression=compression,
-        deterministic=True, num_parallel_reads=1,
-    )
-    for batch in ds.take(1):
-        names = spec.input_signature()
-        return {k: v.numpy() for k, v in batch.items() if k in names}
-    raise ValueError(f"{path} holds no request")
-
-
-def load_request(path: str, spec: FeatureSpec,
-                 max_requests: int = 1) -> dict[str, np.ndarray]:
-    """Model inputs from a .json request or a request-level TFRecord."""
-    if path.endswith(".json"):
-        return request_from_json(path, spec)
-    return requests_from_tfrecord(path, spec, max_requests)
-
-
-def split_request(features: Mapping[str, np.ndarray]) -> tuple[dict, dict]:
-    """(user-side features, candidate features) of padded inputs."""
-    user = {k: v for k, v in features.items() if k not in CANDIDATE_INPUTS}
-    cands = {k: v for k, v in features.items() if k in CANDIDATE_INPUTS}
-    return user, cands
