@@ -28,7 +28,7 @@ from hisac_tf.config import Config
 from hisac_tf.data.feature_spec import FeatureSpec
 from pipelines import cli
 from serving import grpc_client
-from serving.request_loading import load_request
+from serving.tfrecord_requests import load_request
 
 flags.DEFINE_string("client_target", "localhost:8500", "host:port.")
 flags.DEFINE_string("client_request", None,

@@ -44,7 +44,6 @@ from serving.model_schema import (
     ModelSchema,
 )
 from serving.request_loading import (  # noqa: F401  (the client's API)
-    load_request,
     request_from_dict,
     request_from_json,
     requests_from_dicts,

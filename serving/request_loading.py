@@ -20,8 +20,9 @@ the model does not take, or an input the request lacks, is an error
 naming it (and the file).
 
 Only numpy and json here: a client that loads JSON requests does not
-import TensorFlow's input pipeline. Request-level TFRecord files are read
-by `serving.tfrecord_requests` (imported only for them).
+import TensorFlow or the input pipeline. Request-level TFRecord files
+are read by `serving.tfrecord_requests` (whose `load_request` takes
+either kind of file).
 """
 
 from __future__ import annotations
@@ -131,25 +132,32 @@ def _nested(spec: InputSpec, value, rank: int | None, where: str):
             if isinstance(v, (list, tuple, dict)):
                 raise ValueError(
                     f"{where}: field {spec.name!r} must be "
-                    f"{_wanted(spec)}, got {_short(v)}{path}")
+                    f"{_wanted(spec)}, got {_short(v)}{_at(path)}")
             return _scalar(spec, v, where, path)
         if not isinstance(v, (list, tuple)):
             raise ValueError(
                 f"{where}: field {spec.name!r} must be {_wanted(spec)}, "
-                f"got {_short(v)}{path}")
+                f"got {_short(v)}{_at(path)}")
         return [walk(x, d - 1, f"{path}[{i}]") for i, x in enumerate(v)]
 
     return walk(value, depth, "")
 
 
 def _wanted(spec: InputSpec) -> str:
-    kind = {"int": "an integer", "float": "a number", "string": "a string",
-            "bool": "a boolean"}[spec.kind]
+    """"an integer", "a list of strings", "a list of lists of numbers"."""
+    one, many = {"int": ("an integer", "integers"),
+                 "float": ("a number", "numbers"),
+                 "string": ("a string", "strings"),
+                 "bool": ("a boolean", "booleans")}[spec.kind]
     rank = spec.rank or 1
     if rank == 1:
-        return f"{kind} ({spec.describe()})"
-    return ("a list of " * (rank - 1)) + f"values of {kind.split()[-1]}s " \
-        f"({spec.describe()})"
+        return f"{one} ({spec.describe()})"
+    return ("a list of " + "lists of " * (rank - 2) + many
+            + f" ({spec.describe()})")
+
+
+def _at(path: str) -> str:
+    return f" at {path}" if path else ""
 
 
 def _short(v) -> str:
@@ -171,15 +179,15 @@ def _scalar(spec: InputSpec, v, where: str, path: str):
                 "bool": "boolean"}[kind]
         raise ValueError(
             f"{where}: field {spec.name!r} must hold {word} values "
-            f"({spec.dtype}), got {_short(v)}{' at ' + path if path else ''}")
+            f"({spec.dtype}), got {_short(v)}{_at(path)}")
     if kind == "string" and isinstance(v, str):
         return v.encode("utf-8")
     if kind == "int":
         info = np.iinfo(spec.numpy_dtype)
         if not info.min <= v <= info.max:
             raise ValueError(
-                f"{where}: field {spec.name!r} holds {v}"
-                f"{' at ' + path if path else ''}, outside {spec.dtype}")
+                f"{where}: field {spec.name!r} holds {v}{_at(path)}, "
+                f"outside {spec.dtype}")
     return v
 
 
@@ -250,29 +258,6 @@ def request_from_json(path: str, schema) -> dict[str, np.ndarray]:
         return requests_from_dicts(request, schema)
     except ValueError as e:
         raise ValueError(f"{path}: {e}") from None
-
-
-def load_request(path: str, schema, max_requests: int = 1,
-                 spec=None) -> dict[str, np.ndarray]:
-    """Model inputs from a .json request file or a request-level TFRecord.
-
-    Args:
-      path: the file.
-      schema: the served model's `ModelSchema` (or a `FeatureSpec`).
-      max_requests: requests read from a TFRecord file.
-      spec: the `FeatureSpec` of the TFRecord file's records (default:
-        `schema`, when it is one); JSON files need none.
-    """
-    if path.endswith(".json"):
-        return request_from_json(path, schema)
-    spec = spec if spec is not None else schema
-    if not hasattr(spec, "input_signature"):
-        raise ValueError(
-            f"{path}: reading a request-level TFRecord needs the data "
-            "config's FeatureSpec (the records' layout); give spec= or a "
-            ".json request")
-    from serving import tfrecord_requests  # tf.data: only for TFRecords.
-    return tfrecord_requests.requests_from_tfrecord(path, spec, max_requests)
 
 
 def split_request(features: Mapping[str, np.ndarray],

@@ -1,8 +1,10 @@
 """Requests from request-level TFRecord files, for the serving client.
 
 The first requests of a training-format file (docs/design.md §4), parsed,
-checked and padded by the training input pipeline, as model inputs. Kept
-apart from `serving.request_loading` because it needs tf.data and the
+checked and padded by the training input pipeline, as model inputs; and
+`load_request`, which reads a .json request file
+(`serving.request_loading`) or such a TFRecord file. Kept apart from
+`serving.request_loading` because it needs the input pipeline and the
 data config's `FeatureSpec` (the records' layout); JSON requests need
 neither.
 """
@@ -14,6 +16,7 @@ import numpy as np
 
 from hisac_tf.data import input_pipeline
 from hisac_tf.data.feature_spec import FeatureSpec
+from serving.request_loading import request_from_json
 
 
 def requests_from_tfrecord(path: str, spec: FeatureSpec,
@@ -37,3 +40,29 @@ def requests_from_tfrecord(path: str, spec: FeatureSpec,
         names = spec.input_signature()
         return {k: v.numpy() for k, v in batch.items() if k in names}
     raise ValueError(f"{path} holds no request")
+
+
+def load_request(path: str, schema, max_requests: int = 1,
+                 spec: FeatureSpec | None = None) -> dict[str, np.ndarray]:
+    """Model inputs from a .json request file or a request-level TFRecord.
+
+    Args:
+      path: the file.
+      schema: the served model's `ModelSchema` (or a `FeatureSpec`), for
+        JSON files.
+      max_requests: requests read from a TFRecord file.
+      spec: the `FeatureSpec` of the TFRecord file's records (default:
+        `schema`, when it is one).
+    Raises:
+      ValueError: a TFRecord file without a FeatureSpec, or the errors of
+        `request_from_json` and `requests_from_tfrecord`.
+    """
+    if path.endswith(".json"):
+        return request_from_json(path, schema)
+    spec = spec if spec is not None else schema
+    if not isinstance(spec, FeatureSpec):
+        raise ValueError(
+            f"{path}: reading a request-level TFRecord needs the data "
+            "config's FeatureSpec (the records' layout); give spec= or a "
+            ".json request")
+    return requests_from_tfrecord(path, spec, max_requests)

@@ -45,6 +45,7 @@ from serving import (
     load_test,
     local_server,
     prediction_handlers,
+    tfrecord_requests,
     version_manager,
 )
 from serving.grpc_client import HisacClient, ServingError
@@ -677,7 +678,7 @@ def test_json_and_tfrecord_requests_give_the_same_scores(client, tmp_path):
                "cand_item_ids": [11, 12, 13], "cand_category_ids": [1, 2, 3]}
     path = tmp_path / "request.json"
     path.write_text(json.dumps(request))
-    from_json = grpc_client.load_request(str(path), spec)
+    from_json = tfrecord_requests.load_request(str(path), spec)
     # The newest N = 4 items are kept, as in training.
     np.testing.assert_array_equal(from_json["hist_item_ids"],
                                   [[7, 8, 9, 10]])
@@ -687,7 +688,7 @@ def test_json_and_tfrecord_requests_give_the_same_scores(client, tmp_path):
     with tf.io.TFRecordWriter(str(record), "GZIP") as w:
         example = spec.to_example({**request, "labels": [0, 1, 0]})
         w.write(example.SerializeToString())
-    from_file = grpc_client.load_request(str(record), spec)
+    from_file = tfrecord_requests.load_request(str(record), spec)
     assert from_file["cand_item_ids"].shape == (1, 5)  # Padded to C.
     np.testing.assert_allclose(client.predict(from_file)[:, :3],
                                client.predict(from_json), rtol=1e-6)
