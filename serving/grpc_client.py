@@ -69,8 +69,9 @@ class HisacClient(Transport):
       target, model_name, version, version_label, timeout_s, retries,
       max_message_mb, backoff_s, tls_ca, tls_cert, tls_key,
       tls_server_name: as `serving.transport.Transport`.
-      spec: deprecated and unused: inputs come from the server's
-        metadata (kept so that existing callers run).
+      spec: deprecated: a `FeatureSpec`, kept as `self.spec` for older
+        callers; requests no longer use it (inputs come from the
+        server's metadata).
       schema: a `ModelSchema` already read from this model (shared by
         the clients of a load test); read from the server when None.
     """
@@ -100,9 +101,10 @@ class HisacClient(Transport):
             tls_key=tls_key, tls_server_name=tls_server_name)
         if spec is not None:
             warnings.warn(
-                "HisacClient(spec=...) is unused: input names, dtypes and "
-                "shapes come from the server's GetModelMetadata",
+                "HisacClient(spec=...) is deprecated: input names, dtypes "
+                "and shapes come from the server's GetModelMetadata",
                 DeprecationWarning, stacklevel=2)
+        self.spec = spec
         self._schemas: dict = {}
         if schema is not None:
             self._schemas[self._selector()] = schema
