@@ -90,6 +90,9 @@ def random_request(
             name, candidates if name in cands else list_width)
         shape = [requests] + [width] * min(rank - 1, 1) \
             + [list_width] * max(rank - 2, 0)
+        if spec.shape is not None:  # The signature's fixed widths.
+            shape = [d if f is None else f
+                     for d, f in zip(shape, (None,) + spec.shape[1:])]
         out[name] = _random_values(rng, spec, shape, num_items,
                                    num_categories)
     for name, spec in specs.items():  # Timestamps before request_time.

@@ -12,7 +12,9 @@ cand_count, any `<p>_length`), which are filled from the lists:
 
 Values follow the input's dtype: integers for int inputs, numbers for
 float inputs, strings for string inputs (sent as UTF-8 bytes). Ragged
-lists are padded to the widest with 0, 0.0 or b"". Lists of one padded
+lists are padded to the widest (or to the signature's fixed width) with
+0, 0.0 or b""; a float list of a fixed width (a dense vector) must fill
+it. Lists of one padded
 group (hist_*, cand_*) must have equal lengths within a request;
 histories are oldest first, and when the schema has a `max_history`
 they keep their newest `max_history` items, as training does. A field
@@ -192,22 +194,33 @@ def _scalar(spec: InputSpec, v, where: str, path: str):
 
 
 def _stack(spec: InputSpec, rows: list) -> np.ndarray:
-    """R rows of nested lists -> one padded array of the input's dtype."""
+    """R rows of nested lists -> one padded array of the input's dtype.
+
+    Each list axis is as wide as its widest list, or as the signature's
+    fixed width: int and string lists are padded up to it, float lists
+    (dense vectors) must fill it.
+    """
     rank = spec.rank if spec.rank is not None else 1
-    shape = [len(rows)] + _widths(rows, rank - 1)
+    shape = [len(rows)]
+    level = rows
+    for axis in range(1, rank):
+        lengths = [len(x) for x in level]
+        width = max(lengths, default=0)
+        fixed = spec.shape[axis]
+        if fixed is not None:
+            exact = spec.kind == "float"
+            bad = [n for n in lengths if n > fixed or (exact and n != fixed)]
+            if bad:
+                raise ValueError(
+                    f"field {spec.name!r} ({spec.describe()}) takes "
+                    f"{'exactly' if exact else 'at most'} {fixed} values "
+                    f"on axis {axis}, got a list of {bad[0]}")
+            width = fixed
+        shape.append(width)
+        level = [y for x in level for y in x]
     out = np.full(shape, spec.pad_value, spec.numpy_dtype)
     _fill(out, rows, ())
     return out
-
-
-def _widths(rows: list, depth: int) -> list[int]:
-    """The widest list at each of `depth` nested levels."""
-    widths = [0] * depth
-    level = rows
-    for d in range(depth):
-        widths[d] = max((len(x) for x in level), default=0)
-        level = [y for x in level for y in x]
-    return widths
 
 
 def _fill(out: np.ndarray, rows: list, index: tuple) -> None:

@@ -516,3 +516,25 @@ def test_unknown_model_errors_reach_the_caller(exports, tmp_path):
                 c.predict({})
     finally:
         server.stop()
+
+
+def test_fixed_widths_pad_ids_and_require_full_vectors():
+    schema = ModelSchema.from_metadata({"serving_default": {"inputs": {
+        "user_id": {"dtype": "int64", "shape": [-1]},
+        "tags": {"dtype": "string", "shape": [-1, 4]},
+        "taste": {"dtype": "float32", "shape": [-1, 2]},
+    }}})
+    f = request_loading.request_from_dict(
+        {"user_id": 1, "tags": ["a", "b"], "taste": [0.5, 1]}, schema)
+    assert f["tags"].tolist() == [[b"a", b"b", b"", b""]]
+    assert f["taste"].tolist() == [[0.5, 1.0]]
+    with pytest.raises(ValueError, match=r"'tags' \(string \[R, 4\]\) "
+                       "takes at most 4 values on axis 1, got a list of 5"):
+        request_loading.request_from_dict(
+            {"user_id": 1, "tags": list("abcde"), "taste": [0, 1]}, schema)
+    with pytest.raises(ValueError, match=r"'taste' \(float32 \[R, 2\]\) "
+                       "takes exactly 2 values on axis 1, got a list of 1"):
+        request_loading.request_from_dict(
+            {"user_id": 1, "tags": [], "taste": [0.5]}, schema)
+    g = load_test.random_request(schema, 3, 2, 2)
+    assert g["tags"].shape == (2, 4) and g["taste"].shape == (2, 2)
