@@ -240,7 +240,7 @@ def impression_examples(features: Mapping[str, object],
                        if set(g.members) <= cands), None)
     if cand_count is None:
         raise ValueError(
-            f"the model{schema._of()} has no counted candidate inputs "
+            f"the model{schema.version_note()} has no counted candidate inputs "
             f"(cand_count); inputs: {sorted(specs)}")
     out = []
     for r in range(int(arrays[cand_count].shape[0])):

@@ -254,8 +254,8 @@ class ModelSchema:
     def inputs(self, signature: str) -> Mapping[str, InputSpec]:
         if signature not in self.signatures:
             raise ValueError(
-                f"the model{self._of()} has no {signature!r} signature; "
-                f"it has {sorted(self.signatures)}")
+                f"the model{self.version_note()} has no {signature!r} "
+                f"signature; it has {sorted(self.signatures)}")
         return self.signatures[signature]
 
     @property
@@ -328,8 +328,9 @@ class ModelSchema:
         unknown = sorted(set(names) - set(self.request_inputs))
         if unknown:
             raise ValueError(
-                f"{where} hold {unknown}, which the model{self._of()} does "
-                f"not take; its inputs are {sorted(self.request_inputs)}")
+                f"{where} hold {unknown}, which the model"
+                f"{self.version_note()} does not take; its inputs are "
+                f"{sorted(self.request_inputs)}")
 
     def arrays(self, features: Mapping[str, object], names,
                signature: str = SERVING_DEFAULT) -> dict[str, np.ndarray]:
@@ -347,7 +348,7 @@ class ModelSchema:
                 raise ValueError(
                     f"features are missing {name!r} "
                     f"({specs[name].describe()}); signature {signature!r}"
-                    f"{self._of()} needs {list(names)}")
+                    f"{self.version_note()} needs {list(names)}")
             out[name] = specs[name].convert(features[name])
         return out
 
@@ -355,7 +356,8 @@ class ModelSchema:
         """{input: "dtype [shape]"} of the request inputs."""
         return {k: v.describe() for k, v in self.request_inputs.items()}
 
-    def _of(self) -> str:
+    def version_note(self) -> str:
+        """" (version v)" for messages; "" when built offline."""
         return "" if self.version is None else f" (version {self.version})"
 
 

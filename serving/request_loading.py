@@ -88,7 +88,7 @@ def _one_request(request, schema: ModelSchema, counts, where) -> dict:
     if unknown:
         raise ValueError(
             f"{where} has field(s) {unknown} that the model"
-            f"{schema._of()} does not take; its inputs are "
+            f"{schema.version_note()} does not take; its inputs are "
             f"{sorted(specs)}")
     missing = [n for n in specs if n not in request and n not in counts]
     if missing:
