@@ -35,7 +35,7 @@ from hisac_tf.export import exporter
 from hisac_tf.training.checkpoints import select_checkpoint
 from hisac_tf.training.trainer import train
 from pipelines import cli, tokenize_items
-from serving import grpc_client, local_server
+from serving import grpc_client, local_server, tfrecord_requests
 
 
 def _stage(number: int, total: int, title: str) -> float:
@@ -149,7 +149,7 @@ def score_over_grpc(cfg: Config, users: int = 3) -> dict:
     path = input_pipeline.list_files(
         os.path.join(cfg.data.data_dir, cfg.data.eval_pattern)
     )[0]
-    features = grpc_client.requests_from_tfrecord(path, spec, users)
+    features = tfrecord_requests.requests_from_tfrecord(path, spec, users)
     labels = next(iter(input_pipeline.request_dataset(
         path, spec, users, compression=cfg.data.compression,
         deterministic=True, num_parallel_reads=1,
@@ -159,11 +159,11 @@ def score_over_grpc(cfg: Config, users: int = 3) -> dict:
     )
     try:
         with grpc_client.HisacClient(
-            f"127.0.0.1:{port}", model_name=cfg.export.model_name, spec=spec
+            f"127.0.0.1:{port}", model_name=cfg.export.model_name
         ) as client:  # Closed before the server stops.
             client.wait_until_ready(timeout_s=60)
             ctr = client.predict(features)  # [R, C]
-            user, cands = grpc_client.split_request(features)
+            user, cands = client.split_request(features)
             state = client.encode_user(user)
             two_step = client.score_with_state(state, cands)
             status = client.status()

@@ -7,8 +7,11 @@
         [--load_output=load_test.json] [--load_overload=2,4
         --load_deadline_s=1] [--load_tls_ca=ca.pem]
 
-Without --load_request the request is a random one of the given history
-length and candidate count; prints the report of
+The request's inputs follow the served model's signature (its
+GetModelMetadata), whatever the --config (which only describes the
+records of a TFRecord --load_request). Without --load_request the
+request is a random one of the given history length and candidate count,
+with valid values for every input; prints the report of
 `serving.load_test.run_load_test` (and writes it to --load_output).
 With --load_overload, that closed-loop QPS is the capacity (1x), and an
 open-loop run at each given multiple of it follows
@@ -27,6 +30,7 @@ from hisac_tf.config import Config
 from hisac_tf.data.feature_spec import FeatureSpec
 from pipelines import cli
 from serving import grpc_client, load_test
+from serving.tfrecord_requests import load_request
 
 flags.DEFINE_string("load_target", "localhost:8500", "host:port.")
 flags.DEFINE_string("load_request", None,
@@ -59,18 +63,25 @@ FLAGS = flags.FLAGS
 
 
 def main(cfg: Config) -> dict:
-    spec = FeatureSpec.from_config(cfg.data)
-    if FLAGS.load_request:
-        features = grpc_client.load_request(FLAGS.load_request, spec,
-                                            FLAGS.load_requests)
-    else:
-        features = load_test.random_request(
-            spec, FLAGS.load_history, FLAGS.load_candidates,
-            FLAGS.load_requests)
     tls = {"tls_ca": FLAGS.load_tls_ca, "tls_cert": FLAGS.load_tls_cert,
            "tls_key": FLAGS.load_tls_key}
+    with grpc_client.HisacClient(
+        FLAGS.load_target, model_name=FLAGS.load_model_name,
+        version=FLAGS.load_version, version_label=FLAGS.load_version_label,
+        timeout_s=FLAGS.load_timeout_s, **tls,
+    ) as probe:  # The served model's inputs (GetModelMetadata).
+        probe.wait_until_ready()
+        schema = probe.schema()
+    if FLAGS.load_request:
+        features = load_request(FLAGS.load_request, schema,
+                                FLAGS.load_requests,
+                                spec=FeatureSpec.from_config(cfg.data))
+    else:
+        features = load_test.random_request(
+            schema, FLAGS.load_history, FLAGS.load_candidates,
+            FLAGS.load_requests)
     report = load_test.run_load_test(
-        FLAGS.load_target, features, spec=spec, mode=FLAGS.load_mode,
+        FLAGS.load_target, features, mode=FLAGS.load_mode,
         concurrency=FLAGS.load_concurrency,
         duration_s=FLAGS.load_duration_s, warmup_s=FLAGS.load_warmup_s,
         model_name=FLAGS.load_model_name, version=FLAGS.load_version,
@@ -82,7 +93,7 @@ def main(cfg: Config) -> dict:
         multiple = float(text)
         overload[text] = load_test.run_overload_test(
             FLAGS.load_target, features, multiple * report["qps"],
-            spec=spec, duration_s=FLAGS.load_duration_s,
+            duration_s=FLAGS.load_duration_s,
             deadline_s=FLAGS.load_deadline_s,
             model_name=FLAGS.load_model_name, client_kwargs=tls)
     if overload:

@@ -7,9 +7,14 @@
         [--client_tls_ca=ca.pem [--client_tls_cert=c.pem
         --client_tls_key=c.key]]
 
-The request is one JSON object or the first --client_max_requests
-requests of a request-level TFRecord file (`serving.grpc_client`);
-prints one JSON line with the scores of each request's candidates.
+The request is a JSON file (one request object or a list of them;
+`serving.request_loading`), whose fields are the served model's inputs
+as its metadata names them (GetModelMetadata: names, dtypes, shapes,
+whatever the --config), or the first --client_max_requests requests of a
+request-level TFRecord file (laid out as the --config's data section
+says). --client_max_history, when > 0, keeps each JSON history's newest
+items (the model keeps its newest N itself). Prints one JSON line with
+the scores of each request's candidates.
 """
 
 from __future__ import annotations
@@ -21,16 +26,19 @@ from absl import flags
 
 from hisac_tf.config import Config
 from hisac_tf.data.feature_spec import FeatureSpec
-from hisac_tf.data.request_values import impression_examples
 from pipelines import cli
 from serving import grpc_client
+from serving.tfrecord_requests import load_request
 
 flags.DEFINE_string("client_target", "localhost:8500", "host:port.")
 flags.DEFINE_string("client_request", None,
-                    "Request file: .json (one request) or a request-level "
-                    "TFRecord (.tfrecord[.gz]).")
+                    "Request file: .json (a request or a list of them) or "
+                    "a request-level TFRecord (.tfrecord[.gz]).")
 flags.DEFINE_integer("client_max_requests", 1,
                      "Requests read from a TFRecord file.")
+flags.DEFINE_integer("client_max_history", 0,
+                     "Keep the newest this many history items of JSON "
+                     "requests (0: send them all).")
 flags.DEFINE_bool("client_two_step", False,
                   "Score through encode_user + score_with_state.")
 flags.DEFINE_bool("client_examples", False,
@@ -58,13 +66,12 @@ FLAGS = flags.FLAGS
 
 
 def main(cfg: Config) -> dict:
-    spec = FeatureSpec.from_config(cfg.data)
     client = grpc_client.HisacClient(
         FLAGS.client_target, model_name=FLAGS.client_model_name,
         version=FLAGS.client_version,
         version_label=FLAGS.client_version_label,
         timeout_s=FLAGS.client_timeout_s, retries=FLAGS.client_retries,
-        max_message_mb=FLAGS.client_max_message_mb, spec=spec,
+        max_message_mb=FLAGS.client_max_message_mb,
         tls_ca=FLAGS.client_tls_ca, tls_cert=FLAGS.client_tls_cert,
         tls_key=FLAGS.client_tls_key,
         tls_server_name=FLAGS.client_tls_server_name,
@@ -78,17 +85,20 @@ def main(cfg: Config) -> dict:
             return out
         if not FLAGS.client_request:
             raise SystemExit("--client_request is required")
-        features = grpc_client.load_request(
-            FLAGS.client_request, spec, FLAGS.client_max_requests)
+        schema = client.schema().with_max_history(
+            FLAGS.client_max_history or None)
+        features = load_request(
+            FLAGS.client_request, schema, FLAGS.client_max_requests,
+            spec=FeatureSpec.from_config(cfg.data))
         counts = features["cand_count"]
         start = time.perf_counter()
         if FLAGS.client_examples:
             ctr = [client.predict_examples(ex).tolist()
-                   for ex in impression_examples(features, spec)]
+                   for ex in client.impression_examples(features)]
             mode = "predict_examples"
         else:
             if FLAGS.client_two_step:
-                user, cands = grpc_client.split_request(features)
+                user, cands = client.split_request(features)
                 ctr = client.score_with_state(client.encode_user(user),
                                               cands)
                 mode = "encode_user+score_with_state"
@@ -96,14 +106,16 @@ def main(cfg: Config) -> dict:
                 ctr = client.predict(features)
                 mode = "serving_default"
             ctr = [row[:n].tolist() for row, n in zip(ctr, counts)]
-        out = {
-            "mode": mode,
-            "user_id": features["user_id"].tolist(),
-            "cand_item_ids": [row[:n].tolist() for row, n in
-                              zip(features["cand_item_ids"], counts)],
-            "ctr": ctr,
-            "latency_ms": round(1000 * (time.perf_counter() - start), 3),
-        }
+        latency_ms = round(1000 * (time.perf_counter() - start), 3)
+        out = {"mode": mode, "version": client.schema().version}
+        for name in ("user_id", "cand_item_ids"):  # When the model has.
+            if name in features:
+                value = features[name]
+                out[name] = (value.tolist() if value.ndim == 1 else
+                             [row[:n].tolist()
+                              for row, n in zip(value, counts)])
+        out["ctr"] = ctr
+        out["latency_ms"] = latency_ms
     print(json.dumps(out))
     return out
 

@@ -21,7 +21,8 @@ callers that have gone delays it).
 
 The command line is `pipelines/load_test.py` (hisac-loadtest); without a
 request file its request is a random one of the given history length and
-candidate count (`random_request`).
+candidate count (`random_request`), with valid values for every input of
+the served model's signature (read from its metadata).
 """
 
 from __future__ import annotations
@@ -35,60 +36,102 @@ import grpc
 import hisac_tf  # noqa: F401  (Keras 2 before TensorFlow)
 import numpy as np
 
-from hisac_tf.data.feature_spec import FeatureSpec
-from hisac_tf.data.request_values import impression_examples
 from serving import grpc_client
+from serving.request_loading import as_schema
 
 MODES = ("predict", "two_step", "examples")
+REQUEST_TIME = 1_700_000_000
 
 
 def random_request(
-    spec: FeatureSpec,
+    schema,
     history: int,
     candidates: int,
     requests: int = 1,
     seed: int = 0,
     num_items: int = 100_000,
     num_categories: int = 1_000,
+    list_width: int = 3,
 ) -> dict[str, np.ndarray]:
-    """R random padded requests, each with `history` items (full) and
-    `candidates` candidates; ids >= 1, timestamps sorted, before the
-    request time."""
+    """R random padded requests with valid values for every input of the
+    served model's `serving_default` signature.
+
+    Args:
+      schema: the served model's `ModelSchema` (`HisacClient.schema()`),
+        or a `FeatureSpec` (offline).
+      history: history length (full, hist_length = history).
+      candidates: candidates per request (cand_count = candidates).
+      list_width: the width of other list axes (multi-valued features).
+    Returns:
+      {input: array}: integer ids >= 1 (item ids up to `num_items`,
+      category ids up to `num_categories`, behaviours 1..4, user_id up to
+      10^6, other ints 1..9), request_time = 1.7e9, *timestamps sorted
+      oldest first before it, floats in [0, 1), strings "s1".."s99";
+      counts full.
+    """
+    schema = as_schema(schema)
     rng = np.random.default_rng(seed)
-    r, n, c = requests, history, candidates
-    request_time = np.full([r], 1_700_000_000, np.int64)
-    out = {
-        "user_id": rng.integers(1, 1_000_000, r),
-        "request_time": request_time,
-    }
-    for name in spec.user_features:
-        out[name] = rng.integers(1, 10, r)
-    out["hist_item_ids"] = rng.integers(1, num_items + 1, (r, n))
-    out["hist_category_ids"] = rng.integers(1, num_categories + 1, (r, n))
-    out["hist_behaviors"] = rng.integers(1, 5, (r, n))
-    gaps = np.sort(rng.integers(1, 30 * 86_400, (r, n)), axis=1)[:, ::-1]
-    out["hist_timestamps"] = request_time[:, None] - gaps  # Oldest first.
-    out["hist_length"] = np.full([r], n, np.int32)
-    out["cand_item_ids"] = rng.integers(1, num_items + 1, (r, c))
-    out["cand_category_ids"] = rng.integers(1, num_categories + 1, (r, c))
-    out["cand_count"] = np.full([r], c, np.int32)
-    return {
-        k: v.astype(np.int32 if k in ("hist_length", "cand_count")
-                    else np.int64)
-        for k, v in out.items()
-    }
+    specs = schema.request_inputs
+    cands = set(schema.candidate_names)
+    counts = {}
+    for group in schema.groups:
+        width = (candidates if set(group.members) <= cands
+                 else history if group.keeps_newest else list_width)
+        counts[group.count] = width
+        for name in group.members:
+            counts.setdefault(name, width)
+    out = {}
+    for name, spec in specs.items():
+        if name in schema.count_names:
+            out[name] = np.full([requests], counts[name], spec.numpy_dtype)
+            continue
+        rank = spec.rank or 1
+        width = counts.get(
+            name, candidates if name in cands else list_width)
+        shape = [requests] + [width] * min(rank - 1, 1) \
+            + [list_width] * max(rank - 2, 0)
+        if spec.shape is not None:  # The signature's fixed widths.
+            shape = [d if f is None else f
+                     for d, f in zip(shape, (None,) + spec.shape[1:])]
+        out[name] = _random_values(rng, spec, shape, num_items,
+                                   num_categories)
+    for name, spec in specs.items():  # Timestamps before request_time.
+        if name.endswith("timestamps") and spec.rank == 2:
+            now = out.get("request_time",
+                          np.full([requests], REQUEST_TIME))
+            gaps = np.sort(rng.integers(1, 30 * 86_400, out[name].shape),
+                           axis=1)[:, ::-1]
+            out[name] = (now[:, None] - gaps).astype(spec.numpy_dtype)
+    return out
 
 
-def _call_fn(client: grpc_client.HisacClient, features, mode: str,
-             spec: FeatureSpec):
+def _random_values(rng, spec, shape, num_items, num_categories):
+    kind, name = spec.kind, spec.name
+    if name == "request_time":
+        return np.full(shape, REQUEST_TIME, spec.numpy_dtype)
+    if kind == "float":
+        return rng.random(shape).astype(spec.numpy_dtype)
+    if kind == "bool":
+        return rng.random(shape) < 0.5
+    if kind == "string":
+        words = [f"s{k}".encode() for k in range(1, 100)]
+        return np.asarray(words, object)[rng.integers(0, 99, shape)]
+    high = (num_items if "item" in name
+            else num_categories if "categor" in name
+            else 4 if "behavior" in name
+            else 999_999 if name == "user_id" else 9)
+    return rng.integers(1, high + 1, shape).astype(spec.numpy_dtype)
+
+
+def _call_fn(client: grpc_client.HisacClient, features, mode: str):
     if mode == "predict":
         return lambda: client.predict(features)
     if mode == "two_step":
-        user, cands = grpc_client.split_request(features)
+        user, cands = client.split_request(features)
         return lambda: client.score_with_state(client.encode_user(user),
                                                cands)
     if mode == "examples":
-        examples = sum(impression_examples(features, spec), [])
+        examples = sum(client.impression_examples(features), [])
         return lambda: client.predict_examples(examples)
     raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
 
@@ -97,7 +140,7 @@ def run_load_test(
     target: str,
     features: Mapping[str, np.ndarray],
     *,
-    spec: FeatureSpec | None = None,
+    spec=None,
     mode: str = "predict",
     concurrency: int = 8,
     duration_s: float = 10.0,
@@ -116,7 +159,8 @@ def run_load_test(
       target: "host:port".
       features: one padded request batch (model inputs), sent by every
         call.
-      spec: the FeatureSpec of the inputs (default data config's).
+      spec: unused (inputs follow the served model's metadata, read
+        once and shared by the clients); kept for existing callers.
       mode: "predict" (serving_default), "two_step" (encode_user then
         score_with_state, two round trips a call) or "examples"
         (predict_examples, one example per candidate).
@@ -133,12 +177,15 @@ def run_load_test(
         raise ValueError(f"concurrency must be >= 1, got {concurrency}")
     if duration_s <= 0:
         raise ValueError(f"duration_s must be > 0, got {duration_s}")
-    spec = spec or grpc_client.default_spec()
     with grpc_client.HisacClient(
         target, model_name=model_name, version=version,
-        version_label=version_label, spec=spec, **extra,
+        version_label=version_label, **extra,
     ) as probe:
         probe.wait_until_ready(ready_timeout_s)
+        try:
+            schema = probe.schema()
+        except grpc_client.ServingError:
+            schema = None  # Each client meets (and counts) the error.
     latencies: list[list[float]] = [[] for _ in range(concurrency)]
     ends = [0.0] * concurrency  # When each thread's last counted call ended.
     errors: list[dict] = [{} for _ in range(concurrency)]
@@ -156,11 +203,11 @@ def run_load_test(
         client = grpc_client.HisacClient(
             target, model_name=model_name, version=version,
             version_label=version_label, timeout_s=timeout_s, retries=0,
-            max_message_mb=max_message_mb, spec=spec, **extra,
+            max_message_mb=max_message_mb, schema=schema, **extra,
         )
         try:
             with client:
-                call = _call_fn(client, features, mode, spec)
+                call = _call_fn(client, features, mode)
                 try:
                     call()  # Connects; the server's first call is slow.
                 except grpc_client.ServingError:
@@ -206,8 +253,8 @@ def run_load_test(
     for e in errors:
         for code, n in e.items():
             error_counts[code] = error_counts.get(code, 0) + n
-    requests = int(features["user_id"].shape[0])
-    candidates = int(np.sum(features["cand_count"]))
+    requests = int(np.shape(next(iter(features.values())))[0])
+    candidates = int(np.sum(features.get("cand_count", 0)))
     report = {
         "target": target,
         "mode": mode,
@@ -216,7 +263,8 @@ def run_load_test(
         "elapsed_s": elapsed,
         "requests_per_call": requests,
         "candidates_per_call": candidates,
-        "history_length": int(features["hist_item_ids"].shape[1]),
+        "history_length": (int(np.shape(features["hist_item_ids"])[1])
+                           if "hist_item_ids" in features else None),
         "calls": int(lat.size),
         "errors": error_counts,
         "qps": lat.size / elapsed,
@@ -242,7 +290,7 @@ def run_overload_test(
     features: Mapping[str, np.ndarray],
     rate_qps: float,
     *,
-    spec: FeatureSpec | None = None,
+    spec=None,
     duration_s: float = 5.0,
     deadline_s: float = 1.0,
     channels: int = 4,
@@ -261,6 +309,8 @@ def run_overload_test(
       channels: client channels the calls are spread over.
       probe_features: the small request sent once all deadlines have
         passed (default: the first request of `features`).
+      spec: unused (inputs follow the served model's metadata); kept for
+        existing callers.
     Returns:
       {offered_qps, calls, ok, goodput_qps (OK calls per second of the
       window), codes (status name -> calls), ok_latency_ms, probe_ms}.
@@ -269,11 +319,10 @@ def run_overload_test(
         raise ValueError(
             f"rate_qps, duration_s and deadline_s must be > 0, got "
             f"{rate_qps}, {duration_s}, {deadline_s}")
-    spec = spec or grpc_client.default_spec()
     extra = dict(client_kwargs or {})
     clients = [
         grpc_client.HisacClient(
-            target, model_name=model_name, spec=spec, retries=0,
+            target, model_name=model_name, retries=0,
             timeout_s=deadline_s, max_message_mb=max_message_mb, **extra)
         for _ in range(max(1, channels))
     ]

@@ -45,6 +45,7 @@ from serving import (
     load_test,
     local_server,
     prediction_handlers,
+    tfrecord_requests,
     version_manager,
 )
 from serving.grpc_client import HisacClient, ServingError
@@ -252,7 +253,7 @@ def served(store, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def client(served):
-    with HisacClient(served[1], spec=SPEC, timeout_s=20) as c:
+    with HisacClient(served[1], timeout_s=20) as c:
         yield c
 
 
@@ -317,7 +318,7 @@ def test_metadata_lists_signatures_and_status_available(client):
 ])
 def test_version_and_label_selection(served, kwargs, version):
     f = make_request(seed=3)
-    with HisacClient(served[1], spec=SPEC, timeout_s=20, **kwargs) as c:
+    with HisacClient(served[1], timeout_s=20, **kwargs) as c:
         np.testing.assert_allclose(c.predict(f), reference_ctr(f, version),
                                    rtol=1e-5)
         assert c.metadata()["_version"] == version
@@ -331,7 +332,7 @@ def test_version_and_label_selection(served, kwargs, version):
                  id="model"),
 ])
 def test_unknown_model_version_label_not_found(served, kwargs, text):
-    with HisacClient(served[1], spec=SPEC, **kwargs) as c:
+    with HisacClient(served[1], **kwargs) as c:
         with pytest.raises(ServingError, match=text) as e:
             c.predict(make_request())
         assert e.value.code == NOT_FOUND
@@ -343,7 +344,7 @@ def test_unknown_model_version_label_not_found(served, kwargs, text):
 def test_state_from_another_version_is_refused(served, client):
     f = make_request(seed=4)
     user, cands = grpc_client.split_request(f)
-    with HisacClient(served[1], spec=SPEC, version=1) as v1:
+    with HisacClient(served[1], version=1) as v1:
         state = v1.encode_user(user)
     with pytest.raises(ServingError, match="another model version") as e:
         client.score_with_state(state, cands)  # Served by version 2.
@@ -527,7 +528,7 @@ def test_new_version_and_labels_are_picked_up(store, tmp_path):
     server, port = local_server.start_server(str(export), poll_s=0.1)
     try:
         f = make_request(seed=5)
-        with HisacClient(f"localhost:{port}", spec=SPEC, timeout_s=20) as c:
+        with HisacClient(f"localhost:{port}", timeout_s=20) as c:
             np.testing.assert_allclose(c.predict(f), reference_ctr(f, 1),
                                        rtol=1e-5)
             # An incomplete directory (no saved_model.pb) is not a version.
@@ -558,7 +559,7 @@ def test_new_version_and_labels_are_picked_up(store, tmp_path):
             while server.registry.labels().get("canary") != 2:
                 assert time.monotonic() < deadline
                 time.sleep(0.05)
-            with HisacClient(f"localhost:{port}", spec=SPEC,
+            with HisacClient(f"localhost:{port}",
                              version_label="stable") as s:
                 server.wait_for_version(1, timeout_s=30)  # Labelled: kept.
                 np.testing.assert_allclose(
@@ -570,7 +571,7 @@ def test_new_version_and_labels_are_picked_up(store, tmp_path):
 def test_no_version_yet_is_unavailable(tmp_path):
     server, port = local_server.start_server(str(tmp_path), poll_s=0)
     try:
-        with HisacClient(f"localhost:{port}", spec=SPEC, retries=0) as c:
+        with HisacClient(f"localhost:{port}", retries=0) as c:
             with pytest.raises(ServingError, match="no version loaded") as e:
                 c.predict(make_request())
             assert e.value.code == grpc.StatusCode.UNAVAILABLE
@@ -617,12 +618,12 @@ def flaky(store, tmp_path):
 def test_retries_on_unavailable_only(flaky):
     servicer, target = flaky
     f = make_request()
-    with HisacClient(target, spec=SPEC, retries=0) as c:
+    with HisacClient(target, retries=0) as c:
         with pytest.raises(ServingError, match="warming up") as e:
             c.predict(f)
         assert e.value.code == grpc.StatusCode.UNAVAILABLE
     assert servicer.calls == 1
-    with HisacClient(target, spec=SPEC, retries=3, backoff_s=0.01) as c:
+    with HisacClient(target, retries=3, backoff_s=0.01) as c:
         np.testing.assert_allclose(c.predict(f), reference_ctr(f, 1),
                                    rtol=1e-5)
         assert servicer.calls == 3  # Failed, retried, answered.
@@ -645,7 +646,7 @@ def test_client_waits_for_a_server_that_starts_later(store, tmp_path):
     result = {}
 
     def call():
-        with HisacClient(f"localhost:{port}", spec=SPEC, retries=8,
+        with HisacClient(f"localhost:{port}", retries=8,
                          backoff_s=0.1, timeout_s=20) as c:
             try:
                 result["ctr"] = c.predict(f)
@@ -677,7 +678,7 @@ def test_json_and_tfrecord_requests_give_the_same_scores(client, tmp_path):
                "cand_item_ids": [11, 12, 13], "cand_category_ids": [1, 2, 3]}
     path = tmp_path / "request.json"
     path.write_text(json.dumps(request))
-    from_json = grpc_client.load_request(str(path), spec)
+    from_json = tfrecord_requests.load_request(str(path), spec)
     # The newest N = 4 items are kept, as in training.
     np.testing.assert_array_equal(from_json["hist_item_ids"],
                                   [[7, 8, 9, 10]])
@@ -687,7 +688,7 @@ def test_json_and_tfrecord_requests_give_the_same_scores(client, tmp_path):
     with tf.io.TFRecordWriter(str(record), "GZIP") as w:
         example = spec.to_example({**request, "labels": [0, 1, 0]})
         w.write(example.SerializeToString())
-    from_file = grpc_client.load_request(str(record), spec)
+    from_file = tfrecord_requests.load_request(str(record), spec)
     assert from_file["cand_item_ids"].shape == (1, 5)  # Padded to C.
     np.testing.assert_allclose(client.predict(from_file)[:, :3],
                                client.predict(from_json), rtol=1e-6)
@@ -715,7 +716,7 @@ def test_request_values_cut_rows_to_their_lengths():
 def test_load_test_reports_qps_and_latency(served):
     f = make_request(r=1)
     report = load_test.run_load_test(
-        served[1], f, spec=SPEC, concurrency=2, duration_s=1.0,
+        served[1], f, concurrency=2, duration_s=1.0,
         warmup_s=0.2)
     assert report["calls"] > 0 and report["errors"] == {}
     assert 1.0 <= report["elapsed_s"] < 5.0
@@ -724,7 +725,7 @@ def test_load_test_reports_qps_and_latency(served):
     lat = report["latency_ms"]
     assert 0 < lat["p50"] <= lat["p95"] <= lat["p99"] <= lat["max"]
     bad = load_test.run_load_test(
-        served[1], f, spec=SPEC, concurrency=1, duration_s=0.5,
+        served[1], f, concurrency=1, duration_s=0.5,
         warmup_s=0.0, version=99)
     assert bad["calls"] == 0 and bad["errors"]["NOT_FOUND"] > 0
 
@@ -790,7 +791,7 @@ def test_real_export_round_trip_and_version_pickup(tmp_path):
                                              poll_s=0.2)
     try:
         target = f"localhost:{port}"
-        with HisacClient(target, spec=spec, timeout_s=30) as c:
+        with HisacClient(target, timeout_s=30) as c:
             loaded = tf.saved_model.load(f"{root}/export/1")
             direct = loaded.signatures["serving_default"](
                 **{k: tf.constant(v) for k, v in batch.items()})
@@ -828,9 +829,9 @@ def test_real_export_round_trip_and_version_pickup(tmp_path):
                 c.score_with_state(c.encode_user(user), cands),
                 c.predict(batch), atol=1e-6)
         for label, version in (("stable", 1), ("canary", 2)):
-            with HisacClient(target, spec=spec, version_label=label) as c:
+            with HisacClient(target, version_label=label) as c:
                 assert c.metadata()["_version"] == version
-        with HisacClient(target, spec=spec, version=1) as c:
+        with HisacClient(target, version=1) as c:
             np.testing.assert_array_equal(c.predict(batch), ctr)
     finally:
         server.stop()
