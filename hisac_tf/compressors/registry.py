@@ -21,6 +21,8 @@ import dataclasses
 import types
 from typing import Any, Mapping, Optional
 
+from hisac_tf.compressors.history_compressor import HistoryCompressor
+
 # The `model.compressor` value that drops the long-term branch.
 NO_COMPRESSOR = "none"
 
@@ -105,10 +107,6 @@ def register_compressor(name: str, **options):
                          "long-term branch)")
 
     def register(cls):
-        from hisac_tf.compressors.history_compressor import (
-            HistoryCompressor,
-        )
-
         if not (isinstance(cls, type) and issubclass(cls, HistoryCompressor)):
             raise TypeError(f"register_compressor({name!r}): {cls!r} is not "
                             "a HistoryCompressor subclass")
