@@ -15,6 +15,11 @@ from hisac_tf.compressors.factory import (
     supported_compressors,
 )
 from hisac_tf.compressors.aggregator_compressor import AggregatorCompressor
+from hisac_tf.compressors.compressor_sizes import (
+    CompressionCost,
+    CompressorSizes,
+)
+from hisac_tf.compressors.flops import RequestSizes
 from hisac_tf.compressors.full_history import FullHistory
 from hisac_tf.compressors.hisac_compressor import HiSACCompressor
 from hisac_tf.compressors.history_compressor import (
@@ -25,12 +30,21 @@ from hisac_tf.compressors.kmeans_compressor import KMeansCompressor
 from hisac_tf.compressors.lsh_compressor import LSHCompressor
 from hisac_tf.compressors.patching_compressor import PatchingCompressor
 from hisac_tf.compressors.recent_compressor import RecentCompressor
-from hisac_tf.compressors.registry import register_compressor
+from hisac_tf.compressors.registry import (
+    CompressorEntry,
+    CompressorValues,
+    lookup,
+    register_compressor,
+)
 from hisac_tf.compressors.sim_hard_compressor import SimHardCompressor
 
 __all__ = [
     "AggregatorCompressor",
     "COMPRESSOR_NAMES",
+    "CompressionCost",
+    "CompressorEntry",
+    "CompressorSizes",
+    "CompressorValues",
     "FullHistory",
     "GROUP_KEYS",
     "HiSACCompressor",
@@ -39,8 +53,10 @@ __all__ = [
     "LSHCompressor",
     "PatchingCompressor",
     "RecentCompressor",
+    "RequestSizes",
     "SimHardCompressor",
     "compressor_names",
+    "lookup",
     "make_compressor",
     "register_compressor",
     "supported_compressors",

@@ -36,6 +36,20 @@ class CompressorSizes:
       num_levels: L, semantic-ID levels.
       kmeans_iterations: Lloyd steps of `kmeans`.
       lsh_bits: SimHash bits of `lsh` (0: `default_num_bits(a)`).
+
+    References:
+      - [HiSAC](https://arxiv.org/abs/2602.21009): Yuan et al., "HiSAC:
+        Hierarchical Sparse Activation Compression for Ultra-long Sequence
+        Modeling in Recommenders", Taobao 2026, arXiv 2602.21009, section
+        "Experiments" (every method compared at the same G, with its
+        cost per request).
+
+    Example:
+
+    ```python
+    sizes = CompressorSizes(n=1000, a=200, d=32, ds=32, h=4)
+    PatchingCompressor.cost(sizes).macs  # N D = 32,000
+    ```
     """
 
     n: int
@@ -69,6 +83,20 @@ class CompressionCost:
       bytes: bytes its elementwise passes touch.
       voting: HierarchicalVoting runs in front (its sort-like passes are
         the cost model's `voting` component).
+
+    References:
+      - [HiSAC](https://arxiv.org/abs/2602.21009): Yuan et al., "HiSAC:
+        Hierarchical Sparse Activation Compression for Ultra-long Sequence
+        Modeling in Recommenders", Taobao 2026, arXiv 2602.21009, section
+        "Experiments" (every method compared at the same G, with its
+        cost per request).
+
+    Example:
+
+    ```python
+    cost = CompressionCost(groups=4, macs=80, bytes=640)
+    cost.groups  # G = 4: the target attention reads 4 groups
+    ```
     """
 
     groups: int

@@ -132,6 +132,23 @@ class RequestSizes:
         4 T + 1.
     Raises:
       ValueError: a size below its minimum, named.
+
+    References:
+      - [HiSAC](https://arxiv.org/abs/2602.21009): Yuan et al., "HiSAC:
+        Hierarchical Sparse Activation Compression for Ultra-long Sequence
+        Modeling in Recommenders", Taobao 2026, arXiv 2602.21009, section
+        "Experiments" (every method compared at the same G, with its
+        cost per request).
+
+    Example:
+
+    ```python
+    from hisac_tf.compressors import flops
+
+    sizes = RequestSizes("hisac", n=1000, a=200, c=100, d=32, ds=32, h=4)
+    flops.request_flops(sizes)["per_candidate"]  # MACs per candidate
+    flops.request_cost(sizes.replace(compressor="full"), cached=True)
+    ```
     """
 
     compressor: str

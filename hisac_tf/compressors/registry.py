@@ -21,6 +21,8 @@ import dataclasses
 import types
 from typing import Any, Mapping, Optional
 
+from hisac_tf.compressors.history_compressor import HistoryCompressor
+
 # The `model.compressor` value that drops the long-term branch.
 NO_COMPRESSOR = "none"
 
@@ -41,6 +43,21 @@ class CompressorValues:
       kmeans_iterations: Lloyd steps (kmeans).
       lsh_bits: SimHash bits; 0 picks ceil(log2 A) + 1 (lsh).
       seed: the hyperplanes' seed (lsh).
+
+    References:
+      - [HiSAC](https://arxiv.org/abs/2602.21009): Yuan et al., "HiSAC:
+        Hierarchical Sparse Activation Compression for Ultra-long Sequence
+        Modeling in Recommenders", Taobao 2026, arXiv 2602.21009, section
+        "Experiments" (every method compared at the same G, with its
+        cost per request).
+
+    Example:
+
+    ```python
+    values = CompressorValues(name="kmeans", num_groups=8,
+                              kmeans_iterations=3)
+    KMeansCompressor.from_values(values).iterations  # 3
+    ```
     """
 
     name: str
@@ -69,6 +86,26 @@ class CompressorValues:
 @dataclasses.dataclass(frozen=True)
 class CompressorEntry:
     """One registered name: its class and the constructor values it fixes.
+
+    Args:
+      name: the `model.compressor` value.
+      cls: the `HistoryCompressor` subclass.
+      options: constructor values the name fixes (read-only).
+
+    References:
+      - [HiSAC](https://arxiv.org/abs/2602.21009): Yuan et al., "HiSAC:
+        Hierarchical Sparse Activation Compression for Ultra-long Sequence
+        Modeling in Recommenders", Taobao 2026, arXiv 2602.21009, section
+        "Experiments" (every method compared at the same G, with its
+        cost per request).
+
+    Example:
+
+    ```python
+    entry = lookup("hisac_hard")
+    entry.cls.__name__, dict(entry.options)
+    # ("HiSACCompressor", {"hard_routing": True})
+    ```
     """
 
     name: str
@@ -105,10 +142,6 @@ def register_compressor(name: str, **options):
                          "long-term branch)")
 
     def register(cls):
-        from hisac_tf.compressors.history_compressor import (
-            HistoryCompressor,
-        )
-
         if not (isinstance(cls, type) and issubclass(cls, HistoryCompressor)):
             raise TypeError(f"register_compressor({name!r}): {cls!r} is not "
                             "a HistoryCompressor subclass")
