@@ -14,9 +14,10 @@ from typing import Any, Mapping
 
 from hisac_tf.config import NAME_CHARS, Config, ConfigError
 
-# The config's sections, which a run's "set" keys must name.
+# The config's sections (its dataclass fields), which a run's "set" keys
+# must name.
 SECTIONS = tuple(f.name for f in dataclasses.fields(Config)
-                 if f.name != "name")
+                 if dataclasses.is_dataclass(f.default))
 EXPERIMENT_GROUP = "main"
 EXPERIMENT_TOKENIZERS = ("trained", "shuffled")
 EXPERIMENT_PLAN_KEYS = ("runs", "description", "generate_data")
