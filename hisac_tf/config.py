@@ -24,6 +24,7 @@ import typing
 from typing import Any, Mapping, Sequence
 
 from hisac_tf.behaviors import BEHAVIOR_IDS, behavior_id
+from hisac_tf.buckets import MIN_BUCKETS
 from hisac_tf.feature_config import (
     FeatureConfig,
     FeatureConfigError,
@@ -59,6 +60,10 @@ class ConfigError(ValueError):
     """A configuration key or value that cannot be used."""
 
 
+# The request splits, each read from data.<split>_pattern.
+DATA_SPLITS = ("train", "valid", "eval")
+
+
 @dataclasses.dataclass(frozen=True)
 class DataConfig:
     """Where the request-level TFRecords live and how they are read."""
@@ -81,9 +86,18 @@ class DataConfig:
     shuffle_buffer: int = 1000
     deterministic: bool = False
     num_parallel_reads: int = 4
+    # Splits ("train", "valid", "eval") whose shards may hold no records
+    # (an importer with more shards than requests writes some); elsewhere
+    # a record-less shard is an error naming it (split_files.check_shards).
+    allow_empty_shards: tuple[str, ...] = ()
 
     def validate(self) -> None:
         _positive(self, "max_history", "max_candidates", "batch_size")
+        if not set(self.allow_empty_shards) <= set(DATA_SPLITS):
+            raise ConfigError(
+                "data.allow_empty_shards must hold splits out of "
+                f"{list(DATA_SPLITS)}, got {list(self.allow_empty_shards)!r}"
+            )
         _non_negative(self, "shuffle_buffer")
         _positive(self, "num_parallel_reads")
         _non_empty(self, "data_dir", "train_pattern", "eval_pattern",
@@ -328,11 +342,9 @@ class ModelConfig:
                 f"num_agents ({self.num_agents}) <= 2^lsh_bits and "
                 f"lsh_bits <= 16, got {self.lsh_bits!r}"
             )
-        _positive(
-            self, "embedding_dim", "item_vocab_buckets",
-            "category_vocab_buckets", "user_vocab_buckets", "num_agents",
-            "num_heads", "time_gap_buckets",
-        )
+        _positive(self, "embedding_dim", "num_agents", "num_heads")
+        _buckets(self, "item_vocab_buckets", "category_vocab_buckets",
+                 "user_vocab_buckets", "time_gap_buckets")
         if not self.top_k or any(k < 1 for k in self.top_k):
             raise ConfigError(
                 "model.top_k must hold one positive k per level, got "
@@ -368,6 +380,12 @@ class TrainingConfig:
     embedding_learning_rate: float = 1e-3
     seed: int = 0
     log_every: int = 20
+    # The divergence guard (hisac_tf/training/divergence.py): the run
+    # stops when its loss exceeds this multiple of its early value (the
+    # smallest loss of the first divergence_warmup_steps steps) or the
+    # valid predictions collapse to one value; 0 turns it off.
+    divergence_factor: float = 10.0
+    divergence_warmup_steps: int = 5
     # Evaluate on the valid split (data.valid_pattern) every this many
     # steps, keeping the best checkpoint by valid AUC under
     # <model_dir>/best; 0 turns it off.
@@ -383,6 +401,11 @@ class TrainingConfig:
         _positive(self, "train_steps", "checkpoint_every", "log_every")
         _greater_than_zero(self, "dense_learning_rate",
                            "embedding_learning_rate")
+        if self.divergence_factor and not self.divergence_factor > 1:
+            raise ConfigError(
+                "training.divergence_factor must be 0 (off) or > 1, got "
+                f"{self.divergence_factor!r}")
+        _positive(self, "divergence_warmup_steps")
         _non_empty(self, "model_dir")
 
 
@@ -669,6 +692,17 @@ def _positive(obj: Any, *names: str) -> None:
             )
 
 
+def _buckets(obj: Any, *names: str) -> None:
+    """Rows of a hashed embedding table: the layers' MIN_BUCKETS rule."""
+    for name in names:
+        value = getattr(obj, name)
+        if value < MIN_BUCKETS:
+            raise ConfigError(
+                f"{_section_name(obj)}.{name} must be >= {MIN_BUCKETS} "
+                f"(row 0 is padding), got {value!r}"
+            )
+
+
 def _non_negative(obj: Any, *names: str) -> None:
     for name in names:
         value = getattr(obj, name)
@@ -915,6 +949,27 @@ def preset_names() -> list[str]:
 
 
 def _load_raw(name_or_path: str, seen: tuple[str, ...] = ()) -> dict:
+    """The JSON object of a preset or file, its `base` chain merged in.
+
+    Raises:
+      ConfigError: naming the file and what is wrong with it (missing, a
+        directory, not UTF-8, not JSON, not a JSON object, a bad `base`),
+        and for a `base`, the file that names it.
+    """
+    try:
+        return _load_one(name_or_path, seen)
+    except ConfigError as e:
+        if not seen:
+            raise
+        raise ConfigError(f"{e} (base of {seen[-1]})") from None
+
+
+def _load_one(name_or_path: str, seen: tuple[str, ...]) -> dict:
+    if not isinstance(name_or_path, str) or not name_or_path:
+        where = f"config file {seen[-1]}: field base" if seen else "--config"
+        raise ConfigError(
+            f"{where} must name a preset or a JSON file, got "
+            f"{name_or_path!r}")
     if os.path.sep in name_or_path or name_or_path.endswith(".json"):
         path = name_or_path
     else:
@@ -926,15 +981,55 @@ def _load_raw(name_or_path: str, seen: tuple[str, ...] = ()) -> dict:
             )
     if path in seen:
         raise ConfigError(f"config presets form a cycle: {seen + (path,)}")
-    with open(path) as f:
-        try:
-            raw = json.load(f)
-        except json.JSONDecodeError as e:
-            raise ConfigError(f"config file {path} is not valid JSON: {e}")
+    raw = _read_json_object(path)
     base = raw.pop("base", None)
     if base is not None:
+        if not isinstance(base, str) or not base:
+            raise ConfigError(
+                f"config file {path}: field base must name a preset or a "
+                f"JSON file, got {base!r}")
         raw = _merge(_load_raw(base, seen + (path,)), raw)
     return raw
+
+
+def _read_json_object(path: str) -> dict:
+    """The top-level JSON object of `path`; ConfigError naming it."""
+    if os.path.isdir(path):
+        raise ConfigError(
+            f"config file {path} is a directory, not a JSON file")
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except OSError as e:
+        raise ConfigError(
+            f"config file {path} cannot be read: {e.strerror or e}"
+        ) from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(
+            f"config file {path} is not UTF-8 text (byte "
+            f"0x{data[e.start]:02x} at offset {e.start}); save it as UTF-8"
+        ) from None
+    try:
+        raw = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ConfigError(
+            f"config file {path} is not valid JSON: {e}") from None
+    if not isinstance(raw, dict):
+        kind = {list: "a list", str: "a string", bool: "a boolean",
+                type(None): "null"}.get(type(raw), "a number")
+        raise ConfigError(
+            f"config file {path} must hold a JSON object {{section: "
+            f"{{key: value}}}}, got {kind}: {_shorten(raw)}")
+    return raw
+
+
+def _shorten(value: Any, limit: int = 80) -> str:
+    text = json.dumps(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:

@@ -14,22 +14,22 @@ from hisac_tf.compressors.compressor_sizes import (
     CompressionCost,
     CompressorSizes,
 )
-from hisac_tf.training import strategy
+from hisac_tf.distribute import strategy
 
 
 def test_strategy_names_are_held_once():
     assert strategy.STRATEGIES is config_lib.STRATEGIES
     assert strategy.ALIASES is config_lib.STRATEGY_ALIASES
     for name in config_lib.STRATEGIES + tuple(config_lib.STRATEGY_ALIASES):
-        cfg = config_lib.load_config("tiny", [f"training.strategy={name}"])
-        assert strategy.canonical(cfg.training.strategy) in \
+        cfg = config_lib.load_config("tiny", [f"cluster.strategy={name}"])
+        assert strategy.canonical(cfg.cluster.strategy) in \
             config_lib.STRATEGIES
 
 
 def test_an_unknown_strategy_lists_the_names():
     with pytest.raises(config_lib.ConfigError,
                        match="'nope'") as info:
-        config_lib.load_config("tiny", ["training.strategy=nope"])
+        config_lib.load_config("tiny", ["cluster.strategy=nope"])
     for name in config_lib.STRATEGIES:
         assert name in str(info.value)
 

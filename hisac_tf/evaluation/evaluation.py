@@ -24,7 +24,7 @@ import hisac_tf  # noqa: F401  (Keras 2 before TensorFlow)
 from hisac_tf import json_io
 from hisac_tf.config import Config
 from hisac_tf.data.data_summary import first_record, has_true_ctr
-from hisac_tf.data.feature_spec import DataError, FeatureSpec
+from hisac_tf.data.feature_spec import FeatureSpec
 from hisac_tf.data.split_files import split_files
 from hisac_tf.evaluation.eval_summaries import write_eval_summaries
 from hisac_tf.evaluation.sliced_evaluation import (
@@ -57,20 +57,13 @@ def impression_keys(cfg: Config):
 
 def evaluate(cfg: Config, progress: bool = True) -> dict:
     """Scores the eval split with the chosen checkpoint; writes eval.json."""
+    # Unreadable, empty (or all-empty) shards are named here, before a
+    # checkpoint is looked for (split_files.check_shards).
     files = split_files(cfg.data, "eval")
+    first = next(f for f in files
+                 if first_record(f, cfg.data.compression) is not None)
     spec = FeatureSpec.from_config(
-        cfg.data,
-        with_true_ctr=has_true_ctr(files[0], cfg.data.compression),
-    )
-    # One record of each file: unreadable files are named here, before a
-    # checkpoint is looked for, and an empty split is said to be empty.
-    firsts = [first_record(f, cfg.data.compression) for f in files]
-    if all(record is None for record in firsts):
-        raise DataError(
-            f"the eval split is empty: the {len(files)} file(s) matching "
-            f"{cfg.data.eval_pattern!r} in {cfg.data.data_dir!r} hold no "
-            "requests (import with a wider eval split: importer.eval_days "
-            "/ importer.eval_start_ts)")
+        cfg.data, with_true_ctr=has_true_ctr(first, cfg.data.compression))
     kind, path = select_checkpoint(cfg, cfg.evaluation.checkpoint)
     state, status = restore_checkpoint(cfg, path)
     status.expect_partial()
