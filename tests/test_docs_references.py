@@ -128,7 +128,7 @@ def test_the_docs_name_every_preset():
 def test_compare_draws_have_one_default():
     from absl import flags
 
-    from hisac_tf.training import eval_compare
+    from hisac_tf.evaluation import eval_compare
     from pipelines import evaluate
 
     default = inspect.signature(eval_compare.compare).parameters[
