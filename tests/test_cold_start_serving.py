@@ -29,17 +29,22 @@ CFG = config_lib.load_config("tiny")
 SPEC = FeatureSpec.from_config(CFG.data)
 R = 3
 
+SLOW = pytest.mark.slow  # Each traces four signatures: ~15 s on 2 cores.
 BRANCHES = [
-    pytest.param([f'model.compressor="{name}"'], id=f"two_branch_{name}")
+    pytest.param([f'model.compressor="{name}"'], id=f"two_branch_{name}",
+                 marks=() if name == "hisac" else SLOW)
     for name in COMPRESSOR_NAMES
 ] + [
-    pytest.param(['model.compressor="none"'], id="short_only_counts"),
+    pytest.param(['model.compressor="none"'], id="short_only_counts",
+                 marks=SLOW),
     pytest.param(['model.compressor="none"', "model.count_slots=0"],
                  id="short_only"),
-    pytest.param(["model.short_term_length=0"], id="long_only_counts"),
+    pytest.param(["model.short_term_length=0"], id="long_only_counts",
+                 marks=SLOW),
     pytest.param(["model.short_term_length=0", "model.count_slots=0"],
                  id="long_only"),
-    pytest.param(["model.count_slots=0"], id="two_branch_no_counts"),
+    pytest.param(["model.count_slots=0"], id="two_branch_no_counts",
+                 marks=SLOW),
 ]
 
 
