@@ -15,6 +15,7 @@ prints one JSON line with the scores of each request's candidates.
 from __future__ import annotations
 
 import json
+import sys
 import time
 
 from absl import flags
@@ -78,8 +79,13 @@ def main(cfg: Config) -> dict:
             return out
         if not FLAGS.client_request:
             raise SystemExit("--client_request is required")
-        features = grpc_client.load_request(
-            FLAGS.client_request, spec, FLAGS.client_max_requests)
+        try:
+            features = grpc_client.load_request(
+                FLAGS.client_request, spec, FLAGS.client_max_requests)
+        except json.JSONDecodeError as e:  # e.g. a truncated file
+            print(f"hisac-score: --client_request {FLAGS.client_request}: "
+                  f"not valid JSON ({e})", file=sys.stderr, flush=True)
+            raise SystemExit(2) from None
         counts = features["cand_count"]
         start = time.perf_counter()
         if FLAGS.client_examples:

@@ -200,3 +200,16 @@ def test_a_bad_tls_pem_names_the_file(tmp_path):
         local_server.server_credentials(cert, key, str(junk))
     assert isinstance(local_server.server_credentials(cert, key),
                       grpc.ServerCredentials)
+
+
+def test_score_names_a_truncated_json_request(tmp_path):
+    path = tmp_path / "request.json"
+    path.write_text('{"user_id": 3, "hist_item_ids": [4, 5')
+    env = {**os.environ, "PYTHONPATH": ROOT, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    out = subprocess.run(
+        [sys.executable, "-m", "pipelines.score",
+         "--client_target=localhost:1", f"--client_request={path}",
+         "--client_wait_s=0"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 2, out.stderr[-2000:]
+    assert f"--client_request {path}: not valid JSON" in out.stderr
