@@ -498,9 +498,14 @@ class ExportConfig:
     max_requests: int = 1024  # R per call
     max_request_mb: int = 64  # materialised inputs per call, MiB
     max_concurrent_rpcs: int = 32  # admitted calls; more: RESOURCE_EXHAUSTED
+    # Work budgets per call: R x C candidates scored, R x N' history items
+    # received; 0: max_requests x the served version's exported C (or N).
+    max_scored_candidates: int = 0
+    max_history_items: int = 0
 
     def validate(self) -> None:
-        _non_negative(self, "version")
+        _non_negative(self, "version", "max_scored_candidates",
+                      "max_history_items")
         _non_empty(self, "export_dir")
         _port(self, "grpc_port")
         _safe_name(self, "model_name")

@@ -40,6 +40,7 @@ Command line: `pipelines/serve.py` (hisac-serve).
 from __future__ import annotations
 
 import concurrent.futures
+import ssl
 import time
 
 import grpc
@@ -102,6 +103,7 @@ def start_server(
     tls_cert: str | None = None,
     tls_key: str | None = None,
     tls_client_ca: str | None = None,
+    reuse_port: bool = False,
 ) -> tuple[LocalServer, int]:
     """Loads the export directory's versions and starts serving.
 
@@ -126,9 +128,20 @@ def start_server(
         private key; both or neither (plaintext).
       tls_client_ca: PEM file of the CA that client certificates must be
         signed by (mutual TLS); needs tls_cert.
+      reuse_port: let other processes bind the same port (SO_REUSEPORT,
+        gRPC's default; traffic then splits between them). Off: a port
+        already in use is refused.
     Returns:
       (server, port): the running `LocalServer` and the bound port.
+    Raises:
+      ValueError: a port outside 0..65535, or TLS files that are not
+        PEM (naming the file).
+      OSError: the address cannot be bound (e.g. the port is in use).
     """
+    if isinstance(port, bool) or not isinstance(port, int) or not (
+            0 <= port <= 65535):
+        raise ValueError(f"port must be an int in 0..65535 (0: any free), "
+                         f"got {port!r}")
     max_bytes = int(max_message_mb * MiB)
     if max_bytes < 1:
         raise ValueError(f"max_message_mb must be > 0, got {max_message_mb}")
@@ -148,6 +161,7 @@ def start_server(
         options=[
             ("grpc.max_receive_message_length", max_bytes),
             ("grpc.max_send_message_length", max_bytes),
+            ("grpc.so_reuseport", 1 if reuse_port else 0),
         ],
         maximum_concurrent_rpcs=max_concurrent_rpcs,
     )
@@ -158,10 +172,19 @@ def start_server(
         ModelServicer(registry), server
     )
     address = f"{host}:{port}"
-    bound = (server.add_insecure_port(address) if credentials is None
-             else server.add_secure_port(address, credentials))
+    try:
+        bound = (server.add_insecure_port(address) if credentials is None
+                 else server.add_secure_port(address, credentials))
+    except RuntimeError as e:  # grpcio >= 1.50: "Failed to bind ..."
+        bound, reason = 0, f" ({e})"
+    else:
+        reason = ""
     if bound == 0:
-        raise OSError(f"cannot bind {host}:{port}")
+        registry.stop_polling()
+        raise OSError(
+            f"cannot bind {address}{reason}: the port is in use by another "
+            "process (pass reuse_port / --server_reuse_port to share it) "
+            "or the address is not this host's")
     server.start()
     registry.start_polling(poll_s)
     return LocalServer(server, bound, registry), bound
@@ -172,7 +195,8 @@ def server_credentials(cert: str | None, key: str | None,
     """grpc.ServerCredentials from PEM files, or None for plaintext.
 
     Raises:
-      ValueError: only one of cert and key, or a client CA without them.
+      ValueError: only one of cert and key, a client CA without them, or
+        a file that is not PEM (or a key not of the certificate), named.
       FileNotFoundError: a file that does not exist, named.
     """
     if not cert and not key:
@@ -186,11 +210,33 @@ def server_credentials(cert: str | None, key: str | None,
     pem = {name: _read(name, path) for name, path in
            (("tls_cert", cert), ("tls_key", key),
             ("tls_client_ca", client_ca)) if path}
+    _check_pem(cert, key, client_ca)
     return grpc.ssl_server_credentials(
         [(pem["tls_key"], pem["tls_cert"])],
         root_certificates=pem.get("tls_client_ca"),
         require_client_auth="tls_client_ca" in pem,
     )
+
+
+def _check_pem(cert: str, key: str, client_ca: str | None) -> None:
+    """ValueError naming the TLS file that is not what it should be
+    (gRPC would only say "Failed to bind to address")."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    for name, path in (("tls_cert", cert), ("tls_client_ca", client_ca)):
+        if not path:
+            continue
+        try:
+            ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_verify_locations(
+                cafile=path)
+        except ssl.SSLError as e:
+            raise ValueError(
+                f"{name} {path}: not a PEM certificate ({e})") from None
+    try:
+        context.load_cert_chain(cert, key)
+    except ssl.SSLError as e:
+        raise ValueError(
+            f"tls_key {key}: not a PEM private key of the certificate "
+            f"tls_cert {cert} ({e})") from None
 
 
 def _read(name: str, path: str) -> bytes:

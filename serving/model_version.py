@@ -44,6 +44,8 @@ class ModelVersion:
       signature_defs: the SavedModel's SignatureDefs, for GetModelMetadata.
       max_history: the exported N (the SavedModel's `max_history`
         variable), None when the SavedModel has none.
+      max_candidates: the exported C (its `max_candidates` variable),
+        None when it has none.
     """
 
     version: int
@@ -53,6 +55,7 @@ class ModelVersion:
     input_specs: dict
     signature_defs: get_model_metadata_pb2.SignatureDefMap
     max_history: int | None = None
+    max_candidates: int | None = None
 
 
 def load_version(path: str, version: int) -> ModelVersion:
@@ -76,10 +79,12 @@ def load_version(path: str, version: int) -> ModelVersion:
         for name, sig in graph.signature_def.items():
             if name in signatures:
                 defs.signature_def[name].CopyFrom(sig)
-    n = getattr(loaded, "max_history", None)
-    max_history = int(n.numpy()) if isinstance(n, tf.Variable) else None
+    sizes = [getattr(loaded, name, None)
+             for name in ("max_history", "max_candidates")]
+    sizes = [int(v.numpy()) if isinstance(v, tf.Variable) else None
+             for v in sizes]
     return ModelVersion(version, path, loaded, signatures, input_specs, defs,
-                        max_history)
+                        *sizes)
 
 
 def run_predict(model: ModelVersion, request: predict_pb2.PredictRequest,
@@ -115,7 +120,7 @@ def run_predict(model: ModelVersion, request: predict_pb2.PredictRequest,
             f"{sorted(specs)}",
         )
     request_limits.check_declared(request.inputs, limits or RequestLimits(),
-                                  model.max_history)
+                                  model.max_history, model.max_candidates)
     arrays = {
         key: request_checks.tensor_from_proto(
             key, request.inputs[key], specs[key], max_message_bytes)

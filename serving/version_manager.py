@@ -7,7 +7,10 @@ docs/design.md §6.
     [models.config: labels]  ────┘  (versions, labels, failures)
 
 Versions: integer-named directories holding `saved_model.pb` (the export
-writes them atomically by rename). The registry loads the newest
+writes them atomically by rename); a name with leading zeros (`0004`) is
+ignored with a warning. A models.config that names a version not on
+disk (not copied yet, or a typo) unloads nothing: the loaded versions keep
+serving and a warning names the missing version. The registry loads the newest
 `keep_versions` of them plus every version a label names, loads a new
 version before it unloads an old one, replays the version's
 `assets.extra/tf_serving_warmup_requests` before it answers with it, and
@@ -115,6 +118,8 @@ class ModelRegistry:
         self._labels: dict[str, int] = {}
         self._policy: tuple = ("latest", keep_versions)
         self._config_read = False
+        self._missing: tuple = ()
+        self._odd_names: set = set()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -169,7 +174,15 @@ class ModelRegistry:
             for version in set(self._labels.values()) & set(on_disk):
                 if self._ensure_loaded(version):
                     wanted.add(version)
+            named = set(self._labels.values())
+            if kind == "specific":
+                named |= set(arg)
+            self._warn_missing(named - set(on_disk))
             with self._lock:
+                if named - set(on_disk):
+                    # The config is ahead of the disk (a version not copied
+                    # yet, or a typo): unload nothing until it is there.
+                    wanted |= set(self._versions)
                 for version in list(self._versions):
                     if version not in wanted:
                         del self._versions[version]
@@ -179,6 +192,20 @@ class ModelRegistry:
                     if version not in on_disk:
                         del self._failures[version]
                 return sorted(self._versions)
+
+    def _warn_missing(self, missing: set) -> None:
+        """Logs (once per change) the versions the model config names
+        that are not under the export directory."""
+        missing = tuple(sorted(missing))
+        if missing and missing != self._missing:
+            logging.warning(
+                "model config %s names %s version(s) %s, not found under "
+                "%s; keeping the loaded versions %s in service",
+                self.model_config or _join(self.export_dir,
+                                           MODEL_CONFIG_FILE),
+                self.model_name, list(missing), self.export_dir,
+                self.versions())
+        self._missing = missing
 
     def _ensure_loaded(self, version: int) -> bool:
         """Loads `version` unless loaded; False if it cannot be loaded."""
@@ -219,8 +246,17 @@ class ModelRegistry:
             return found
         for name in names:
             name = name.rstrip("/")
-            if not name.isdigit():
+            if not (name.isascii() and name.isdigit()):
                 continue  # Temporary export directories, config files.
+            if name != str(int(name)):
+                # "0004" would be served as version 4 from ".../4/": refuse.
+                if name not in self._odd_names:
+                    self._odd_names.add(name)
+                    logging.warning(
+                        "ignored %s: a version directory must be named by "
+                        "its number without leading zeros (%s)",
+                        _join(self.export_dir, name), int(name))
+                continue
             pb = _join(self.export_dir, name, "saved_model.pb")
             try:
                 stat = tf.io.gfile.stat(pb)

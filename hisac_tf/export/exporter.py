@@ -8,6 +8,9 @@ one, else the latest), the one evaluation scores, and writes
 
     <version>/saved_model.pb, variables/   signatures of
                                            `hisac_tf.export.signatures`
+                                           (state bounds measured on
+                                           STATE_BOUND_REQUESTS real
+                                           requests)
     <version>/assets.extra/
         tf_serving_warmup_requests         PredictionLog records, built
                                            from real eval records
@@ -15,9 +18,11 @@ one, else the latest), the one evaluation scores, and writes
         config.json                        the resolved config
         export_summary.json                what was exported
     <export_dir>/models.config             TF Serving model config over
-                                           this directory: the previous
-                                           newest version `stable`, the
-                                           new one `canary`
+                                           this directory: the newest
+                                           published version `canary`,
+                                           the one before it `stable`
+                                           (read-modify-write under a
+                                           lock: `update_models_config`)
     <export_dir>/export_summary.json       the latest export's summary
 
 The version is `version`, else `export.version` when > 0, else the
@@ -45,7 +50,9 @@ than its own start, and those of another host older than a day.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import fcntl
 import json
 import os
 import socket
@@ -74,6 +81,10 @@ OTHER_HOST_STALE_S = 24 * 3600.0
 # export that looks in between finds no owner. Without an owner it is stale
 # only once older than this, so that window never reads as a dead export.
 OWNERLESS_STALE_S = 60.0
+# Real requests (eval split, else train) whose encode_user state sets the
+# magnitude bounds score_with_state accepts (signatures.STATE_BOUND_FACTOR).
+STATE_BOUND_REQUESTS = 256
+CONFIG_LOCK = ".models.config.lock"
 
 
 # ----------------------------------------------------------------- versions
@@ -339,9 +350,12 @@ def export_model(cfg: Config, version: int | None = None,
                        f"{reservation.version}")
         spec, model, step, checkpoint, batch = restore(cfg)
         module = sig.ServingModule(model, spec, reservation.version)
+        bounds = module.record_state_bounds(
+            first_batch(cfg, spec, STATE_BOUND_REQUESTS))
         cases = warmup.warmup_cases(module, batch)
         summary = publish(cfg, module, cases, {
-            "checkpoint": checkpoint, "step": step}, progress=progress,
+            "checkpoint": checkpoint, "step": step,
+            "state_bounds": bounds}, progress=progress,
             reservation=reservation)
     finally:
         reservation.release()
@@ -410,7 +424,6 @@ def _publish(cfg, module, cases, extra, progress, reservation,
              began) -> dict:
     export_dir = cfg.export.export_dir
     version = reservation.version
-    previous = [v for v in existing_versions(export_dir) if v != version]
     final = reservation.final_path
     tmp = reservation.model_path
     summary = {
@@ -437,14 +450,104 @@ def _publish(cfg, module, cases, extra, progress, reservation,
         if tf.io.gfile.exists(tmp):
             tf.io.gfile.rmtree(tmp)
         raise
-    stable = previous[-1] if previous else version
-    tf_serving_config.write_texts(export_dir, {
-        tf_serving_config.MODELS_CONFIG: tf_serving_config.to_text(
-            tf_serving_config.model_server_config(
-                cfg.export.model_name, _absolute(export_dir),
-                sorted({stable, version}), stable=stable, canary=version)),
-    })
+    update_models_config(export_dir, cfg.export.model_name)
     return summary
+
+
+def update_models_config(export_dir: str, model_name: str) -> str:
+    """Rewrites `<export_dir>/models.config` for the published versions.
+
+    Under `config_lock` (so concurrent exports never lose each other's
+    version), read-modify-write: the newest published version is
+    `canary`, the one before it `stable` (the newest alone: both), and
+    both are served; other labels of the file that name a published
+    version are kept (and served), as are other models' entries.
+    Returns the path written.
+    """
+    path = os.path.join(export_dir, tf_serving_config.MODELS_CONFIG)
+    with config_lock(export_dir):
+        published = existing_versions(export_dir)
+        if not published:
+            raise FileNotFoundError(f"no version under {export_dir}")
+        canary = published[-1]
+        stable = published[-2] if len(published) > 1 else canary
+        config = tf_serving_config.model_server_config(
+            model_name, _absolute(export_dir), sorted({stable, canary}),
+            stable=stable, canary=canary)
+        try:
+            old = tf_serving_config.read(path)
+        except (tf.errors.NotFoundError, ValueError) as e:
+            if tf.io.gfile.exists(path):
+                print(f"export: {path} unreadable, rewritten ({e})",
+                      file=sys.stderr)
+            old = None
+        if old is not None:
+            entry = config.model_config_list.config[0]
+            for other in old.model_config_list.config:
+                if other.name != model_name:
+                    config.model_config_list.config.add().CopyFrom(other)
+                    continue
+                for label, version in other.version_labels.items():
+                    if (label not in entry.version_labels
+                            and version in published):
+                        entry.version_labels[label] = version
+            served = sorted(set(entry.model_version_policy.specific.versions)
+                            | set(entry.version_labels.values()))
+            del entry.model_version_policy.specific.versions[:]
+            entry.model_version_policy.specific.versions.extend(served)
+        tf_serving_config.write_texts(export_dir, {
+            tf_serving_config.MODELS_CONFIG: tf_serving_config.to_text(
+                config)})
+    return path
+
+
+@contextlib.contextmanager
+def config_lock(export_dir: str, timeout_s: float = 120.0):
+    """Exclusive lock of the export directory's config files.
+
+    A local directory: `fcntl.flock` on `<export_dir>/.models.config.lock`
+    (released by the kernel if the process dies). Other filesystems: that
+    path created as a directory (exclusive where the filesystem makes
+    mkdir atomic), removed at the end; one older than OWNERLESS_STALE_S
+    is taken as left by a killed export.
+    Raises:
+      TimeoutError: not acquired within `timeout_s`.
+    """
+    path = os.path.join(export_dir, CONFIG_LOCK)
+    deadline = time.monotonic() + timeout_s
+    if not filesystems.scheme(export_dir):
+        with open(path, "a") as f:
+            while True:
+                try:
+                    fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() > deadline:
+                        raise TimeoutError(
+                            f"{path} held by another export for "
+                            f"{timeout_s:.0f} s") from None
+                    time.sleep(0.05)
+            try:
+                yield
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
+        return
+    while not _make_dir_exclusive(path):
+        try:
+            age = time.time() - tf.io.gfile.stat(path).mtime_nsec / 1e9
+        except tf.errors.NotFoundError:
+            continue
+        if age > OWNERLESS_STALE_S:
+            tf.io.gfile.rmtree(path)
+            continue
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{path} held by another export for "
+                               f"{timeout_s:.0f} s")
+        time.sleep(0.2)
+    try:
+        yield
+    finally:
+        tf.io.gfile.rmtree(path)
 
 
 def signature_summary(module: sig.ServingModule) -> dict:

@@ -97,6 +97,15 @@ FINGERPRINT = "model_fingerprint"
 # candidate-independent baselines; `ServingModule.state_keys` in general).
 STATE_OUTPUTS = STATE_KEYS + (FINGERPRINT,)
 CANDIDATE_INPUTS = contract.CANDIDATE_INPUTS
+# State invariants (score_with_state). A float state tensor's magnitude
+# must stay within its bound: STATE_BOUND_FACTOR x the largest magnitude
+# (at least 1) seen on real requests at export (`record_state_bounds`);
+# count_gaps (hours) at least up to MAX_GAP_HOURS, the importer's latest
+# timestamp (2100-01-01) in hours. Counts are bounded by their own rules.
+STATE_BOUND_FACTOR = 100.0
+MAX_GAP_HOURS = 4_102_444_800 / 3600.0
+COUNT_LENGTHS, COUNT_VALUES = "count_lengths", "count_values"
+UNBOUNDED_STATE = (COUNT_LENGTHS, COUNT_VALUES)
 
 
 class _Holder:
@@ -141,8 +150,9 @@ class ServingModule(tf.Module):
       version: the export version (part of the fingerprint).
     Attributes:
       weights: the model's variables (saved with the SavedModel).
-      model_fingerprint, export_version, max_history: non-trainable int64
-        variables, readable from the loaded SavedModel.
+      model_fingerprint, export_version, max_history, max_candidates:
+        non-trainable int64 variables, readable from the loaded
+        SavedModel.
     """
 
     def __init__(
@@ -170,7 +180,20 @@ class ServingModule(tf.Module):
         self.max_history = tf.Variable(
             spec.max_history, dtype=tf.int64, trainable=False,
             name="max_history")
+        # The exported C: the development server sizes its work budget
+        # from it (serving/request_limits.py).
+        self.max_candidates = tf.Variable(
+            spec.max_candidates, dtype=tf.int64, trainable=False,
+            name="max_candidates")
         self._holder.state_shapes = self._state_shapes()
+        # Per float state tensor, the magnitude score_with_state accepts;
+        # float32.max until `record_state_bounds` measures real requests.
+        self.state_bounds = {
+            name: tf.Variable(
+                float(np.finfo(np.float32).max), dtype=tf.float32,
+                trainable=False, name=f"{name}_bound")
+            for name in self._bounded_state_keys()
+        }
         full = spec.input_signature()
         user_sig = {k: full[k] for k in self.user_input_names}
         cand_sig = {k: full[k] for k in CANDIDATE_INPUTS}
@@ -255,6 +278,43 @@ class ServingModule(tf.Module):
         out[FINGERPRINT] = ([None], tf.int64)
         return out
 
+    def _bounded_state_keys(self) -> tuple[str, ...]:
+        return tuple(
+            name for name in self.state_keys
+            if self.state_shapes[name][1].is_floating
+            and name not in UNBOUNDED_STATE)
+
+    def record_state_bounds(self, features: dict,
+                            factor: float = STATE_BOUND_FACTOR) -> dict:
+        """Sets the magnitude bounds of the state from real requests.
+
+        Args:
+          features: the user inputs (or whole requests) of real requests,
+            e.g. a batch of the eval split.
+          factor: bound = factor x max(largest |value|, 1) per tensor
+            (a bias only where its mask is set: masked agents hold
+            float32.min); count_gaps at least MAX_GAP_HOURS.
+        Returns:
+          name -> the bound recorded (saved with the SavedModel).
+        """
+        if not factor >= 1.0:
+            raise ValueError(f"factor must be >= 1, got {factor}")
+        user = {k: tf.convert_to_tensor(features[k])
+                for k in self.user_input_names}
+        state = self._encode_user(user)
+        out = {}
+        for name in self._bounded_state_keys():
+            x = tf.abs(tf.cast(state[name], tf.float32))
+            mask = _mask_of(name)
+            if mask in state:
+                x = tf.where(tf.cast(state[mask], tf.bool), x, 0.0)
+            bound = factor * max(float(tf.reduce_max(x)), 1.0)
+            if name == "count_gaps":
+                bound = max(bound, MAX_GAP_HOURS)
+            self.state_bounds[name].assign(bound)
+            out[name] = bound
+        return out
+
     # --------------------------------------------------------- signatures
     def _serving_default(self, features: dict) -> dict:
         """Request-level scoring: user side once, C candidates after."""
@@ -312,12 +372,64 @@ class ServingModule(tf.Module):
                        else tf.identity(inputs[name]))
                 for name in self.state_keys
             }
+        with tf.control_dependencies(self._state_invariants(state)):
+            state = {name: tf.identity(x) for name, x in state.items()}
+            for name in self.state_keys:
+                mask = _mask_of(name)
+                if mask in state:  # A masked agent's bias is ignored.
+                    state[name] = tf.where(
+                        state[mask], state[name],
+                        tf.float32.min)  # [R, A]
         cands, valid = self._prepare_candidates(inputs, rows=rows)
         logits = self.model.score(state, cands, training=False)  # [R, C]
         return {CTR: _masked_ctr(logits, valid)}
 
+    def _state_invariants(self, state: dict) -> list:
+        """Asserts that a state could come from encode_user: magnitudes
+        within `state_bounds` (a bias where its mask is set), count
+        lengths in [0, N], counts in [0, their type's length]."""
+        checks = []
+        for name in self._bounded_state_keys():
+            x = tf.cast(state[name], tf.float32)
+            bound = tf.identity(self.state_bounds[name])
+            bad = tf.abs(x) > bound
+            mask = _mask_of(name)
+            if mask in state:
+                bad = tf.logical_and(bad, state[mask])  # [R, A]
+            checks.append(_check_flat(
+                bad, x, f"{name} must lie within +-bound (recorded at "
+                f"export: {STATE_BOUND_FACTOR:g} x the largest magnitude "
+                "on real requests); bound =", bound))
+        if COUNT_LENGTHS in state and COUNT_VALUES in state:
+            n = float(self.spec.max_history)
+            lengths = tf.cast(state[COUNT_LENGTHS], tf.float32)  # [R, T]
+            counts = tf.cast(state[COUNT_VALUES], tf.float32)  # [R, T, M]
+            checks.append(_check_flat(
+                tf.logical_or(lengths < 0, lengths > n), lengths,
+                f"{COUNT_LENGTHS} must lie in [0, N] (behaviours per key "
+                "type); N =", int(n)))
+            shape = tf.debugging.Assert(
+                tf.reduce_all(tf.equal(tf.shape(counts)[:2],
+                                       tf.shape(lengths))),
+                [f"invalid input: {COUNT_VALUES} [R, T, M] must have the "
+                 f"[R, T] of {COUNT_LENGTHS}; got", tf.shape(counts), "vs",
+                 tf.shape(lengths)])
+            with tf.control_dependencies([shape]):
+                over = tf.logical_or(
+                    counts < 0, counts > lengths[:, :, None])  # [R, T, M]
+            checks.append(_check_flat(
+                over, counts, f"{COUNT_VALUES} must lie in [0, "
+                f"{COUNT_LENGTHS}] (a key cannot have more behaviours "
+                "than its type)"))
+        return checks
+
     def _predict_examples(self, examples: tf.Tensor) -> dict:
-        """Per-impression examples [B] -> ctr [B]."""
+        """Per-impression examples [B] -> ctr [B].
+
+        Histories keep their newest N items while still ragged (the rule
+        of every signature), so one long history among B examples costs
+        its own entries, never B x its width once padded.
+        """
         raw = self.spec.parse_impressions(examples)
         lengths = tf.cast(
             raw["hist_item_ids"].row_lengths(), tf.int64)  # [B]
@@ -329,11 +441,14 @@ class ServingModule(tf.Module):
                 f"{name} must have as many entries as hist_item_ids"))
         with tf.control_dependencies(checks):
             rows = tf.shape(examples, out_type=tf.int64)[0]
-            width = tf.reduce_max(tf.concat([lengths, [0]], 0))
+            n = self.spec.max_history
+            lengths = tf.minimum(lengths, n)  # [B]
+            width = tf.reduce_max(tf.concat([lengths, [0]], 0))  # <= N
             dense = {
-                name: raw[name].to_tensor(0, shape=tf.stack([rows, width]))
+                name: raw[name][:, -n:].to_tensor(
+                    0, shape=tf.stack([rows, width]))
                 for name in HISTORY_FEATURES
-            }  # [B, N'] each
+            }  # [B, min(N', N)] each: the newest N items
         features = {name: raw[name] for name in self.spec.scalar_features}
         features.update(dense)
         features["hist_length"] = tf.cast(lengths, tf.int32)
@@ -381,9 +496,13 @@ class ServingModule(tf.Module):
         checks.append(_check_first(
             tf.logical_and(valid, ts > f[contract.REQUEST_TIME][:, None]),
             ts, later))
-        earlier = tf.pad(
+        # [R, N']: older than its predecessor. The first column is
+        # valid[:, :1] & False (not a pad of one column, which would give
+        # [R, 1] for an empty history, N' = 0).
+        earlier = tf.concat([
+            tf.zeros_like(valid[:, :1]),  # [R, min(N', 1)]
             tf.logical_and(valid[:, 1:], ts[:, 1:] < ts[:, :-1]),
-            [[0, 0], [1, 0]])  # [R, N']: older than its predecessor
+        ], axis=1)  # [R, N']
         checks.append(_check_first(earlier, ts, unsorted))
         with tf.control_dependencies(checks):
             out = {
@@ -456,6 +575,36 @@ def _check_finite(name: str, x: tf.Tensor):
     return _check_first(
         tf.logical_not(tf.math.is_finite(flat)), flat,
         f"{name} must be finite (no NaN or inf)")
+
+
+def _mask_of(name: str) -> str:
+    """The mask of an attention state's bias ("short_bias" ->
+    "short_mask"); "" for any other tensor."""
+    return name[:-len("bias")] + "mask" if name.endswith("bias") else ""
+
+
+def _check_flat(bad: tf.Tensor, x: tf.Tensor, rule: str, limit=None):
+    """An Assert on `x` [R, ...] naming its first bad entry: its value,
+    request and flat position; `rule` is followed by `limit` (a scalar
+    tensor or number, e.g. the bound), if given."""
+    shape = tf.shape(x)
+    cols = tf.reduce_prod(shape[1:])
+    flat = tf.reshape(x, tf.stack([shape[0], cols]))  # [R, M]
+    flat_bad = tf.reshape(bad, tf.stack([shape[0], cols]))  # [R, M]
+    if limit is None:
+        return _check_first(flat_bad, flat, rule)
+    values = tf.reshape(flat, [-1])
+    first = tf.argmax(tf.concat(
+        [tf.cast(tf.reshape(flat_bad, [-1]), tf.int32), [1]], 0),
+        output_type=tf.int32)  # [] in [0, R*M]
+    value = tf.gather(tf.concat([values, tf.zeros([1], x.dtype)], 0),
+                      first)
+    cols = tf.maximum(tf.cast(cols, tf.int32), 1)
+    return tf.debugging.Assert(
+        tf.logical_not(tf.reduce_any(bad)),
+        [f"invalid input: {rule}", limit, "; got", value, "at request",
+         first // cols, "position", first % cols],
+    )
 
 
 def _newest(x: tf.Tensor, length: tf.Tensor, n: int) -> tf.Tensor:

@@ -19,6 +19,15 @@ hostile or careless user would:
             the overload has passed (`serving.load_test`);
   inputs    the rows of `tools/reliability/inputs.py`
             (`run_input_probes()`: importer, evaluation, config).
+  round2    issue 22, serving: a cold-start user (empty history) on every
+            signature; the server's RSS growth and seconds for the
+            `predict_examples` amplifications (examples [1024] filled by
+            one 1 MB string; 128 examples, one with a 100,000-item
+            history) and the work request (R = 1024, C = 1024), each on a
+            fresh server; absurd state (3e38 keys, count_lengths = -5);
+            a second server on the same port, a missing export dir, port
+            99999, a version dir `0004`, a models.config naming a missing
+            version, a TLS certificate that is not PEM.
 
 The server is `pipelines/serve.py` run as a subprocess from
 `--server_root` (default this checkout; another checkout, e.g. the
@@ -28,7 +37,7 @@ commit before the hardening, gives the "before" figures). Writes
 both).
 
     python -m tools.reliability.probes [--sections=faults,grpc,memory,
-        overload,inputs] [--server_root=PATH] [--export_dir=PATH]
+        overload,inputs,round2] [--server_root=PATH] [--export_dir=PATH]
         [--before=PATH] [--output=PATH] [--doc=PATH] [--quick]
         [--from_json=PATH]  (only rewrites the doc)
 """
@@ -70,7 +79,7 @@ from serving import grpc_client, load_test  # noqa: E402
 
 RESULTS = os.path.join(ROOT, "benchmarks", "results", "reliability.json")
 DOC = os.path.join(ROOT, "docs", "reliability.md")
-SECTIONS = ("faults", "grpc", "memory", "overload", "inputs")
+SECTIONS = ("faults", "grpc", "memory", "overload", "inputs", "round2")
 PY = sys.executable
 OK = "OK"
 HISTORY = ("hist_item_ids", "hist_category_ids", "hist_behaviors",
@@ -202,14 +211,16 @@ def export_faults(cfg: config_lib.Config, work: str, rows: list) -> None:
         and exporter.existing_versions(export_dir) == [1]))
     procs = [job("export", work) for _ in range(2)]
     results = [finish(p) for p in procs]
+    served = config_versions(export_dir)
     rows.append(row(
         "faults", "two exports into one directory at once",
         f"exit codes {[c for c, _ in results]}, versions "
         f"{exporter.existing_versions(export_dir)}, temporary dirs "
-        f"{temp_dirs()}",
+        f"{temp_dirs()}; models.config serves {served}",
         all(c == 0 for c, _ in results)
         and exporter.existing_versions(export_dir) == [1, 2, 3]
-        and not temp_dirs()))
+        and not temp_dirs() and served == {"versions": [2, 3],
+                                           "stable": 2, "canary": 3}))
     explicit = [job("export", work, ["--set=export.version=9"])
                 for _ in range(2)]
     results = [finish(p) for p in explicit]
@@ -221,6 +232,20 @@ def export_faults(cfg: config_lib.Config, work: str, rows: list) -> None:
         f"{last_line(loser[0]) if loser else 'none failed'}",
         codes[0] == 0 and codes[1] != 0
         and "version 9" in (loser[0] if loser else "")))
+
+
+def config_versions(export_dir: str) -> dict:
+    """The served versions and labels of the export's models.config."""
+    from hisac_tf.export import tf_serving_config
+
+    try:
+        config = tf_serving_config.read(
+            os.path.join(export_dir, tf_serving_config.MODELS_CONFIG))
+    except Exception as e:  # Reported in the row.
+        return {"error": str(e)[:80]}
+    (entry,) = config.model_config_list.config
+    return {"versions": list(entry.model_version_policy.specific.versions),
+            **dict(entry.version_labels)}
 
 
 # ------------------------------------------------------------------ server
@@ -478,6 +503,257 @@ def version_faults(server: Server, spec: FeatureSpec, export_dir: str,
     client.close()
 
 
+# ------------------------------------------------------------------ round2
+def response_of(client, request, timeout_s: float = 300.0):
+    """(status name, message, outputs as numpy or None) of one Predict."""
+    try:
+        out = client.prediction.Predict(request, timeout=timeout_s)
+    except grpc.RpcError as e:
+        return e.code().name, (e.details() or ""), None
+    return OK, "", {k: tf.make_ndarray(v) for k, v in out.outputs.items()}
+
+
+def cold_start_rows(server: Server, spec: FeatureSpec, rows: list) -> None:
+    """An empty history (width 0) on every signature: finite scores."""
+    client = grpc_client.HisacClient(server.target, spec=spec, retries=0,
+                                     timeout_s=60)
+    cold = load_test.random_request(spec, spec.max_history, 4, 2, seed=5)
+    for name in HISTORY:
+        cold[name] = cold[name][:, :0]  # [R, 0]
+    cold["hist_length"] = np.zeros([2], np.int32)
+    user = {k: v for k, v in cold.items() if not k.startswith("cand_")}
+    cands = {k: v for k, v in cold.items() if k.startswith("cand_")}
+    code, message, out = response_of(
+        client, predict_request("serving_default", cold))
+    results = [("serving_default", code, message, out)]
+    code, message, state = response_of(
+        client, predict_request("encode_user", user))
+    if state is not None:
+        code, message, out = response_of(client, predict_request(
+            "score_with_state", {**state, **cands}))
+    results.append(("encode_user + score_with_state", code, message,
+                    out if state is not None else None))
+    examples = sum(impression_examples(cold, spec), [])
+    code, message, out = response_of(client, predict_request(
+        "predict_examples", {"examples": np.array(examples, object)}))
+    results.append(("predict_examples (every history empty)", code,
+                    message, out))
+    for what, code, message, out in results:
+        ctr = None if out is None else out.get("ctr")
+        finite = ctr is not None and bool(np.isfinite(ctr).all())
+        rows.append(row(
+            "round2", f"cold-start user (history width 0): {what}",
+            f"{code}" + (f", ctr {np.round(ctr.ravel()[:3], 4).tolist()}"
+                         if finite else f": {message[:200]}"),
+            code == OK and finite))
+    client.close()
+
+
+def state_rows(server: Server, spec: FeatureSpec, rows: list) -> None:
+    """Finite but absurd states: 3e38 keys, count_lengths = -5."""
+    client = grpc_client.HisacClient(server.target, spec=spec, retries=0,
+                                     timeout_s=60)
+    good = load_test.random_request(spec, spec.max_history, 4, 2, seed=6)
+    user = {k: v for k, v in good.items() if not k.startswith("cand_")}
+    cands = {k: v for k, v in good.items() if k.startswith("cand_")}
+    state = client.encode_user(user)
+    for name, value in (("keys", 3e38), ("values", -3e38),
+                        ("count_lengths", -5.0)):
+        if name not in state:
+            continue
+        bad = {k: v.copy() for k, v in state.items()}
+        bad[name].reshape(-1)[0] = value
+        code, message = call(client, predict_request(
+            "score_with_state", {**bad, **cands}))
+        rows.append(row(
+            "round2", f"score_with_state: {name}[0] = {value:g} (finite)",
+            f"{code}: {message[:200]}",
+            code == "INVALID_ARGUMENT" and name in message))
+    client.close()
+
+
+def amplified_requests(spec: FeatureSpec) -> dict:
+    """The issue's small requests that asked for much memory or work."""
+    big = tf.train.Example()
+    good = load_test.random_request(spec, spec.max_history, 1, 1, seed=7)
+    small = sum(impression_examples(good, spec), [])[0]
+    big.ParseFromString(small)
+    big.features.feature["padding"].bytes_list.value.append(
+        b"x" * (1 << 20))  # Unparsed by the signature: 1 MB of payload.
+    one_mb = tensor_pb2.TensorProto(dtype=tf.string.as_datatype_enum)
+    one_mb.tensor_shape.dim.add(size=1024)
+    one_mb.string_val.append(big.SerializeToString())
+    wide = load_test.random_request(spec, 100_000, 1, 1, seed=8)
+    wide["hist_length"][:] = 100_000
+    wide_example = sum(impression_examples(wide, spec), [])[0]
+    examples = np.array([small] * 127 + [wide_example], object)
+    r, c, n = 1024, 1024, spec.max_history
+    work = {k: declared([r]) for k in (
+        "user_id", "gender", "age_bucket")}
+    work["request_time"] = declared([r], tf.int64, 10)
+    work.update({k: declared([r, n]) for k in HISTORY})
+    work["hist_length"] = declared([r], tf.int32, n)
+    work.update({k: declared([r, c]) for k in (
+        "cand_item_ids", "cand_category_ids")})
+    work["cand_count"] = declared([r], tf.int32, c)
+    return {
+        "examples_1mb_x1024": (
+            "predict_examples: examples [1024] filled by one 1 MB string",
+            predict_request("predict_examples", {"examples": one_mb})),
+        "examples_wide_history": (
+            "predict_examples: 128 examples, one with a 100,000-item "
+            "history", predict_request("predict_examples",
+                                       {"examples": examples})),
+        "work_r1024_c1024": (
+            "serving_default: R = 1024, C = 1024, N' = N (declared shapes)",
+            predict_request("serving_default", work)),
+    }
+
+
+def measured(server: Server, spec: FeatureSpec, request) -> dict:
+    """Status, seconds and the server's RSS growth for one request."""
+    client = grpc_client.HisacClient(server.target, spec=spec, retries=0,
+                                     timeout_s=300)
+    good = load_test.random_request(spec, spec.max_history, 4, 1, seed=2)
+    call(client, predict_request("serving_default", good))
+    rss0, hwm0 = rss_mb(server.proc.pid)
+    t0 = time.perf_counter()
+    code, message = call(client, request, timeout_s=300)
+    seconds = time.perf_counter() - t0
+    time.sleep(0.5)
+    rss1, hwm1 = rss_mb(server.proc.pid)
+    client.close()
+    return {"request_bytes": request.ByteSize(), "code": code,
+            "message": message[:300], "seconds": seconds,
+            "rss_growth_mb": rss1 - rss0, "peak_growth_mb": hwm1 - hwm0}
+
+
+def exits(work: str, root: str, extra: list, wait_s: float = 120.0):
+    """(exit code or None if still serving after wait_s, output)."""
+    proc = job("serve", work, extra, cwd=root)
+    try:
+        out, _ = proc.communicate(timeout=wait_s)
+        return proc.returncode, out or ""
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGINT)
+        try:
+            out, _ = proc.communicate(timeout=20)
+        except subprocess.TimeoutExpired:
+            kill9(proc)
+            out = ""
+        return None, out or ""
+
+
+def ops_rows(root: str, work: str, export_dir: str, spec: FeatureSpec,
+             rows: list) -> None:
+    """Startup and operations: port in use, missing export dir, port
+    99999, a `0004` version dir, models.config naming a missing version,
+    a TLS certificate that is not PEM."""
+    export = os.path.join(work, "round2_export")
+    shutil.copytree(export_dir, export)
+    config = os.path.join(export, "models.config")
+    if os.path.exists(config):
+        os.remove(config)
+    server = Server(root, work, export)
+    try:
+        client = grpc_client.HisacClient(server.target, spec=spec,
+                                         retries=0, timeout_s=60)
+        client.wait_until_ready(300)
+        code, out = exits(work, root, [
+            f"--server_export_dir={export}",
+            f"--server_port={server.port}"], 90)
+        rows.append(row(
+            "round2", "a second hisac-serve on the port of a running one",
+            "still serving after 90 s (the port shared)" if code is None
+            else f"exit {code}: {last_line(out)}", code not in (None, 0)))
+        newest = exporter.existing_versions(export)[-1]
+        shutil.copytree(os.path.join(export, str(newest)),
+                        os.path.join(export, "0004"))
+        time.sleep(2.0)
+        states = {s["version"]: s["state"] for s in client.status()}
+        rows.append(row(
+            "round2", "a version directory named 0004",
+            f"versions seen {states}", 4 not in states))
+        shutil.rmtree(os.path.join(export, "0004"))
+        with open(config, "w") as f:
+            f.write('model_config_list { config { name: "hisac" '
+                    'base_path: "/unused" model_platform: "tensorflow" '
+                    'model_version_policy { specific { versions: 7 } } } }')
+        time.sleep(2.0)
+        good = load_test.random_request(spec, spec.max_history, 4, 1,
+                                        seed=9)
+        code, message = call(client, predict_request("serving_default",
+                                                     good))
+        warned = any("[7], not found" in line for line in server.output)
+        rows.append(row(
+            "round2", "models.config naming a missing version 7",
+            f"a call: {code} {message[:120]}; warning naming 7: "
+            f"{'yes' if warned else 'no'}", code == OK and warned))
+        client.close()
+    finally:
+        server.stop()
+    code, out = exits(work, root, [
+        f"--server_export_dir={os.path.join(work, 'no_such_export')}",
+        f"--server_port={free_port()}"], 90)
+    rows.append(row(
+        "round2", "hisac-serve with a missing --server_export_dir",
+        "still serving after 90 s" if code is None
+        else f"exit {code}: {last_line(out)}",
+        code not in (None, 0) and "no export directory" in out))
+    code, out = exits(work, root, [f"--server_export_dir={export}",
+                                   "--server_port=99999"], 90)
+    rows.append(row(
+        "round2", "hisac-serve --server_port=99999",
+        "still serving after 90 s" if code is None
+        else f"exit {code}: {last_line(out)}",
+        code not in (None, 0) and "99999" in out))
+    junk = os.path.join(work, "junk.pem")
+    with open(junk, "w") as f:
+        f.write("-----BEGIN CERTIFICATE-----\nnot base64\n")
+    code, out = exits(work, root, [
+        f"--server_export_dir={export}", f"--server_port={free_port()}",
+        f"--server_tls_cert={junk}", f"--server_tls_key={junk}"], 90)
+    rows.append(row(
+        "round2", "hisac-serve with a TLS certificate that is not PEM",
+        "still serving after 90 s" if code is None
+        else f"exit {code}: {last_line(out)}",
+        code not in (None, 0) and f"tls_cert {junk}" in out))
+
+
+def round2(root: str, work: str, export_dir: str, spec: FeatureSpec,
+           rows: list) -> dict:
+    """Issue 22's serving probes; returns the measured requests."""
+    server = Server(root, work, export_dir)
+    try:
+        client = grpc_client.HisacClient(server.target, spec=spec)
+        client.wait_until_ready(300)
+        client.close()
+        cold_start_rows(server, spec, rows)
+        state_rows(server, spec, rows)
+    finally:
+        server.stop()
+    out = {}
+    for key, (what, request) in amplified_requests(spec).items():
+        server = Server(root, work, export_dir)  # Fresh: RSS of its own.
+        try:
+            client = grpc_client.HisacClient(server.target, spec=spec)
+            client.wait_until_ready(300)
+            client.close()
+            m = out[key] = {"input": what, **measured(server, spec,
+                                                      request)}
+        finally:
+            server.stop()
+        rows.append(row(
+            "round2", f"{what} ({m['request_bytes']} bytes)",
+            f"{m['code']} in {m['seconds']:.2f} s, RSS +"
+            f"{m['rss_growth_mb']:.0f} MiB (peak +"
+            f"{m['peak_growth_mb']:.0f}): {m['message'][:160]}",
+            m["code"] in ("INVALID_ARGUMENT", "RESOURCE_EXHAUSTED")
+            and m["peak_growth_mb"] < 64))
+    ops_rows(root, work, export_dir, spec, rows)
+    return out
+
+
 # ------------------------------------------------------------------ inputs
 def input_rows() -> list:
     from tools.reliability import inputs
@@ -519,6 +795,22 @@ def write_doc(path: str, result: dict, before: dict | None) -> None:
                              f"{m['peak_growth_mb']:.0f} | "
                              f"{m['seconds']:.2f} |")
         lines.append("")
+    r2 = result.get("round2")
+    if r2:
+        lines += ["## Small requests that asked for much (issue 22)", "",
+                  "Each on a fresh server: status, seconds, the server's "
+                  "RSS growth and peak RSS growth (MiB).", "",
+                  "| server | request | bytes | status | seconds | RSS + | "
+                  "peak + |", "|---|---|---|---|---|---|---|"]
+        for label, rr in (("before", (before or {}).get("round2")),
+                          ("after", r2)):
+            for m in (rr or {}).values():
+                lines.append(
+                    f"| {label} | {m['input']} | {m['request_bytes']} | "
+                    f"{m['code']} | {m['seconds']:.2f} | "
+                    f"{m['rss_growth_mb']:.0f} | "
+                    f"{m['peak_growth_mb']:.0f} |")
+        lines.append("")
     over = result.get("overload")
     if over:
         lines += ["## Overload", "",
@@ -555,6 +847,10 @@ def write_doc(path: str, result: dict, before: dict | None) -> None:
 
 def _root_text(root: str) -> str:
     return ("this checkout" if root in (".", ROOT) else f"{root}")
+
+
+class _Skip(Exception):
+    """No section needs the shared server."""
 
 
 # ------------------------------------------------------------------- main
@@ -604,8 +900,12 @@ def main(argv=None) -> dict:
                                  "builds the model; add it")
             export_faults(cfg, work, rows)
             export_dir = cfg.export.export_dir
-        server = Server(args.server_root, work, export_dir)
+        needs_server = sections & {"grpc", "memory", "faults", "overload"}
+        server = (Server(args.server_root, work, export_dir)
+                  if needs_server else None)
         try:
+            if server is None:
+                raise _Skip
             client = grpc_client.HisacClient(server.target, spec=spec)
             client.wait_until_ready(120)
             client.close()
@@ -639,8 +939,14 @@ def main(argv=None) -> dict:
             rows.append(row("grpc", "server alive after every probe",
                             "yes" if server.alive() else "no (exited)",
                             server.alive()))
+        except _Skip:
+            pass
         finally:
-            server.stop()
+            if server is not None:
+                server.stop()
+        if "round2" in sections:
+            result["round2"] = round2(args.server_root, work, export_dir,
+                                      spec, rows)
         if "inputs" in sections:
             rows.extend(input_rows())
     finally:
@@ -650,8 +956,8 @@ def main(argv=None) -> dict:
     if args.before:
         with open(args.before) as f:
             before = json.load(f)
-        result["before"] = {k: before.get(k) for k in ("memory", "overload",
-                                                        "server_root")}
+        result["before"] = {k: before.get(k) for k in (
+            "memory", "overload", "round2", "server_root")}
     os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
     with open(args.output, "w") as f:
         json.dump(result, f, indent=2, sort_keys=True, allow_nan=False)
