@@ -862,6 +862,27 @@ def preset_names() -> list[str]:
 
 
 def _load_raw(name_or_path: str, seen: tuple[str, ...] = ()) -> dict:
+    """The JSON object of a preset or file, its `base` chain merged in.
+
+    Raises:
+      ConfigError: naming the file and what is wrong with it (missing, a
+        directory, not UTF-8, not JSON, not a JSON object, a bad `base`),
+        and for a `base`, the file that names it.
+    """
+    try:
+        return _load_one(name_or_path, seen)
+    except ConfigError as e:
+        if not seen:
+            raise
+        raise ConfigError(f"{e} (base of {seen[-1]})") from None
+
+
+def _load_one(name_or_path: str, seen: tuple[str, ...]) -> dict:
+    if not isinstance(name_or_path, str) or not name_or_path:
+        where = f"config file {seen[-1]}: field base" if seen else "--config"
+        raise ConfigError(
+            f"{where} must name a preset or a JSON file, got "
+            f"{name_or_path!r}")
     if os.path.sep in name_or_path or name_or_path.endswith(".json"):
         path = name_or_path
     else:
@@ -873,15 +894,55 @@ def _load_raw(name_or_path: str, seen: tuple[str, ...] = ()) -> dict:
             )
     if path in seen:
         raise ConfigError(f"config presets form a cycle: {seen + (path,)}")
-    with open(path) as f:
-        try:
-            raw = json.load(f)
-        except json.JSONDecodeError as e:
-            raise ConfigError(f"config file {path} is not valid JSON: {e}")
+    raw = _read_json_object(path)
     base = raw.pop("base", None)
     if base is not None:
+        if not isinstance(base, str) or not base:
+            raise ConfigError(
+                f"config file {path}: field base must name a preset or a "
+                f"JSON file, got {base!r}")
         raw = _merge(_load_raw(base, seen + (path,)), raw)
     return raw
+
+
+def _read_json_object(path: str) -> dict:
+    """The top-level JSON object of `path`; ConfigError naming it."""
+    if os.path.isdir(path):
+        raise ConfigError(
+            f"config file {path} is a directory, not a JSON file")
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except OSError as e:
+        raise ConfigError(
+            f"config file {path} cannot be read: {e.strerror or e}"
+        ) from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(
+            f"config file {path} is not UTF-8 text (byte "
+            f"0x{data[e.start]:02x} at offset {e.start}); save it as UTF-8"
+        ) from None
+    try:
+        raw = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ConfigError(
+            f"config file {path} is not valid JSON: {e}") from None
+    if not isinstance(raw, dict):
+        kind = {list: "a list", str: "a string", bool: "a boolean",
+                type(None): "null"}.get(type(raw), "a number")
+        raise ConfigError(
+            f"config file {path} must hold a JSON object {{section: "
+            f"{{key: value}}}}, got {kind}: {_shorten(raw)}")
+    return raw
+
+
+def _shorten(value: Any, limit: int = 80) -> str:
+    text = json.dumps(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:

@@ -20,8 +20,9 @@ import sys
 
 from absl import app, flags
 
+from hisac_tf.config import ConfigError
 from hisac_tf.training.local_cluster import run_local_cluster
-from pipelines import cli  # noqa: F401  (defines --config and --set)
+from pipelines import cli
 
 flags.DEFINE_integer("cluster_workers", 2, "Worker tasks.")
 flags.DEFINE_integer("cluster_ps", 0,
@@ -47,6 +48,12 @@ def train_command() -> list[str]:
 
 
 def main(argv: list[str]) -> int:
+    if not argv[1:]:
+        try:  # A bad --config fails here, not in every task.
+            cli.load()
+        except ConfigError as e:
+            print(f"config error: {e}", file=sys.stderr)
+            return 2
     command = argv[1:] or train_command()
     return run_local_cluster(
         command, FLAGS.cluster_workers, FLAGS.cluster_ps,
