@@ -21,6 +21,7 @@ import typing
 from typing import Any, Mapping, Sequence
 
 from hisac_tf.behaviors import BEHAVIOR_IDS, behavior_id
+from hisac_tf.buckets import MIN_BUCKETS
 from hisac_tf.feature_config import (
     FeatureConfig,
     FeatureConfigError,
@@ -324,11 +325,9 @@ class ModelConfig:
                 f"num_agents ({self.num_agents}) <= 2^lsh_bits and "
                 f"lsh_bits <= 16, got {self.lsh_bits!r}"
             )
-        _positive(
-            self, "embedding_dim", "item_vocab_buckets",
-            "category_vocab_buckets", "user_vocab_buckets", "num_agents",
-            "num_heads", "time_gap_buckets",
-        )
+        _positive(self, "embedding_dim", "num_agents", "num_heads")
+        _buckets(self, "item_vocab_buckets", "category_vocab_buckets",
+                 "user_vocab_buckets", "time_gap_buckets")
         if not self.top_k or any(k < 1 for k in self.top_k):
             raise ConfigError(
                 "model.top_k must hold one positive k per level, got "
@@ -641,6 +640,17 @@ def _positive(obj: Any, *names: str) -> None:
         if value < 1:
             raise ConfigError(
                 f"{_section_name(obj)}.{name} must be >= 1, got {value!r}"
+            )
+
+
+def _buckets(obj: Any, *names: str) -> None:
+    """Rows of a hashed embedding table: the layers' MIN_BUCKETS rule."""
+    for name in names:
+        value = getattr(obj, name)
+        if value < MIN_BUCKETS:
+            raise ConfigError(
+                f"{_section_name(obj)}.{name} must be >= {MIN_BUCKETS} "
+                f"(row 0 is padding), got {value!r}"
             )
 
 

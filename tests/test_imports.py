@@ -27,6 +27,7 @@ PACKAGES = ("hisac_tf", "pipelines", "serving")
 RANKS = {
     "hisac_tf": 0,
     "hisac_tf.behaviors": 0,
+    "hisac_tf.buckets": 0,
     "hisac_tf.config": 0,
     "hisac_tf.feature_config": 0,
     "hisac_tf.json_io": 0,

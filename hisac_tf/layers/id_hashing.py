@@ -5,6 +5,8 @@ from __future__ import annotations
 import hisac_tf  # noqa: F401  (Keras 2 before TensorFlow)
 import tensorflow as tf
 
+from hisac_tf.buckets import MIN_BUCKETS
+
 
 @tf.keras.utils.register_keras_serializable(package="hisac_tf")
 class IdHashing(tf.keras.layers.Layer):
@@ -35,8 +37,9 @@ class IdHashing(tf.keras.layers.Layer):
 
     def __init__(self, num_buckets: int, **kwargs):
         super().__init__(**kwargs)
-        if num_buckets < 2:
-            raise ValueError(f"num_buckets must be >= 2, got {num_buckets}")
+        if num_buckets < MIN_BUCKETS:
+            raise ValueError(
+                f"num_buckets must be >= {MIN_BUCKETS}, got {num_buckets}")
         self.num_buckets = num_buckets
 
     def call(self, ids: tf.Tensor) -> tf.Tensor:

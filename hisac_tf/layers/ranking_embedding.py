@@ -6,6 +6,7 @@ from __future__ import annotations
 import hisac_tf  # noqa: F401  (Keras 2 before TensorFlow)
 import tensorflow as tf
 
+from hisac_tf.buckets import MIN_BUCKETS
 from hisac_tf.layers.id_hashing import IdHashing
 
 NUM_BEHAVIORS = 8  # Behaviour types 1..7 (0 = padding); larger ids clip.
@@ -62,8 +63,9 @@ class RankingEmbedding(tf.keras.layers.Layer):
             ("category_buckets", category_buckets),
             ("time_gap_buckets", time_gap_buckets),
         ):
-            if value < 2:
-                raise ValueError(f"{name} must be >= 2, got {value}")
+            if value < MIN_BUCKETS:
+                raise ValueError(
+                    f"{name} must be >= {MIN_BUCKETS}, got {value}")
         if embedding_dim < 1:
             raise ValueError(
                 f"embedding_dim must be >= 1, got {embedding_dim}"
