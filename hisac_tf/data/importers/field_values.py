@@ -14,6 +14,9 @@ from hisac_tf.data.importers.bad_rows import BadValue
 LOG_COLUMNS = ("user_id", "item_id", "category_id", "behavior_type",
                "timestamp")
 INT64_MAX = 2**63 - 1
+# Item embeddings are stored as float32: a larger finite float64 (1e39)
+# would become inf there.
+FLOAT32_MAX = float(np.finfo(np.float32).max)
 UNKNOWN_BEHAVIOR = "is not a known behaviour (pv, cart, fav, buy or 1..4)"
 
 
@@ -45,7 +48,8 @@ def int_value(value: Any, field: str, minimum: int) -> int:
 
 
 def float_value(value: Any, field: str) -> float:
-    """One finite float (an embedding value); BadValue otherwise."""
+    """One finite float32 value (an embedding value); BadValue otherwise
+    (a value beyond float32's range, finite in Python, is refused too)."""
     if value is None:
         raise BadValue(field, None, "is missing")
     try:
@@ -54,6 +58,9 @@ def float_value(value: Any, field: str) -> float:
         raise BadValue(field, value, "is not a number") from None
     if not math.isfinite(number):
         raise BadValue(field, value, "must be finite")
+    if abs(number) > FLOAT32_MAX:
+        raise BadValue(field, value, f"does not fit in float32 (|value| <= "
+                       f"{FLOAT32_MAX:.8g})")
     return number
 
 
