@@ -57,6 +57,10 @@ class ConfigError(ValueError):
     """A configuration key or value that cannot be used."""
 
 
+# The request splits, each read from data.<split>_pattern.
+DATA_SPLITS = ("train", "valid", "eval")
+
+
 @dataclasses.dataclass(frozen=True)
 class DataConfig:
     """Where the request-level TFRecords live and how they are read."""
@@ -79,9 +83,18 @@ class DataConfig:
     shuffle_buffer: int = 1000
     deterministic: bool = False
     num_parallel_reads: int = 4
+    # Splits ("train", "valid", "eval") whose shards may hold no records
+    # (an importer with more shards than requests writes some); elsewhere
+    # a record-less shard is an error naming it (split_files.check_shards).
+    allow_empty_shards: tuple[str, ...] = ()
 
     def validate(self) -> None:
         _positive(self, "max_history", "max_candidates", "batch_size")
+        if not set(self.allow_empty_shards) <= set(DATA_SPLITS):
+            raise ConfigError(
+                "data.allow_empty_shards must hold splits out of "
+                f"{list(DATA_SPLITS)}, got {list(self.allow_empty_shards)!r}"
+            )
         _non_negative(self, "shuffle_buffer")
         _positive(self, "num_parallel_reads")
         _non_empty(self, "data_dir", "train_pattern", "eval_pattern",

@@ -66,9 +66,13 @@ def make_cfg(root, **training):
 
 @pytest.fixture
 def run_dir(tmp_path):
-    """A data_dir with one (empty) valid file; a model_dir."""
+    """A data_dir with one valid file (one placeholder record: the scores
+    are patched, and empty shards are refused); a model_dir."""
     os.makedirs(tmp_path / "data")
-    (tmp_path / "data" / "valid-00000-of-00001.tfrecord.gz").write_bytes(b"")
+    with tf.io.TFRecordWriter(
+            str(tmp_path / "data" / "valid-00000-of-00001.tfrecord.gz"),
+            "GZIP") as writer:
+        writer.write(b"placeholder")
     return tmp_path
 
 

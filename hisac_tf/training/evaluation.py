@@ -28,7 +28,7 @@ from hisac_tf import json_io, metrics
 from hisac_tf.config import Config
 from hisac_tf.data import input_pipeline
 from hisac_tf.data.data_summary import first_record, has_true_ctr
-from hisac_tf.data.feature_spec import DataError, FeatureSpec
+from hisac_tf.data.feature_spec import FeatureSpec
 from hisac_tf.data.split_files import split_files
 from hisac_tf.layers.routing_diagnostics import ROUTING_KEYS
 from hisac_tf.training.checkpoints import (
@@ -145,20 +145,13 @@ def report(users, labels, probs, truth=None) -> dict:
 
 def evaluate(cfg: Config, progress: bool = True) -> dict:
     """Scores the eval split with the chosen checkpoint; writes eval.json."""
+    # Unreadable, empty (or all-empty) shards are named here, before a
+    # checkpoint is looked for (split_files.check_shards).
     files = split_files(cfg.data, "eval")
+    first = next(f for f in files
+                 if first_record(f, cfg.data.compression) is not None)
     spec = FeatureSpec.from_config(
-        cfg.data,
-        with_true_ctr=has_true_ctr(files[0], cfg.data.compression),
-    )
-    # One record of each file: unreadable files are named here, before a
-    # checkpoint is looked for, and an empty split is said to be empty.
-    firsts = [first_record(f, cfg.data.compression) for f in files]
-    if all(record is None for record in firsts):
-        raise DataError(
-            f"the eval split is empty: the {len(files)} file(s) matching "
-            f"{cfg.data.eval_pattern!r} in {cfg.data.data_dir!r} hold no "
-            "requests (import with a wider eval split: importer.eval_days "
-            "/ importer.eval_start_ts)")
+        cfg.data, with_true_ctr=has_true_ctr(first, cfg.data.compression))
     kind, chosen = select_checkpoint(cfg)
     state, path, status = restore_latest(cfg, "evaluate", path=chosen)
     status.expect_partial()

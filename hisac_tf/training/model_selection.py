@@ -38,6 +38,7 @@ from hisac_tf import json_io
 from hisac_tf.config import Config
 from hisac_tf.data import input_pipeline
 from hisac_tf.data.feature_spec import FeatureSpec
+from hisac_tf.data.split_files import check_shards
 from hisac_tf.training.callbacks import StepCounter, summary_dir
 from hisac_tf.training.checkpoints import best_manager
 from hisac_tf.training.evaluation import predict, report, scorer
@@ -63,6 +64,7 @@ def valid_files(cfg: Config) -> list[str]:
             f"in data.data_dir {cfg.data.data_dir!r}: write a valid split "
             "or set training.valid_every=0"
         ) from cause
+    check_shards(files, cfg.data, "valid")  # empty shards: named errors
     return files
 
 
