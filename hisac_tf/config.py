@@ -378,6 +378,12 @@ class TrainingConfig:
     strategy: str = "default"
     seed: int = 0
     log_every: int = 20
+    # The divergence guard (hisac_tf/training/divergence.py): the run
+    # stops when its loss exceeds this multiple of its early value (the
+    # smallest loss of the first divergence_warmup_steps steps) or the
+    # valid predictions collapse to one value; 0 turns it off.
+    divergence_factor: float = 10.0
+    divergence_warmup_steps: int = 5
     # Evaluate on the valid split (data.valid_pattern) every this many
     # steps, keeping the best checkpoint by valid AUC under
     # <model_dir>/best; 0 turns it off.
@@ -429,6 +435,11 @@ class TrainingConfig:
         _non_negative(self, "eval_steps")
         _greater_than_zero(self, "dense_learning_rate",
                            "embedding_learning_rate")
+        if self.divergence_factor and not self.divergence_factor > 1:
+            raise ConfigError(
+                "training.divergence_factor must be 0 (off) or > 1, got "
+                f"{self.divergence_factor!r}")
+        _positive(self, "divergence_warmup_steps")
         _non_empty(self, "model_dir")
 
 

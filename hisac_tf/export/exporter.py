@@ -60,6 +60,7 @@ from hisac_tf.data.feature_spec import FeatureSpec
 from hisac_tf.export import signatures as sig
 from hisac_tf.export import tf_serving_config, verification, warmup
 from hisac_tf.training.checkpoints import restore_latest, select_checkpoint
+from hisac_tf.training.divergence import check_not_diverged
 
 SUMMARY_FILE = "export_summary.json"
 TMP_PREFIX = ".tmp-export-"
@@ -308,7 +309,7 @@ def first_batch(cfg: Config, spec: FeatureSpec, batch_size: int) -> dict:
 
 # ------------------------------------------------------------------ export
 def export_model(cfg: Config, version: int | None = None,
-                 progress: bool = True) -> dict:
+                 progress: bool = True, force: bool = False) -> dict:
     """Restores the latest checkpoint and publishes it as a new version.
 
     Args:
@@ -316,9 +317,14 @@ def export_model(cfg: Config, version: int | None = None,
       version: the version to write (default: `export.version`, else the
         next free one).
       progress: print progress lines to stderr.
+      force: export a model_dir marked diverged (with a warning).
     Returns:
       the export summary (also `<export_dir>/export_summary.json`).
+    Raises:
+      DivergedRunError: training.model_dir is marked diverged
+        (`hisac_tf.training.divergence`) and `force` is not set.
     """
+    check_not_diverged(cfg.training.model_dir, force)
     began = time.time()
     export_dir = filesystems.ensure_filesystem(cfg.export.export_dir)
     reservation = reserve_version(

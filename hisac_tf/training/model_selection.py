@@ -39,6 +39,7 @@ from hisac_tf.config import Config
 from hisac_tf.data import input_pipeline
 from hisac_tf.data.feature_spec import FeatureSpec
 from hisac_tf.data.split_files import check_shards
+from hisac_tf.training import divergence
 from hisac_tf.training.callbacks import StepCounter, summary_dir
 from hisac_tf.training.checkpoints import best_manager
 from hisac_tf.training.evaluation import predict, report, scorer
@@ -152,6 +153,13 @@ class ModelSelection(tf.keras.callbacks.Callback):
             self.score = scorer(self.model, diagnostics=True)
         p = predict(self.cfg, self.model, self.files, self.spec,
                     progress=self.progress, score=self.score)
+        reason = (divergence.collapsed(p.probs)
+                  if self.cfg.training.divergence_factor else None)
+        if reason:  # Before the point could become the best.
+            raise divergence.stop(
+                self.cfg.training.model_dir, step, reason,
+                hint="lower the learning rates or check the data "
+                "(training.divergence_factor=0 turns this check off)")
         point = {"step": int(step),
                  **report(p.users, p.labels, p.probs)}
         active = p.num_active.astype(np.float64)

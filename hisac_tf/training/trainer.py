@@ -41,6 +41,7 @@ from hisac_tf.config import Config, write_resolved
 from hisac_tf.data import input_pipeline
 from hisac_tf.data.split_files import split_files
 from hisac_tf.training.callbacks import (
+    NonFiniteLossError,
     NonFiniteLossGuard,
     PeriodicCheckpoint,
     ProgressBar,
@@ -49,6 +50,7 @@ from hisac_tf.training.callbacks import (
     host_logs,
     summary_dir,
 )
+from hisac_tf.training import divergence
 from hisac_tf.training.checkpoints import (
     build_state,
     check_model_dir,
@@ -159,14 +161,19 @@ def train(cfg: Config, progress: bool = True,
         ds = tf.keras.utils.experimental.DatasetCreator(dataset)
     counter = StepCounter(step, start)
     extra = list(callbacks)
+    every = (t.checkpoint_every, t.log_every, t.valid_every)
+    hint = (f"lower training.dense_learning_rate ({t.dense_learning_rate}) "
+            "or training.embedding_learning_rate "
+            f"({t.embedding_learning_rate}), or check the data")
     callbacks = [
         counter,
-        NonFiniteLossGuard(
-            counter, (t.checkpoint_every, t.log_every, t.valid_every),
-            t.train_steps, manager,
-            hint=f"lower training.dense_learning_rate "
-            f"({t.dense_learning_rate}) or training.embedding_learning_rate "
-            f"({t.embedding_learning_rate}), or check the data"),
+        NonFiniteLossGuard(counter, every, t.train_steps, manager,
+                           hint=hint),
+        divergence.DivergenceGuard(
+            counter, t.model_dir, t.divergence_factor,
+            t.divergence_warmup_steps, every, t.train_steps, start=start,
+            manager=manager, hint=hint + " (training.divergence_factor=0 "
+            "turns this check off)"),
         PeriodicCheckpoint(manager, counter, t.checkpoint_every,
                            also_every=t.valid_every),
         TrainingSummaries(summary_dir(t.model_dir, "train"), counter,
@@ -182,10 +189,15 @@ def train(cfg: Config, progress: bool = True,
     began = time.time()
     with input_pipeline.diagnosed(files, spec, cfg.data.compression), \
             strategy.scope(), table_partitioning():
-        history = model.fit(
-            ds, epochs=1, steps_per_epoch=t.train_steps - start,
-            callbacks=callbacks, verbose=0,
-        )
+        try:
+            history = model.fit(
+                ds, epochs=1, steps_per_epoch=t.train_steps - start,
+                callbacks=callbacks, verbose=0,
+            )
+        except NonFiniteLossError as e:  # DivergenceError marks itself.
+            divergence.mark_diverged(t.model_dir, counter.value, str(e))
+            raise
+    divergence.clear_diverged(t.model_dir)
     if is_parameter_server(strategy):
         write_placement(model, t.model_dir)
     seconds = time.time() - began
