@@ -194,20 +194,21 @@ def test_learning_rate_1e6_stops_and_export_refuses(tiny):
 
 
 @pytest.mark.slow
-def test_a_finite_divergence_after_good_steps_is_refused(tiny):
-    """5 good steps (checkpoint 5), then a learning rate of 1: the loss
-    explodes but stays finite; the run stops before another checkpoint
-    and export refuses the model_dir."""
-    model_dir = tiny.training.model_dir + "-finite"
-    good = with_training(tiny, train_steps=5, model_dir=model_dir)
-    train_job.main(good, progress=False)
-    bad = with_training(tiny, dense_learning_rate=1.0,
-                        embedding_learning_rate=1.0, model_dir=model_dir)
-    with pytest.raises(DivergenceError, match="the loss diverged"):
-        train_job.main(bad, progress=False)
+def test_a_finite_divergence_is_stopped_and_its_checkpoints_refused(tiny):
+    """Learning rates of 1: the loss goes from 0.7 to ~1e7 and stays
+    finite (the run used to end at step 30 with exit 0). Checkpoints of
+    the warm-up steps exist; the run stops at the first check after it
+    and export refuses the model_dir unless forced."""
+    cfg = with_training(tiny, dense_learning_rate=1.0,
+                        embedding_learning_rate=1.0, checkpoint_every=2,
+                        model_dir=tiny.training.model_dir + "-finite")
+    with pytest.raises(DivergenceError, match=(
+            "training stopped at step 6: the loss diverged: its peak over "
+            r"steps 1-6 is .* > training.divergence_factor \(10\)")):
+        train_job.main(cfg, progress=False)
     ckpts = checkpoint_manager(
-        bad, tf.train.Checkpoint(), tf.Variable(0, dtype=tf.int64))
-    assert ckpts.latest_checkpoint.endswith("ckpt-5")
-    with pytest.raises(DivergedRunError):
-        exporter.export_model(bad, progress=False)
-    divergence.check_not_diverged(model_dir, force=True)
+        cfg, tf.train.Checkpoint(), tf.Variable(0, dtype=tf.int64))
+    assert ckpts.latest_checkpoint.endswith("ckpt-4")
+    with pytest.raises(DivergedRunError, match="step 6: the loss diverged"):
+        exporter.export_model(cfg, progress=False)
+    divergence.check_not_diverged(cfg.training.model_dir, force=True)
