@@ -29,6 +29,9 @@ from hisac_tf.feature_config import (
     features_from_list,
 )
 
+# model.feature_combiner values (hisac_tf.models.feature_embeddings).
+FEATURE_COMBINERS = ("sum", "concat")
+
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 _CHECKOUT_ROOT = os.path.dirname(_PACKAGE_DIR)
 
@@ -304,6 +307,10 @@ class ModelConfig:
     # behaviours share its category and each SID prefix (the keys
     # with the M most behaviours are kept per type); 0 turns them off.
     count_slots: int = 256
+    # How item and event features join h_i and the candidate embedding
+    # (hisac_tf.models.feature_embeddings): "sum" adds each feature's
+    # D-wide embedding, "concat" concatenates them and projects to D.
+    feature_combiner: str = "sum"
     # Baseline compressors' own settings (docs/design.md §3).
     kmeans_iterations: int = 5  # Lloyd steps of `kmeans`
     lsh_bits: int = 0  # SimHash bits of `lsh`; 0: ceil(log2 A) + 1
@@ -350,6 +357,10 @@ class ModelConfig:
             )
         _dims(self, "mlp_dims")
         _non_empty(self, "compressor")
+        if self.feature_combiner not in FEATURE_COMBINERS:
+            raise ConfigError(
+                f"model.feature_combiner must be one of "
+                f"{list(FEATURE_COMBINERS)}, got {self.feature_combiner!r}")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -211,39 +211,23 @@ class ServingModule(tf.Module):
     # ------------------------------------------------------------- shapes
     @property
     def state_keys(self) -> tuple[str, ...]:
-        """The model's cacheable state (`STATE_KEYS`, plus
-        `group_categories` for a candidate-dependent compressor)."""
-        return tuple(getattr(self.model, "state_keys", STATE_KEYS))
+        """The model's cacheable state, in order (`HiSACRanker.state_keys`:
+        each branch's names, then user_embedding)."""
+        return tuple(self.model.state_keys)
 
     def _state_shapes(self) -> dict:
-        """name -> (shape [None, ...], dtype) of encode_user's outputs.
-
-        Found by running the user side on two dummy histories (N' = 1, 3):
-        dimensions that follow N' (G = N' for the `full` and `sim_hard`
-        compressors) are left unknown. Booleans (the mask) travel as
-        int32, floats as float32.
-        """
-        spec = self.spec
-        runs = []
-        for width in (1, 3):
-            dummy = {name: tf.zeros([1], tf.int64)
-                     for name in spec.scalar_features}
-            for name in HISTORY_FEATURES:
-                dummy[name] = tf.zeros([1, width], tf.int64)
-            dummy["hist_length"] = tf.zeros([1], tf.int32)
-            runs.append(self.model.compress_user(dummy, training=False))
+        """name -> (shape [None, ...], dtype) of encode_user's outputs,
+        from the model's `state_spec()`. Booleans (masks) travel as
+        int32, floats as float32."""
         out = {}
-        for name in self.state_keys:
-            a, b = (run[name].shape.as_list() for run in runs)
-            dtype = runs[0][name].dtype
+        for name, spec in self.model.state_spec().items():
+            dtype = spec.dtype
             if dtype == tf.bool:
                 dtype = tf.int32
                 self._holder.bool_state.add(name)
             elif dtype.is_floating:
                 dtype = tf.float32
-            shape = [None] + [x if x == y else None
-                              for x, y in zip(a[1:], b[1:])]
-            out[name] = (shape, dtype)
+            out[name] = (spec.shape.as_list(), dtype)
         out[FINGERPRINT] = ([None], tf.int64)
         return out
 
