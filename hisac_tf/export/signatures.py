@@ -73,6 +73,7 @@ from hisac_tf.data.feature_spec import (
     FeatureSpec,
 )
 from hisac_tf.export import input_contract as contract
+from hisac_tf.feature_config import FeatureConfig
 from hisac_tf.models.hisac_ranker import STATE_KEYS, HiSACRanker
 
 SERVING_DEFAULT = "serving_default"
@@ -163,7 +164,9 @@ class ServingModule(tf.Module):
             spec.max_history, dtype=tf.int64, trainable=False,
             name="max_history")
         self._holder.state_shapes = self._state_shapes()
-        full = spec.input_signature()
+        full = dict(spec.input_signature())
+        for f in self.request_features:  # declared features per the spec
+            full.setdefault(f.batch_key, feature_input_spec(f))
         user_sig = {k: full[k] for k in self.user_input_names}
         cand_sig = {k: full[k] for k in CANDIDATE_INPUTS}
         state_sig = {
@@ -195,11 +198,21 @@ class ServingModule(tf.Module):
         return self._holder.state_shapes
 
     @property
+    def request_features(self) -> tuple[FeatureConfig, ...]:
+        """The model's declared features that requests carry (user,
+        context, event; item features are looked up in the graph)."""
+        return tuple(f for f in self.model.features if f.in_request)
+
+    @property
     def user_input_names(self) -> tuple[str, ...]:
-        """Inputs of encode_user (and the user part of serving_default)."""
-        return (
+        """Inputs of encode_user (and the user part of serving_default):
+        the core user and history inputs, then the declared user, context
+        and event features (the context is part of the request's state)."""
+        names = (
             self.spec.scalar_features + HISTORY_FEATURES + ("hist_length",)
         )
+        return names + tuple(f.batch_key for f in self.request_features
+                             if f.batch_key not in names)
 
     def signatures(self) -> dict:
         """Signature name -> concrete function, for `tf.saved_model.save`."""
@@ -312,6 +325,11 @@ class ServingModule(tf.Module):
             }  # [B, N'] each
         features = {name: raw[name] for name in self.spec.scalar_features}
         features.update(dense)
+        for feat in self.request_features:
+            x = raw[feat.batch_key]
+            if isinstance(x, tf.RaggedTensor):  # lists: padded [B, W]
+                x = x.to_tensor(_padding(x.dtype))
+            features[feat.batch_key] = x
         features["hist_length"] = tf.cast(lengths, tf.int32)
         for plural, single in zip(
             CANDIDATE_FEATURES, IMPRESSION_CANDIDATE_FEATURES
@@ -339,6 +357,15 @@ class ServingModule(tf.Module):
             _same_rows(name, f[name], "hist_item_ids", rows)
             for name in self.spec.scalar_features + ("hist_length",)
         ]
+        for feat in self.request_features:
+            x = f[feat.batch_key]
+            if feat.location == "event":
+                checks.append(_same_shape(
+                    feat.batch_key, tf.shape(x)[:2], "hist_item_ids",
+                    tf.shape(hist), shapes=True))
+            else:
+                checks.append(_same_rows(
+                    feat.batch_key, x, "hist_item_ids", rows))
         with tf.control_dependencies(checks):
             length = tf.identity(f["hist_length"])  # [R] int32
         group = contract.HISTORY
@@ -361,6 +388,7 @@ class ServingModule(tf.Module):
             tf.logical_and(valid[:, 1:], ts[:, 1:] < ts[:, :-1]),
             [[0, 0], [1, 0]])  # [R, N']: older than its predecessor
         checks.append(_check_first(earlier, ts, unsorted))
+        checks += _dense_feature_checks(self.request_features, f, valid)
         with tf.control_dependencies(checks):
             out = {
                 name: tf.identity(f[name])
@@ -370,6 +398,11 @@ class ServingModule(tf.Module):
             for name in HISTORY_FEATURES:
                 out[name] = _newest(
                     tf.identity(f[name]), length, n)  # [R, <=N]
+            for feat in self.request_features:
+                x = tf.identity(f[feat.batch_key])
+                if feat.location == "event":
+                    x = _newest(x, length, n)  # [R, <=N(, dim)]
+                out[feat.batch_key] = x
             out["hist_length"] = tf.minimum(length, n)  # [R]
         return out
 
@@ -438,19 +471,22 @@ def _newest(x: tf.Tensor, length: tf.Tensor, n: int) -> tf.Tensor:
     """The newest min(length, n) entries of each row, zero-padded.
 
     Args:
-      x: [R, W] int64, oldest first, padded past `length`.
+      x: [R, W] or [R, W, K] (int64, float32 or string), oldest first,
+        padded past `length`.
       length: [R] int32 valid entries per row (0 <= length <= W).
       n: the history length kept (N).
     Returns:
-      [R, max(min(W, n), 1)]: row r holds x[r, s:length[r]] with
-      s = max(length[r] - n, 0), then zeros.
+      [R, max(min(W, n), 1)(, K)]: row r holds x[r, s:length[r]] with
+      s = max(length[r] - n, 0), then padding (0, 0.0 or b"").
     """
     width = tf.shape(x)[1]
     out_width = tf.maximum(tf.minimum(width, n), 1)
     length = tf.clip_by_value(length, 0, width)
     start = tf.maximum(length - n, 0)  # [R]
     kept = tf.minimum(length, n)  # [R]
-    padded = tf.pad(x, [[0, 0], [0, 1]])  # [R, W + 1]; column W is 0
+    pads = [[0, 0], [0, 1]] + [[0, 0]] * (x.shape.rank - 2)
+    padded = tf.pad(x, pads, constant_values=_padding(
+        x.dtype))  # [R, W + 1(, K)]; column W is padding
     pos = tf.range(out_width)[None, :]  # [1, W']
     idx = tf.where(
         pos < kept[:, None], start[:, None] + pos, width
@@ -499,12 +535,61 @@ def _min_value_checks(f: dict, group: contract.PaddedGroup,
     ]
 
 
-def _same_shape(name: str, x: tf.Tensor, ref_name: str, ref: tf.Tensor):
+def _same_shape(name: str, x: tf.Tensor, ref_name: str, ref: tf.Tensor,
+                shapes: bool = False):
+    """An Assert that x and ref have one shape (`shapes`: x and ref are
+    shapes already, e.g. the leading [R, N'] of a vector input)."""
+    x_shape = x if shapes else tf.shape(x)
+    ref_shape = ref if shapes else tf.shape(ref)
     return tf.debugging.Assert(
-        tf.reduce_all(tf.equal(tf.shape(x), tf.shape(ref))),
+        tf.reduce_all(tf.equal(x_shape, ref_shape)),
         [f"invalid input: {name} must have the shape of {ref_name}; got",
-         tf.shape(x), "vs", tf.shape(ref)],
+         x_shape, "vs", ref_shape],
     )
+
+
+def _padding(dtype: tf.DType):
+    """The padding value of a dtype: b"" for strings, else 0."""
+    return "" if dtype == tf.string else tf.zeros([], dtype)
+
+
+def feature_input_spec(feature: FeatureConfig) -> tf.TensorSpec:
+    """The serving input of a declared request feature (`FeatureSpec`'s
+    layout): [R] (categorical, dense), [R, M] (multi_categorical),
+    [R, dim] (vector); an event feature adds the history axis N' after R.
+    int64 or string (DT_STRING) ids, float32 values."""
+    if feature.is_categorical:
+        dtype = tf.string if feature.dtype == "string" else tf.int64
+    else:
+        dtype = tf.float32
+    shape = [None]
+    if feature.location == "event":
+        shape.append(None)
+    if feature.kind == "multi_categorical":
+        shape.append(None)
+    elif feature.kind == "vector":
+        shape.append(feature.dim)
+    return tf.TensorSpec(shape, dtype, feature.batch_key)
+
+
+def _dense_feature_checks(features, f: dict, valid: tf.Tensor) -> list:
+    """Asserts that dense features without a default hold no NaN (within
+    the history for event features), naming the input and the row."""
+    checks = []
+    for feat in features:
+        if feat.is_categorical or feat.default is not None:
+            continue
+        x = f[feat.batch_key]  # [R(, N')(, dim)]
+        bad = tf.math.is_nan(x)
+        if feat.kind == "vector":
+            bad = tf.reduce_any(bad, axis=-1)
+            x = tf.reduce_sum(x, axis=-1)
+        if feat.location == "event":
+            bad = tf.logical_and(valid, bad)
+        checks.append(_check_first(
+            bad, x, f"{feat.batch_key} must not be NaN (the feature has no "
+            "default)"))
+    return checks
 
 
 def _same_rows(name: str, x: tf.Tensor, ref_name: str, rows: tf.Tensor):

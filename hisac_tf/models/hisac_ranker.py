@@ -12,8 +12,7 @@ candidates. The ranker is embeddings, a list of branches and a head:
         ├─ LongTermBranch (any compressor) ─ state ── score ─ [B, C, D]
         ├─ ShortTermBranch (newest S)      ─ state ── score ─ [B, C, D]
         └─ MatchCountsBranch               ─ state ── score ─ [B, C, 4T+1]
-    user id + user features ─ user_embedding ──────────┤
-                                   context features ───┤
+    user id + user + context features ─ user_embedding ┤
                                          Cross + MLP ─ logit [B, C]
 
 Each branch (`hisac_tf.models.branch.Branch`) encodes the shared
@@ -290,8 +289,9 @@ class HiSACRanker(tfrs.models.Model):
         for branch in self.branches:
             for local, s in branch.state_spec().items():
                 spec[branch.state_prefix + local] = s
-        width = self.embedding_dim + self.feature_embeddings.head_width(
-            "user")
+        width = (self.embedding_dim
+                 + self.feature_embeddings.head_width("user")
+                 + self.feature_embeddings.head_width("context"))
         spec[USER_EMBEDDING] = tf.TensorSpec([None, width], tf.float32)
         return spec
 
@@ -340,8 +340,9 @@ class HiSACRanker(tfrs.models.Model):
         """User-side work, once per request.
 
         Args:
-          features: user_id, request_time, user features [B]; hist_*
-            [B, N] (event features included); hist_length [B].
+          features: user_id, request_time, user and context features
+            [B] (or [B, M], [B, dim]); hist_* [B, N] (event features
+            included); hist_length [B].
           diagnostics: also return the routing diagnostics of a routing
             compressor (`hisac` and its ablations):
             effective_items_per_agent, off_sid_mass, agents_per_user [B].
@@ -364,9 +365,12 @@ class HiSACRanker(tfrs.models.Model):
         return out
 
     def embed_user(self, features: dict) -> tf.Tensor:
-        """user_id and user features [B] -> [B, Du]."""
+        """user_id, user and context features [B] -> [B, Du] (the
+        request's context is part of the cached state: one state per
+        request)."""
         parts = [self.user_table(self.user_hash(features["user_id"]))]
         parts += self.feature_embeddings.user_parts(features)
+        parts += self.feature_embeddings.context_parts(features)
         return tf.concat(
             [tf.cast(p, parts[0].dtype) for p in parts], axis=-1)  # [B, Du]
 
@@ -403,8 +407,7 @@ class HiSACRanker(tfrs.models.Model):
 
         Args:
           state: output of `compress_user` (at least `state_keys`).
-          features: cand_item_ids, cand_category_ids [B, C]; context
-            features [B].
+          features: cand_item_ids, cand_category_ids [B, C].
         Returns:
           logits [B, C] (padded candidates get a logit too; mask them).
         """
@@ -417,10 +420,7 @@ class HiSACRanker(tfrs.models.Model):
             # broadcast: one op, where tf.repeat builds ~30
             return tf.broadcast_to(x[:, None, :], [rows, c, tf.shape(x)[1]])
 
-        parts = [per_candidate(state[USER_EMBEDDING])]
-        parts += [per_candidate(p)
-                  for p in self.feature_embeddings.context_parts(features)]
-        parts.append(queries)
+        parts = [per_candidate(state[USER_EMBEDDING]), queries]
         for branch in self.branches:
             parts.append(branch.score(
                 branch.local_state(state), candidates, training=training,
