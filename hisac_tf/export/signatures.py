@@ -5,18 +5,26 @@ SavedModel's signatures (only core TensorFlow ops; raw ids are hashed or
 binary-searched inside the graph):
 
     serving_default   R requests: user features [R], histories [R, N'],
-                      hist_length [R], candidates [R, C], cand_count [R]
+                      hist_length [R], candidates [R, C], cand_count [R],
+                      and the declared request features (user, context
+                      [R] / [R, M] / [R, dim]; event hist_<name> [R, N'];
+                      DT_STRING for string features; item features are
+                      looked up in the graph)
                       -> ctr [R, C] float32 (0.0 past cand_count).
                       The user side (compress_user) runs once per request,
                       then the C candidates are scored against it.
     encode_user       the user/history inputs of serving_default
-                      -> keys, values [R, H, A, dk] float32, bias [R, A]
-                      float32, mask [R, A] int32 (1 = active agent),
-                      user_embedding [R, Du] float32, model_fingerprint [R]
-                      int64: the cacheable compressed user state. (A
-                      baseline compressor may have G = N' groups in place
-                      of A, and `sim_hard` adds group_categories [R, G]
-                      int64: see `ServingModule.state_shapes`.)
+                      -> the cacheable state of the model's branches
+                      (`HiSACRanker.state_spec()`): keys, values
+                      [R, H, G, dk] float32, bias [R, G] float32, mask
+                      [R, G] int32 (1 = active group) of the long-term
+                      branch (+ group_categories [R, G] int64 for
+                      `sim_hard`); short_keys .. short_mask of the
+                      short-term branch (G = S); count_keys [R, T, M']
+                      int64, count_values, count_gaps [R, T, M'] and
+                      count_lengths [R, T] float32 of the match counts;
+                      user_embedding [R, Du] float32 (user and context
+                      features); model_fingerprint [R] int64.
     score_with_state  that state (same names, model_fingerprint included)
                       + cand_item_ids, cand_category_ids [R, C], cand_count
                       [R] -> ctr [R, C]. A state whose model_fingerprint is
