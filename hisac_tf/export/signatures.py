@@ -129,7 +129,11 @@ def weights_fingerprint(variables, version: int) -> int:
     for var in variables:
         value = np.ascontiguousarray(var.numpy())
         digest.update(f"|{value.dtype}|{value.shape}|".encode())
-        digest.update(value.tobytes())
+        if value.dtype == object:  # strings (item features): their bytes
+            for item in value.ravel():
+                digest.update(len(item).to_bytes(8, "big") + item)
+        else:
+            digest.update(value.tobytes())
     return int.from_bytes(digest.digest()[:8], "big") & (2**63 - 1)
 
 
