@@ -15,7 +15,9 @@ declared features:
   variants run in a new random order each round, so a load spike hits
   them alike), and the median of the per-round ratios to the baseline;
 * memory of one call: peak TensorFlow allocator bytes above what was live
-  before it (intermediate tensors; weights excluded);
+  before it (intermediate tensors; weights excluded). On a CPU the
+  allocator keeps statistics only as a BFC allocator, so the script sets
+  TF_CPU_ALLOCATOR_USE_BFC=true before TensorFlow loads;
 * the request's bytes (TensorProtos of every input) and the model's
   weight bytes (the item table's columns for item features).
 
@@ -29,11 +31,14 @@ from __future__ import annotations
 import argparse
 import os
 
-import hisac_tf  # noqa: F401  (Keras 2: before TensorFlow)
+# The CPU allocator's statistics (peak bytes) exist only with BFC.
+os.environ.setdefault("TF_CPU_ALLOCATOR_USE_BFC", "true")
+
+import hisac_tf  # noqa: E402,F401  (Keras 2: before TensorFlow)
 
 # isort: split
-import numpy as np
-import tensorflow as tf
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
 
 from benchmarks.bench_common import (
     environment,
