@@ -187,23 +187,35 @@ def _assert_text(text: str) -> str:
 
 def _single_record_parser(spec: FeatureSpec):
     parse_spec = spec.raw_parse_spec()
+    features = {f.record_key: f for f in spec.request_features}
+    kinds = {tf.float32: "float_list", tf.string: "bytes_list",
+             tf.int64: "int64_list"}
 
     def parse_one(record: tf.Tensor) -> str | None:
         example = tf.train.Example.FromString(record.numpy())
         feats = example.features.feature
         for name, fs in parse_spec.items():
+            f = features.get(name)
+            what = (f"feature {f.name!r} (key {name!r})" if f
+                    else f"field {name}")
             if name not in feats:
-                return f"missing field {name}"
+                if f is not None and f.default is not None:
+                    continue  # Missing dense values take the default.
+                return (f"missing {what}" if f else f"missing field {name}")
             kind = feats[name].WhichOneof("kind")
-            want = "float_list" if fs.dtype == tf.float32 else "int64_list"
+            want = kinds[fs.dtype]
             if kind != want:
-                return (
-                    f"field {name} has type {kind}, expected {want}"
-                )
+                return f"{what} has type {kind}, expected {want}"
             if isinstance(fs, tf.io.FixedLenFeature):
                 n = len(getattr(feats[name], want).value)
-                if n != 1:
-                    return f"field {name} must hold 1 value, got {n}"
+                width = int(np.prod(fs.shape)) if fs.shape else 1
+                if n != width:
+                    return f"{what} must hold {width} value(s), got {n}"
+            elif f is not None and f.kind == "vector":
+                n = len(feats[name].float_list.value)
+                if n % f.dim:
+                    return (f"{what} must hold dim={f.dim} floats per "
+                            f"history item, got {n} values")
         try:
             raw = spec.parse(record[tf.newaxis])
             where = tf.constant(["record"])
