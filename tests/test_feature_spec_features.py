@@ -187,3 +187,56 @@ def test_statistics_resolve_from_feature_stats_json(tmp_path):
     spec = FeatureSpec.from_config(cfg, features=(price,))
     assert spec.item_features[0].std == pytest.approx(0.5)
     assert spec.user_features == ()
+
+
+ITEM_FEATURES = (
+    FeatureConfig("brand", "item", dtype="string", hash_buckets=8),
+    FeatureConfig("tags", "item", kind="multi_categorical", hash_buckets=8,
+                  max_values=2, key="tag_ids"),
+    FeatureConfig("price", "item", kind="dense", default=0.0),
+    FeatureConfig("content", "item", kind="vector", dim=2,
+                  key="content_embedding"),
+)
+
+
+def write_items(path, rows):
+    from hisac_tf.data.feature_spec import feature_values, item_example
+    by_name = {f.name: f for f in ITEM_FEATURES}
+    with tf.io.TFRecordWriter(str(path), "GZIP") as w:
+        for item, values in rows:
+            feats = {by_name[k].record_key: feature_values(by_name[k], v)
+                     for k, v in values.items() if k != "content"}
+            w.write(item_example(item, 1, values.get("content", [0, 0]),
+                                 features=feats).SerializeToString())
+
+
+def test_load_item_features_reads_the_item_table(tmp_path):
+    from hisac_tf.data.item_feature_loader import load_item_features
+    write_items(tmp_path / "items-00000-of-00001.tfrecord.gz", [
+        (9, {"brand": "acme", "tags": [1, 2, 3], "price": 2.0,
+             "content": [1, 2]}),
+        (3, {"brand": b"zeta", "tags": [4], "price": float("nan")}),
+    ])
+    cfg = DataConfig(data_dir=str(tmp_path))
+    values = load_item_features(cfg, FEATURES + ITEM_FEATURES[1:])
+    np.testing.assert_array_equal(values.item_ids, [3, 9])
+    assert values.columns["brand"].tolist() == [b"zeta", b"acme"]
+    np.testing.assert_array_equal(values.columns["tags"], [[4, 0], [1, 2]])
+    np.testing.assert_allclose(values.columns["price"], [0.0, 2.0])
+    np.testing.assert_allclose(values.columns["content"], [[0, 0], [1, 2]])
+    assert load_item_features(cfg, default_features(("g",))).item_ids.size \
+        == 0
+    shop = FeatureConfig("shop", "item", hash_buckets=8)
+    with pytest.raises(DataError, match=r"items-00000-of-00001\.tfrecord\."
+                                        r"gz:0: missing item feature 'shop'"):
+        load_item_features(cfg, (shop,))
+    wrong = FeatureConfig("brand", "item", hash_buckets=8)
+    with pytest.raises(DataError, match=r":0: item feature 'brand' \(key "
+                                        r"'brand'\) has type bytes_list, "
+                                        r"expected int64_list"):
+        load_item_features(cfg, (wrong,))
+    strict = FeatureConfig("price", "item", kind="dense")
+    with pytest.raises(DataError, match=r":1: item feature 'price' .* is "
+                                        r"nan and the feature has no "
+                                        r"default"):
+        load_item_features(cfg, (strict,))

@@ -709,8 +709,10 @@ def item_example(
     category_id: int,
     embedding: Sequence[float],
     subtopic_id: int = 0,
+    features: Mapping[str, tf.train.Feature] | None = None,
 ) -> tf.train.Example:
-    """One item-table record."""
+    """One item-table record; `features`: item feature columns by record
+    key (`feature_values(f, value)` each)."""
     if item_id < 1:
         raise DataError(f"field item_id must be >= 1, got {item_id}")
     feats = {
@@ -724,4 +726,9 @@ def item_example(
     if subtopic_id:
         feats[ITEM_SUBTOPIC] = tf.train.Feature(
             int64_list=tf.train.Int64List(value=[subtopic_id]))
+    for key, feature in (features or {}).items():
+        if key in feats:
+            raise DataError(f"item feature key {key!r} is a core item "
+                            "table column")
+        feats[key] = feature
     return tf.train.Example(features=tf.train.Features(feature=feats))
