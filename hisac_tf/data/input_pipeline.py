@@ -26,6 +26,7 @@ import tensorflow as tf
 
 from hisac_tf.data.feature_spec import DataError, FeatureSpec
 from hisac_tf.data import filesystems
+from hisac_tf.data.schema_check import record_problems
 
 
 def list_files(patterns: str | Sequence[str]) -> list[str]:
@@ -186,36 +187,12 @@ def _assert_text(text: str) -> str:
 
 
 def _single_record_parser(spec: FeatureSpec):
-    parse_spec = spec.raw_parse_spec()
-    features = {f.record_key: f for f in spec.request_features}
-    kinds = {tf.float32: "float_list", tf.string: "bytes_list",
-             tf.int64: "int64_list"}
 
     def parse_one(record: tf.Tensor) -> str | None:
         example = tf.train.Example.FromString(record.numpy())
-        feats = example.features.feature
-        for name, fs in parse_spec.items():
-            f = features.get(name)
-            what = (f"feature {f.name!r} (key {name!r})" if f
-                    else f"field {name}")
-            if name not in feats:
-                if f is not None and f.default is not None:
-                    continue  # Missing dense values take the default.
-                return (f"missing {what}" if f else f"missing field {name}")
-            kind = feats[name].WhichOneof("kind")
-            want = kinds[fs.dtype]
-            if kind != want:
-                return f"{what} has type {kind}, expected {want}"
-            if isinstance(fs, tf.io.FixedLenFeature):
-                n = len(getattr(feats[name], want).value)
-                width = int(np.prod(fs.shape)) if fs.shape else 1
-                if n != width:
-                    return f"{what} must hold {width} value(s), got {n}"
-            elif f is not None and f.kind == "vector":
-                n = len(feats[name].float_list.value)
-                if n % f.dim:
-                    return (f"{what} must hold dim={f.dim} floats per "
-                            f"history item, got {n} values")
+        problems = record_problems(spec, example, first_only=True)
+        if problems:
+            return problems[0]
         try:
             raw = spec.parse(record[tf.newaxis])
             where = tf.constant(["record"])
