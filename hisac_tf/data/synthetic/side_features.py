@@ -212,15 +212,23 @@ def side_logits(side: SideWorld, world: World, syn: SyntheticConfig,
 def preference_estimates(side: SideWorld, hist_items: np.ndarray,
                          hist_end: np.ndarray, window: int | None
                          ) -> np.ndarray:
-    """The oracle's p̂ [R, k]: the normalised sum of the style vectors of
-    the newest `window` events before each request (None: all)."""
+    """The oracle's p̂ [R, k] from the newest `window` events before each
+    request (None: all): the normalised sum of the style vectors of the
+    distinct items there (a popular item seen many times would otherwise
+    outweigh the engagements), then one re-weighting of each item by
+    exp(1.5 ⟨style_i, p̂⟩) towards the items that match it."""
     out = np.zeros((hist_end.size, side.style.shape[1]))
-    cum = np.concatenate([np.zeros((1, side.style.shape[1])),
-                          np.cumsum(side.style[hist_items], axis=0)])
     for r, end in enumerate(hist_end):
         lo = 0 if window is None else max(0, end - window)
-        total = cum[end] - cum[lo]
-        norm = np.linalg.norm(total)
-        if norm > 0:
-            out[r] = total / norm
+        styles = side.style[np.unique(hist_items[lo:end])]  # [n, k]
+        estimate = styles.sum(axis=0)  # [k]
+        for step in range(2):
+            norm = np.linalg.norm(estimate)
+            if norm == 0:
+                break
+            estimate = estimate / norm
+            if step == 0:
+                weight = np.exp(1.5 * (styles @ estimate))  # [n]
+                estimate = (styles * weight[:, None]).sum(axis=0)
+        out[r] = estimate
     return out
