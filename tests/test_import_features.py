@@ -140,3 +140,24 @@ def test_missing_feature_column_and_item_table_are_named(tmp_path):
     with pytest.raises(ConfigError, match="item features .*brand.* item "
                                           "table"):
         import_logs(cfg.replace(importer={"items": ""}))
+
+
+def test_bad_vocabulary_file_stops_the_import_before_writing(tmp_path):
+    from hisac_tf.data.vocabulary import VocabularyError
+    events = write(tmp_path / "events.csv", HEADER, EVENTS)
+    vocab = tmp_path / "device.txt"
+    values = [dict(f) for f in FEATURES]
+    values[2] = dict(values[2], hash_buckets=0, vocabulary_file=str(vocab))
+    cfg = config(tmp_path, events).replace(
+        features=features_from_list(values))
+    with pytest.raises(VocabularyError, match=r"feature 'device'.*"
+                                              r"device\.txt.*does not exist"):
+        import_logs(cfg)
+    vocab.write_text("ios\nweb\nios\n")
+    with pytest.raises(VocabularyError, match=r"feature 'device': .*"
+                                              r"device\.txt:3 repeats 'ios'"):
+        import_logs(cfg)
+    assert not glob.glob(os.path.join(cfg.data.data_dir, "*"))
+    vocab.write_text("ios\nweb\nandroid\n")
+    import_logs(cfg)
+    assert glob.glob(os.path.join(cfg.data.data_dir, "train-*"))

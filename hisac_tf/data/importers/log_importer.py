@@ -128,6 +128,7 @@ from hisac_tf.data.importers.feature_columns import log_features
 from hisac_tf.data.importers.user_table import (declared_user_features,
                                                 read_users)
 from hisac_tf.data.shard_writer import ShardedWriter, shard_name
+from hisac_tf.data.vocabulary import read_vocabulary
 
 SUMMARY_FILE = "summary.json"
 
@@ -183,6 +184,9 @@ def prepare_import(cfg: Config) -> list[str]:
     FeatureSpec(data.max_history, data.max_candidates,  # Checks them.
                 with_true_ctr=False, features=cfg.all_features,
                 record_keys=tuple(data.record_keys))
+    for f in cfg.all_features:  # Missing or repeated vocabulary lines.
+        if f.vocabulary_file:
+            read_vocabulary(f)
     for pattern in list(split_patterns(cfg).values()) + [
             data.item_table_pattern]:
         shard_name(pattern, 0, imp.num_shards)  # Checks the pattern.
