@@ -161,3 +161,34 @@ def test_bad_vocabulary_file_stops_the_import_before_writing(tmp_path):
     vocab.write_text("ios\nweb\nandroid\n")
     import_logs(cfg)
     assert glob.glob(os.path.join(cfg.data.data_dir, "train-*"))
+
+
+def test_parquet_log_gives_the_same_records_as_csv(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    csv_cfg = config(tmp_path, write(tmp_path / "events.csv", HEADER,
+                                     EVENTS), name="from_csv")
+    import_logs(csv_cfg)
+    cols = list(zip(*EVENTS))
+    table = pa.table({
+        "user_id": pa.array(cols[0], pa.int64()),
+        "item_id": pa.array(cols[1], pa.int64()),
+        "category_id": pa.array(cols[2], pa.int64()),
+        "behavior_type": pa.array(cols[3]),
+        "timestamp": pa.array(cols[4], pa.int64()),
+        "Paid": pa.array([None if v == "" else v for v in cols[5]],
+                         pa.float64()),
+        "hour": pa.array(cols[6], pa.int64()),
+        "device": pa.array(cols[7]),
+    })
+    pq.write_table(table, str(tmp_path / "events.parquet"))
+    pq_cfg = config(tmp_path, str(tmp_path / "events.parquet"),
+                    name="from_parquet")
+    import_logs(pq_cfg)
+    for name in sorted(os.listdir(csv_cfg.data.data_dir)):
+        if name.endswith(".tfrecord.gz"):
+            a = [r.numpy() for r in tf.data.TFRecordDataset(
+                os.path.join(csv_cfg.data.data_dir, name), "GZIP")]
+            b = [r.numpy() for r in tf.data.TFRecordDataset(
+                os.path.join(pq_cfg.data.data_dir, name), "GZIP")]
+            assert a == b, name

@@ -36,10 +36,13 @@ class EventColumns:
         if len(self.pending[0]) >= 1 << 16:
             self._flush()
 
-    def extend(self, *arrays: np.ndarray) -> None:
+    def extend(self, *arrays: np.ndarray, extra: tuple = ()) -> None:
+        """Column batches; `extra`: one list of values per feature."""
         self._flush()
         for column, a in zip(self.parts, arrays):
             column.append(np.asarray(a, np.int64))
+        for f, values in zip(self.features, extra):
+            self.extra[f.name].extend(values)
 
     def _flush(self) -> None:
         if self.pending[0]:

@@ -13,7 +13,6 @@ from hisac_tf.data import filesystems
 from hisac_tf.data.importers.bad_rows import BadRows
 from hisac_tf.data.importers.csv_reader import csv_log_events
 from hisac_tf.data.importers.duplicate_events import duplicate_mask
-from hisac_tf.data.feature_spec import DataError
 from hisac_tf.data.importers.event_columns import EventColumns
 from hisac_tf.data.importers.feature_columns import log_features
 from hisac_tf.data.importers.field_values import LOG_COLUMNS
@@ -72,12 +71,6 @@ def read_events(cfg: ImporterConfig, features: Sequence[FeatureConfig] = ()
     for path in files:
         fmt = format_of(path, cfg.format)
         progress(f"reading {path} ({fmt})")
-        if fmt == "parquet" and out.features:
-            raise DataError(
-                f"{path}: event and context features "
-                f"({[f.name for f in out.features]}) are read from CSV logs "
-                "only in this version; convert the log to CSV or declare "
-                "them as item/user features")
         if fmt == "parquet":
             rows += parquet_log_events(path, bad, out, cfg.progress_every)
         else:
