@@ -9,6 +9,7 @@ import pytest
 from hisac_tf.config import ConfigError, from_dict, load_config
 from hisac_tf.data import input_pipeline, synthetic
 from hisac_tf.data.feature_spec import FeatureSpec
+from hisac_tf.data.feature_inspection import inspect_features
 from hisac_tf.data.feature_stats import read_feature_stats
 from hisac_tf.data.item_feature_loader import load_item_features
 from hisac_tf.data.synthetic.side_features import (build_side_world,
@@ -59,6 +60,22 @@ def test_features_preset_writes_every_declared_feature(tmp_path):
     assert ((hours >= 1) & (hours <= 24)).all()
     assert set(batch["device"].numpy().tolist()) <= {b"ios", b"android",
                                                       b"web"}
+    # hisac-inspect's per-feature table, with a vocabulary lacking "web".
+    vocab = tmp_path / "device.txt"
+    vocab.write_text("ios\nandroid\n")
+    values = cfg.to_dict()
+    for f in values["features"]:
+        if f["name"] == "device":
+            f.update(hash_buckets=0, vocabulary_file=str(vocab))
+    report = inspect_features(from_dict(values), files)
+    assert report["hour"]["coverage"] == 1.0
+    assert report["hour"]["cardinality"] <= 24
+    assert report["device"]["cardinality"] == 3
+    assert 0.0 < report["device"]["oov_share"] < 1.0
+    assert report["device"]["oov_values"] == ["web"]
+    assert report["brand"]["coverage"] == 1.0
+    assert report["price"]["dense"]["count"] == 200
+    assert report["tags"]["cardinality"] <= 24
 
 
 def test_default_presets_are_unchanged_by_the_side_world(tmp_path):

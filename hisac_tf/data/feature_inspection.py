@@ -15,6 +15,7 @@ docs/design.md §4.1. For every declared feature `inspect_features` gives
 
 from __future__ import annotations
 
+import collections
 import os
 from typing import Sequence
 
@@ -37,7 +38,7 @@ class _Column:
         self.f = f
         self.slots = 0  # requests / positions / items looked at
         self.present = 0
-        self.values: set = set()
+        self.values: collections.Counter = collections.Counter()
         self.counted = 0  # present categorical values
         self.dense = DenseStatistics()
 
@@ -65,13 +66,16 @@ class _Column:
             out["oov_share"] = None
             if f.vocabulary_file and self.counted:
                 vocab = set(read_vocabulary(f))
-                values = {v.decode("utf-8", "replace") if isinstance(
-                    v, bytes) else v for v in self.values}
-                oov = values - vocab
-                # The share of distinct values, weighted by nothing: the
-                # value counts are not kept, so it is by distinct value.
-                out["oov_share"] = len(oov) / max(len(values), 1)
-                out["oov_values"] = sorted(map(str, oov))[:5]
+                oov = {v: n for v, n in self.values.items()
+                       if (v.decode("utf-8", "replace") if isinstance(
+                           v, bytes) else v) not in vocab}
+                # The share of the present values (occurrences) outside
+                # the vocabulary, and the most frequent of them.
+                out["oov_share"] = sum(oov.values()) / self.counted
+                out["oov_values"] = [
+                    v.decode("utf-8", "replace") if isinstance(v, bytes)
+                    else v for v, _ in collections.Counter(oov)
+                    .most_common(5)]
         else:
             out["dense"] = self.dense.to_dict()
         return out
