@@ -123,7 +123,7 @@ def write_items(path: str, out_dir: str, pattern: str, compression: str,
     its key (feature_columns.py; a CSV table then needs a header) and
     written under its key. Counts: `file`, `items`, `content_dim`,
     `skipped_rows`, `skipped_by_reason`, `dense_statistics` ({feature:
-    DenseStatistics} of the dense item features).
+    statistics (feature_stats.py)} of the dense item features).
     """
     features = [f for f in features if f.location == "item"
                 and f.record_key not in ("content_embedding", "item_id",
@@ -167,7 +167,7 @@ def write_items(path: str, out_dir: str, pattern: str, compression: str,
                 for f, v in values.items()}).SerializeToString())
     return {"file": os.path.join(out_dir, shard_name(pattern, 0, 1)),
             "items": len(seen), "content_dim": dim or 0, **bad.summary(),
-            "dense_statistics": stats}
+            "dense_statistics": {k: v.to_dict() for k, v in stats.items()}}
 
 
 def _cell(row: dict, f: FeatureConfig):

@@ -171,12 +171,17 @@ class _UserHistories:
         return items
 
 
-def prepare_import(cfg: Config) -> list[str]:
+def prepare_import(cfg: Config, engine: str = "local") -> list[str]:
     """What both engines do before reading: checks the input, N, C and the
     file patterns, prints the resolved settings, makes `data.data_dir`;
     returns the outputs already there (FileExistsError unless
-    `importer.overwrite`)."""
+    `importer.overwrite`). Declared features are imported by the local
+    engine only (ConfigError for another `engine`)."""
     imp, data = cfg.importer, cfg.data
+    if cfg.features and engine != "local":
+        raise ConfigError(
+            f"the {engine} engine does not import declared features yet "
+            f"({[f.name for f in cfg.features]}); use --engine=local")
     if not imp.input.strip():
         raise ConfigError(
             "importer.input must name at least one file or pattern "
