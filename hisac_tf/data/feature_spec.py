@@ -415,7 +415,8 @@ class FeatureSpec:
         keys = self._core_keys()
         feats = {}
         for name in self.scalar_features:  # In the order before features.
-            value = _get(request, name)
+            value = (_get(request, name) if name in CORE_FIELDS
+                     else _get_feature(request, self.feature(name)))
             feats[self.record_key(name)] = _int_feature(name, [value])
         for name in self.list_features:
             feats[keys[name]] = _int_feature(name, _get(request, name))
