@@ -33,6 +33,9 @@ from hisac_tf.feature_config import (
     features_from_list,
 )
 
+# model.feature_combiner values (hisac_tf.models.feature_embeddings).
+FEATURE_COMBINERS = ("sum", "concat")
+
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 _CHECKOUT_ROOT = os.path.dirname(_PACKAGE_DIR)
 
@@ -188,6 +191,12 @@ class SyntheticConfig:
     comeback_request_share: float = 0.0  # requests as a burst begins
     lifetime_candidate_share: float = 0.0  # candidates by lifetime counts
     history_lead_spans: float = 1.0  # behaviour log before the span
+    # Side features (hisac_tf/data/synthetic/side_features.py); 0: off.
+    brand_weight: float = 0.0  # segment x brand affinity
+    price_weight: float = 0.0  # segment price sensitivity x log price
+    hour_weight: float = 0.0  # hour of day x category peak hour
+    content_weight: float = 0.0  # <p_u, style_j>, a content preference
+    content_engagements: float = 0.0  # matching events per 50 of the log
 
     def validate(self) -> None:
         _non_negative(self, "seed")
@@ -214,8 +223,13 @@ class SyntheticConfig:
             self, "affinity_weight", "longtail_weight", "recency_weight",
             "popularity_weight", "count_weight", "recent_share_weight",
             "periodic_interests", "periodic_period_sigma", "count_reference",
-            "history_lead_spans",
+            "history_lead_spans", "brand_weight", "price_weight",
+            "hour_weight", "content_weight", "content_engagements",
         )
+        if self.content_engagements > 50:
+            raise ConfigError(
+                "synthetic.content_engagements (per 50 events) must be <= "
+                f"50, got {self.content_engagements!r}")
         for name in ("recency_days", "recent_half_life",
                      "periodic_period_days", "periodic_burst_days"):
             if getattr(self, name) <= 0:
@@ -322,6 +336,10 @@ class ModelConfig:
     # behaviours share its category and each SID prefix (the keys
     # with the M most behaviours are kept per type); 0 turns them off.
     count_slots: int = 256
+    # How item and event features join h_i and the candidate embedding
+    # (hisac_tf.models.feature_embeddings): "sum" adds each feature's
+    # D-wide embedding, "concat" concatenates them and projects to D.
+    feature_combiner: str = "sum"
     # Baseline compressors' own settings (docs/design.md §3).
     kmeans_iterations: int = 5  # Lloyd steps of `kmeans`
     lsh_bits: int = 0  # SimHash bits of `lsh`; 0: ceil(log2 A) + 1
@@ -366,6 +384,10 @@ class ModelConfig:
             )
         _dims(self, "mlp_dims")
         _non_empty(self, "compressor")
+        if self.feature_combiner not in FEATURE_COMBINERS:
+            raise ConfigError(
+                f"model.feature_combiner must be one of "
+                f"{list(FEATURE_COMBINERS)}, got {self.feature_combiner!r}")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -75,7 +75,9 @@ def main(cfg: Config) -> dict:
     if FLAGS.load_request:
         features = load_request(FLAGS.load_request, schema,
                                 FLAGS.load_requests,
-                                spec=FeatureSpec.from_config(cfg.data))
+                                spec=FeatureSpec.from_config(
+                                    cfg.data, features=cfg.all_features,
+                                    statistics=False))
     else:
         features = load_test.random_request(
             schema, FLAGS.load_history, FLAGS.load_candidates,

@@ -89,7 +89,9 @@ def main(cfg: Config) -> dict:
             FLAGS.client_max_history or None)
         features = load_request(
             FLAGS.client_request, schema, FLAGS.client_max_requests,
-            spec=FeatureSpec.from_config(cfg.data))
+            spec=FeatureSpec.from_config(
+                                    cfg.data, features=cfg.all_features,
+                                    statistics=False))
         counts = features["cand_count"]
         start = time.perf_counter()
         if FLAGS.client_examples:

@@ -8,6 +8,11 @@ from hisac_tf import config as config_lib
 from hisac_tf.config import ConfigError
 from hisac_tf.data.feature_spec import FeatureSpec
 from hisac_tf.models.build import build_model, build_optimizer
+from hisac_tf.models.hisac_ranker import HiSACRanker
+from hisac_tf.models.long_term_branch import LongTermBranch
+from hisac_tf.models.match_counts_branch import MatchCountsBranch
+from hisac_tf.models.short_term_branch import ShortTermBranch
+from tests.layer_harness import check_config_round_trip
 from hisac_tf.tokenizer.semantic_tables import SemanticTables
 
 CFG = config_lib.load_config("tiny")
@@ -172,8 +177,13 @@ BRANCHES = [
                  id="two_branch_no_counts"),
     pytest.param(["model.short_term_length=0", "model.count_slots=8"],
                  id="long_only"),
+    pytest.param(["model.short_term_length=0", "model.count_slots=0"],
+                 id="long_only_no_counts"),
     pytest.param(['model.compressor="none"', "model.short_term_length=4"],
                  id="short_only"),
+    pytest.param(['model.compressor="none"', "model.short_term_length=4",
+                  "model.count_slots=0"],
+                 id="short_only_no_counts"),
     pytest.param(['model.compressor="full"', "model.short_term_length=4"],
                  id="two_branch_full"),
     pytest.param(['model.compressor="sim_hard"', "model.short_term_length=4"],
@@ -193,7 +203,17 @@ def test_branches_score_finite_and_cache(override):
     assert np.all(np.isfinite(logits.numpy()))
     state = model.compress_user(batch)
     assert set(model.state_keys) <= set(state)
-    cached = {k: state[k] for k in model.state_keys}
+    spec = model.state_spec()
+    assert tuple(spec) == model.state_keys
+    for name, want in spec.items():  # state_spec describes the state
+        got = state[name]
+        assert want.shape.is_compatible_with(got.shape), (name, got.shape)
+        assert (got.dtype == want.dtype or
+                got.dtype.is_floating and want.dtype.is_floating), name
+    # The cache as it travels (float32, as score_with_state gets it):
+    cached = {k: (tf.cast(state[k], tf.float32)
+                  if state[k].dtype.is_floating else state[k])
+              for k in model.state_keys}
     np.testing.assert_allclose(
         logits.numpy(), model.score(cached, batch).numpy(), atol=1e-5)
     with tf.GradientTape() as tape:
@@ -245,12 +265,12 @@ def test_count_features_see_lifetime_counts():
                  hist_length=tf.constant([20, 20], tf.int32),
                  cand_category_ids=tf.constant([[4, 4], [4, 4]]))
     state = model.compress_user(batch)
-    keys, _ = model._count_keys(batch["cand_category_ids"],
-                                tf.zeros([2, 2, 2], tf.int32),
-                                tf.zeros([2, 2], tf.bool))
-    feats = model.match_counts.score(
-        {k: state[k] for k in ("count_keys", "count_values", "count_gaps",
-                               "count_lengths")}, keys).numpy()
+    counts = [b for b in model.branches
+              if isinstance(b, MatchCountsBranch)][0]
+    candidates = {"categories": batch["cand_category_ids"],
+                  "sids": tf.zeros([2, 2, 2], tf.int32),
+                  "has_sid": tf.zeros([2, 2], tf.bool)}
+    feats = counts.score(counts.local_state(state), candidates).numpy()
     # type 0 = category: log1p(count) is the first of its 4 features
     np.testing.assert_allclose(feats[:, 0, 0], np.log1p([15, 1]), rtol=1e-6)
 
@@ -304,3 +324,33 @@ def test_routing_diagnostics_on_request(compressor, reports):
         assert eff[-1] == 0.0 and np.all(eff[:-1] >= 1.0)  # empty user
         if compressor == "hisac_hard":  # hard routing stays in its SID
             np.testing.assert_allclose(out["off_sid_mass"], 0.0, atol=1e-6)
+
+
+def test_branches_config_round_trip():
+    cfg = config_lib.load_config(
+        "tiny", ["model.short_term_length=4", "model.count_slots=8"])
+    model = build_model(cfg, SPEC, random_tables())
+    kinds = [type(b) for b in model.branches]
+    assert kinds == [LongTermBranch, ShortTermBranch, MatchCountsBranch]
+    for branch in model.branches:
+        clone = check_config_round_trip(branch)
+        assert clone.state_spec().keys() == branch.state_spec().keys()
+
+
+def test_branch_state_names_must_be_distinct():
+    cfg = config_lib.load_config("tiny", ["model.short_term_length=4"])
+    model = build_model(cfg, SPEC, random_tables())
+    short = ShortTermBranch(3, num_heads=2, key_dim=4, output_dim=8)
+    with pytest.raises(ValueError, match="short_keys.*state_prefix"):
+        HiSACRanker(model.semantic_lookup, [short, ShortTermBranch(
+            2, num_heads=2, key_dim=4, output_dim=8)])
+    with pytest.raises(ValueError, match="needs a history branch"):
+        HiSACRanker(model.semantic_lookup, [MatchCountsBranch(4, (4, 4))])
+
+
+def test_compressor_is_built_one_way():
+    """The ranker takes branches; the compressor's settings are not
+    ranker arguments any more (they were ignored by get_config)."""
+    model = build_model(CFG, SPEC, random_tables())
+    with pytest.raises(TypeError, match="num_agents"):
+        HiSACRanker(model.semantic_lookup, model.branches, num_agents=3)

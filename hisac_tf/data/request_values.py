@@ -14,24 +14,23 @@ from typing import Mapping
 
 import numpy as np
 
-from hisac_tf.data.feature_spec import (
-    CANDIDATE_FEATURES,
-    HISTORY_FEATURES,
-    FeatureSpec,
-)
+from hisac_tf.data.feature_spec import LABEL, TRUE_CTR, FeatureSpec
 
 
 def request_values(features: Mapping[str, object], r: int) -> dict:
     """Row r of padded requests as plain values (lists cut to length).
 
     Args:
-      features: padded model inputs: scalars [R], hist_* [R, N'],
-        hist_length [R], cand_* [R, C], cand_count [R] (numpy arrays or
-        eager tensors).
+      features: padded model inputs: scalars [R], hist_* [R, N'] (event
+        vectors [R, N', dim]), hist_length [R], cand_* [R, C], cand_count
+        [R], declared features [R, M] or [R, dim] (numpy arrays or eager
+        tensors).
       r: the row, 0 <= r < R.
     Returns:
-      {scalar name: int, hist_*: list of hist_length[r] ints, cand_*: list
-      of cand_count[r] ints, hist_length, cand_count: int}.
+      {scalar name: int, float or bytes, hist_*: list of hist_length[r]
+      values, cand_* (and labels, true_ctr): list of cand_count[r]
+      values, other [R, ...] inputs: row r as a list, hist_length,
+      cand_count: int}.
     Raises:
       IndexError: r is not a row of `features`.
     """
@@ -40,11 +39,18 @@ def request_values(features: Mapping[str, object], r: int) -> dict:
         raise IndexError(f"request row {r} is outside the {rows} rows")
     arrays = {k: np.asarray(v) for k, v in features.items()}
     n, c = int(arrays["hist_length"][r]), int(arrays["cand_count"][r])
-    out = {k: int(v[r]) for k, v in arrays.items() if v.ndim == 1}
-    for name in HISTORY_FEATURES:
-        out[name] = arrays[name][r, :n].tolist()
-    for name in CANDIDATE_FEATURES:
-        out[name] = arrays[name][r, :c].tolist()
+    out = {}
+    for name, v in arrays.items():
+        if v.ndim == 1:  # a scalar per request: int, float or bytes
+            value = v[r]
+            out[name] = value.item() if isinstance(value, np.generic) else (
+                value)
+        elif name.startswith("hist_"):  # core and event histories
+            out[name] = v[r, :n].tolist()
+        elif name.startswith("cand_") or name in (LABEL, TRUE_CTR):
+            out[name] = v[r, :c].tolist()
+        else:  # multi-valued and vector features
+            out[name] = v[r].tolist()
     return out
 
 

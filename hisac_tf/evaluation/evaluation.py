@@ -63,7 +63,8 @@ def evaluate(cfg: Config, progress: bool = True) -> dict:
     first = next(f for f in files
                  if first_record(f, cfg.data.compression) is not None)
     spec = FeatureSpec.from_config(
-        cfg.data, with_true_ctr=has_true_ctr(first, cfg.data.compression))
+        cfg.data, features=cfg.all_features,
+        with_true_ctr=has_true_ctr(first, cfg.data.compression))
     kind, path = select_checkpoint(cfg, cfg.evaluation.checkpoint)
     state, status = restore_checkpoint(cfg, path)
     status.expect_partial()

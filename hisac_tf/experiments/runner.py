@@ -175,7 +175,7 @@ def diagnose(cfg: Config, checkpoint: str) -> dict:
     """
     files = input_pipeline.list_files(
         os.path.join(cfg.data.data_dir, cfg.data.eval_pattern))
-    spec = FeatureSpec.from_config(cfg.data)
+    spec = FeatureSpec.from_config(cfg.data, features=cfg.all_features)
     state, status = restore_checkpoint(cfg, checkpoint, spec=spec)
     status.expect_partial()
     model = state.model

@@ -5,26 +5,26 @@ SavedModel's signatures (only core TensorFlow ops; raw ids are hashed or
 binary-searched inside the graph):
 
     serving_default   R requests: user features [R], histories [R, N'],
-                      hist_length [R], candidates [R, C], cand_count [R]
+                      hist_length [R], candidates [R, C], cand_count [R],
+                      and the declared request features (user, context
+                      [R] / [R, M] / [R, dim]; event hist_<name> [R, N'];
+                      DT_STRING for string features; item features are
+                      looked up in the graph)
                       -> ctr [R, C] float32 (0.0 past cand_count).
                       The user side (compress_user) runs once per request,
                       then the C candidates are scored against it.
     encode_user       the user/history inputs of serving_default
-                      -> the cacheable compressed user state: the
-                      long-term branch's keys, values [R, H, A, dk]
-                      float32, bias [R, A] float32, mask [R, A] int32
-                      (1 = active agent); with a short-term branch
-                      (model.short_term_length S > 0) short_keys,
-                      short_values [R, H, S, dk], short_bias [R, S],
-                      short_mask [R, S]; with match counts
-                      (model.count_slots M > 0) count_keys [R, T, M']
-                      int64, count_values, count_gaps [R, T, M'] float32,
-                      count_lengths [R, T] float32; and user_embedding
-                      [R, Du] float32, model_fingerprint [R] int64. (A
-                      baseline compressor may have G = N' groups in place
-                      of A, `sim_hard` adds group_categories [R, G] int64,
-                      and model.compressor "none" has no long-term keys:
-                      `ServingModule.state_shapes` lists the export's.)
+                      -> the cacheable state of the model's branches
+                      (`HiSACRanker.state_spec()`): keys, values
+                      [R, H, G, dk] float32, bias [R, G] float32, mask
+                      [R, G] int32 (1 = active group) of the long-term
+                      branch (+ group_categories [R, G] int64 for
+                      `sim_hard`); short_keys .. short_mask of the
+                      short-term branch (G = S); count_keys [R, T, M']
+                      int64, count_values, count_gaps [R, T, M'] and
+                      count_lengths [R, T] float32 of the match counts;
+                      user_embedding [R, Du] float32 (user and context
+                      features); model_fingerprint [R] int64.
     score_with_state  that state (same names, model_fingerprint included)
                       + cand_item_ids, cand_category_ids [R, C], cand_count
                       [R] -> ctr [R, C]. A state whose model_fingerprint is
@@ -81,6 +81,7 @@ from hisac_tf.data.feature_spec import (
     FeatureSpec,
 )
 from hisac_tf.export import input_contract as contract
+from hisac_tf.feature_config import FeatureConfig
 from hisac_tf.models.hisac_ranker import STATE_KEYS, HiSACRanker
 
 SERVING_DEFAULT = "serving_default"
@@ -137,7 +138,11 @@ def weights_fingerprint(variables, version: int) -> int:
     for var in variables:
         value = np.ascontiguousarray(var.numpy())
         digest.update(f"|{value.dtype}|{value.shape}|".encode())
-        digest.update(value.tobytes())
+        if value.dtype == object:  # strings (item features): their bytes
+            for item in value.ravel():
+                digest.update(len(item).to_bytes(8, "big") + item)
+        else:
+            digest.update(value.tobytes())
     return int.from_bytes(digest.digest()[:8], "big") & (2**63 - 1)
 
 
@@ -194,7 +199,9 @@ class ServingModule(tf.Module):
                 trainable=False, name=f"{name}_bound")
             for name in self._bounded_state_keys()
         }
-        full = spec.input_signature()
+        full = dict(spec.input_signature())
+        for f in self.request_features:  # declared features per the spec
+            full.setdefault(f.batch_key, feature_input_spec(f))
         user_sig = {k: full[k] for k in self.user_input_names}
         cand_sig = {k: full[k] for k in CANDIDATE_INPUTS}
         state_sig = {
@@ -226,11 +233,21 @@ class ServingModule(tf.Module):
         return self._holder.state_shapes
 
     @property
+    def request_features(self) -> tuple[FeatureConfig, ...]:
+        """The model's declared features that requests carry (user,
+        context, event; item features are looked up in the graph)."""
+        return tuple(f for f in self.model.features if f.in_request)
+
+    @property
     def user_input_names(self) -> tuple[str, ...]:
-        """Inputs of encode_user (and the user part of serving_default)."""
-        return (
+        """Inputs of encode_user (and the user part of serving_default):
+        the core user and history inputs, then the declared user, context
+        and event features (the context is part of the request's state)."""
+        names = (
             self.spec.scalar_features + HISTORY_FEATURES + ("hist_length",)
         )
+        return names + tuple(f.batch_key for f in self.request_features
+                             if f.batch_key not in names)
 
     def signatures(self) -> dict:
         """Signature name -> concrete function, for `tf.saved_model.save`."""
@@ -242,39 +259,23 @@ class ServingModule(tf.Module):
     # ------------------------------------------------------------- shapes
     @property
     def state_keys(self) -> tuple[str, ...]:
-        """The model's cacheable state (`STATE_KEYS`, plus
-        `group_categories` for a candidate-dependent compressor)."""
-        return tuple(getattr(self.model, "state_keys", STATE_KEYS))
+        """The model's cacheable state, in order (`HiSACRanker.state_keys`:
+        each branch's names, then user_embedding)."""
+        return tuple(self.model.state_keys)
 
     def _state_shapes(self) -> dict:
-        """name -> (shape [None, ...], dtype) of encode_user's outputs.
-
-        Found by running the user side on two dummy histories (N' = 1, 3):
-        dimensions that follow N' (G = N' for the `full` and `sim_hard`
-        compressors) are left unknown. Booleans (the mask) travel as
-        int32, floats as float32.
-        """
-        spec = self.spec
-        runs = []
-        for width in (1, 3):
-            dummy = {name: tf.zeros([1], tf.int64)
-                     for name in spec.scalar_features}
-            for name in HISTORY_FEATURES:
-                dummy[name] = tf.zeros([1, width], tf.int64)
-            dummy["hist_length"] = tf.zeros([1], tf.int32)
-            runs.append(self.model.compress_user(dummy, training=False))
+        """name -> (shape [None, ...], dtype) of encode_user's outputs,
+        from the model's `state_spec()`. Booleans (masks) travel as
+        int32, floats as float32."""
         out = {}
-        for name in self.state_keys:
-            a, b = (run[name].shape.as_list() for run in runs)
-            dtype = runs[0][name].dtype
+        for name, spec in self.model.state_spec().items():
+            dtype = spec.dtype
             if dtype == tf.bool:
                 dtype = tf.int32
                 self._holder.bool_state.add(name)
             elif dtype.is_floating:
                 dtype = tf.float32
-            shape = [None] + [x if x == y else None
-                              for x, y in zip(a[1:], b[1:])]
-            out[name] = (shape, dtype)
+            out[name] = (spec.shape.as_list(), dtype)
         out[FINGERPRINT] = ([None], tf.int64)
         return out
 
@@ -451,6 +452,11 @@ class ServingModule(tf.Module):
             }  # [B, min(N', N)] each: the newest N items
         features = {name: raw[name] for name in self.spec.scalar_features}
         features.update(dense)
+        for feat in self.request_features:
+            x = raw[feat.batch_key]
+            if isinstance(x, tf.RaggedTensor):  # lists: padded [B, W]
+                x = x.to_tensor(_padding(x.dtype))
+            features[feat.batch_key] = x
         features["hist_length"] = tf.cast(lengths, tf.int32)
         for plural, single in zip(
             CANDIDATE_FEATURES, IMPRESSION_CANDIDATE_FEATURES
@@ -478,6 +484,15 @@ class ServingModule(tf.Module):
             _same_rows(name, f[name], "hist_item_ids", rows)
             for name in self.spec.scalar_features + ("hist_length",)
         ]
+        for feat in self.request_features:
+            x = f[feat.batch_key]
+            if feat.location == "event":
+                checks.append(_same_shape(
+                    feat.batch_key, tf.shape(x)[:2], "hist_item_ids",
+                    tf.shape(hist), shapes=True))
+            else:
+                checks.append(_same_rows(
+                    feat.batch_key, x, "hist_item_ids", rows))
         with tf.control_dependencies(checks):
             length = tf.identity(f["hist_length"])  # [R] int32
         group = contract.HISTORY
@@ -504,6 +519,7 @@ class ServingModule(tf.Module):
             tf.logical_and(valid[:, 1:], ts[:, 1:] < ts[:, :-1]),
         ], axis=1)  # [R, N']
         checks.append(_check_first(earlier, ts, unsorted))
+        checks += _dense_feature_checks(self.request_features, f, valid)
         with tf.control_dependencies(checks):
             out = {
                 name: tf.identity(f[name])
@@ -513,6 +529,11 @@ class ServingModule(tf.Module):
             for name in HISTORY_FEATURES:
                 out[name] = _newest(
                     tf.identity(f[name]), length, n)  # [R, <=N]
+            for feat in self.request_features:
+                x = tf.identity(f[feat.batch_key])
+                if feat.location == "event":
+                    x = _newest(x, length, n)  # [R, <=N(, dim)]
+                out[feat.batch_key] = x
             out["hist_length"] = tf.minimum(length, n)  # [R]
         return out
 
@@ -611,19 +632,22 @@ def _newest(x: tf.Tensor, length: tf.Tensor, n: int) -> tf.Tensor:
     """The newest min(length, n) entries of each row, zero-padded.
 
     Args:
-      x: [R, W] int64, oldest first, padded past `length`.
+      x: [R, W] or [R, W, K] (int64, float32 or string), oldest first,
+        padded past `length`.
       length: [R] int32 valid entries per row (0 <= length <= W).
       n: the history length kept (N).
     Returns:
-      [R, max(min(W, n), 1)]: row r holds x[r, s:length[r]] with
-      s = max(length[r] - n, 0), then zeros.
+      [R, max(min(W, n), 1)(, K)]: row r holds x[r, s:length[r]] with
+      s = max(length[r] - n, 0), then padding (0, 0.0 or b"").
     """
     width = tf.shape(x)[1]
     out_width = tf.maximum(tf.minimum(width, n), 1)
     length = tf.clip_by_value(length, 0, width)
     start = tf.maximum(length - n, 0)  # [R]
     kept = tf.minimum(length, n)  # [R]
-    padded = tf.pad(x, [[0, 0], [0, 1]])  # [R, W + 1]; column W is 0
+    pads = [[0, 0], [0, 1]] + [[0, 0]] * (x.shape.rank - 2)
+    padded = tf.pad(x, pads, constant_values=_padding(
+        x.dtype))  # [R, W + 1(, K)]; column W is padding
     pos = tf.range(out_width)[None, :]  # [1, W']
     idx = tf.where(
         pos < kept[:, None], start[:, None] + pos, width
@@ -672,12 +696,61 @@ def _min_value_checks(f: dict, group: contract.PaddedGroup,
     ]
 
 
-def _same_shape(name: str, x: tf.Tensor, ref_name: str, ref: tf.Tensor):
+def _same_shape(name: str, x: tf.Tensor, ref_name: str, ref: tf.Tensor,
+                shapes: bool = False):
+    """An Assert that x and ref have one shape (`shapes`: x and ref are
+    shapes already, e.g. the leading [R, N'] of a vector input)."""
+    x_shape = x if shapes else tf.shape(x)
+    ref_shape = ref if shapes else tf.shape(ref)
     return tf.debugging.Assert(
-        tf.reduce_all(tf.equal(tf.shape(x), tf.shape(ref))),
+        tf.reduce_all(tf.equal(x_shape, ref_shape)),
         [f"invalid input: {name} must have the shape of {ref_name}; got",
-         tf.shape(x), "vs", tf.shape(ref)],
+         x_shape, "vs", ref_shape],
     )
+
+
+def _padding(dtype: tf.DType):
+    """The padding value of a dtype: b"" for strings, else 0."""
+    return "" if dtype == tf.string else tf.zeros([], dtype)
+
+
+def feature_input_spec(feature: FeatureConfig) -> tf.TensorSpec:
+    """The serving input of a declared request feature (`FeatureSpec`'s
+    layout): [R] (categorical, dense), [R, M] (multi_categorical),
+    [R, dim] (vector); an event feature adds the history axis N' after R.
+    int64 or string (DT_STRING) ids, float32 values."""
+    if feature.is_categorical:
+        dtype = tf.string if feature.dtype == "string" else tf.int64
+    else:
+        dtype = tf.float32
+    shape = [None]
+    if feature.location == "event":
+        shape.append(None)
+    if feature.kind == "multi_categorical":
+        shape.append(None)
+    elif feature.kind == "vector":
+        shape.append(feature.dim)
+    return tf.TensorSpec(shape, dtype, feature.batch_key)
+
+
+def _dense_feature_checks(features, f: dict, valid: tf.Tensor) -> list:
+    """Asserts that dense features without a default hold no NaN (within
+    the history for event features), naming the input and the row."""
+    checks = []
+    for feat in features:
+        if feat.is_categorical or feat.default is not None:
+            continue
+        x = f[feat.batch_key]  # [R(, N')(, dim)]
+        bad = tf.math.is_nan(x)
+        if feat.kind == "vector":
+            bad = tf.reduce_any(bad, axis=-1)
+            x = tf.reduce_sum(x, axis=-1)
+        if feat.location == "event":
+            bad = tf.logical_and(valid, bad)
+        checks.append(_check_first(
+            bad, x, f"{feat.batch_key} must not be NaN (the feature has no "
+            "default)"))
+    return checks
 
 
 def _same_rows(name: str, x: tf.Tensor, ref_name: str, rows: tf.Tensor):

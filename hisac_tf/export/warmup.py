@@ -44,7 +44,7 @@ def warmup_cases(module: sig.ServingModule, batch: dict) -> list[tuple]:
     counts = np_batch["cand_count"]  # [R]
     valid = np.arange(probs.shape[1])[None, :] < counts[:, None]  # [R, C]
     expected = np.where(valid, probs.numpy(), 0.0)  # [R, C]
-    names = tuple(spec.input_signature())
+    names = tuple(module.serving_default.input_signature[0])
     cases = []
     for rows in sorted({1, len(counts)}):
         request = {k: np_batch[k][:rows] for k in names}

@@ -1,4 +1,5 @@
-"""`build_model(cfg, feature_spec, tables)`: where config meets the model.
+"""`build_model(cfg, feature_spec, tables, item_features)`: where config
+meets the model.
 
 Config stops here: layers take plain values. Configurations that cannot
 work fail at build time with a message naming the field and the value.
@@ -18,8 +19,18 @@ from hisac_tf.compressors.factory import (
 from hisac_tf.compressors.registry import NO_COMPRESSOR
 from hisac_tf.config import Config, ConfigError
 from hisac_tf.data.feature_spec import FeatureSpec
+from hisac_tf.data.item_feature_values import (
+    ItemFeatureError,
+    ItemFeatureValues,
+)
+from hisac_tf.data.vocabulary import VocabularyError, read_vocabulary
+from hisac_tf.layers.item_feature_lookup import ItemFeatureLookup
 from hisac_tf.layers.semantic_id_lookup import SemanticIdLookup
+from hisac_tf.models.branch import Branch
 from hisac_tf.models.hisac_ranker import HiSACRanker
+from hisac_tf.models.long_term_branch import LongTermBranch
+from hisac_tf.models.match_counts_branch import MatchCountsBranch
+from hisac_tf.models.short_term_branch import ShortTermBranch
 
 # The built-in `model.compressor` values (docs/design.md §3), see
 # hisac_tf.compressors (`supported_compressors()` also lists compressors
@@ -78,32 +89,87 @@ def build_compressor(cfg: Config, feature_spec: FeatureSpec, tables):
         ) from e
 
 
-def build_model(cfg: Config, feature_spec: FeatureSpec, tables) -> HiSACRanker:
-    """Builds the ranker with the configured compressor (inside the
-    caller's strategy scope)."""
+def build_branches(cfg: Config, feature_spec: FeatureSpec,
+                   tables) -> list[Branch]:
+    """The history branches of `model`: the long-term compressor (unless
+    `compressor` is "none"), the short-term window (S > 0) and the match
+    counts (M > 0), which count the short-term window when there is no
+    long-term branch."""
+    m = cfg.model
+    attention = dict(
+        num_heads=m.num_heads,
+        key_dim=max(1, m.embedding_dim // m.num_heads),
+        output_dim=m.embedding_dim,
+        attention_mass=m.attention_mass,
+    )
+    long_term = m.compressor != NO_COMPRESSOR
+    branches: list[Branch] = []
+    if long_term:
+        branches.append(LongTermBranch(
+            build_compressor(cfg, feature_spec, tables), **attention))
+    if m.short_term_length:
+        branches.append(ShortTermBranch(m.short_term_length, **attention))
+    if m.count_slots:
+        branches.append(MatchCountsBranch(
+            m.count_slots, codebook_sizes=tuple(tables.codebook_sizes),
+            window=0 if long_term else m.short_term_length))
+    return branches
+
+
+def build_model(cfg: Config, feature_spec: FeatureSpec, tables,
+                item_features: ItemFeatureValues | None = None
+                ) -> HiSACRanker:
+    """Builds the ranker (inside the caller's strategy scope).
+
+    Args:
+      cfg: the config (`model` section).
+      feature_spec: the data contract; its `features` are the declared
+        features (default user features included, statistics resolved).
+      tables: the tokenizer's `SemanticTables`.
+      item_features: the item table's features (`ItemFeatureValues`);
+        None or empty when no feature is declared at location "item".
+    Raises:
+      ConfigError: a configuration that cannot work, naming the field
+        (a declared item feature without values, a bad vocabulary file).
+    """
     check_compatible(cfg, tables)
     m = cfg.model
-    # Names and A >= 1 are checked by build_compressor and Config.validate.
-    long_term = m.compressor != NO_COMPRESSOR
-    compressor = (build_compressor(cfg, feature_spec, tables) if long_term
-                  else None)
+    features = tuple(feature_spec.features)
+    item = [f for f in features if f.location == "item"]
+    lookup = None
+    if item:
+        if item_features is None or not len(item_features.item_ids):
+            raise ConfigError(
+                f"features {[f.name for f in item]} are item features but "
+                "no item feature values were given (the item table's "
+                f"columns {[f.record_key for f in item]})")
+        try:
+            lookup = ItemFeatureLookup.from_values(item_features, item)
+        except ItemFeatureError as e:
+            raise ConfigError(str(e)) from None
+    vocabularies = {}
+    for f in features:
+        if f.is_categorical and f.vocabulary_file and \
+                f.table_name not in vocabularies:
+            try:
+                vocabularies[f.table_name] = read_vocabulary(f)
+            except VocabularyError as e:
+                raise ConfigError(str(e)) from None
     return HiSACRanker(
         semantic_lookup=SemanticIdLookup.from_tables(tables),
-        user_features=feature_spec.user_features,
+        branches=build_branches(cfg, feature_spec, tables),
+        features=features,
+        item_feature_lookup=lookup,
+        vocabularies=vocabularies,
+        feature_combiner=m.feature_combiner,
         embedding_dim=m.embedding_dim,
         item_buckets=m.item_vocab_buckets,
         category_buckets=m.category_vocab_buckets,
         user_buckets=m.user_vocab_buckets,
-        num_heads=m.num_heads,
         time_gap_buckets=m.time_gap_buckets,
         mlp_dims=m.mlp_dims,
         use_cross_layer=m.use_cross_layer,
         dropout=m.dropout,
-        attention_mass=m.attention_mass,
-        compressor=compressor,
-        long_term=long_term,
-        short_term_length=m.short_term_length,
-        count_slots=m.count_slots,
     )
 
 

@@ -1,237 +1,214 @@
 """`HiSACRanker`: the request-level HiSAC CTR model (docs/design.md §2, §3).
 
 One forward pass scores B requests, each with a history of N items and C
-candidates. Two branches read the history (docs/design.md §2.6): a
-short-term branch, exact target attention over the newest S behaviours,
-and a long-term branch, a compressor over all N; `HistoryMatchCounts`
-adds how many behaviours match each candidate (category, each SID
-prefix), which softmax attention normalises away. Either branch may be
-off (S = 0, or `long_term=False`: the recent-window reference). The long
-branch:
+candidates. The ranker is embeddings, a list of branches and a head:
 
     user side, once per request                  candidate side
     ───────────────────────────                  ──────────────
     history ids ─ SemanticIdLookup ─ (SID, z)    cand ids ─ RankingEmbedding
-        │                         │                   │      SidEmbedding
-    RankingEmbedding h ── HistoryCompressor           ▼
-                          (default HiSAC: voting +    queries [B, C, 3D]
-                           soft routing) ─ G groups   │
-    group SID embeddings ┘                            │
-          AgentTargetAttention.encode ─ state ───── score ─ [B, C, D]
-    user features ────────────────────────────────────┤
+        │         ItemFeatureLookup ─ features        │      SidEmbedding
+    RankingEmbedding + item/event features = h_i       │      item features
+        │                                             ▼
+        ├─ LongTermBranch (any compressor) ─ state ── score ─ [B, C, D]
+        ├─ ShortTermBranch (newest S)      ─ state ── score ─ [B, C, D]
+        └─ MatchCountsBranch               ─ state ── score ─ [B, C, 4T+1]
+    user id + user + context features ─ user_embedding ┤
                                          Cross + MLP ─ logit [B, C]
 
-The compressor (`hisac_tf.compressors`, docs/design.md §3) is the only
-part of the long branch that differs between HiSAC and its baselines:
-every compressor yields G group states, a mask, a log-weight prior and
-optional group SIDs, and the same attention and head consume them.
-`compress_user` returns the cacheable per-user state; `score` consumes
-it; `call` chains both, so C candidates never repeat user-side work.
+Each branch (`hisac_tf.models.branch.Branch`) encodes the shared
+embedded history once into a namespaced, cacheable state and scores
+candidates against it; `compress_user` returns the state of every branch
+plus `user_embedding`, `score` consumes it, and `call` chains both, so C
+candidates never repeat user-side work. `state_spec()` describes the
+state for the serving signatures.
 """
 
 from __future__ import annotations
 
-from typing import Sequence
+import dataclasses
+from typing import Mapping, Optional, Sequence
 
 import hisac_tf  # noqa: F401  (Keras 2 before TensorFlow)
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
-from hisac_tf.compressors.hisac_compressor import HiSACCompressor
-from hisac_tf.compressors.history_compressor import HistoryCompressor
-from hisac_tf.compressors.sim_hard_compressor import (
-    category_masked_attention,
-)
-from hisac_tf.compressors.recent_compressor import RecentCompressor
-from hisac_tf.layers.agent_target_attention import AgentTargetAttention
-from hisac_tf.layers.history_match_counts import (
-    COUNT_STATE_KEYS,
-    HistoryMatchCounts,
+from hisac_tf.feature_config import FeatureConfig
+from hisac_tf.layers.categorical_feature_embedding import (
+    CategoricalFeatureEmbedding,
 )
 from hisac_tf.layers.id_hashing import IdHashing
+from hisac_tf.layers.item_feature_lookup import ItemFeatureLookup
 from hisac_tf.layers.ranking_embedding import RankingEmbedding
-from hisac_tf.layers.routing_diagnostics import routing_diagnostics
 from hisac_tf.layers.semantic_id_lookup import SemanticIdLookup
-from hisac_tf.layers.shape_checks import check_int
 from hisac_tf.layers.sid_embedding import SidEmbedding
+from hisac_tf.models.branch import DIAGNOSTIC_KEYS, Branch
+from hisac_tf.models.feature_embeddings import FeatureEmbeddings
+from hisac_tf.models.long_term_branch import LongTermBranch
+from hisac_tf.models.match_counts_branch import MatchCountsBranch
+from hisac_tf.models.short_term_branch import ShortTermBranch
 
-USER_FEATURE_BUCKETS = 128
-
-# The per-user state that `encode_user` exports and callers may cache:
-# the long-term branch's attention state and the user embedding. A ranker
-# adds its short-term branch (`SHORT_STATE_KEYS`) and match counts
-# (`COUNT_STATE_KEYS`) when it has them; `HiSACRanker.state_keys` lists
-# the state of a given ranker.
-STATE_KEYS = ("keys", "values", "bias", "mask", "user_embedding")
-ATTENTION_STATE_KEYS = ("keys", "values", "bias", "mask")
-SHORT_STATE_KEYS = tuple(f"short_{k}" for k in ATTENTION_STATE_KEYS)
+USER_EMBEDDING = "user_embedding"
+# The state of the default ranker (a long-term branch only): what exports
+# made before branches hold.
+STATE_KEYS = ("keys", "values", "bias", "mask", USER_EMBEDDING)
 
 
+@tf.keras.utils.register_keras_serializable(package="hisac_tf")
 class HiSACRanker(tfrs.models.Model):
-    """HiSAC ranker over request-level batches, long and short branches.
+    """HiSAC ranker over request-level batches: embeddings, branches, head.
 
     Args:
       semantic_lookup: the frozen tokenizer tables (`SemanticIdLookup`).
-      user_features: names of the categorical user features besides
-        `user_id` (each hashed into 128 buckets).
+      branches: the history branches (`LongTermBranch`,
+        `ShortTermBranch`, `MatchCountsBranch`; at least one attention
+        branch), with distinct state names.
+      features: the declared features (`FeatureConfig`), default user
+        features included (`FeatureEmbeddings`).
+      item_feature_lookup: the item table's features
+        (`ItemFeatureLookup`), or None without item features.
+      vocabularies: table name -> vocabulary values, for tables read
+        from a vocabulary_file.
+      feature_combiner: how item and event features join h_i and the
+        candidate embedding: "sum" or "concat" (+ projection).
       embedding_dim: D.
       item_buckets, category_buckets, user_buckets: hash buckets.
-      num_agents: A.
-      top_k: k_l per semantic-ID level.
-      vote_temperature: T of the agent weights v^(1/T).
-      routing_temperature: τ of soft routing.
-      hard_routing: the `hisac_hard` ablation (α = 1[SID_i = SID_a] / v_a).
-      num_heads: H of the target attentions.
       time_gap_buckets: buckets of the time-gap embedding.
       mlp_dims: hidden widths of the ranking MLP.
       use_cross_layer: a DCN cross layer before the MLP.
       dropout: dropout rate of the MLP.
-      attention_mass: the target attentions also return their per-head
-        log-partition relative to the prior (`AgentTargetAttention`).
-      compressor: the long-term history compressor
-        (`hisac_tf.compressors`); None builds HiSAC's (`HiSACCompressor`
-        from num_agents, top_k, the temperatures and hard_routing, which
-        are then its only users).
-      long_term: False drops the long-term branch (the compressor).
-      short_term_length: S, the newest behaviours of the short-term
-        branch (exact target attention with its own weights); 0: none.
-      count_slots: M of `HistoryMatchCounts` (keys kept per type); 0: no
-        match counts. The counts run over the long-term branch's history
-        (all N), or over the newest S without a long-term branch.
 
     Attributes:
-      num_groups: G of the long-term state (A, or N for `full` /
-        `sim_hard`); S without a long-term branch.
-      state_keys: the keys `score` needs, in order: the long-term
-        attention state (`ATTENTION_STATE_KEYS`, plus `group_categories`
-        for a candidate-dependent compressor, `sim_hard`), the short-term
-        one (`SHORT_STATE_KEYS`), the counts (`COUNT_STATE_KEYS`) and
-        `user_embedding`, each only when the ranker has that part.
+      state_keys: the cacheable state's names: each branch's, in order,
+        then `user_embedding`.
+      num_groups: G of the first attention branch.
+
+    References:
+      - [HiSAC](https://arxiv.org/abs/2602.21009): Yuan et al., "HiSAC:
+        Hierarchical Sparse Activation Compression for Ultra-long Sequence
+        Modeling in Recommenders", Taobao 2026, arXiv 2602.21009.
+      - [DCN V2](https://arxiv.org/abs/2008.13535): Wang et al., WWW 2021
+        (the head's cross layer).
+
+    Example:
+
+    ```python
+    lookup = SemanticIdLookup.from_tables(tables)
+    d, h = 16, 2
+    ranker = HiSACRanker(
+        lookup,
+        branches=[
+            LongTermBranch(HiSACCompressor((256, 256), (8, 4), 32),
+                           num_heads=h, key_dim=d // h, output_dim=d),
+            ShortTermBranch(50, num_heads=h, key_dim=d // h, output_dim=d),
+            MatchCountsBranch(256, codebook_sizes=(256, 256)),
+        ],
+        features=default_features(("gender", "age_bucket")),
+        embedding_dim=d)
+    logits = ranker(batch)  # [B, C]
+    state = ranker.compress_user(batch)  # once per request, cacheable
+    ranker.score(state, batch)  # the same logits
+    ```
     """
 
     def __init__(
         self,
         semantic_lookup: SemanticIdLookup,
-        user_features: Sequence[str] = ("gender", "age_bucket"),
+        branches: Sequence[Branch],
+        features: Sequence[FeatureConfig] = (),
+        item_feature_lookup: Optional[ItemFeatureLookup] = None,
+        vocabularies: Optional[Mapping[str, Sequence]] = None,
+        feature_combiner: str = "sum",
         embedding_dim: int = 16,
         item_buckets: int = 100_000,
         category_buckets: int = 1_000,
         user_buckets: int = 100_000,
-        num_agents: int = 32,
-        top_k: Sequence[int] = (8, 4),
-        vote_temperature: float = 1.0,
-        routing_temperature: float = 1.0,
-        hard_routing: bool = False,
-        num_heads: int = 2,
         time_gap_buckets: int = 16,
         mlp_dims: Sequence[int] = (64, 32),
         use_cross_layer: bool = True,
         dropout: float = 0.0,
-        attention_mass: bool = True,
-        compressor: HistoryCompressor | None = None,
-        long_term: bool = True,
-        short_term_length: int = 0,
-        count_slots: int = 0,
         **kwargs,
     ):
         super().__init__(**kwargs)
-        codebook_sizes = tuple(semantic_lookup.codebook_sizes)
-        self.codebook_sizes = codebook_sizes
-        self.user_feature_names = tuple(user_features)
+        branches = list(branches)
+        if not branches or not all(isinstance(b, Branch) for b in branches):
+            raise ValueError(
+                "HiSACRanker: branches must be a non-empty list of "
+                "hisac_tf.models.branch.Branch; received "
+                f"{[type(b).__name__ for b in branches]}")
+        attention = [b for b in branches
+                     if isinstance(b, (LongTermBranch, ShortTermBranch))]
+        if not attention:
+            raise ValueError(
+                "HiSACRanker needs a history branch (LongTermBranch or "
+                "ShortTermBranch); received only "
+                f"{[type(b).__name__ for b in branches]}")
+        names = {USER_EMBEDDING: "the ranker"}
+        for branch in branches:
+            for name in branch.state_names:
+                if name in names:
+                    raise ValueError(
+                        f"HiSACRanker: state name {name!r} of "
+                        f"{type(branch).__name__} is also used by "
+                        f"{names[name]}; give the branches distinct "
+                        "state_prefix")
+                names[name] = type(branch).__name__
+        self.codebook_sizes = tuple(semantic_lookup.codebook_sizes)
         self.embedding_dim = embedding_dim
         self.item_buckets = item_buckets
         self.category_buckets = category_buckets
         self.user_buckets = user_buckets
-        self.num_heads = num_heads
         self.time_gap_buckets = time_gap_buckets
         self.mlp_dims = tuple(mlp_dims)
         self.use_cross_layer = use_cross_layer
         self.dropout_rate = dropout
-        self.attention_mass = attention_mass
-        if not isinstance(long_term, bool):
-            raise ValueError(
-                f"HiSACRanker: long_term must be a bool; received "
-                f"{long_term!r}"
-            )
-        self.long_term = long_term
-        self.short_term_length = check_int(
-            "HiSACRanker", "short_term_length", short_term_length, 0)
-        self.count_slots = check_int(
-            "HiSACRanker", "count_slots", count_slots, 0)
-        if not long_term and not self.short_term_length:
-            raise ValueError(
-                "HiSACRanker needs a history branch: long_term=False "
-                "with short_term_length=0 leaves none"
-            )
+        # -------------------------------------------------- embeddings
         self.semantic_lookup = semantic_lookup
         self.ranking_embedding = RankingEmbedding(
             item_buckets, category_buckets, time_gap_buckets, embedding_dim
         )
-        self.sid_embedding = SidEmbedding(codebook_sizes, embedding_dim)
-
-        def attention(name):
-            return AgentTargetAttention(
-                num_heads=num_heads,
-                key_dim=max(1, embedding_dim // num_heads),
-                output_dim=embedding_dim,
-                attention_mass=attention_mass,
-                name=name,
-            )
-
-        state_keys: tuple[str, ...] = ()
-        self.compressor = None
-        self.attention = None
-        if long_term:
-            if compressor is None:
-                if len(top_k) != len(codebook_sizes):
-                    raise ValueError(
-                        f"top_k has {len(top_k)} levels but the semantic "
-                        f"tables have {len(codebook_sizes)} "
-                        f"(codebook_sizes {list(codebook_sizes)})"
-                    )
-                compressor = HiSACCompressor(
-                    codebook_sizes, top_k, num_agents,
-                    vote_temperature=vote_temperature,
-                    routing_temperature=routing_temperature,
-                    hard_routing=hard_routing,
-                )
-            if not isinstance(compressor, HistoryCompressor):
+        self.sid_embedding = SidEmbedding(self.codebook_sizes, embedding_dim)
+        self.feature_embeddings = FeatureEmbeddings(
+            features, embedding_dim=embedding_dim,
+            feature_combiner=feature_combiner, vocabularies=vocabularies,
+            name="feature_embeddings")
+        item_features = self.feature_embeddings.item_features
+        if item_features and item_feature_lookup is None:
+            raise ValueError(
+                "HiSACRanker: item features "
+                f"{[f.name for f in item_features]} need an "
+                "item_feature_lookup (the item table's values)")
+        if item_feature_lookup is not None:
+            held = {f.name for f in item_feature_lookup.features}
+            missing = [f.name for f in item_features if f.name not in held]
+            if missing:
                 raise ValueError(
-                    "compressor must be a hisac_tf.compressors."
-                    f"HistoryCompressor, got {type(compressor).__name__}"
-                )
-            self.compressor = compressor
-            self.attention = attention("long_term_attention")
-            state_keys += ATTENTION_STATE_KEYS
-            if compressor.candidate_dependent:
-                state_keys += ("group_categories",)
-        self.short_term = None
-        self.short_attention = None
-        if self.short_term_length:
-            self.short_term = RecentCompressor(self.short_term_length)
-            self.short_attention = attention("short_term_attention")
-            state_keys += SHORT_STATE_KEYS
-        self.match_counts = None
-        if self.count_slots:
-            # The SID prefix types (one per level) share one sort.
-            self.match_counts = HistoryMatchCounts(
-                self.count_slots, nested_types=len(codebook_sizes))
-            state_keys += COUNT_STATE_KEYS
-        self.state_keys = state_keys + ("user_embedding",)
-        self.num_groups = (
-            compressor.num_groups if long_term else self.short_term_length
-        )
+                    f"HiSACRanker: item features {missing} are not in the "
+                    f"item_feature_lookup (it holds {sorted(held)})")
+        self.item_feature_lookup = item_feature_lookup
         self.user_hash = IdHashing(user_buckets)
         self.user_table = tf.keras.layers.Embedding(
             user_buckets, embedding_dim, name="user_embedding"
         )
-        self.user_feature_hash = IdHashing(USER_FEATURE_BUCKETS)
+        # ---------------------------------------------------- branches
+        self.branches = branches
+        # The layers at their paths before branches existed, so that
+        # checkpoints written then restore (tests/test_pre_branches_export).
+        long = [b for b in branches if isinstance(b, LongTermBranch)]
+        short = [b for b in branches if isinstance(b, ShortTermBranch)]
+        counts = [b for b in branches if isinstance(b, MatchCountsBranch)]
+        self.compressor = long[0].compressor if long else None
+        self.attention = long[0].attention if long else None
+        self.short_attention = short[0].attention if short else None
+        self.match_counts = counts[0].match_counts if counts else None
         self.user_feature_tables = [
-            tf.keras.layers.Embedding(
-                USER_FEATURE_BUCKETS, embedding_dim, name=f"{name}_embedding"
-            )
-            for name in self.user_feature_names
+            self.feature_embeddings.tables[f.table_name]
+            for f in self.feature_embeddings.user_features
+            if f.is_categorical
         ]
+        first = attention[0]
+        self.num_groups = (first.num_groups if isinstance(
+            first, LongTermBranch) else first.length)
+        # -------------------------------------------------------- head
         self.cross = tfrs.layers.dcn.Cross() if use_cross_layer else None
         self.mlp = [
             tf.keras.layers.Dense(width, activation="relu")
@@ -255,104 +232,79 @@ class HiSACRanker(tfrs.models.Model):
             ],
         )
 
+    # -------------------------------------------------------------- config
+    @property
+    def features(self) -> tuple[FeatureConfig, ...]:
+        return self.feature_embeddings.features
+
     def get_config(self) -> dict:
-        """Plain constructor values; the lookup and the compressor are
+        """Plain constructor values; the lookups and branches are
         serialised Keras layers (their tables are weights, not config)."""
+        lookup = self.item_feature_lookup
         return {
             "semantic_lookup": tf.keras.layers.serialize(
                 self.semantic_lookup),
-            "user_features": list(self.user_feature_names),
+            "branches": [tf.keras.layers.serialize(b)
+                         for b in self.branches],
+            "features": [dataclasses.asdict(f) for f in self.features],
+            "item_feature_lookup": (None if lookup is None else
+                                    tf.keras.layers.serialize(lookup)),
+            "vocabularies": self.feature_embeddings.vocabularies,
+            "feature_combiner": self.feature_embeddings.feature_combiner,
             "embedding_dim": self.embedding_dim,
             "item_buckets": self.item_buckets,
             "category_buckets": self.category_buckets,
             "user_buckets": self.user_buckets,
-            "num_heads": self.num_heads,
             "time_gap_buckets": self.time_gap_buckets,
             "mlp_dims": list(self.mlp_dims),
             "use_cross_layer": self.use_cross_layer,
             "dropout": self.dropout_rate,
-            "attention_mass": self.attention_mass,
-            "compressor": (tf.keras.layers.serialize(self.compressor)
-                           if self.compressor is not None else None),
-            "long_term": self.long_term,
-            "short_term_length": self.short_term_length,
-            "count_slots": self.count_slots,
         }
 
     @classmethod
     def from_config(cls, config: dict) -> "HiSACRanker":
         config = dict(config)
-        config["semantic_lookup"] = tf.keras.layers.deserialize(
-            config["semantic_lookup"])
-        if config.get("compressor") is not None:
-            config["compressor"] = tf.keras.layers.deserialize(
-                config["compressor"])
+        for key in ("semantic_lookup", "item_feature_lookup"):
+            if config.get(key) is not None:
+                config[key] = tf.keras.layers.deserialize(config[key])
+        config["branches"] = [tf.keras.layers.deserialize(b)
+                              for b in config["branches"]]
+        config["features"] = [FeatureConfig(**f)
+                              for f in config.get("features", ())]
         return cls(**config)
 
-    # ------------------------------------------------------------ user side
-    def _encode_groups(self, groups: dict, attention) -> dict:
-        """A compressor's groups -> an attention state (keys, values, bias,
-        mask); group states get their SID embeddings appended."""
-        mask = groups["group_mask"]  # [B, G]
-        group_sid_emb = self.sid_embedding(
-            groups["group_sids"], groups["group_sid_mask"]
-        )  # [B, G, D]
-        group_states = tf.concat(
-            [groups["group_states"], group_sid_emb], axis=-1
-        )  # [B, G, 2D]
-        prior = groups["group_prior"]  # [B, G] log-weights
-        state = attention.encode(
-            group_states, tf.ones_like(prior), mask
-        )  # keys, values [B, H, G, dk]; mask [B, G]
-        # The compressor's log-weight prior is the attention bias.
-        state["bias"] = tf.where(mask, prior, tf.float32.min)  # [B, G]
-        return state
+    # --------------------------------------------------------------- state
+    @property
+    def state_keys(self) -> tuple[str, ...]:
+        """The names `score` needs, in order (branches, then the user)."""
+        names: tuple[str, ...] = ()
+        for branch in self.branches:
+            names += branch.state_names
+        return names + (USER_EMBEDDING,)
 
-    def _count_keys(self, category_ids, sids, has_sid):
-        """Keys of the count types: category, then SID prefix per level.
+    def state_spec(self) -> dict:
+        """State name -> `tf.TensorSpec` of `compress_user`'s cacheable
+        state ([None, ...]; floats float32, masks bool)."""
+        spec = {}
+        for branch in self.branches:
+            for local, s in branch.state_spec().items():
+                spec[branch.state_prefix + local] = s
+        width = (self.embedding_dim
+                 + self.feature_embeddings.head_width("user")
+                 + self.feature_embeddings.head_width("context"))
+        spec[USER_EMBEDDING] = tf.TensorSpec([None, width], tf.float32)
+        return spec
 
-        category_ids [B, X]; sids [B, X, L]; has_sid [B, X] -> (keys
-        [B, X, T = 1 + L] int64, type_ok [B, X, T] bool: every item has a
-        category key, only items with a SID have prefix keys). A prefix
-        key encodes
-        (c_1, .., c_l) as a mixed-radix number, >= 1. Item ids are not a
-        count type: with negatives sampled outside the user's history (the
-        importer's default) "the candidate is in the history" would read
-        as "clicked"; exact repeats stay visible to the attention branches
-        through the item embedding.
-        """
-        sids = tf.cast(sids, tf.int64)
-        parts = [tf.cast(category_ids, tf.int64)]
-        prefix = tf.zeros_like(parts[0])
-        for level, size in enumerate(self.codebook_sizes):
-            prefix = prefix * (size + 1) + sids[..., level] + 1
-            parts.append(prefix)
-        has_sid = tf.cast(has_sid, tf.bool)[..., None]  # [B, X, 1]
-        type_ok = tf.concat([
-            tf.ones_like(has_sid),
-            tf.repeat(has_sid, len(self.codebook_sizes), axis=-1),
-        ], axis=-1)  # [B, X, T]
-        return tf.stack(parts, axis=-1), type_ok
+    # ----------------------------------------------------------- user side
+    def item_feature_values(self, item_ids) -> dict:
+        """item ids [...] -> item feature name -> raw values [...]."""
+        if self.item_feature_lookup is None:
+            return {}
+        return self.item_feature_lookup(item_ids)
 
-    def compress_user(self, features: dict, training=None,
-                      diagnostics: bool = False) -> dict:
-        """User-side work, once per request.
-
-        Args:
-          features: user_id, request_time, user features [B]; hist_* [B, N];
-            hist_length [B].
-        Returns:
-          the cacheable state (`state_keys`): per attention branch keys,
-          values [B, H, G, dk], bias [B, G], mask [B, G] (short-term ones
-          prefixed `short_`, G = S); count_keys, count_values, count_gaps
-          [B, 1 + L, M'] and count_lengths [B, 1 + L]; user_embedding
-          [B, Du]; plus the diagnostics agent_mask [B, G] and num_active
-          [B] (groups in use), and group_categories [B, G] for `sim_hard`.
-          G = A, or N for the `full` and `sim_hard` compressors. With
-          `diagnostics` and a routing compressor (`hisac` and its
-          ablations): effective_items_per_agent, off_sid_mass and
-          agents_per_user [B] (`routing_diagnostics`).
-        """
+    def embed_history(self, features: dict, training=None) -> dict:
+        """The embedded history every branch reads
+        (`hisac_tf.models.branch`)."""
         item_ids = features["hist_item_ids"]  # [B, N]
         n = tf.shape(item_ids)[1]
         valid = tf.sequence_mask(features["hist_length"], n)  # [B, N]
@@ -365,79 +317,68 @@ class HiSACRanker(tfrs.models.Model):
             features["request_time"],
             training=training,
         )  # [B, N, D]
-        out = {"user_embedding": self.embed_user(features)}
-        if self.compressor is not None:
-            groups = self.compressor(
-                h,
-                valid=valid,
-                latents=semantic["latents"],  # [B, N, Ds]
-                sids=semantic["sids"],  # [B, N, L]
-                has_sid=semantic["has_sid"],  # [B, N]
-                timestamps=features["hist_timestamps"],
-                categories=features["hist_category_ids"],
-                codebooks=tf.concat(
-                    self.semantic_lookup.codebooks, axis=0
-                ),  # [sum_l K_l, Ds]
-                training=training,
-            )
-            out.update(self._encode_groups(groups, self.attention))
-            out["agent_mask"] = groups["group_mask"]
-            out["num_active"] = groups["num_active"]
-            if diagnostics and "routing" in groups:
-                out.update(routing_diagnostics(
-                    groups["routing"], groups["group_sids"],
-                    semantic["sids"], groups["group_mask"],
-                    tf.logical_and(valid, semantic["has_sid"]),
-                ))  # [B] each
-            if self.compressor.candidate_dependent:
-                out["group_categories"] = groups["group_categories"]
-        if self.short_term is not None:
-            recent = self.short_term(
-                h, valid=valid, sids=semantic["sids"],
-                has_sid=semantic["has_sid"], training=training,
-            )  # the newest S items, [B, S, ...]
-            short = self._encode_groups(recent, self.short_attention)
-            out.update({f"short_{k}": v for k, v in short.items()})
-            if self.compressor is None:
-                out["agent_mask"] = recent["group_mask"]
-                out["num_active"] = recent["num_active"]
-        if self.match_counts is not None:
-            window = valid
-            if self.compressor is None:  # The recent window's own counts.
-                rank = tf.cumsum(tf.cast(valid, tf.int32), axis=1)  # [B, N]
-                total = tf.reduce_sum(tf.cast(valid, tf.int32), axis=1)
-                window = tf.logical_and(
-                    valid, rank > (total - self.short_term_length)[:, None]
-                )  # [B, N] the newest S valid
-            keys, type_ok = self._count_keys(
-                features["hist_category_ids"], semantic["sids"],
-                semantic["has_sid"],
-            )  # [B, N, T] each
-            out.update(self.match_counts.encode(
-                keys, tf.logical_and(window[..., None], type_ok),
-                features["hist_timestamps"], features["request_time"],
-            ))
+        embeddings = self.feature_embeddings
+        parts = embeddings.item_parts(
+            self.item_feature_values(item_ids), mask=valid)  # [B, N, D] each
+        parts += embeddings.event_parts(features, valid)  # [B, N, D] each
+        return {
+            "h": embeddings.combine_history(h, parts),  # [B, N, D]
+            "valid": valid,
+            "sids": semantic["sids"],  # [B, N, L]
+            "latents": semantic["latents"],  # [B, N, Ds]
+            "has_sid": semantic["has_sid"],  # [B, N]
+            "timestamps": features["hist_timestamps"],
+            "categories": features["hist_category_ids"],
+            "request_time": features["request_time"],
+            "codebooks": tf.concat(
+                self.semantic_lookup.codebooks, axis=0),  # [sum_l K_l, Ds]
+            "sid_embedding": self.sid_embedding,
+        }
+
+    def compress_user(self, features: dict, training=None,
+                      diagnostics: bool = False) -> dict:
+        """User-side work, once per request.
+
+        Args:
+          features: user_id, request_time, user and context features
+            [B] (or [B, M], [B, dim]); hist_* [B, N] (event features
+            included); hist_length [B].
+          diagnostics: also return the routing diagnostics of a routing
+            compressor (`hisac` and its ablations):
+            effective_items_per_agent, off_sid_mass, agents_per_user [B].
+        Returns:
+          the cacheable state (`state_keys`, shapes in `state_spec`),
+          plus agent_mask [B, G] and num_active [B] (groups in use) of
+          the first attention branch.
+        """
+        history = self.embed_history(features, training=training)
+        out = {USER_EMBEDDING: self.embed_user(features)}
+        for branch in self.branches:
+            state, extra = branch.namespaced(branch.encode(
+                history, training=training, diagnostics=diagnostics))
+            out.update(state)
+            for key, value in extra.items():
+                if key in DIAGNOSTIC_KEYS:
+                    out.setdefault(key, value)  # the first branch's
+                else:
+                    out[key] = value
         return out
 
     def embed_user(self, features: dict) -> tf.Tensor:
-        """user_id and user features [B] -> [B, (1 + F) * D]."""
+        """user_id, user and context features [B] -> [B, Du] (the
+        request's context is part of the cached state: one state per
+        request)."""
         parts = [self.user_table(self.user_hash(features["user_id"]))]
-        for name, table in zip(
-            self.user_feature_names, self.user_feature_tables
-        ):
-            parts.append(table(self.user_feature_hash(features[name])))
-        return tf.concat(parts, axis=-1)  # [B, (1 + F) * D]
+        parts += self.feature_embeddings.user_parts(features)
+        parts += self.feature_embeddings.context_parts(features)
+        return tf.concat(
+            [tf.cast(p, parts[0].dtype) for p in parts], axis=-1)  # [B, Du]
 
-    # ------------------------------------------------------- candidate side
-    def score(self, state: dict, features: dict, training=None) -> tf.Tensor:
-        """Candidate logits from a user's state.
-
-        Args:
-          state: output of `compress_user` (at least `state_keys`).
-          features: cand_item_ids, cand_category_ids [B, C].
-        Returns:
-          logits [B, C] (padded candidates get a logit too; mask them).
-        """
+    # ------------------------------------------------------ candidate side
+    def embed_candidates(self, features: dict) -> dict:
+        """The candidates every branch scores: queries [B, C, Dq] (item,
+        category, SID and item-feature embeddings), categories [B, C],
+        sids [B, C, L], has_sid [B, C]."""
         cand_items = features["cand_item_ids"]  # [B, C]
         cand_cats = features["cand_category_ids"]  # [B, C]
         items, cats = self.ranking_embedding.embed_candidates(
@@ -447,39 +388,43 @@ class HiSACRanker(tfrs.models.Model):
         sid = self.sid_embedding(
             semantic["sids"], semantic["has_sid"]
         )  # [B, C, D]
-        queries = tf.concat([items, cats, sid], axis=-1)  # [B, C, 3D]
-        c = tf.shape(cand_items)[1]
-        user = state["user_embedding"]  # [B, Du]
-        user = tf.broadcast_to(
-            user[:, None, :], [tf.shape(user)[0], c, tf.shape(user)[1]]
-        )  # [B, C, Du] (broadcast: one op, where tf.repeat builds ~30)
-        parts = [user, queries]
-        if self.compressor is not None:
-            if self.compressor.candidate_dependent:
-                # sim_hard: each candidate sees the items of its category.
-                parts.append(category_masked_attention(
-                    self.attention, state, queries, cand_cats,
-                    training=training,
-                ))  # [B, C, D]
-            else:
-                parts.append(self.attention.score(
-                    {k: state[k] for k in ATTENTION_STATE_KEYS},
-                    queries, training=training,
-                ))  # [B, C, D]
-        if self.short_attention is not None:
-            parts.append(self.short_attention.score(
-                {k: state[f"short_{k}"] for k in ATTENTION_STATE_KEYS},
-                queries, training=training,
-            ))  # [B, C, D]
-        if self.match_counts is not None:
-            keys, type_ok = self._count_keys(
-                cand_cats, semantic["sids"], semantic["has_sid"]
-            )  # [B, C, T] each
-            # A key a candidate lacks never matches (history keys are >= 1).
-            keys = tf.where(type_ok, keys, tf.constant(-1, tf.int64))
-            parts.append(self.match_counts.score(
-                {k: state[k] for k in COUNT_STATE_KEYS}, keys
-            ))  # [B, C, 4T + 1]
+        parts = [items, cats, sid]
+        embeddings = self.feature_embeddings
+        extra = embeddings.combine_candidates(embeddings.item_parts(
+            self.item_feature_values(cand_items),
+            mask=cand_items > 0))  # [B, C, D] or None
+        if extra is not None:
+            parts.append(tf.cast(extra, items.dtype))
+        return {
+            "queries": tf.concat(parts, axis=-1),  # [B, C, (3|4) D]
+            "categories": cand_cats,
+            "sids": semantic["sids"],  # [B, C, L]
+            "has_sid": semantic["has_sid"],  # [B, C]
+        }
+
+    def score(self, state: dict, features: dict, training=None) -> tf.Tensor:
+        """Candidate logits from a user's state.
+
+        Args:
+          state: output of `compress_user` (at least `state_keys`).
+          features: cand_item_ids, cand_category_ids [B, C].
+        Returns:
+          logits [B, C] (padded candidates get a logit too; mask them).
+        """
+        candidates = self.embed_candidates(features)
+        queries = candidates["queries"]  # [B, C, Dq]
+        c = tf.shape(queries)[1]
+        rows = tf.shape(queries)[0]
+
+        def per_candidate(x):  # [B, F] -> [B, C, F]
+            # broadcast: one op, where tf.repeat builds ~30
+            return tf.broadcast_to(x[:, None, :], [rows, c, tf.shape(x)[1]])
+
+        parts = [per_candidate(state[USER_EMBEDDING]), queries]
+        for branch in self.branches:
+            parts.append(branch.score(
+                branch.local_state(state), candidates, training=training,
+            ))  # [B, C, D']
         # One dtype for the head: the state arrives float32 from
         # score_with_state, the counts are float32, the embeddings follow
         # the policy (bfloat16 under mixed_bfloat16).
@@ -494,7 +439,7 @@ class HiSACRanker(tfrs.models.Model):
             if self.dropout is not None:
                 x = self.dropout(x, training=training)
         logits = self.logit(x)  # [B*C, 1]
-        return tf.reshape(logits, tf.shape(cand_items))  # [B, C]
+        return tf.reshape(logits, tf.shape(features["cand_item_ids"]))
 
     def call(self, features: dict, training=None) -> tf.Tensor:
         """Request-level logits [B, C]."""
@@ -525,7 +470,8 @@ class HiSACRanker(tfrs.models.Model):
         """Trainable variables of embedding tables (Adagrad, as the paper)."""
         seen, out = set(), []
         for module in self._flatten_layers(include_self=False):
-            if isinstance(module, tf.keras.layers.Embedding):
+            if isinstance(module, (tf.keras.layers.Embedding,
+                                   CategoricalFeatureEmbedding)):
                 for var in module.trainable_weights:
                     if id(var) not in seen:
                         seen.add(id(var))
