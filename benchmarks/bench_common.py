@@ -242,7 +242,13 @@ def peak_bytes(fn: Callable) -> int:
     """
     device = memory_device()
     _fetch(fn())  # traced and warm
-    tf.config.experimental.reset_memory_stats(device)
+    try:
+        tf.config.experimental.reset_memory_stats(device)
+    except ValueError as e:
+        raise RuntimeError(
+            f"no allocator statistics for {device}: set "
+            "TF_CPU_ALLOCATOR_USE_BFC=true before TensorFlow loads (import "
+            "benchmarks first, or export it)") from e
     before = tf.config.experimental.get_memory_info(device)["current"]
     _fetch(fn())
     peak = tf.config.experimental.get_memory_info(device)["peak"]

@@ -5,6 +5,9 @@ import sys
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# The benchmarks' peak-memory helper reads the CPU allocator's statistics,
+# kept only by TensorFlow's BFC CPU allocator (benchmarks/__init__.py).
+os.environ.setdefault("TF_CPU_ALLOCATOR_USE_BFC", "true")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import hisac_tf  # noqa: E402,F401
