@@ -153,7 +153,6 @@ def start_server(
         export_dir, model_name, keep_versions, model_config, max_bytes,
         warmup_records, limits,
     )
-    registry.refresh()
     server = grpc.server(
         concurrent.futures.ThreadPoolExecutor(
             max_workers=max_workers, thread_name_prefix="hisac-grpc"
@@ -180,11 +179,17 @@ def start_server(
     else:
         reason = ""
     if bound == 0:
-        registry.stop_polling()
         raise OSError(
             f"cannot bind {address}{reason}: the port is in use by another "
             "process (pass reuse_port / --server_reuse_port to share it) "
             "or the address is not this host's")
+    # Bound (the port held) before the versions load: a port in use is
+    # refused at once, not after minutes of loading.
+    try:
+        registry.refresh()
+    except BaseException:
+        server.stop(None)
+        raise
     server.start()
     registry.start_polling(poll_s)
     return LocalServer(server, bound, registry), bound
