@@ -63,6 +63,7 @@ def make_compressor(
     kmeans_iterations: int = 5,
     lsh_bits: int = 0,
     seed: int = 0,
+    routing_top_m: int = 0,
 ) -> HistoryCompressor:
     """The compressor called `name`, from plain values.
 
@@ -77,6 +78,7 @@ def make_compressor(
       kmeans_iterations: Lloyd steps (kmeans).
       lsh_bits: SimHash bits; 0 picks ceil(log2 A) + 1 (lsh).
       seed: the hyperplanes' seed (lsh).
+      routing_top_m: m of sparse routing, 0 dense (hisac, hisac_no_voting).
     Raises:
       ValueError: an unknown name or a missing value, named.
     """
@@ -94,6 +96,7 @@ def make_compressor(
             routing_temperature=routing_temperature,
             hard_routing=name == "hisac_hard",
             use_voting=name != "hisac_no_voting",
+            routing_top_m=routing_top_m,
         )
     if name == "kmeans":
         return KMeansCompressor(num_groups, iterations=kmeans_iterations)

@@ -13,6 +13,18 @@ Ablations (docs/design.md §3), same class:
     v_a, so u_a is the mean ranking embedding of the agent's own items;
   * `use_voting=False` (`hisac_no_voting`): no top-k sparsification, all
     leaves with votes kept, capped at A by votes (ties: smaller SID).
+
+Sparse routing (`routing_top_m` = m >= 1, `model.routing_top_m`): each
+agent reads only its m nearest items (`SoftRoutingAttention(top_m=m)`).
+
+Routing off the training step: voting, the prototypes and the routing
+weights depend only on frozen inputs (SIDs, latents, codebooks, the
+history mask). `plan(...)` computes them alone, as the
+`ROUTING_PLAN_KEYS` tensors (e.g. in a `tf.data` map,
+hisac_tf/models/routing_plan.py); `compress(..., routing_plan=plan)` then
+only aggregates u = alpha h (A m D, or A N D dense) under the tape.
+Without a plan (serving) everything is computed from the inputs, with
+the same result.
 """
 
 from __future__ import annotations
@@ -25,7 +37,18 @@ import tensorflow as tf
 
 from hisac_tf.compressors.history_compressor import HistoryCompressor
 from hisac_tf.layers.hierarchical_voting import HierarchicalVoting
+from hisac_tf.layers.shape_checks import check_int
 from hisac_tf.layers.soft_routing_attention import SoftRoutingAttention
+
+# The precomputed routing (`HiSACCompressor.plan`), as batch features:
+# agent SIDs [B, A, L] int32, agent mask [B, A] bool, agent weights w_a
+# [B, A] float32, active agents [B] int32, routing weights [B, A, K]
+# float32 and, for sparse routing only, their item index [B, A, K] int32
+# (K = min(m, N); dense: K = N and no index).
+ROUTING_PLAN_KEYS = (
+    "routing_agent_sids", "routing_agent_mask", "routing_agent_weights",
+    "routing_num_active", "routing_weights", "routing_index",
+)
 
 
 @tf.keras.utils.register_keras_serializable(package="hisac_tf")
@@ -40,6 +63,8 @@ class HiSACCompressor(HistoryCompressor):
       routing_temperature: tau of soft routing.
       hard_routing: the `hisac_hard` ablation.
       use_voting: False for the `hisac_no_voting` ablation.
+      routing_top_m: 0: dense soft routing (the paper's); m >= 1: each
+        agent keeps its m nearest items (m >= N is dense).
 
     Reads: latents, sids, has_sid, codebooks ([sum_l K_l, Ds], the L
     codebooks concatenated by rows, level 1 first).
@@ -68,6 +93,7 @@ class HiSACCompressor(HistoryCompressor):
     """
 
     required_inputs = ("latents", "sids", "has_sid", "codebooks")
+    supports_routing_plan = True
 
     def __init__(
         self,
@@ -78,6 +104,7 @@ class HiSACCompressor(HistoryCompressor):
         routing_temperature: float = 1.0,
         hard_routing: bool = False,
         use_voting: bool = True,
+        routing_top_m: int = 0,
         **kwargs,
     ):
         kwargs.pop("num_groups", None)
@@ -94,6 +121,14 @@ class HiSACCompressor(HistoryCompressor):
         self.routing_temperature = float(routing_temperature)
         self.hard_routing = hard_routing
         self.use_voting = use_voting
+        self.routing_top_m = check_int("HiSACCompressor", "routing_top_m",
+                                       routing_top_m, 0)
+        if self.routing_top_m and hard_routing:
+            raise ValueError(
+                "HiSACCompressor: `routing_top_m` applies to soft routing; "
+                f"received routing_top_m={routing_top_m!r} with "
+                "hard_routing=True"
+            )
         # Without voting every level keeps all its children: the kept
         # leaves are all leaves with votes, then the cap A applies.
         kept = self.top_k if use_voting else self.codebook_sizes
@@ -103,7 +138,7 @@ class HiSACCompressor(HistoryCompressor):
         )
         self.routing = SoftRoutingAttention(
             temperature=self.routing_temperature, hard=hard_routing,
-            dtype=self.dtype_policy,
+            top_m=self.routing_top_m, dtype=self.dtype_policy,
         )
         self._offsets = np.concatenate(
             [[0], np.cumsum(self.codebook_sizes)[:-1]]
@@ -116,9 +151,10 @@ class HiSACCompressor(HistoryCompressor):
             tf.gather(codebooks, rows), axis=2
         )  # [B, A, L, Ds] -> [B, A, Ds]
 
-    def compress(self, values, valid, latents, sids, has_sid, timestamps,
-                 categories, codebooks, training) -> dict:
-        routable = tf.logical_and(valid, has_sid)  # [B, N]
+    def _agents(self, valid, latents, sids, has_sid, codebooks):
+        """(routable [B, N], voting's agents, prototypes [B, A, Ds])."""
+        routable = tf.logical_and(tf.cast(valid, tf.bool),
+                                  tf.cast(has_sid, tf.bool))  # [B, N]
         agents = self.voting(sids, mask=routable)
         if self.hard_routing:  # Hard routing compares SIDs only.
             shape = tf.shape(agents["agent_sids"])
@@ -129,6 +165,78 @@ class HiSACCompressor(HistoryCompressor):
             prototypes = self.prototypes(
                 tf.cast(codebooks, tf.float32), agents["agent_sids"]
             )  # [B, A, Ds]
+        return routable, agents, prototypes
+
+    def plan(self, valid, latents, sids, has_sid, codebooks) -> dict:
+        """The routing alone, from frozen inputs: `ROUTING_PLAN_KEYS`
+        (`routing_index` only for sparse routing). valid, has_sid [B, N];
+        latents [B, N, Ds]; sids [B, N, L]; codebooks [sum K, Ds]."""
+        routable, agents, prototypes = self._agents(
+            valid, latents, sids, has_sid, codebooks)
+        route = self.routing.route(
+            latents, prototypes, routable, agents["agent_mask"],
+            item_sids=sids, agent_sids=agents["agent_sids"])
+        out = {
+            "routing_agent_sids": agents["agent_sids"],  # [B, A, L]
+            "routing_agent_mask": agents["agent_mask"],  # [B, A]
+            "routing_agent_weights": agents["agent_weights"],  # [B, A]
+            "routing_num_active": agents["num_active"],  # [B]
+            "routing_weights": route["weights"],  # [B, A, K]
+        }
+        if route["index"] is not None:
+            out["routing_index"] = route["index"]  # [B, A, K]
+        return {k: tf.stop_gradient(v) for k, v in out.items()}
+
+    def _groups(self, states, agent_mask, agent_weights, agent_sids,
+                num_active):
+        tiny = float(np.finfo(np.float32).tiny)
+        prior = tf.where(
+            agent_mask, tf.math.log(tf.maximum(agent_weights, tiny)), 0.0,
+        )  # [B, A]
+        return {
+            "group_states": states,  # [B, A, D]
+            "group_mask": agent_mask,
+            "group_prior": prior,
+            "group_sids": agent_sids,  # [B, A, L]
+            "group_sid_mask": agent_mask,
+            "num_active": num_active,
+        }
+
+    def _from_plan(self, values, plan) -> dict:
+        """Groups from a precomputed `plan` (only u = alpha h here)."""
+        needed = [k for k in ROUTING_PLAN_KEYS if k != "routing_index"]
+        missing = [k for k in needed if k not in plan]
+        if missing:
+            raise ValueError(
+                f"HiSACCompressor: routing_plan lacks {missing} (it needs "
+                f"{', '.join(needed)}, and routing_index for sparse "
+                f"routing); received keys {sorted(plan)}"
+            )
+        weights = plan["routing_weights"]  # [B, A, K]
+        index = plan.get("routing_index")  # [B, A, K] or None
+        rank = weights.shape.rank
+        if rank is not None and (
+                rank != 3
+                or weights.shape[1] not in (None, self.num_agents)):
+            raise ValueError(
+                "HiSACCompressor: routing_plan['routing_weights'] must be "
+                f"[B, A = {self.num_agents}, K]; received shape "
+                f"{weights.shape.as_list()}"
+            )
+        states = self.routing.aggregate(values, weights, index)  # [B, A, D]
+        mask = tf.cast(plan["routing_agent_mask"], tf.bool)  # [B, A]
+        return self._groups(
+            states, mask,
+            tf.cast(plan["routing_agent_weights"], tf.float32),
+            tf.cast(plan["routing_agent_sids"], tf.int32),
+            tf.cast(plan["routing_num_active"], tf.int32))
+
+    def compress(self, values, valid, latents, sids, has_sid, timestamps,
+                 categories, codebooks, training, routing_plan=None) -> dict:
+        if routing_plan is not None:
+            return self._from_plan(values, routing_plan)
+        routable, agents, prototypes = self._agents(
+            valid, latents, sids, has_sid, codebooks)
         routed = self.routing(
             latents=latents,
             values=values,
@@ -139,21 +247,11 @@ class HiSACCompressor(HistoryCompressor):
             agent_sids=agents["agent_sids"],
             training=training,
         )
-        tiny = float(np.finfo(np.float32).tiny)
-        prior = tf.where(
-            agents["agent_mask"],
-            tf.math.log(tf.maximum(agents["agent_weights"], tiny)),
-            0.0,
-        )  # [B, A]
-        return {
-            "group_states": routed["states"],  # [B, A, D]
-            "group_mask": agents["agent_mask"],
-            "group_prior": prior,
-            "group_sids": agents["agent_sids"],  # [B, A, L]
-            "group_sid_mask": agents["agent_mask"],
-            "num_active": agents["num_active"],
-            "routing": routed["routing"],  # [B, A, N] diagnostics only
-        }
+        out = self._groups(routed["states"], agents["agent_mask"],
+                           agents["agent_weights"], agents["agent_sids"],
+                           agents["num_active"])
+        out["routing"] = routed["routing"]  # [B, A, N] diagnostics only
+        return out
 
     def get_config(self):
         config = super().get_config()
@@ -165,5 +263,6 @@ class HiSACCompressor(HistoryCompressor):
             routing_temperature=self.routing_temperature,
             hard_routing=self.hard_routing,
             use_voting=self.use_voting,
+            routing_top_m=self.routing_top_m,
         )
         return config

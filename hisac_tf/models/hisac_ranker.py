@@ -37,7 +37,10 @@ import hisac_tf  # noqa: F401  (Keras 2 before TensorFlow)
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
-from hisac_tf.compressors.hisac_compressor import HiSACCompressor
+from hisac_tf.compressors.hisac_compressor import (
+    ROUTING_PLAN_KEYS,
+    HiSACCompressor,
+)
 from hisac_tf.compressors.history_compressor import HistoryCompressor
 from hisac_tf.compressors.sim_hard_compressor import (
     category_masked_attention,
@@ -379,6 +382,9 @@ class HiSACRanker(tfrs.models.Model):
                     self.semantic_lookup.codebooks, axis=0
                 ),  # [sum_l K_l, Ds]
                 training=training,
+                # Routing precomputed off the step (models/routing_plan.py).
+                routing_plan={k: features[k] for k in ROUTING_PLAN_KEYS
+                              if k in features} or None,
             )
             out.update(self._encode_groups(groups, self.attention))
             out["agent_mask"] = groups["group_mask"]

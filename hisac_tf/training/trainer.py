@@ -40,6 +40,7 @@ from hisac_tf import json_io
 from hisac_tf.config import Config, write_resolved
 from hisac_tf.data import input_pipeline
 from hisac_tf.data.split_files import split_files
+from hisac_tf.models.routing_plan import with_routing_plan
 from hisac_tf.training.callbacks import (
     NonFiniteLossGuard,
     PeriodicCheckpoint,
@@ -140,7 +141,7 @@ def train(cfg: Config, progress: bool = True,
         # data.batch_size is per replica; each input pipeline (worker)
         # reads its own part of the files, or of the records when there
         # are fewer files than pipelines (input_pipeline.request_dataset).
-        return input_pipeline.request_dataset(
+        ds = input_pipeline.request_dataset(
             files, spec, cfg.data.batch_size,
             compression=cfg.data.compression,
             shuffle_buffer=cfg.data.shuffle_buffer,
@@ -152,6 +153,9 @@ def train(cfg: Config, progress: bool = True,
             num_shards=context.num_input_pipelines if context else 1,
             shard_index=context.input_pipeline_id if context else 0,
         )
+        if t.routing_in_input_pipeline:  # HiSAC's routing off the step.
+            ds = with_routing_plan(ds, model)
+        return ds
 
     if settings.strategy == "default":
         ds = dataset()
