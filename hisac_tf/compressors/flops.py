@@ -98,18 +98,26 @@ def default_num_bits(num_groups: int) -> int:
                max(1, int(num_groups - 1).bit_length() + 1))
 
 
+def routed_items(n: int, routing_top_m: int = 0) -> int:
+    """K, the history items each agent aggregates: N dense (m = 0 or
+    m >= N), else m (sparse routing, SoftRoutingAttention(top_m=m))."""
+    return n if not routing_top_m or routing_top_m >= n else routing_top_m
+
+
 def compression_flops(
     name: str, *, n: int, a: int, d: int, ds: int, h: int,
     num_levels: int = 2, kmeans_iterations: int = 5, lsh_bits: int = 0,
+    routing_top_m: int = 0,
 ) -> int:
-    """MACs of the compressor itself for one user (see the module doc)."""
+    """MACs of the compressor itself for one user (see the module doc;
+    routing_top_m = m: sparse routing aggregates A m D, `routed_items`)."""
     if name not in COMPRESSION_TERMS:
         raise ValueError(f"unknown compressor {name!r} (choose from "
                          f"{', '.join(sorted(COMPRESSION_TERMS))})")
     hk = h * max(1, d // h)
     if name in ("hisac", "hisac_no_voting"):
         return ((num_levels - 1) * a * ds + n * ds + a * ds
-                + a * n * ds + a * n * d)
+                + a * n * ds + a * routed_items(n, routing_top_m) * d)
     if name == "hisac_hard":
         return a * n * d
     if name == "kmeans":
@@ -144,6 +152,7 @@ def request_flops(
     attention_mass: bool = True,
     short_term_length: int = 0,
     count_types: int = 0,
+    routing_top_m: int = 0,
 ) -> dict:
     """User-side, per-candidate and per-request MACs of one request.
 
@@ -160,6 +169,7 @@ def request_flops(
       count_types: T of the match counts (0: none); they cost sorting
         and binary searches, no multiply-add, and widen the head by
         4 T + 1.
+      routing_top_m: m of sparse routing (0: dense), hisac variants.
     Returns:
       dict(groups G, compression, user, per_candidate, request) of ints.
     """
@@ -174,6 +184,7 @@ def request_flops(
     compression = compression_flops(
         name, n=n, a=a, d=d, ds=ds, h=h, num_levels=num_levels,
         kmeans_iterations=kmeans_iterations, lsh_bits=lsh_bits,
+        routing_top_m=routing_top_m,
     ) if long_term else 0
     branches = [g] if long_term else []
     if short_term_length:
@@ -238,6 +249,7 @@ def _config_sizes(cfg, name: str | None, n: int | None,
         short_term_length=m.short_term_length,
         count_types=(1 + len(cfg.tokenizer.codebook_sizes)
                      if m.count_slots else 0),
+        routing_top_m=m.routing_top_m,
     )
 
 
@@ -247,11 +259,18 @@ FLOAT_BYTES = 4
 
 
 def compression_bytes(name: str, *, n: int, a: int, d: int, ds: int,
-                      kmeans_iterations: int = 5, lsh_bits: int = 0) -> int:
+                      kmeans_iterations: int = 5, lsh_bits: int = 0,
+                      routing_top_m: int = 0) -> int:
     """Bytes the compressor's elementwise passes touch for one user."""
     if name not in COMPRESSION_TERMS:
         raise ValueError(f"unknown compressor {name!r} (choose from "
                          f"{', '.join(sorted(COMPRESSION_TERMS))})")
+    k = routed_items(n, routing_top_m)
+    if name in ("hisac", "hisac_no_voting") and k < n:
+        # Sparse: the operands, the top-m selection reading the [A, N]
+        # logits, the gather of [A, m, D] rows and the [A, m] softmax.
+        return (8 * n * (ds + 3) + 4 * n * ds + 8 * a * n
+                + 8 * a * k * (d + 2))
     if name in ("hisac", "hisac_no_voting"):
         # z_aug [N, Ds + 3], ||z||^2, values ++ 1 [N, D + 1]; exp [A, N].
         return (8 * n * (ds + 3) + 4 * n * ds + 8 * n * (d + 1)
@@ -289,6 +308,7 @@ def request_cost(
     short_term_length: int = 0,
     count_types: int = 0,
     cached: bool = False,
+    routing_top_m: int = 0,
 ) -> dict:
     """Per-component multiply-adds and elementwise bytes of one request.
 
@@ -307,7 +327,7 @@ def request_cost(
         use_cross_layer=use_cross_layer,
         kmeans_iterations=kmeans_iterations, lsh_bits=lsh_bits,
         attention_mass=attention_mass, short_term_length=short_term_length,
-        count_types=count_types,
+        count_types=count_types, routing_top_m=routing_top_m,
     )
     dk = max(1, d // h)
     hk = h * dk
@@ -333,7 +353,8 @@ def request_cost(
     if long_term:
         add("compression", "user", flops["compression"], compression_bytes(
             name, n=n, a=a, d=d, ds=ds,
-            kmeans_iterations=kmeans_iterations, lsh_bits=lsh_bits))
+            kmeans_iterations=kmeans_iterations, lsh_bits=lsh_bits,
+            routing_top_m=routing_top_m))
     add("group_sid_embedding", "user",
         sum((levels - 1) * g * d for g in branches),
         sum(8 * levels * g * d for g in branches))
@@ -409,3 +430,102 @@ def config_cost(cfg, name: str | None = None, n: int | None = None,
                 c: int | None = None, cached: bool = False) -> dict:
     """`request_cost` for a `Config` (defaults as `config_flops`)."""
     return request_cost(**_config_sizes(cfg, name, n, c), cached=cached)
+
+
+# Bytes an optimiser touches per parameter: Adam reads the parameter, its
+# gradient and two moments and writes three (7 floats); Adagrad on an
+# embedding row reads the row, its gradient and accumulator and writes
+# two (5 floats), after deduplicating the rows (a sort: 8 bytes a row a
+# pass, log2 rows passes).
+ADAM_FLOATS = 7
+ADAGRAD_FLOATS = 5
+
+
+def training_cost(name: str, *, batch: int, routing_in_pipeline: bool =
+                  False, **sizes) -> dict:
+    """Per-stage multiply-adds and bytes of one training step of `batch`
+    requests (each with `sizes["c"]` candidates; `sizes` as
+    `request_cost`).
+
+    Stages (components with side = the stage):
+      input     the routing plan when `routing_in_pipeline` (HiSAC's
+                semantic lookup, voting and routing logits / selection:
+                frozen inputs, computed by the tf.data map), else nothing
+                (parsing is not modelled);
+      routing   the same work inside the step when not in the pipeline
+                (off the gradient tape either way);
+      forward   the taped forward: ranking embedding, the compressor's
+                aggregation (A K D, K = `routed_items`), group SID
+                embeddings, keys / values, the candidate side;
+      backward  twice the taped forward (gradients of inputs and
+                weights);
+      optimizer Adam over the dense weights (about one weight per
+                multiply-add of a per-candidate or per-group matmul) and
+                Adagrad over the embedding rows the step read.
+    Returns dict(components, stages={stage: dict(macs, bytes)}).
+    """
+    if batch < 1:
+        raise ValueError(f"training_cost: batch must be >= 1, got {batch!r}")
+    cost = request_cost(name, **sizes)
+    n, a, d, ds = sizes["n"], sizes["a"], sizes["d"], sizes["ds"]
+    m = sizes.get("routing_top_m", 0)
+    parts = {k: dict(v) for k, v in cost["components"].items()}
+    off_tape = ("semantic_lookup", "voting")
+    if name in ("hisac", "hisac_no_voting") and "compression" in parts:
+        k = routed_items(n, m)
+        comp = parts.pop("compression")
+        agg_bytes = (8 * a * k * (d + 1) if k < n
+                     else 4 * a * n + 8 * n * (d + 1))
+        parts["routing_logits"] = {
+            "side": "user", "macs": comp["macs"] - a * k * d,
+            "bytes": max(0, comp["bytes"] - agg_bytes)}
+        parts["aggregation"] = {"side": "user", "macs": a * k * d,
+                                "bytes": agg_bytes}
+        off_tape += ("routing_logits",)
+    stages = {s: {"macs": 0, "bytes": 0} for s in (
+        "input", "routing", "forward", "backward", "optimizer")}
+    components = {}
+    for comp, p in parts.items():
+        if comp in off_tape:
+            if name not in VOTING and comp == "semantic_lookup":
+                stage = "forward"  # read by nothing off the tape
+            else:
+                stage = "input" if routing_in_pipeline else "routing"
+        else:
+            stage = "forward"
+        macs, nbytes = batch * p["macs"], batch * p["bytes"]
+        components[comp] = {"side": stage, "macs": macs, "bytes": nbytes}
+        stages[stage]["macs"] += macs
+        stages[stage]["bytes"] += nbytes
+    fwd = stages["forward"]
+    components["backward"] = {"side": "backward", "macs": 2 * fwd["macs"],
+                              "bytes": 2 * fwd["bytes"]}
+    flops = request_flops(name, **sizes)
+    h = sizes["h"]
+    hk = h * max(1, d // h)
+    branches = 1 + (1 if sizes.get("short_term_length") else 0)
+    dense_weights = flops["per_candidate"] + branches * 2 * (2 * d) * hk
+    rows = batch * (4 * n + 2 * sizes["c"] + 1
+                    + sizes.get("user_features", 2))
+    opt_bytes = (4 * ADAM_FLOATS * dense_weights
+                 + 4 * ADAGRAD_FLOATS * rows * d
+                 + 8 * rows * max(1, (rows - 1).bit_length()))
+    components["optimizer"] = {"side": "optimizer", "macs": 0,
+                               "bytes": opt_bytes}
+    for stage in ("backward", "optimizer"):
+        stages[stage] = {k: components[stage][k] for k in ("macs", "bytes")}
+    return {"components": components, "stages": stages}
+
+
+def predict_training(cost: dict, matmul_flops_per_s: float,
+                     bytes_per_s: float) -> dict:
+    """Seconds per stage of a `training_cost` (2 macs / matmul rate +
+    bytes / bandwidth, as `predict_latency`)."""
+    for field, value in (("matmul_flops_per_s", matmul_flops_per_s),
+                         ("bytes_per_s", bytes_per_s)):
+        if not value > 0:
+            raise ValueError(f"predict_training: {field} must be > 0, got "
+                             f"{value!r}")
+    return {stage: 2.0 * s["macs"] / matmul_flops_per_s
+            + s["bytes"] / bytes_per_s
+            for stage, s in cost["stages"].items()}
