@@ -467,7 +467,7 @@ def training_cost(name: str, *, batch: int, routing_in_pipeline: bool =
     if batch < 1:
         raise ValueError(f"training_cost: batch must be >= 1, got {batch!r}")
     cost = request_cost(name, **sizes)
-    n, a, d, ds = sizes["n"], sizes["a"], sizes["d"], sizes["ds"]
+    n, a, d = sizes["n"], sizes["a"], sizes["d"]
     m = sizes.get("routing_top_m", 0)
     parts = {k: dict(v) for k, v in cost["components"].items()}
     off_tape = ("semantic_lookup", "voting")
