@@ -268,7 +268,8 @@ def compression_bytes(name: str, *, n: int, a: int, d: int, ds: int,
     k = routed_items(n, routing_top_m)
     if name in ("hisac", "hisac_no_voting") and k < n:
         # Sparse: the operands, the top-m selection reading the [A, N]
-        # logits, the gather of [A, m, D] rows and the [A, m] softmax.
+        # logits, the sparse product reading m rows of h per agent and
+        # the [A, m] softmax.
         return (8 * n * (ds + 3) + 4 * n * ds + 8 * a * n
                 + 8 * a * k * (d + 2))
     if name in ("hisac", "hisac_no_voting"):

@@ -58,10 +58,12 @@ With `chunk_size` the history is processed in chunks of that many items
 Sparse routing (`top_m` = m >= 1, an option beside the paper's dense
 routing): each agent keeps only its m nearest valid items (the m largest
 logits, `tf.math.top_k`), and alpha is the softmax over those m alone
-(exact row maximum: the largest kept logit). The aggregation is a gather
-of the m rows of h per agent, [B, A, m, D], and one weighted sum: A m D
-multiply-adds forward and the same backward (a segment sum into h's
-gradient), instead of A N D. The logits still cost A N (Ds + 3) and the
+(exact row maximum: the largest kept logit). The aggregation is one
+sparse-dense product ([B A, B N] with B A m entries, times h [B N, D]):
+A m D multiply-adds forward and the same backward (the transposed
+product), instead of A N D, with no [B, A, m, D] intermediate (a gather
+of the rows would write one, and on a CPU that costs as much as the
+dense product at m D ~ N). The logits still cost A N (Ds + 3) and the
 selection a pass over [B, A, N]: they depend on frozen inputs only, so
 they are off the gradient tape (`route` computes them alone, e.g. in the
 input pipeline, and `aggregate` is all a training step needs). With
@@ -329,11 +331,32 @@ class SoftRoutingAttention(tf.keras.layers.Layer):
         None); index [B, A, K] int (sparse) or None (dense). Costs A K D
         multiply-adds, and the same for the gradient of `values`."""
         values = tf.cast(tf.convert_to_tensor(values), self.compute_dtype)
-        weights = tf.cast(weights, self.compute_dtype)
         if index is None:
+            weights = tf.cast(weights, self.compute_dtype)
             return tf.einsum("ban,bnd->bad", weights, values)  # [B, A, D]
-        rows = tf.gather(values, index, batch_dims=1)  # [B, A, K, D]
-        return tf.einsum("bak,bakd->bad", weights, rows)  # [B, A, D]
+        # One sparse [B A, B N] x [B N, D] product (float32): no [B, A,
+        # K, D] gather in the forward pass nor in the gradient of h (the
+        # transposed product), which a gather + einsum would write.
+        shape = tf.shape(index, out_type=tf.int64)  # (B, A, K)
+        n = tf.shape(values, out_type=tf.int64)[1]
+        d = tf.shape(values)[2]
+        rows = tf.broadcast_to(
+            tf.range(shape[0] * shape[1])[:, tf.newaxis],
+            tf.stack([shape[0] * shape[1], shape[2]]))  # [B A, K]
+        cols = (tf.cast(index, tf.int64)
+                + tf.range(shape[0])[:, tf.newaxis, tf.newaxis] * n
+                )  # [B, A, K] flat item of b's history
+        alpha = tf.sparse.SparseTensor(
+            tf.stack([tf.reshape(rows, [-1]), tf.reshape(cols, [-1])], 1),
+            tf.reshape(tf.cast(weights, tf.float32), [-1]),
+            tf.stack([shape[0] * shape[1], shape[0] * n]),
+        )  # [B A, B N], B A K entries
+        flat = tf.reshape(tf.cast(values, tf.float32),
+                          tf.stack([-1, d]))  # [B N, D]
+        states = tf.sparse.sparse_dense_matmul(alpha, flat)  # [B A, D]
+        states = tf.reshape(states, tf.stack(
+            [shape[0], shape[1], tf.cast(d, tf.int64)]))  # [B, A, D]
+        return tf.cast(states, self.compute_dtype)
 
     def _sparse_route(self, latents, prototypes, history_mask, agent_mask):
         """dict(weights [B, A, K] float32, index [B, A, K] int32): each
