@@ -68,6 +68,19 @@ METHODS = {
     "two_branch_no_counts": ("model.compressor=hisac",
                              "model.short_term_length=50",
                              "model.count_slots=0"),
+    # HiSAC with sparse routing (each agent reads its m = 32 nearest
+    # items) and with the routing plan computed by the training input
+    # pipeline (training only; serving computes it in the request).
+    "hisac_sparse": ("model.compressor=hisac", "model.short_term_length=0",
+                     "model.count_slots=0", "model.routing_top_m=32"),
+    "hisac_pipeline": ("model.compressor=hisac",
+                       "model.short_term_length=0", "model.count_slots=0",
+                       "training.routing_in_input_pipeline=true"),
+    "hisac_sparse_pipeline": ("model.compressor=hisac",
+                              "model.short_term_length=0",
+                              "model.count_slots=0",
+                              "model.routing_top_m=32",
+                              "training.routing_in_input_pipeline=true"),
 }
 PRESET = "taobao_mm"
 NUM_ITEMS = 100_000

@@ -562,7 +562,7 @@ def main(argv=None) -> dict:
             request = load_test.random_request(
                 rankers[args.methods[0]].spec, n, breakdown_c, 1,
                 seed=args.seed)
-            for m in ("hisac", "full"):
+            for m in ("hisac", "hisac_sparse", "full"):
                 if m in rankers:
                     breakdown.setdefault(m, {})[n] = measure_breakdown(
                         rankers[m], request, rounds, calls, args.seed,

@@ -1,8 +1,10 @@
 """Benchmark: training steps/s of HiSAC against its baselines, by stage.
 
 For each history length N (default 1,000 and 10,000) and C = 50
-candidates, the rankers hisac, full, short_only (the short-term branch
-alone) and two_branch (`bench_common.METHODS`; the `taobao_mm` model
+candidates, the rankers hisac, hisac_sparse_pipeline (sparse routing,
+m = 32, routing plan from the input pipeline), full, short_only (the
+short-term branch alone) and two_branch (`bench_common.METHODS`; the
+`taobao_mm` model
 settings, random semantic tables) train on batches of B requests read by
 the training input pipeline (`hisac_tf.data.input_pipeline`, GZIP
 TFRecords of random full-length requests written to a temporary folder).
@@ -20,6 +22,20 @@ Stages, each timed alone (forward + backward where it trains):
              the head;
   head       cross layer + MLP + logit on [B * C, F], with gradients;
   optimiser  `apply_gradients` of precomputed gradients.
+And the step split where the time goes (issue 23), each against the cost
+model's prediction (`flops.training_cost` at the calibrated matmul rate
+and bandwidth, `bench_common.calibrate`: the "floor" the arithmetic and
+the bytes would take):
+  plan       the routing plan alone (semantic lookup, voting, routing
+             weights; `models/routing_plan.py`): for the `*_pipeline`
+             methods the input pipeline's map computes it, so it is
+             input time and not in their step; 0 for the others;
+  forward    `compute_loss` (training=True) without a tape;
+  backward   forward + gradients under the tape, less forward;
+  taped      forward + backward: the part of the step under the tape.
+Requests/s are from the step (the plan runs on input-pipeline workers
+beside it); `serial_requests_per_s` adds the plan's time to the step, as
+on a machine with no spare core for the pipeline.
 Stages overlap (the pipeline prefetches) and share work, so they need
 not add up to the step.
 
@@ -46,12 +62,17 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from benchmarks import input_pipeline as pipeline_bench  # noqa: E402
+from hisac_tf.compressors import flops as flops_lib  # noqa: E402
 from hisac_tf.data import input_pipeline  # noqa: E402
 from hisac_tf.models.build import build_optimizer  # noqa: E402
+from hisac_tf.models.routing_plan import add_routing_plan  # noqa: E402
 from hisac_tf.training.trainer import compile_for_training  # noqa: E402
 
 RESULTS = os.path.join(bc.ROOT, "benchmarks", "results")
-METHODS = ("hisac", "full", "short_only", "two_branch")
+METHODS = ("hisac", "hisac_sparse_pipeline", "full", "short_only",
+           "two_branch")
+STAGES = ("step", "user", "candidate", "head", "optimiser", "plan",
+          "forward", "taped")
 TINY = {"preset": "tiny", "n": (20, 40), "batch": 4, "rounds": 1,
         "calls": 1, "candidates": 6}
 
@@ -83,12 +104,28 @@ class Trainer:
                                                 seed)
         self.optimizer = build_optimizer(self.cfg, self.model)
         compile_for_training(self.model, self.optimizer)
+        self.pipeline = self.cfg.training.routing_in_input_pipeline
 
     def functions(self, batch: dict) -> dict:
         """stage -> zero-argument callable on one batch."""
         model = self.model
         variables = model.trainable_variables
         step = tf.function(model.train_step)
+        raw = batch
+        plan_fn = (tf.function(add_routing_plan(model))
+                   if self.pipeline else None)
+        if plan_fn is not None:  # The step reads the pipeline's plan.
+            batch = plan_fn(raw)
+
+        @tf.function
+        def forward():
+            return model.compute_loss(batch, training=True)
+
+        @tf.function
+        def taped():
+            with tf.GradientTape() as tape:
+                loss = model.compute_loss(batch, training=True)
+            return tape.gradient(loss, variables)
 
         @tf.function
         def user():
@@ -141,12 +178,25 @@ class Trainer:
 
         return {"step": lambda: step(batch), "user": user,
                 "candidate": candidate, "head": head,
-                "optimiser": optimiser}
+                "optimiser": optimiser, "forward": forward,
+                "taped": taped,
+                "plan": ((lambda: plan_fn(raw)) if plan_fn is not None
+                         else (lambda: tf.constant(0)))}
+
+    def predicted_ms(self, batch_size: int, calibration: dict) -> dict:
+        """The cost model's ms per stage (`flops.training_cost`)."""
+        cost = flops_lib.training_cost(
+            flops_lib.RequestSizes.from_config(self.cfg), batch_size,
+            routing_in_pipeline=self.pipeline)
+        seconds = flops_lib.predict_training(
+            cost, calibration["matmul_macs_per_s"] * 2.0,
+            calibration["elementwise_bytes_per_s"])
+        return {k: 1000.0 * v for k, v in seconds.items()}
 
 
 def run_n(methods, n: int, c: int, batch_size: int, preset: str,
           rounds: int, calls: int, seed: int, tables: dict,
-          tmp: str) -> dict:
+          tmp: str, calibration: dict) -> dict:
     trainers = {m: Trainer(m, n, c, preset, tables, seed) for m in methods}
     spec = next(iter(trainers.values())).spec
     batches, input_ms = input_batches(tmp, spec, batch_size,
@@ -162,21 +212,32 @@ def run_n(methods, n: int, c: int, batch_size: int, preset: str,
     times = bc.interleaved_rounds(fns, rounds, calls, seed)
     out = {"n": n, "c": c, "batch": batch_size, "input_ms_per_batch":
            input_ms, "methods": {}, "ratios": {}}
-    for m in trainers:
+    for m, trainer in trainers.items():
         med = {stage: float(np.median(np.concatenate(
-            times[f"{m}/{stage}"]))) for stage in
-            ("step", "user", "candidate", "head", "optimiser")}
+            times[f"{m}/{stage}"]))) for stage in STAGES}
+        plan = med["plan"] if trainer.pipeline else 0.0
+        predicted = trainer.predicted_ms(batch_size, calibration)
         out["methods"][m] = {
             "step_ms": med["step"],
             "steps_per_s": 1000.0 / med["step"],
             "requests_per_s": 1000.0 * batch_size / med["step"],
+            "serial_requests_per_s": 1000.0 * batch_size / (
+                med["step"] + plan),
+            "routing_in_input_pipeline": trainer.pipeline,
+            "taped_ms": med["taped"],
             "stages_ms": {
                 "input": input_ms,
+                "plan": plan,
+                "forward": med["forward"],
+                "backward": med["taped"] - med["forward"],
                 "user": med["user"],
                 "candidate": med["candidate"] - med["head"],
                 "head": med["head"],
                 "optimiser": med["optimiser"],
             },
+            # The cost model: input = the plan when in the pipeline,
+            # routing = the same work inside the step otherwise.
+            "predicted_ms": predicted,
         }
     if "full" in trainers:
         for m in trainers:
@@ -185,6 +246,15 @@ def run_n(methods, n: int, c: int, batch_size: int, preset: str,
                 out["ratios"][f"{m}_over_full_requests_per_s"] = (
                     bc.round_ratios(times["full/step"], times[f"{m}/step"]))
     return out
+
+
+def taped_growth(rows: list) -> dict:
+    """Per method: its taped ms at the largest N over the smallest."""
+    if len(rows) < 2:
+        return {}
+    lo, hi = min(rows, key=lambda r: r["n"]), max(rows, key=lambda r: r["n"])
+    return {m: hi["methods"][m]["taped_ms"] / v["taped_ms"]
+            for m, v in lo["methods"].items() if m in hi["methods"]}
 
 
 def main(argv=None) -> dict:
@@ -220,10 +290,11 @@ def main(argv=None) -> dict:
     began = time.perf_counter()
     tables: dict = {}
     rows = []
+    calibration = bc.calibrate(calls=3, size=0.05 if args.tiny else 1)
     with tempfile.TemporaryDirectory(prefix="hisac-train-bench-") as tmp:
         for n in ns:
             rows.append(run_n(args.methods, n, c, batch, preset, rounds,
-                              calls, args.seed, tables, tmp))
+                              calls, args.seed, tables, tmp, calibration))
             print(f"N={n}: " + ", ".join(
                 f"{m} {v['steps_per_s']:.2f} steps/s"
                 for m, v in rows[-1]["methods"].items())
@@ -237,22 +308,42 @@ def main(argv=None) -> dict:
                   "calls_per_round": calls},
         "methods": {m: list(bc.METHODS[m]) for m in args.methods},
         "rows": rows,
+        "calibration": calibration,
+        "taped_largest_over_smallest_n": taped_growth(rows),
         "seconds": time.perf_counter() - began,
     }
     bc.write_json(args.output, result)
-    table = []
+    table, where = [], []
     for row in rows:
         for m, v in row["methods"].items():
             s = v["stages_ms"]
+            p = v["predicted_ms"]
             ratio = row["ratios"].get(f"{m}_over_full_requests_per_s")
             table.append([row["n"], m, v["steps_per_s"],
-                          v["requests_per_s"],
+                          v["requests_per_s"], v["serial_requests_per_s"],
                           ratio["median"] if ratio else "-",
                           s["input"], s["user"], s["candidate"], s["head"],
                           s["optimiser"]])
+            # measured ms (predicted ms) per stage.
+            in_step = p["routing"]
+            where.append([
+                row["n"], m, f"{s['plan']:.3g} ({p['input']:.3g})",
+                f"{s['forward']:.3g} ({p['forward'] + in_step:.3g})",
+                f"{s['backward']:.3g} ({p['backward']:.3g})",
+                f"{s['optimiser']:.3g} ({p['optimizer']:.3g})",
+                v["taped_ms"]])
     print(bc.markdown_table(
-        ["N", "method", "steps/s", "requests/s", "x full", "input ms",
-         "user ms", "candidate ms", "head ms", "optimiser ms"], table))
+        ["N", "method", "steps/s", "requests/s", "serial requests/s",
+         "x full", "input ms", "user ms", "candidate ms", "head ms",
+         "optimiser ms"], table))
+    print()
+    print(bc.markdown_table(
+        ["N", "method", "plan ms (pred.)", "forward ms (pred.)",
+         "backward ms (pred.)", "optimiser ms (pred.)", "taped ms"], where))
+    growth = result["taped_largest_over_smallest_n"]
+    if growth:
+        print("taped ms, largest N / smallest N: " + ", ".join(
+            f"{m} {g:.2f}" for m, g in growth.items()))
     print(f"wrote {args.output} in {result['seconds']:.0f} s")
     return result
 

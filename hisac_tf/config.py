@@ -343,10 +343,23 @@ class ModelConfig:
     # Baseline compressors' own settings (docs/design.md §3).
     kmeans_iterations: int = 5  # Lloyd steps of `kmeans`
     lsh_bits: int = 0  # SimHash bits of `lsh`; 0: ceil(log2 A) + 1
+    # m of sparse routing (SoftRoutingAttention(top_m)): each agent reads
+    # only its m nearest history items, A m D aggregation instead of
+    # A N D; 0 (or m >= N) is the paper's dense routing. `hisac` and
+    # `hisac_no_voting` only.
+    routing_top_m: int = 0
 
     def validate(self) -> None:
         _non_negative(self, "kmeans_iterations", "lsh_bits",
-                      "short_term_length", "count_slots")
+                      "short_term_length", "count_slots", "routing_top_m")
+        if self.routing_top_m and self.compressor not in (
+                "hisac", "hisac_no_voting"):
+            raise ConfigError(
+                "model.routing_top_m (sparse soft routing) applies to "
+                "model.compressor 'hisac' or 'hisac_no_voting'; got "
+                f"routing_top_m={self.routing_top_m} with compressor "
+                f"{self.compressor!r}"
+            )
         if self.compressor == "none" and not self.short_term_length:
             raise ConfigError(
                 "model.compressor 'none' (no long-term branch) needs "
@@ -412,6 +425,11 @@ class TrainingConfig:
     # steps, keeping the best checkpoint by valid AUC under
     # <model_dir>/best; 0 turns it off.
     valid_every: int = 0
+    # HiSAC's routing (voting, prototypes, routing weights) as a tf.data
+    # map of the training input pipeline, so that the training step only
+    # aggregates u = alpha h (hisac_tf/models/routing_plan.py); needs a
+    # hisac compressor and the default strategy.
+    routing_in_input_pipeline: bool = False
 
     def validate(self) -> None:
         _non_negative(self, "valid_every")
@@ -689,6 +707,15 @@ class Config:
                     f"{list(self.model.top_k)} with codebook_sizes "
                     f"{list(self.tokenizer.codebook_sizes)}"
                 )
+        if self.training.routing_in_input_pipeline and (
+                not self.model.compressor.startswith("hisac")
+                or self.cluster.strategy != "default"):
+            raise ConfigError(
+                "training.routing_in_input_pipeline needs a hisac "
+                "compressor and cluster.strategy 'default'; got "
+                f"model.compressor {self.model.compressor!r}, "
+                f"cluster.strategy {self.cluster.strategy!r}"
+            )
         return self
 
     def to_dict(self) -> dict[str, Any]:

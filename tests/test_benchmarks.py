@@ -137,16 +137,26 @@ def test_serving_cost_runs_tiny(tmp_path):
 def test_training_runs_tiny(tmp_path):
     out = tmp_path / "training.json"
     _load("training").main([
-        "--tiny", "--n=20", "--methods=hisac,full", f"--output={out}"])
+        "--tiny", "--n=20", "--methods=hisac,hisac_sparse_pipeline,full",
+        f"--output={out}"])
     result = json.loads(out.read_text())
     (row,) = result["rows"]
-    assert row["n"] == 20 and set(row["methods"]) == {"hisac", "full"}
+    assert row["n"] == 20 and set(row["methods"]) == {
+        "hisac", "hisac_sparse_pipeline", "full"}
     for v in row["methods"].values():
         assert v["steps_per_s"] > 0
         assert v["requests_per_s"] == pytest.approx(
             v["steps_per_s"] * result["sizes"]["batch"])
-        assert set(v["stages_ms"]) == {"input", "user", "candidate",
-                                       "head", "optimiser"}
+        assert set(v["stages_ms"]) == {
+            "input", "plan", "forward", "backward", "user", "candidate",
+            "head", "optimiser"}
+        assert set(v["predicted_ms"]) == {
+            "input", "routing", "forward", "backward", "optimizer"}
+    piped = row["methods"]["hisac_sparse_pipeline"]
+    assert piped["routing_in_input_pipeline"]
+    assert piped["stages_ms"]["plan"] > 0
+    assert piped["serial_requests_per_s"] < piped["requests_per_s"]
+    assert row["methods"]["hisac"]["stages_ms"]["plan"] == 0
     assert "hisac_over_full_requests_per_s" in row["ratios"]
 
 

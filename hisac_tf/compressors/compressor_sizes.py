@@ -23,6 +23,12 @@ def default_num_bits(num_groups: int) -> int:
                max(1, int(num_groups - 1).bit_length() + 1))
 
 
+def routed_items(n: int, routing_top_m: int = 0) -> int:
+    """K, the history items each agent aggregates: N dense (m = 0 or
+    m >= N), else m (sparse routing, SoftRoutingAttention(top_m=m))."""
+    return n if not routing_top_m or routing_top_m >= n else routing_top_m
+
+
 @dataclasses.dataclass(frozen=True)
 class CompressorSizes:
     """The sizes one user's compression depends on.
@@ -36,6 +42,8 @@ class CompressorSizes:
       num_levels: L, semantic-ID levels.
       kmeans_iterations: Lloyd steps of `kmeans`.
       lsh_bits: SimHash bits of `lsh` (0: `default_num_bits(a)`).
+      routing_top_m: m of sparse routing (`hisac`, `hisac_no_voting`;
+        0: dense); each agent aggregates `routed_items` = K items.
 
     References:
       - [HiSAC](https://arxiv.org/abs/2602.21009): Yuan et al., "HiSAC:
@@ -60,12 +68,18 @@ class CompressorSizes:
     num_levels: int = 2
     kmeans_iterations: int = 5
     lsh_bits: int = 0
+    routing_top_m: int = 0
 
     def __post_init__(self):
         for field in ("n", "a", "d", "ds", "h", "num_levels"):
             _check_int(type(self).__name__, field, getattr(self, field), 1)
-        for field in ("kmeans_iterations", "lsh_bits"):
+        for field in ("kmeans_iterations", "lsh_bits", "routing_top_m"):
             _check_int(type(self).__name__, field, getattr(self, field), 0)
+
+    @property
+    def routed_items(self) -> int:
+        """K, the history items each agent aggregates (`routed_items`)."""
+        return routed_items(self.n, self.routing_top_m)
 
     @property
     def hk(self) -> int:
@@ -83,6 +97,10 @@ class CompressionCost:
       bytes: bytes its elementwise passes touch.
       voting: HierarchicalVoting runs in front (its sort-like passes are
         the cost model's `voting` component).
+      off_tape_macs, off_tape_bytes: the part of `macs` and `bytes` that
+        reads frozen inputs only and can run off the gradient tape
+        (HiSAC's routing logits and top-m selection, docs/design.md
+        §2.3); the rest (the aggregation) is taped. 0: all taped.
 
     References:
       - [HiSAC](https://arxiv.org/abs/2602.21009): Yuan et al., "HiSAC:
@@ -103,11 +121,19 @@ class CompressionCost:
     macs: int = 0
     bytes: int = 0
     voting: bool = False
+    off_tape_macs: int = 0
+    off_tape_bytes: int = 0
 
     def __post_init__(self):
         _check_int(type(self).__name__, "groups", self.groups, 1)
-        for field in ("macs", "bytes"):
+        for field in ("macs", "bytes", "off_tape_macs", "off_tape_bytes"):
             _check_int(type(self).__name__, field, getattr(self, field), 0)
+        for field in ("macs", "bytes"):
+            if getattr(self, "off_tape_" + field) > getattr(self, field):
+                raise ValueError(
+                    f"{type(self).__name__}: off_tape_{field} must be <= "
+                    f"{field} = {getattr(self, field)}, got "
+                    f"{getattr(self, 'off_tape_' + field)!r}")
 
 
 def _check_int(owner: str, field: str, value, low: int) -> None:

@@ -74,6 +74,7 @@ def make_compressor(
     kmeans_iterations: int = 5,
     lsh_bits: int = 0,
     seed: int = 0,
+    routing_top_m: int = 0,
 ) -> HistoryCompressor:
     """The compressor called `name`, from plain values.
 
@@ -88,6 +89,7 @@ def make_compressor(
       kmeans_iterations: Lloyd steps (kmeans).
       lsh_bits: SimHash bits; 0 picks ceil(log2 A) + 1 (lsh).
       seed: the hyperplanes' seed (lsh).
+      routing_top_m: m of sparse routing, 0 dense (hisac, hisac_no_voting).
     Raises:
       ValueError: an unknown name or a missing value, named.
     """
@@ -106,4 +108,5 @@ def make_compressor(
         kmeans_iterations=kmeans_iterations,
         lsh_bits=lsh_bits,
         seed=seed,
+        routing_top_m=routing_top_m,
     ))

@@ -23,7 +23,9 @@ compression: each compressor class's own `cost(CompressorSizes)`
   hisac, hisac_no_voting   (L-1) A Ds  prototypes (sum of L codewords)
                            + N Ds + A Ds  squared norms of z and p
                            + A N Ds      z . p (distances)
-                           + A N D       u_a = sum_i alpha_ai h_i
+                           + A K D       u_a = sum_i alpha_ai h_i
+                           (K = N dense; K = m with sparse routing,
+                           `routing_top_m` = m < N: `routed_items`)
   hisac_hard               A N D         (dense [A, N] x [N, D] routing)
   kmeans (I iterations)    N Ds + (I + 1) (A Ds + A N Ds)   assignments
                            + I N Ds      centroid updates (segment sums)
@@ -99,6 +101,7 @@ from hisac_tf.compressors.compressor_sizes import (
     CompressionCost,
     CompressorSizes,
     default_num_bits,
+    routed_items,
 )
 from hisac_tf.compressors.factory import compressor_names
 from hisac_tf.compressors.registry import NO_COMPRESSOR, lookup
@@ -107,7 +110,8 @@ __all__ = [
     "MAX_LSH_BITS", "CompressorSizes", "CompressionCost", "RequestSizes",
     "calibrate", "component_seconds", "compression_cost", "config_cost",
     "config_flops", "default_num_bits", "graph_ops", "predict_latency",
-    "predict_seconds", "request_cost", "request_flops",
+    "predict_seconds", "predict_training", "request_cost", "request_flops",
+    "routed_items", "training_cost",
 ]
 
 FLOAT_BYTES = 4
@@ -130,6 +134,8 @@ class RequestSizes:
       count_types: T of the match counts (0: none); they cost sorting
         and binary searches, no multiply-add, and widen the head by
         4 T + 1.
+      routing_top_m: m of sparse routing (0: dense; `hisac`,
+        `hisac_no_voting`), `model.routing_top_m`.
     Raises:
       ValueError: a size below its minimum, named.
 
@@ -167,6 +173,7 @@ class RequestSizes:
     attention_mass: bool = True
     short_term_length: int = 0
     count_types: int = 0
+    routing_top_m: int = 0
 
     def __post_init__(self):
         object.__setattr__(self, "mlp_dims", tuple(self.mlp_dims))
@@ -176,7 +183,7 @@ class RequestSizes:
                 raise ValueError(f"RequestSizes: {field} must be >= 1, got "
                                  f"{value!r}")
         for field in ("user_features", "kmeans_iterations", "lsh_bits",
-                      "short_term_length", "count_types"):
+                      "short_term_length", "count_types", "routing_top_m"):
             value = getattr(self, field)
             if value < 0:
                 raise ValueError(f"RequestSizes: {field} must be >= 0, got "
@@ -198,7 +205,7 @@ class RequestSizes:
             n=self.n, a=self.a, d=self.d, ds=self.ds, h=self.h,
             num_levels=self.num_levels,
             kmeans_iterations=self.kmeans_iterations,
-            lsh_bits=self.lsh_bits)
+            lsh_bits=self.lsh_bits, routing_top_m=self.routing_top_m)
 
     def replace(self, **changes) -> "RequestSizes":
         """A copy with `changes` (dataclasses.replace)."""
@@ -229,6 +236,7 @@ class RequestSizes:
             attention_mass=m.attention_mass,
             short_term_length=m.short_term_length,
             count_types=(1 + levels if m.count_slots else 0),
+            routing_top_m=m.routing_top_m,
         )
 
 
@@ -575,3 +583,107 @@ def predict_seconds(cost: dict, ops: int, calibration: dict,
         calibration["elementwise_bytes_per_s"],
         per_request_s=(ops * calibration["op_overhead_s"]
                        + calibration["call_overhead_s"]))["request_s"]
+
+
+# Bytes an optimiser touches per parameter: Adam reads the parameter, its
+# gradient and two moments and writes three (7 floats); Adagrad on an
+# embedding row reads the row, its gradient and accumulator and writes
+# two (5 floats), after deduplicating the rows (a sort: 8 bytes a row a
+# pass, log2 rows passes).
+ADAM_FLOATS = 7
+ADAGRAD_FLOATS = 5
+TRAINING_STAGES = ("input", "routing", "forward", "backward", "optimizer")
+
+
+def training_cost(sizes: RequestSizes, batch: int,
+                  routing_in_pipeline: bool = False) -> dict:
+    """Per-stage multiply-adds and bytes of one training step of `batch`
+    requests, each of `sizes` (C = `sizes.c` candidates).
+
+    Stages (components with side = the stage):
+      input     the routing plan when `routing_in_pipeline` (the semantic
+                lookup, voting and the compressor's off-tape part, e.g.
+                HiSAC's routing logits / top-m selection: frozen inputs,
+                computed by the tf.data map), else nothing (parsing is
+                not modelled);
+      routing   the same work inside the step when not in the pipeline
+                (off the gradient tape either way);
+      forward   the taped forward: ranking embedding, the compressor's
+                taped part (HiSAC: the aggregation A K D, K =
+                `routed_items`), group SID embeddings, keys / values, the
+                candidate side;
+      backward  twice the taped forward (gradients of inputs and
+                weights);
+      optimizer Adam over the dense weights (about one weight per
+                multiply-add of a per-candidate or per-group matmul) and
+                Adagrad over the embedding rows the step read.
+
+    Returns:
+      dict(components={component: dict(side, macs, bytes)},
+      stages={stage: dict(macs, bytes)}).
+    """
+    if not isinstance(sizes, RequestSizes):
+        raise TypeError("training_cost takes a RequestSizes; received "
+                        f"{type(sizes).__name__}")
+    if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+        raise ValueError(f"training_cost: batch must be an int >= 1, got "
+                         f"{batch!r}")
+    cost = request_cost(sizes)
+    compression, branches = _branches(sizes)
+    parts = {k: dict(v) for k, v in cost["components"].items()}
+    off_tape = {"voting"}
+    if compression is not None and compression.voting:
+        off_tape.add("semantic_lookup")  # read by voting alone
+    if compression is not None and (compression.off_tape_macs
+                                    or compression.off_tape_bytes):
+        comp = parts.pop("compression")
+        parts["routing_logits"] = {
+            "side": "user", "macs": compression.off_tape_macs,
+            "bytes": compression.off_tape_bytes}
+        parts["aggregation"] = {
+            "side": "user", "macs": comp["macs"] - compression.off_tape_macs,
+            "bytes": comp["bytes"] - compression.off_tape_bytes}
+        off_tape.add("routing_logits")
+    stages = {s: {"macs": 0, "bytes": 0} for s in TRAINING_STAGES}
+    components = {}
+    for name, p in parts.items():
+        if name in off_tape:
+            stage = "input" if routing_in_pipeline else "routing"
+        else:
+            stage = "forward"
+        macs, nbytes = batch * p["macs"], batch * p["bytes"]
+        components[name] = {"side": stage, "macs": macs, "bytes": nbytes}
+        stages[stage]["macs"] += macs
+        stages[stage]["bytes"] += nbytes
+    fwd = stages["forward"]
+    components["backward"] = {"side": "backward", "macs": 2 * fwd["macs"],
+                              "bytes": 2 * fwd["bytes"]}
+    d, hk = sizes.d, sizes.hk
+    per_candidate = request_flops(sizes)["per_candidate"]
+    dense_weights = per_candidate + len(branches) * 2 * (2 * d) * hk
+    rows = batch * (4 * sizes.n + 2 * sizes.c + 1 + sizes.user_features)
+    opt_bytes = (4 * ADAM_FLOATS * dense_weights
+                 + 4 * ADAGRAD_FLOATS * rows * d
+                 + 8 * rows * max(1, (rows - 1).bit_length()))
+    components["optimizer"] = {"side": "optimizer", "macs": 0,
+                               "bytes": opt_bytes}
+    for stage in ("backward", "optimizer"):
+        stages[stage] = {k: components[stage][k] for k in ("macs", "bytes")}
+    return {"components": components, "stages": stages}
+
+
+def predict_training(cost: dict, matmul_flops_per_s: float,
+                     bytes_per_s: float) -> dict:
+    """Seconds per stage of a `training_cost` (2 macs / matmul rate +
+    bytes / bandwidth, as `predict_latency`)."""
+    for field, value in (("matmul_flops_per_s", matmul_flops_per_s),
+                         ("bytes_per_s", bytes_per_s)):
+        if not value > 0:
+            raise ValueError(f"predict_training: {field} must be > 0, got "
+                             f"{value!r}")
+    if not isinstance(cost, dict) or "stages" not in cost:
+        raise ValueError("predict_training: `cost` must be the dict of "
+                         f"training_cost; received {type(cost).__name__}")
+    return {stage: 2.0 * s["macs"] / matmul_flops_per_s
+            + s["bytes"] / bytes_per_s
+            for stage, s in cost["stages"].items()}

@@ -13,6 +13,18 @@ Ablations (docs/design.md §3), same class:
     v_a, so u_a is the mean ranking embedding of the agent's own items;
   * `use_voting=False` (`hisac_no_voting`): no top-k sparsification, all
     leaves with votes kept, capped at A by votes (ties: smaller SID).
+
+Sparse routing (`routing_top_m` = m >= 1, `model.routing_top_m`): each
+agent reads only its m nearest items (`SoftRoutingAttention(top_m=m)`).
+
+Routing off the training step: voting, the prototypes and the routing
+weights depend only on frozen inputs (SIDs, latents, codebooks, the
+history mask). `plan(...)` computes them alone, as the
+`ROUTING_PLAN_KEYS` tensors (e.g. in a `tf.data` map,
+hisac_tf/models/routing_plan.py); `compress(..., routing_plan=plan)` then
+only aggregates u = alpha h (A m D, or A N D dense) under the tape.
+Without a plan (serving) everything is computed from the inputs, with
+the same result.
 """
 
 from __future__ import annotations
@@ -24,9 +36,13 @@ import numpy as np
 import tensorflow as tf
 
 from hisac_tf.compressors.compressor_sizes import CompressionCost
-from hisac_tf.compressors.history_compressor import HistoryCompressor
+from hisac_tf.compressors.history_compressor import (
+    ROUTING_PLAN_KEYS,
+    HistoryCompressor,
+)
 from hisac_tf.compressors.registry import register_compressor
 from hisac_tf.layers.hierarchical_voting import HierarchicalVoting
+from hisac_tf.layers.shape_checks import check_int
 from hisac_tf.layers.soft_routing_attention import SoftRoutingAttention
 
 
@@ -45,6 +61,8 @@ class HiSACCompressor(HistoryCompressor):
       routing_temperature: tau of soft routing.
       hard_routing: the `hisac_hard` ablation.
       use_voting: False for the `hisac_no_voting` ablation.
+      routing_top_m: 0: dense soft routing (the paper's); m >= 1: each
+        agent keeps its m nearest items (m >= N is dense).
 
     Reads: latents, sids, has_sid, codebooks ([sum_l K_l, Ds], the L
     codebooks concatenated by rows, level 1 first).
@@ -73,6 +91,7 @@ class HiSACCompressor(HistoryCompressor):
     """
 
     required_inputs = ("latents", "sids", "has_sid", "codebooks")
+    supports_routing_plan = True
 
     def __init__(
         self,
@@ -83,6 +102,7 @@ class HiSACCompressor(HistoryCompressor):
         routing_temperature: float = 1.0,
         hard_routing: bool = False,
         use_voting: bool = True,
+        routing_top_m: int = 0,
         **kwargs,
     ):
         kwargs.pop("num_groups", None)
@@ -99,6 +119,14 @@ class HiSACCompressor(HistoryCompressor):
         self.routing_temperature = float(routing_temperature)
         self.hard_routing = hard_routing
         self.use_voting = use_voting
+        self.routing_top_m = check_int("HiSACCompressor", "routing_top_m",
+                                       routing_top_m, 0)
+        if self.routing_top_m and hard_routing:
+            raise ValueError(
+                "HiSACCompressor: `routing_top_m` applies to soft routing; "
+                f"received routing_top_m={routing_top_m!r} with "
+                "hard_routing=True"
+            )
         # Without voting every level keeps all its children: the kept
         # leaves are all leaves with votes, then the cap A applies.
         kept = self.top_k if use_voting else self.codebook_sizes
@@ -108,7 +136,7 @@ class HiSACCompressor(HistoryCompressor):
         )
         self.routing = SoftRoutingAttention(
             temperature=self.routing_temperature, hard=hard_routing,
-            dtype=self.dtype_policy,
+            top_m=self.routing_top_m, dtype=self.dtype_policy,
         )
         self._offsets = np.concatenate(
             [[0], np.cumsum(self.codebook_sizes)[:-1]]
@@ -125,15 +153,20 @@ class HiSACCompressor(HistoryCompressor):
             routing_temperature=values.routing_temperature,
             hard_routing=hard_routing,
             use_voting=use_voting,
+            routing_top_m=values.routing_top_m,
         )
 
     @classmethod
     def cost(cls, sizes, hard_routing: bool = False,
              use_voting: bool = True) -> CompressionCost:
         """Soft routing: (L-1) A Ds prototypes (sum of L codewords), N Ds
-        + A Ds squared norms of z and p, A N Ds distances z . p, A N D
-        for u_a = sum_i alpha_ai h_i; bytes: z_aug [N, Ds + 3], ||z||^2,
-        values ++ 1 [N, D + 1], exp [A, N]. Hard routing: a dense
+        + A Ds squared norms of z and p, A N Ds distances z . p, A K D
+        for u_a = sum_i alpha_ai h_i (K = `sizes.routed_items`: N dense,
+        m sparse); bytes, dense: z_aug [N, Ds + 3], ||z||^2, values ++ 1
+        [N, D + 1], exp [A, N]; sparse: the operands, the top-m selection
+        reading the [A, N] logits, the sparse product reading m rows of h
+        per agent and the [A, m] softmax. All but the aggregation (A K D)
+        reads frozen inputs (off the tape). Hard routing: a dense
         [A, N] x [N, D] product; bytes: the [A, N, L] compare, [A, N]
         hits and the divide. HierarchicalVoting runs in front either way
         (without voting it keeps every child)."""
@@ -141,13 +174,21 @@ class HiSACCompressor(HistoryCompressor):
         if hard_routing:
             return CompressionCost(groups=a, macs=a * n * d,
                                    bytes=8 * a * n * 4, voting=True)
+        k = sizes.routed_items
+        macs = ((sizes.num_levels - 1) * a * ds + n * ds + a * ds
+                + a * n * ds + a * k * d)
+        if k < n:
+            nbytes = (8 * n * (ds + 3) + 4 * n * ds + 8 * a * n
+                      + 8 * a * k * (d + 2))
+            aggregation_bytes = 8 * a * k * (d + 1)
+        else:
+            nbytes = (8 * n * (ds + 3) + 4 * n * ds + 8 * n * (d + 1)
+                      + 8 * a * n)
+            aggregation_bytes = 4 * a * n + 8 * n * (d + 1)
         return CompressionCost(
-            groups=a,
-            macs=((sizes.num_levels - 1) * a * ds + n * ds + a * ds
-                  + a * n * ds + a * n * d),
-            bytes=(8 * n * (ds + 3) + 4 * n * ds + 8 * n * (d + 1)
-                   + 8 * a * n),
-            voting=True)
+            groups=a, macs=macs, bytes=nbytes, voting=True,
+            off_tape_macs=macs - a * k * d,
+            off_tape_bytes=max(0, nbytes - aggregation_bytes))
 
     def prototypes(self, codebooks, agent_sids):
         """p_a = sum_l E^l[c_{a,l}]: [sum K, Ds], [B, A, L] -> [B, A, Ds]."""
@@ -156,9 +197,10 @@ class HiSACCompressor(HistoryCompressor):
             tf.gather(codebooks, rows), axis=2
         )  # [B, A, L, Ds] -> [B, A, Ds]
 
-    def compress(self, values, valid, latents, sids, has_sid, timestamps,
-                 categories, codebooks, training) -> dict:
-        routable = tf.logical_and(valid, has_sid)  # [B, N]
+    def _agents(self, valid, latents, sids, has_sid, codebooks):
+        """(routable [B, N], voting's agents, prototypes [B, A, Ds])."""
+        routable = tf.logical_and(tf.cast(valid, tf.bool),
+                                  tf.cast(has_sid, tf.bool))  # [B, N]
         agents = self.voting(sids, mask=routable)
         if self.hard_routing:  # Hard routing compares SIDs only.
             shape = tf.shape(agents["agent_sids"])
@@ -169,6 +211,78 @@ class HiSACCompressor(HistoryCompressor):
             prototypes = self.prototypes(
                 tf.cast(codebooks, tf.float32), agents["agent_sids"]
             )  # [B, A, Ds]
+        return routable, agents, prototypes
+
+    def plan(self, valid, latents, sids, has_sid, codebooks) -> dict:
+        """The routing alone, from frozen inputs: `ROUTING_PLAN_KEYS`
+        (`routing_index` only for sparse routing). valid, has_sid [B, N];
+        latents [B, N, Ds]; sids [B, N, L]; codebooks [sum K, Ds]."""
+        routable, agents, prototypes = self._agents(
+            valid, latents, sids, has_sid, codebooks)
+        route = self.routing.route(
+            latents, prototypes, routable, agents["agent_mask"],
+            item_sids=sids, agent_sids=agents["agent_sids"])
+        out = {
+            "routing_agent_sids": agents["agent_sids"],  # [B, A, L]
+            "routing_agent_mask": agents["agent_mask"],  # [B, A]
+            "routing_agent_weights": agents["agent_weights"],  # [B, A]
+            "routing_num_active": agents["num_active"],  # [B]
+            "routing_weights": route["weights"],  # [B, A, K]
+        }
+        if route["index"] is not None:
+            out["routing_index"] = route["index"]  # [B, A, K]
+        return {k: tf.stop_gradient(v) for k, v in out.items()}
+
+    def _groups(self, states, agent_mask, agent_weights, agent_sids,
+                num_active):
+        tiny = float(np.finfo(np.float32).tiny)
+        prior = tf.where(
+            agent_mask, tf.math.log(tf.maximum(agent_weights, tiny)), 0.0,
+        )  # [B, A]
+        return {
+            "group_states": states,  # [B, A, D]
+            "group_mask": agent_mask,
+            "group_prior": prior,
+            "group_sids": agent_sids,  # [B, A, L]
+            "group_sid_mask": agent_mask,
+            "num_active": num_active,
+        }
+
+    def _from_plan(self, values, plan) -> dict:
+        """Groups from a precomputed `plan` (only u = alpha h here)."""
+        needed = [k for k in ROUTING_PLAN_KEYS if k != "routing_index"]
+        missing = [k for k in needed if k not in plan]
+        if missing:
+            raise ValueError(
+                f"HiSACCompressor: routing_plan lacks {missing} (it needs "
+                f"{', '.join(needed)}, and routing_index for sparse "
+                f"routing); received keys {sorted(plan)}"
+            )
+        weights = plan["routing_weights"]  # [B, A, K]
+        index = plan.get("routing_index")  # [B, A, K] or None
+        rank = weights.shape.rank
+        if rank is not None and (
+                rank != 3
+                or weights.shape[1] not in (None, self.num_agents)):
+            raise ValueError(
+                "HiSACCompressor: routing_plan['routing_weights'] must be "
+                f"[B, A = {self.num_agents}, K]; received shape "
+                f"{weights.shape.as_list()}"
+            )
+        states = self.routing.aggregate(values, weights, index)  # [B, A, D]
+        mask = tf.cast(plan["routing_agent_mask"], tf.bool)  # [B, A]
+        return self._groups(
+            states, mask,
+            tf.cast(plan["routing_agent_weights"], tf.float32),
+            tf.cast(plan["routing_agent_sids"], tf.int32),
+            tf.cast(plan["routing_num_active"], tf.int32))
+
+    def compress(self, values, valid, latents, sids, has_sid, timestamps,
+                 categories, codebooks, training, routing_plan=None) -> dict:
+        if routing_plan is not None:
+            return self._from_plan(values, routing_plan)
+        routable, agents, prototypes = self._agents(
+            valid, latents, sids, has_sid, codebooks)
         routed = self.routing(
             latents=latents,
             values=values,
@@ -179,21 +293,11 @@ class HiSACCompressor(HistoryCompressor):
             agent_sids=agents["agent_sids"],
             training=training,
         )
-        tiny = float(np.finfo(np.float32).tiny)
-        prior = tf.where(
-            agents["agent_mask"],
-            tf.math.log(tf.maximum(agents["agent_weights"], tiny)),
-            0.0,
-        )  # [B, A]
-        return {
-            "group_states": routed["states"],  # [B, A, D]
-            "group_mask": agents["agent_mask"],
-            "group_prior": prior,
-            "group_sids": agents["agent_sids"],  # [B, A, L]
-            "group_sid_mask": agents["agent_mask"],
-            "num_active": agents["num_active"],
-            "routing": routed["routing"],  # [B, A, N] diagnostics only
-        }
+        out = self._groups(routed["states"], agents["agent_mask"],
+                           agents["agent_weights"], agents["agent_sids"],
+                           agents["num_active"])
+        out["routing"] = routed["routing"]  # [B, A, N] diagnostics only
+        return out
 
     def get_config(self):
         config = super().get_config()
@@ -205,5 +309,6 @@ class HiSACCompressor(HistoryCompressor):
             routing_temperature=self.routing_temperature,
             hard_routing=self.hard_routing,
             use_voting=self.use_voting,
+            routing_top_m=self.routing_top_m,
         )
         return config

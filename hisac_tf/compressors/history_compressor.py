@@ -64,6 +64,18 @@ INPUT_NAMES = (
 )
 
 
+# The precomputed routing (`HiSACCompressor.plan`,
+# `compress(..., routing_plan=...)`), as batch features:
+# agent SIDs [B, A, L] int32, agent mask [B, A] bool, agent weights w_a
+# [B, A] float32, active agents [B] int32, routing weights [B, A, K]
+# float32 and, for sparse routing only, their item index [B, A, K] int32
+# (K = min(m, N); dense: K = N and no index).
+ROUTING_PLAN_KEYS = (
+    "routing_agent_sids", "routing_agent_mask", "routing_agent_weights",
+    "routing_num_active", "routing_weights", "routing_index",
+)
+
+
 def check_positive_int(owner: str, name: str, value) -> int:
     """`value` as an int >= 1, else a ValueError naming it."""
     return check_int(owner, name, value, 1)
@@ -117,6 +129,9 @@ class HistoryCompressor(tf.keras.layers.Layer):
 
     candidate_dependent = False
     required_inputs: tuple[str, ...] = ()
+    # True when `compress` accepts `routing_plan` (HiSAC's routing weights
+    # computed off the training step).
+    supports_routing_plan = False
 
     def __init__(self, num_groups: int, **kwargs):
         kwargs.setdefault("autocast", False)
@@ -150,8 +165,13 @@ class HistoryCompressor(tf.keras.layers.Layer):
         categories=None,
         codebooks=None,
         training=None,
+        routing_plan=None,
     ) -> dict:
-        """Compresses histories; see the module docstring for shapes."""
+        """Compresses histories; see the module docstring for shapes.
+
+        routing_plan: precomputed routing (`ROUTING_PLAN_KEYS`, e.g. from
+        the input pipeline) for a compressor that supports it
+        (`supports_routing_plan`); None: computed here."""
         me = type(self).__name__
         values = tf.cast(tf.convert_to_tensor(values), self.compute_dtype)
         valid = tf.cast(valid, tf.bool)
@@ -178,10 +198,18 @@ class HistoryCompressor(tf.keras.layers.Layer):
         if sids is not None:
             sids = tf.convert_to_tensor(sids)
             _check_rank(me, "sids", sids, 3, "B, N, L")
+        extra = {}
+        if routing_plan is not None:
+            if not self.supports_routing_plan:
+                raise ValueError(
+                    f"{me} takes no precomputed routing; received "
+                    f"routing_plan with keys {sorted(routing_plan)}"
+                )
+            extra["routing_plan"] = routing_plan
         out = self.compress(
             values=values, valid=valid, latents=latents, sids=sids,
             has_sid=has_sid, timestamps=timestamps, categories=categories,
-            codebooks=codebooks, training=training,
+            codebooks=codebooks, training=training, **extra,
         )
         missing = [k for k in self.output_keys if k not in out]
         if missing:  # A subclass bug, not a user error.

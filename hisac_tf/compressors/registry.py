@@ -43,6 +43,8 @@ class CompressorValues:
       kmeans_iterations: Lloyd steps (kmeans).
       lsh_bits: SimHash bits; 0 picks ceil(log2 A) + 1 (lsh).
       seed: the hyperplanes' seed (lsh).
+      routing_top_m: m of sparse routing, 0 dense (hisac, hisac_no_voting;
+        `model.routing_top_m`).
 
     References:
       - [HiSAC](https://arxiv.org/abs/2602.21009): Yuan et al., "HiSAC:
@@ -72,6 +74,7 @@ class CompressorValues:
     kmeans_iterations: int = 5
     lsh_bits: int = 0
     seed: int = 0
+    routing_top_m: int = 0
 
     def need(self, field: str):
         """The value of `field`; ValueError naming it when it is None."""

@@ -54,6 +54,22 @@ away), and one [B, A, N] x [B, N, D + 1] matmul gives the states and the
 normaliser together; masked agents are zeroed on the [B, A, D] states.
 With `chunk_size` the history is processed in chunks of that many items
 (a `tf.foldl`), so the [B, A, N] logits are never whole in memory.
+
+Sparse routing (`top_m` = m >= 1, an option beside the paper's dense
+routing): each agent keeps only its m nearest valid items (the m largest
+logits, `tf.math.top_k`), and alpha is the softmax over those m alone
+(exact row maximum: the largest kept logit). The aggregation is one
+sparse-dense product ([B A, B N] with B A m entries, times h [B N, D]):
+A m D multiply-adds forward and the same backward (the transposed
+product), instead of A N D, with no [B, A, m, D] intermediate (a gather
+of the rows would write one, and on a CPU that costs as much as the
+dense product at m D ~ N). The logits still cost A N (Ds + 3) and the
+selection a pass over [B, A, N]: they depend on frozen inputs only, so
+they are off the gradient tape (`route` computes them alone, e.g. in the
+input pipeline, and `aggregate` is all a training step needs). With
+m >= N (known statically) the layer is the dense one; with a dynamic N
+the sparse code keeps min(m, N) items, which at m >= N is the dense
+softmax to float32 rounding.
 """
 
 from __future__ import annotations
@@ -65,6 +81,7 @@ import tensorflow as tf
 
 from hisac_tf.layers.bounded_softmax import bound_is_tight, safe_sums
 from hisac_tf.layers.shape_checks import check_dim as _check_dim
+from hisac_tf.layers.shape_checks import check_int
 from hisac_tf.layers.shape_checks import check_rank as _check_rank
 
 
@@ -82,6 +99,9 @@ class SoftRoutingAttention(tf.keras.layers.Layer):
       chunk_size: None (default): the whole history at once; an int >= 1:
         chunks of that many items, bounding memory to [B, A, chunk_size]
         (the `routing` output, when used, is still [B, A, N]).
+      top_m: 0 (default): dense routing (the paper's); m >= 1: each agent
+        keeps its m nearest valid items (module docstring); m >= N is
+        dense. Not with `hard` or `chunk_size`.
 
     Call args:
       latents: z [B, N, Ds] frozen semantic latents of the history items.
@@ -125,7 +145,8 @@ class SoftRoutingAttention(tf.keras.layers.Layer):
 
     def __init__(self, temperature: float = 1.0, hard: bool = False,
                  latent_variance: Optional[float] = None,
-                 chunk_size: Optional[int] = None, **kw):
+                 chunk_size: Optional[int] = None, top_m: int = 0,
+                 **kw):
         kw.setdefault("autocast", False)
         super().__init__(**kw)
         if latent_variance is not None and (
@@ -162,6 +183,13 @@ class SoftRoutingAttention(tf.keras.layers.Layer):
                 "SoftRoutingAttention: `chunk_size` must be None or an int "
                 f">= 1; received {chunk_size!r}"
             )
+        self.top_m = check_int("SoftRoutingAttention", "top_m", top_m, 0)
+        if self.top_m and (hard or chunk_size is not None):
+            raise ValueError(
+                "SoftRoutingAttention: `top_m` (sparse routing) works with "
+                "soft, unchunked routing only; received top_m="
+                f"{top_m!r} with hard={hard!r}, chunk_size={chunk_size!r}"
+            )
         self.chunk_size = chunk_size
         self.temperature = float(temperature)
         self.hard = hard
@@ -172,7 +200,7 @@ class SoftRoutingAttention(tf.keras.layers.Layer):
         config = super().get_config()
         config.update(temperature=self.temperature, hard=self.hard,
                       latent_variance=self.latent_variance,
-                      chunk_size=self.chunk_size)
+                      chunk_size=self.chunk_size, top_m=self.top_m)
         return config
 
     def _check_inputs(self, latents, values, prototypes, history_mask,
@@ -250,8 +278,120 @@ class SoftRoutingAttention(tf.keras.layers.Layer):
             routing = tf.cast(routing, self.compute_dtype)  # [B, A, N]
             states = tf.einsum("ban,bnd->bad", routing, values)  # [B, A, D]
             return {"states": states, "routing": routing}
+        if self.is_sparse(latents.shape[1]):
+            plan = self._sparse_route(latents, prototypes, history_mask,
+                                      agent_mask)
+            states = self.aggregate(values, plan["weights"], plan["index"])
+            return {"states": states,
+                    "routing": self._dense_weights(plan, latents)}
         return self._soft_routing(latents, values, prototypes, history_mask,
                                   agent_mask)
+
+    def is_sparse(self, length) -> bool:
+        """True when a history of `length` items (None: unknown) routes
+        sparsely: top_m >= 1 and not top_m >= length."""
+        return bool(self.top_m) and (length is None or self.top_m < length)
+
+    def route(self, latents, prototypes, history_mask, agent_mask,
+              item_sids: Optional[tf.Tensor] = None,
+              agent_sids: Optional[tf.Tensor] = None):
+        """The routing weights alone (frozen inputs, no `values`).
+
+        Returns dict(weights [B, A, K] float32, index [B, A, K] int32 or
+        None): sparse routing gives each agent's K = min(m, N) kept items
+        (`index` into the history) and their weights; dense (and hard)
+        routing gives alpha [B, A, N] over the whole history and no index.
+        `aggregate(values, **route(...))` equals the layer's states.
+        """
+        latents = tf.convert_to_tensor(latents)
+        prototypes = tf.convert_to_tensor(prototypes)
+        history_mask = tf.cast(history_mask, tf.bool)
+        agent_mask = tf.cast(agent_mask, tf.bool)
+        shape = tf.shape(latents)  # (B, N, Ds)
+        dummy = tf.zeros(tf.stack([shape[0], shape[1], 1]))  # [B, N, 1]
+        self._check_inputs(latents, dummy, prototypes, history_mask,
+                           agent_mask, item_sids, agent_sids)
+        if self.hard:
+            valid = tf.logical_and(
+                agent_mask[:, :, tf.newaxis],  # [B, A, 1]
+                history_mask[:, tf.newaxis, :],  # [B, 1, N]
+            )  # [B, A, N]
+            return {"weights": self._hard_routing(item_sids, agent_sids,
+                                                  valid), "index": None}
+        if self.is_sparse(latents.shape[1]):
+            return self._sparse_route(latents, prototypes, history_mask,
+                                      agent_mask)
+        routing = self._soft_routing(latents, dummy, prototypes,
+                                     history_mask, agent_mask)["routing"]
+        return {"weights": tf.cast(routing, tf.float32), "index": None}
+
+    def aggregate(self, values, weights, index=None):
+        """u_a = sum_k weights_ak h_(index_ak): [B, A, D] in the compute
+        dtype. values [B, N, D]; weights [B, A, K] (K = N when index is
+        None); index [B, A, K] int (sparse) or None (dense). Costs A K D
+        multiply-adds, and the same for the gradient of `values`."""
+        values = tf.cast(tf.convert_to_tensor(values), self.compute_dtype)
+        if index is None:
+            weights = tf.cast(weights, self.compute_dtype)
+            return tf.einsum("ban,bnd->bad", weights, values)  # [B, A, D]
+        # One sparse [B A, B N] x [B N, D] product (float32): no [B, A,
+        # K, D] gather in the forward pass nor in the gradient of h (the
+        # transposed product), which a gather + einsum would write.
+        shape = tf.shape(index, out_type=tf.int64)  # (B, A, K)
+        n = tf.shape(values, out_type=tf.int64)[1]
+        d = tf.shape(values)[2]
+        rows = tf.broadcast_to(
+            tf.range(shape[0] * shape[1])[:, tf.newaxis],
+            tf.stack([shape[0] * shape[1], shape[2]]))  # [B A, K]
+        cols = (tf.cast(index, tf.int64)
+                + tf.range(shape[0])[:, tf.newaxis, tf.newaxis] * n
+                )  # [B, A, K] flat item of b's history
+        alpha = tf.sparse.SparseTensor(
+            tf.stack([tf.reshape(rows, [-1]), tf.reshape(cols, [-1])], 1),
+            tf.reshape(tf.cast(weights, tf.float32), [-1]),
+            tf.stack([shape[0] * shape[1], shape[0] * n]),
+        )  # [B A, B N], B A K entries
+        flat = tf.reshape(tf.cast(values, tf.float32),
+                          tf.stack([-1, d]))  # [B N, D]
+        states = tf.sparse.sparse_dense_matmul(alpha, flat)  # [B A, D]
+        states = tf.reshape(states, tf.stack(
+            [shape[0], shape[1], tf.cast(d, tf.int64)]))  # [B, A, D]
+        return tf.cast(states, self.compute_dtype)
+
+    def _sparse_route(self, latents, prototypes, history_mask, agent_mask):
+        """dict(weights [B, A, K] float32, index [B, A, K] int32): each
+        agent's K = min(m, N) largest logits, softmax over them."""
+        p_aug, z_aug = self._routing_operands(latents, prototypes,
+                                              history_mask)
+        agent_ok = tf.logical_and(
+            agent_mask, tf.reduce_any(history_mask, -1, keepdims=True)
+        )  # [B, A]
+        logits = tf.einsum("bas,bns->ban", p_aug, z_aug)  # [B, A, N]
+        k = tf.minimum(self.top_m, tf.shape(logits)[2])
+        top, index = tf.math.top_k(logits, k=k, sorted=False)  # [B, A, K]
+        kept = tf.logical_and(
+            tf.gather(history_mask, index, batch_dims=1),  # [B, A, K]
+            agent_ok[..., tf.newaxis],
+        )  # [B, A, K] a valid item of a routed agent
+        top = tf.where(kept, top, tf.float32.min)  # [B, A, K]
+        shift = tf.reduce_max(top, axis=-1, keepdims=True)  # [B, A, 1]
+        e = tf.where(kept, tf.exp(top - shift), 0.0)  # [B, A, K]
+        sums = safe_sums(tf.reduce_sum(e, -1, keepdims=True))  # [B, A, 1]
+        return {"weights": tf.stop_gradient(e / sums),
+                "index": tf.stop_gradient(index)}
+
+    def _dense_weights(self, plan, latents):
+        """The sparse weights scattered into alpha [B, A, N] (diagnostics;
+        pruned from graphs that do not read it)."""
+        index = plan["index"]  # [B, A, K]
+        shape = tf.shape(index)  # (B, A, K)
+        b = tf.broadcast_to(tf.range(shape[0])[:, None, None], shape)
+        a = tf.broadcast_to(tf.range(shape[1])[None, :, None], shape)
+        at = tf.stack([b, a, index], axis=-1)  # [B, A, K, 3]
+        dense = tf.scatter_nd(
+            at, plan["weights"],
+            tf.stack([shape[0], shape[1], tf.shape(latents)[1]]))
+        return tf.cast(dense, self.compute_dtype)  # [B, A, N]
 
     def _latent_scale(self, zz, history_mask, latent_dim):
         """s^2 [B, 1, 1]: fixed, or the mean ||z_i||^2 / Ds of valid items."""

@@ -20,6 +20,9 @@ read it instead of probing the model.
       codebooks     [sum_l K_l, Ds] the tokenizer's codebooks
       sid_embedding the ranker's `SidEmbedding` (one table for group SID
                     paths and candidate SIDs)
+      routing_plan  HiSAC's routing precomputed by the input pipeline
+                    (`ROUTING_PLAN_KEYS` features, models/routing_plan.py)
+                    or None (optional key)
     candidates:
       queries       [B, C, Dq] the candidate embeddings
       categories    [B, C] int64

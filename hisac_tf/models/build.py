@@ -81,6 +81,7 @@ def build_compressor(cfg: Config, feature_spec: FeatureSpec, tables):
             kmeans_iterations=m.kmeans_iterations,
             lsh_bits=m.lsh_bits,
             seed=cfg.training.seed,
+            routing_top_m=m.routing_top_m,
         )
     except ValueError as e:
         raise ConfigError(

@@ -32,6 +32,7 @@ import hisac_tf  # noqa: F401  (Keras 2 before TensorFlow)
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
+from hisac_tf.compressors.history_compressor import ROUTING_PLAN_KEYS
 from hisac_tf.feature_config import FeatureConfig
 from hisac_tf.layers.categorical_feature_embedding import (
     CategoricalFeatureEmbedding,
@@ -333,6 +334,10 @@ class HiSACRanker(tfrs.models.Model):
             "codebooks": tf.concat(
                 self.semantic_lookup.codebooks, axis=0),  # [sum_l K_l, Ds]
             "sid_embedding": self.sid_embedding,
+            # HiSAC's routing when the input pipeline computed it
+            # (models/routing_plan.py), else None.
+            "routing_plan": {k: features[k] for k in ROUTING_PLAN_KEYS
+                             if k in features} or None,
         }
 
     def compress_user(self, features: dict, training=None,

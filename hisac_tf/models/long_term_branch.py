@@ -105,6 +105,8 @@ class LongTermBranch(Branch):
             categories=history["categories"],
             codebooks=history["codebooks"],  # [sum_l K_l, Ds]
             training=training,
+            # Routing precomputed off the step (models/routing_plan.py).
+            routing_plan=history.get("routing_plan"),
         )
         out = encode_groups(groups, self.attention,
                             history["sid_embedding"])

@@ -55,6 +55,7 @@ from hisac_tf.distribute.strategy import (
     task_of,
     task_role,
 )
+from hisac_tf.models.routing_plan import with_routing_plan
 from hisac_tf.training.callbacks import (
     NonFiniteLossError,
     NonFiniteLossGuard,
@@ -163,7 +164,7 @@ def train(cfg: Config, progress: bool = True,
         # data.batch_size is per replica; each input pipeline (worker)
         # reads its own part of the files, or of the records when there
         # are fewer files than pipelines (input_pipeline.request_dataset).
-        return input_pipeline.request_dataset(
+        ds = input_pipeline.request_dataset(
             files, spec, cfg.data.batch_size,
             compression=cfg.data.compression,
             shuffle_buffer=cfg.data.shuffle_buffer,
@@ -175,6 +176,9 @@ def train(cfg: Config, progress: bool = True,
             num_shards=context.num_input_pipelines if context else 1,
             shard_index=context.input_pipeline_id if context else 0,
         )
+        if t.routing_in_input_pipeline:  # HiSAC's routing off the step.
+            ds = with_routing_plan(ds, model)
+        return ds
 
     if settings.strategy == "default":
         ds = dataset()
