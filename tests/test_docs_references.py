@@ -139,10 +139,11 @@ def test_compare_draws_have_one_default():
         "draws"].default == default
 
 
-@pytest.mark.parametrize("name", ["build_model(cfg, feature_spec, tables)"])
+@pytest.mark.parametrize(
+    "name", ["build_model(cfg, feature_spec, tables, item_features)"])
 def test_config_doc_names_the_build_signature(name):
     from hisac_tf.models.build import build_model
 
     assert name in config_lib.__doc__
     assert list(inspect.signature(build_model).parameters) == [
-        "cfg", "feature_spec", "tables"]
+        "cfg", "feature_spec", "tables", "item_features"]
