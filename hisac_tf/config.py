@@ -174,6 +174,12 @@ class SyntheticConfig:
     comeback_request_share: float = 0.0  # requests as a burst begins
     lifetime_candidate_share: float = 0.0  # candidates by lifetime counts
     history_lead_spans: float = 1.0  # behaviour log before the span
+    # Side features (hisac_tf/data/synthetic/side_features.py); 0: off.
+    brand_weight: float = 0.0  # segment x brand affinity
+    price_weight: float = 0.0  # segment price sensitivity x log price
+    hour_weight: float = 0.0  # hour of day x category peak hour
+    content_weight: float = 0.0  # <p_u, style_j>, a content preference
+    content_engagements: float = 0.0  # matching events per 50 of the log
 
     def validate(self) -> None:
         _non_negative(self, "seed")
@@ -200,8 +206,13 @@ class SyntheticConfig:
             self, "affinity_weight", "longtail_weight", "recency_weight",
             "popularity_weight", "count_weight", "recent_share_weight",
             "periodic_interests", "periodic_period_sigma", "count_reference",
-            "history_lead_spans",
+            "history_lead_spans", "brand_weight", "price_weight",
+            "hour_weight", "content_weight", "content_engagements",
         )
+        if self.content_engagements > 50:
+            raise ConfigError(
+                "synthetic.content_engagements (per 50 events) must be <= "
+                f"50, got {self.content_engagements!r}")
         for name in ("recency_days", "recent_half_life",
                      "periodic_period_days", "periodic_burst_days"):
             if getattr(self, name) <= 0:

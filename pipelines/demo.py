@@ -142,7 +142,7 @@ def export_latest(cfg: Config) -> dict:
 
 def score_over_grpc(cfg: Config, users: int = 3) -> dict:
     """Starts the local server, scores eval requests both ways, stops it."""
-    spec = FeatureSpec.from_config(cfg.data)
+    spec = FeatureSpec.from_config(cfg.data, features=cfg.all_features)
     path = input_pipeline.list_files(
         os.path.join(cfg.data.data_dir, cfg.data.eval_pattern)
     )[0]

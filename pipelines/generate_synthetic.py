@@ -72,6 +72,10 @@ def format_summary(summary: dict) -> str:
             f"impressions, CTR {s['ctr']:.3f}; Bayes-optimal AUC "
             f"{_fmt(s['bayes_auc'])}, GAUC {_fmt(s['bayes_gauc'])}"
         )
+        if "bayes_auc_without_side_features" in s:
+            lines.append(
+                "         Bayes AUC without the side-feature terms "
+                f"{_fmt(s['bayes_auc_without_side_features'])}")
         curve = ", ".join(f"{r['window']}: {_fmt(r['auc'])}"
                           for r in s["history_window_oracle"])
         lines.append(f"         oracle AUC, newest W behaviours: {curve}")

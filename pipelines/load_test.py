@@ -59,7 +59,8 @@ FLAGS = flags.FLAGS
 
 
 def main(cfg: Config) -> dict:
-    spec = FeatureSpec.from_config(cfg.data)
+    spec = FeatureSpec.from_config(cfg.data, features=cfg.all_features,
+                                   statistics=False)
     if FLAGS.load_request:
         features = grpc_client.load_request(FLAGS.load_request, spec,
                                             FLAGS.load_requests)

@@ -58,7 +58,8 @@ FLAGS = flags.FLAGS
 
 
 def main(cfg: Config) -> dict:
-    spec = FeatureSpec.from_config(cfg.data)
+    spec = FeatureSpec.from_config(cfg.data, features=cfg.all_features,
+                                   statistics=False)
     client = grpc_client.HisacClient(
         FLAGS.client_target, model_name=FLAGS.client_model_name,
         version=FLAGS.client_version,

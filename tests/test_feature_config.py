@@ -112,3 +112,22 @@ def test_record_keys_of_core_fields():
 def test_features_must_be_a_list():
     with pytest.raises(ConfigError, match="features must be a list"):
         from_dict({"features": {"name": "x"}})
+
+
+def test_readme_features_config_is_valid():
+    """The worked config of README "Your own features" loads."""
+    import json
+    import os
+    import re
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    with open(os.path.join(root, "README.md"), encoding="utf-8") as f:
+        text = f.read()
+    block = re.search(r"<!-- features-config -->\s*```json\n(.*?)```",
+                      text, re.S).group(1)
+    values = json.loads(block)
+    base = load_config(values.pop("base")).to_dict()
+    base["data"].update(values.pop("data"))
+    cfg = from_dict(dict(base, **values))
+    names = {f.name: f for f in cfg.all_features}
+    assert names["shop"].record_key == "seller_id"
+    assert names["paid"].batch_key == "hist_paid"

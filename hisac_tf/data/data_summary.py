@@ -63,8 +63,8 @@ def summarize_split(cfg: Config, pattern: str) -> dict:
         os.path.join(cfg.data.data_dir, pattern)
     )
     spec = FeatureSpec.from_config(
-        cfg.data, with_true_ctr=has_true_ctr(files[0], cfg.data.compression)
-    )
+        cfg.data, with_true_ctr=has_true_ctr(files[0], cfg.data.compression),
+        features=cfg.all_features, statistics=False)
     ds = input_pipeline.request_dataset(
         files, spec, batch_size=256, compression=cfg.data.compression,
         deterministic=True,

@@ -16,18 +16,45 @@ Padded batch layout produced by `FeatureSpec.pad_batch` (B requests):
     labels                                   [B, C]     float32
     true_ctr (synthetic data only)           [B, C]     float32
 
+Declared features (`features`, hisac_tf/feature_config.py, docs/design.md
+§4.1) add, under their batch key:
+
+    user/context categorical        <name> [B]        int64 or string
+    user/context multi_categorical  <name> [B, M]     int64 (0 pad) or
+                                                      string (b"" pad)
+    user/context dense              <name> [B]        float32, raw
+    user/context vector             <name> [B, dim]   float32
+    event categorical               hist_<name> [B, N] int64 (0) / string (b"")
+    event dense                     hist_<name> [B, N] float32 (0 pad), raw
+    event vector                    hist_<name> [B, N, dim] float32
+    item (any kind)                 nothing: looked up in the graph
+
 Histories are truncated to their newest N items and padded at the end;
-candidates are padded to C = `max_candidates`.
+candidates are padded to C = `max_candidates`. Records may name the core
+fields and the features with their own keys (`record_keys`,
+`features[...].key`): the parse spec reads those keys and the batch always
+uses the names above. A dense value that is NaN or missing becomes the
+feature's `default`, or, without one, an error naming the feature, the
+file and the record.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Mapping, Sequence
 
 import hisac_tf  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TF loads)
 import numpy as np
 import tensorflow as tf
+
+from hisac_tf.data.feature_stats import resolve_statistics
+from hisac_tf.feature_config import (
+    FeatureConfig,
+    FeatureConfigError,
+    check_features,
+    default_features,
+)
 
 HISTORY_FEATURES = (
     "hist_item_ids",
@@ -54,6 +81,9 @@ ITEM_EMBEDDING = "content_embedding"
 ITEM_SUBTOPIC = "subtopic_id"  # Synthetic data only: the true sub-topic.
 # Per-impression examples (serving's `predict_examples`): one candidate each.
 IMPRESSION_CANDIDATE_FEATURES = ("cand_item_id", "cand_category_id")
+# Core request fields (their record keys may be renamed: `record_keys`).
+CORE_FIELDS = (("user_id", "request_time") + HISTORY_FEATURES
+               + CANDIDATE_FEATURES + (LABEL, TRUE_CTR))
 
 
 class DataError(ValueError):
@@ -67,15 +97,24 @@ class FeatureSpec:
     Attributes:
       max_history: N, the newest items kept of each history.
       max_candidates: C, candidates per request after padding.
-      user_features: categorical int64 user features besides `user_id`.
+      user_features: names of the user features besides `user_id`. Given
+        alone (as before the `features` section), each is a categorical
+        int64 user feature (`default_features`); with `features` it is
+        derived from them (the names of location user).
       with_true_ctr: whether records carry the true click probability
         (synthetic data).
+      features: every declared feature, the default user features
+        included, dense statistics resolved (`from_config`).
+      record_keys: (core field, record key) pairs where a log's records
+        name core fields differently (`data.record_keys`).
     """
 
     max_history: int
     max_candidates: int
     user_features: tuple[str, ...] = ("gender", "age_bucket")
     with_true_ctr: bool = False
+    features: tuple[FeatureConfig, ...] = ()
+    record_keys: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self):
         if self.max_history < 1:
@@ -86,23 +125,101 @@ class FeatureSpec:
             raise ValueError(
                 f"max_candidates must be >= 1, got {self.max_candidates}"
             )
-        clash = set(self.user_features) & set(self.scalar_features[:2])
+        clash = set(self.user_features) & {"user_id", "request_time"}
         if clash:
             raise ValueError(f"user_features may not include {sorted(clash)}")
+        features = tuple(self.features) or default_features(
+            self.user_features)
+        try:
+            features = check_features(features, where="FeatureSpec.features")
+        except FeatureConfigError as e:
+            raise DataError(str(e)) from None
+        object.__setattr__(self, "features", features)
+        object.__setattr__(self, "user_features", tuple(
+            f.name for f in features if f.location == "user"))
+        keys = self.record_keys
+        if isinstance(keys, Mapping):
+            keys = keys.items()
+        pairs = []
+        for entry in keys:
+            if isinstance(entry, str):
+                field, _, key = entry.partition("=")
+                entry = (field.strip(), key.strip())
+            field, key = entry
+            if field not in CORE_FIELDS:
+                raise DataError(
+                    f"record_keys: {field!r} is not a core request field "
+                    f"(known: {', '.join(CORE_FIELDS)})")
+            pairs.append((field, key))
+        object.__setattr__(self, "record_keys", tuple(sorted(pairs)))
+        taken: dict[str, str] = {}
+        for name, key in self._core_keys().items():
+            taken.setdefault(key, name)
+        for f in self.request_features:
+            if f.record_key in taken:
+                raise DataError(
+                    f"feature {f.name!r} reads record key {f.record_key!r}, "
+                    f"which core field {taken[f.record_key]!r} reads too")
+            if f.batch_key in CORE_FIELDS:
+                raise DataError(f"feature {f.name!r} would replace core "
+                                f"field {f.batch_key!r}")
+            taken[f.record_key] = f.name
 
     @classmethod
-    def from_config(cls, data_cfg, with_true_ctr: bool = False):
+    def from_config(cls, data_cfg, with_true_ctr: bool = False,
+                    features: Sequence[FeatureConfig] | None = None,
+                    statistics: bool = True):
+        """The spec of a config's data section.
+
+        Args:
+          data_cfg: `cfg.data` (N, C, user features, record keys).
+          with_true_ctr: whether records carry `true_ctr`.
+          features: `cfg.all_features`; None: the default user features
+            of `data_cfg.user_features`.
+          statistics: fill the mean/std of standardised dense features
+            from `<data_cfg.data_dir>/feature_stats.json` (an error
+            naming the feature and file when they are not there); False
+            for the jobs that write that file.
+        """
+        features = tuple(features) if features is not None else (
+            default_features(data_cfg.user_features))
+        if statistics:
+            features = resolve_statistics(features, data_cfg.data_dir)
         return cls(
             max_history=data_cfg.max_history,
             max_candidates=data_cfg.max_candidates,
-            user_features=tuple(data_cfg.user_features),
+            user_features=tuple(f.name for f in features
+                                if f.location == "user"),
             with_true_ctr=with_true_ctr,
+            features=features,
+            record_keys=tuple(getattr(data_cfg, "record_keys", ())),
         )
 
     # ---------------------------------------------------------------- names
     @property
+    def request_features(self) -> tuple[FeatureConfig, ...]:
+        """Declared features the request carries (user, context, event)."""
+        return tuple(f for f in self.features if f.in_request)
+
+    @property
+    def item_features(self) -> tuple[FeatureConfig, ...]:
+        """Declared features of the item table (looked up in the graph)."""
+        return tuple(f for f in self.features if f.location == "item")
+
+    @property
     def scalar_features(self) -> tuple[str, ...]:
-        return ("user_id", "request_time") + tuple(self.user_features)
+        """int64 [B] inputs: user_id, request_time and the categorical
+        int64 user and context features (the layout before `features`)."""
+        return ("user_id", "request_time") + tuple(
+            f.name for f in self.features
+            if _is_int_scalar(f))
+
+    @property
+    def extra_features(self) -> tuple[FeatureConfig, ...]:
+        """Request features beyond `scalar_features` (other kinds, strings
+        and event features): their inputs follow the module docstring."""
+        return tuple(f for f in self.request_features
+                     if not _is_int_scalar(f))
 
     @property
     def list_features(self) -> tuple[str, ...]:
@@ -112,22 +229,54 @@ class FeatureSpec:
     def float_list_features(self) -> tuple[str, ...]:
         return (TRUE_CTR,) if self.with_true_ctr else ()
 
+    def _core_keys(self) -> dict[str, str]:
+        keys = {name: name for name in CORE_FIELDS}
+        keys.update(dict(self.record_keys))
+        return keys
+
+    def record_key(self, name: str) -> str:
+        """The record key a batch field (core or feature) is read from."""
+        for f in self.request_features:
+            if f.batch_key == name:
+                return f.record_key
+        return self._core_keys().get(name, name)
+
+    def feature(self, name: str) -> FeatureConfig:
+        for f in self.features:
+            if f.name == name or (f.in_request and f.batch_key == name):
+                return f
+        raise DataError(
+            f"unknown feature {name!r} (declared: "
+            f"{', '.join(f.name for f in self.features) or 'none'})")
+
     # -------------------------------------------------------------- parsing
     def raw_parse_spec(self) -> dict:
-        """`tf.io.parse_example` spec: scalars dense, lists ragged."""
+        """`tf.io.parse_example` spec under the records' own keys:
+        scalars dense, lists ragged."""
+        keys = self._core_keys()
         spec = {
-            name: tf.io.FixedLenFeature([], tf.int64)
-            for name in self.scalar_features
+            keys.get(name, name): tf.io.FixedLenFeature([], tf.int64)
+            for name in ("user_id", "request_time")
         }
         for name in self.list_features:
-            spec[name] = tf.io.RaggedFeature(tf.int64)
+            spec[keys[name]] = tf.io.RaggedFeature(tf.int64)
         for name in self.float_list_features:
-            spec[name] = tf.io.RaggedFeature(tf.float32)
+            spec[keys[name]] = tf.io.RaggedFeature(tf.float32)
+        for f in self.request_features:
+            spec[f.record_key] = _feature_parse_spec(f)
         return spec
 
     def parse(self, serialized: tf.Tensor) -> dict:
-        """Parses serialized requests [B] into ragged/dense tensors."""
-        return tf.io.parse_example(serialized, self.raw_parse_spec())
+        """Parses serialized requests [B] into ragged/dense tensors, keyed
+        by batch names (core field names, feature batch keys)."""
+        raw = tf.io.parse_example(serialized, self.raw_parse_spec())
+        renamed = {}
+        for name, key in self._core_keys().items():
+            if key in raw:
+                renamed[name] = raw[key]
+        for f in self.request_features:
+            renamed[f.batch_key] = raw[f.record_key]
+        return renamed
 
     def pad_batch(self, raw: Mapping[str, tf.Tensor]) -> dict:
         """Truncates histories to the newest N and pads to the layout above.
@@ -138,7 +287,7 @@ class FeatureSpec:
           dict of dense tensors (see module docstring).
         """
         n, c = self.max_history, self.max_candidates
-        out = {name: raw[name] for name in self.scalar_features}
+        out = {name: raw[name] for name in ("user_id", "request_time")}
         hist_len = raw["hist_item_ids"].row_lengths()  # [B]
         out["hist_length"] = tf.cast(tf.minimum(hist_len, n), tf.int32)
         out["hist_raw_length"] = tf.cast(hist_len, tf.int32)
@@ -154,6 +303,8 @@ class FeatureSpec:
         )  # [B, C]
         if self.with_true_ctr:
             out[TRUE_CTR] = raw[TRUE_CTR].to_tensor(0.0, shape=[None, c])
+        for f in self.request_features:
+            out[f.batch_key] = _pad_feature(f, raw[f.batch_key], n)
         return out
 
     def check_ops(self, raw: Mapping[str, tf.Tensor], where: tf.Tensor):
@@ -199,7 +350,9 @@ class FeatureSpec:
         hist_len = raw["hist_item_ids"].row_lengths()
         cand_len = raw["cand_item_ids"].row_lengths()
         _, batch_rows = per_row(hist_len)
-        for name in HISTORY_FEATURES[1:]:
+        event = tuple(f.batch_key for f in self.request_features
+                      if f.location == "event")
+        for name in HISTORY_FEATURES[1:] + event:
             n = raw[name].row_lengths()
             checks.append(check(
                 f"len_{name}", tf.not_equal(n, hist_len), batch_rows, n,
@@ -233,6 +386,15 @@ class FeatureSpec:
             "history_before_request", after, rows, ts,
             "hist_timestamps must be <= request_time (history before the "
             "request only)"))
+        for f in self.request_features:
+            if f.kind not in ("dense", "vector") or f.default is not None:
+                continue
+            values, rows = _flat_rows(raw[f.batch_key])  # [M], [M]
+            checks.append(check(
+                f"nan_{f.name}", tf.math.is_nan(values), rows, values,
+                f"{f.batch_key} (feature {f.name!r}, key {f.record_key!r}) "
+                "must be a number: NaN or missing and the feature has no "
+                "default"))
         return checks
 
     # ------------------------------------------------------------- writing
@@ -241,22 +403,30 @@ class FeatureSpec:
 
         Args:
           request: mapping with every scalar feature (int) and list feature
-            (sequence of int; `true_ctr` floats when `with_true_ctr`).
+            (sequence of int; `true_ctr` floats when `with_true_ctr`),
+            and every request feature under its batch key (user/context:
+            one value, a list for multi_categorical and vector; event: one
+            value per history item; strings as str or bytes). Written
+            under the record keys.
         Raises:
           DataError: naming the field that is missing or has the wrong
             type.
         """
+        keys = self._core_keys()
         feats = {}
-        for name in self.scalar_features:
+        for name in ("user_id", "request_time"):
             value = _get(request, name)
-            feats[name] = _int_feature(name, [value])
+            feats[keys[name]] = _int_feature(name, [value])
         for name in self.list_features:
-            feats[name] = _int_feature(name, _get(request, name))
+            feats[keys[name]] = _int_feature(name, _get(request, name))
         for name in self.float_list_features:
             values = np.asarray(_get(request, name), np.float32).ravel()
-            feats[name] = tf.train.Feature(
+            feats[keys[name]] = tf.train.Feature(
                 float_list=tf.train.FloatList(value=values)
             )
+        for f in self.request_features:
+            feats[f.record_key] = feature_values(
+                f, _get_feature(request, f))
         return tf.train.Example(features=tf.train.Features(feature=feats))
 
     # ------------------------------------------------------- model inputs
@@ -277,6 +447,9 @@ class FeatureSpec:
         for name in CANDIDATE_FEATURES:
             spec[name] = tf.TensorSpec([None, None], tf.int64, name)
         spec["cand_count"] = tf.TensorSpec([None], tf.int32, "cand_count")
+        for f in self.extra_features:
+            spec[f.batch_key] = tf.TensorSpec(
+                _input_shape(f), _tf_dtype(f), f.batch_key)
         if include_labels:
             spec[LABEL] = tf.TensorSpec([None, None], tf.float32, LABEL)
         return spec
@@ -286,12 +459,14 @@ class FeatureSpec:
 
     # -------------------------------------------------- impression examples
     # One record per impression (request × candidate), for serving clients
-    # that send flat `tf.Example`s (`predict_examples` signature):
+    # that send flat `tf.Example`s (`predict_examples` signature), under
+    # the batch names (not the records' own keys):
     #
     #     user_id, request_time, <user features>   int64 scalars
     #     hist_item_ids, hist_category_ids,
     #     hist_behaviors, hist_timestamps          int64 lists, oldest first
     #     cand_item_id, cand_category_id           int64 scalars
+    #     <user/context features>, hist_<event features>  as in records
     #
     # Histories of any length are accepted; `pad_impressions` keeps the
     # newest N items, as `pad_batch` does for request records.
@@ -299,10 +474,13 @@ class FeatureSpec:
         """`tf.io.parse_example` spec of per-impression examples."""
         spec = {
             name: tf.io.FixedLenFeature([], tf.int64)
-            for name in self.scalar_features + IMPRESSION_CANDIDATE_FEATURES
+            for name in ("user_id", "request_time")
+            + IMPRESSION_CANDIDATE_FEATURES
         }
         for name in HISTORY_FEATURES:
             spec[name] = tf.io.RaggedFeature(tf.int64)
+        for f in self.request_features:
+            spec[f.batch_key] = _feature_parse_spec(f)
         return spec
 
     def parse_impressions(self, serialized: tf.Tensor) -> dict:
@@ -317,10 +495,11 @@ class FeatureSpec:
         Returns:
           scalars [B]; hist_* [B, N] (newest N, zero-padded at the end);
           hist_length, hist_raw_length [B] int32; cand_item_ids,
-          cand_category_ids [B, 1]; cand_count [B] int32 (ones).
+          cand_category_ids [B, 1]; cand_count [B] int32 (ones); the
+          request features as in `pad_batch`.
         """
         n = self.max_history
-        out = {name: raw[name] for name in self.scalar_features}
+        out = {name: raw[name] for name in ("user_id", "request_time")}
         hist_len = raw["hist_item_ids"].row_lengths()  # [B]
         out["hist_length"] = tf.cast(tf.minimum(hist_len, n), tf.int32)
         out["hist_raw_length"] = tf.cast(hist_len, tf.int32)
@@ -332,6 +511,8 @@ class FeatureSpec:
         ):
             out[plural] = raw[single][:, None]  # [B, 1]
         out["cand_count"] = tf.ones_like(out["hist_length"])  # [B]
+        for f in self.request_features:
+            out[f.batch_key] = _pad_feature(f, raw[f.batch_key], n)
         return out
 
     def impression_example(
@@ -360,12 +541,14 @@ class FeatureSpec:
                 f"{len(items)} candidates"
             )
         feats = {}
-        for name in self.scalar_features:
+        for name in ("user_id", "request_time"):
             feats[name] = _int_feature(name, [_get(request, name)])
         for name in HISTORY_FEATURES:
             feats[name] = _int_feature(name, _get(request, name))
         for name, values in zip(IMPRESSION_CANDIDATE_FEATURES, (items, cats)):
             feats[name] = _int_feature(name, values[candidate:candidate + 1])
+        for f in self.request_features:
+            feats[f.batch_key] = feature_values(f, _get_feature(request, f))
         return tf.train.Example(features=tf.train.Features(feature=feats))
 
     def impression_examples(
@@ -374,6 +557,123 @@ class FeatureSpec:
         """One `impression_example` per candidate of the request."""
         count = len(np.asarray(_get(request, "cand_item_ids")).ravel())
         return [self.impression_example(request, j) for j in range(count)]
+
+
+def _is_int_scalar(f: FeatureConfig) -> bool:
+    return (f.location in ("user", "context") and f.kind == "categorical"
+            and f.dtype == "int64")
+
+
+def _tf_dtype(f: FeatureConfig) -> tf.DType:
+    if f.is_categorical:
+        return tf.string if f.dtype == "string" else tf.int64
+    return tf.float32
+
+
+def _input_shape(f: FeatureConfig) -> list:
+    """The padded input's shape (request and history axes unknown)."""
+    if f.location == "event":
+        return [None, None, f.dim] if f.kind == "vector" else [None, None]
+    if f.kind == "multi_categorical":
+        return [None, f.max_values]
+    if f.kind == "vector":
+        return [None, f.dim]
+    return [None]
+
+
+def _feature_parse_spec(f: FeatureConfig):
+    """Parse spec of one request feature (missing dense values: NaN)."""
+    dtype = _tf_dtype(f)
+    if f.location == "event":
+        if f.kind == "vector":
+            return tf.io.RaggedFeature(
+                dtype, partitions=[
+                    tf.io.RaggedFeature.UniformRowLength(f.dim)])
+        return tf.io.RaggedFeature(dtype)
+    if f.kind == "multi_categorical":
+        return tf.io.RaggedFeature(dtype)
+    if f.kind == "dense":
+        return tf.io.FixedLenFeature([], dtype, default_value=math.nan)
+    if f.kind == "vector":
+        return tf.io.FixedLenFeature([f.dim], dtype,
+                                     default_value=[math.nan] * f.dim)
+    return tf.io.FixedLenFeature([], dtype)
+
+
+def _pad_feature(f: FeatureConfig, t, n: int) -> tf.Tensor:
+    """One parsed request feature -> its padded input (module docstring)."""
+    pad = b"" if f.dtype == "string" and f.is_categorical else (
+        0.0 if not f.is_categorical else 0)
+    if f.location == "event":
+        newest = t[:, -n:]  # [B, <=N(, dim)] keeps the newest items.
+        shape = [None, n, f.dim] if f.kind == "vector" else [None, n]
+        out = newest.to_tensor(pad, shape=shape)  # [B, N(, dim)]
+    elif f.kind == "multi_categorical":
+        out = t[:, :f.max_values].to_tensor(
+            pad, shape=[None, f.max_values])  # [B, M]
+    else:
+        out = t  # [B] or [B, dim]
+    if f.kind in ("dense", "vector") and f.default is not None:
+        out = tf.where(tf.math.is_nan(out),
+                       tf.constant(f.default, out.dtype), out)
+    return out
+
+
+def _flat_rows(t) -> tuple[tf.Tensor, tf.Tensor]:
+    """Values [M] of a parsed feature and the request row [M] of each."""
+    if isinstance(t, tf.RaggedTensor):
+        rows = t.value_rowids()  # [items]
+        values = tf.reshape(t.flat_values, [-1])  # [items (* dim)]
+        per = tf.shape(values, out_type=tf.int64)[0] // tf.maximum(
+            tf.shape(rows, out_type=tf.int64)[0], 1)
+        return values, tf.repeat(rows, per)
+    batch = tf.shape(t, out_type=tf.int64)[0]
+    values = tf.reshape(t, [-1])  # [B] or [B * dim]
+    per = tf.shape(values, out_type=tf.int64)[0] // tf.maximum(batch, 1)
+    return values, tf.repeat(tf.range(batch), per)
+
+
+def _get_feature(request: Mapping[str, object], f: FeatureConfig):
+    if f.batch_key in request:
+        return request[f.batch_key]
+    raise DataError(
+        f"request is missing feature {f.name!r} (field {f.batch_key!r})")
+
+
+def feature_values(f: FeatureConfig, value) -> tf.train.Feature:
+    """A feature's plain value(s) as a `tf.train.Feature`.
+
+    Categorical: int or str/bytes (a list for multi_categorical and event
+    features); dense: a float (None -> NaN, the 'missing' value); vector:
+    `dim` floats (event: a list of them). Raises DataError naming the
+    feature on a value of the wrong type.
+    """
+    flat = (list(value) if isinstance(value, (list, tuple, np.ndarray))
+            else [value])
+    if f.kind == "vector":
+        flat = np.asarray(value, np.float32).ravel().tolist()
+    if f.is_categorical and f.dtype == "string":
+        out = []
+        for v in flat:
+            if isinstance(v, np.bytes_):
+                v = bytes(v)
+            if isinstance(v, str):
+                v = v.encode("utf-8")
+            if not isinstance(v, bytes):
+                raise DataError(
+                    f"feature {f.name!r} is a string feature, got {v!r}")
+            out.append(v)
+        return tf.train.Feature(bytes_list=tf.train.BytesList(value=out))
+    if f.is_categorical:
+        return _int_feature(f"{f.name} (feature)", flat)
+    try:
+        floats = np.asarray(
+            [math.nan if v is None else v for v in flat], np.float32)
+    except (TypeError, ValueError):
+        raise DataError(
+            f"feature {f.name!r} ({f.kind}) must hold numbers, got "
+            f"{value!r}") from None
+    return tf.train.Feature(float_list=tf.train.FloatList(value=floats))
 
 
 def _get(request: Mapping[str, object], name: str):
@@ -409,8 +709,10 @@ def item_example(
     category_id: int,
     embedding: Sequence[float],
     subtopic_id: int = 0,
+    features: Mapping[str, tf.train.Feature] | None = None,
 ) -> tf.train.Example:
-    """One item-table record."""
+    """One item-table record; `features`: item feature columns by record
+    key (`feature_values(f, value)` each)."""
     if item_id < 1:
         raise DataError(f"field item_id must be >= 1, got {item_id}")
     feats = {
@@ -424,4 +726,9 @@ def item_example(
     if subtopic_id:
         feats[ITEM_SUBTOPIC] = tf.train.Feature(
             int64_list=tf.train.Int64List(value=[subtopic_id]))
+    for key, feature in (features or {}).items():
+        if key in feats:
+            raise DataError(f"item feature key {key!r} is a core item "
+                            "table column")
+        feats[key] = feature
     return tf.train.Example(features=tf.train.Features(feature=feats))

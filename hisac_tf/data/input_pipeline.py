@@ -26,6 +26,7 @@ import tensorflow as tf
 
 from hisac_tf.data.feature_spec import DataError, FeatureSpec
 from hisac_tf.data import filesystems
+from hisac_tf.data.schema_check import record_problems
 
 
 def list_files(patterns: str | Sequence[str]) -> list[str]:
@@ -186,24 +187,12 @@ def _assert_text(text: str) -> str:
 
 
 def _single_record_parser(spec: FeatureSpec):
-    parse_spec = spec.raw_parse_spec()
 
     def parse_one(record: tf.Tensor) -> str | None:
         example = tf.train.Example.FromString(record.numpy())
-        feats = example.features.feature
-        for name, fs in parse_spec.items():
-            if name not in feats:
-                return f"missing field {name}"
-            kind = feats[name].WhichOneof("kind")
-            want = "float_list" if fs.dtype == tf.float32 else "int64_list"
-            if kind != want:
-                return (
-                    f"field {name} has type {kind}, expected {want}"
-                )
-            if isinstance(fs, tf.io.FixedLenFeature):
-                n = len(getattr(feats[name], want).value)
-                if n != 1:
-                    return f"field {name} must hold 1 value, got {n}"
+        problems = record_problems(spec, example, first_only=True)
+        if problems:
+            return problems[0]
         try:
             raw = spec.parse(record[tf.newaxis])
             where = tf.constant(["record"])

@@ -168,7 +168,7 @@ def diagnose(cfg: Config) -> dict:
     of a trained run."""
     files = input_pipeline.list_files(
         os.path.join(cfg.data.data_dir, cfg.data.eval_pattern))
-    spec = FeatureSpec.from_config(cfg.data)
+    spec = FeatureSpec.from_config(cfg.data, features=cfg.all_features)
     state, _, status = restore_latest(cfg, "diagnose", spec=spec)
     status.expect_partial()
     model = state.model

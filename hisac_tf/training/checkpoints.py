@@ -44,7 +44,7 @@ def build_state(cfg: Config, strategy: tf.distribute.Strategy | None = None,
                 spec: FeatureSpec | None = None) -> TrainingState:
     """Model, optimizer, step and checkpoint under `strategy.scope()`."""
     strategy = strategy or tf.distribute.get_strategy()
-    spec = spec or FeatureSpec.from_config(cfg.data)
+    spec = spec or FeatureSpec.from_config(cfg.data, features=cfg.all_features)
     tables = load_semantic_tables(cfg.tokenizer.output_dir)
     # Under parameter_server the embedding tables are split across the PS
     # (strategy.TablePartitioner); elsewhere this changes nothing.

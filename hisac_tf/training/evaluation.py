@@ -147,7 +147,7 @@ def evaluate(cfg: Config, progress: bool = True) -> dict:
     """Scores the eval split with the chosen checkpoint; writes eval.json."""
     files = split_files(cfg.data, "eval")
     spec = FeatureSpec.from_config(
-        cfg.data,
+        cfg.data, features=cfg.all_features,
         with_true_ctr=has_true_ctr(files[0], cfg.data.compression),
     )
     # One record of each file: unreadable files are named here, before a

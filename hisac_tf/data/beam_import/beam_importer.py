@@ -253,7 +253,7 @@ def import_logs_beam(cfg: Config, pipeline_args: Sequence[str] = ()
     """
     imp, data = cfg.importer, cfg.data
     started = time.time()
-    stale = prepare_import(cfg)
+    stale = prepare_import(cfg, engine="beam")
     out_dir = data.data_dir
     files = expand_inputs(imp.input)
     users, user_counts = read_users(imp.users, data.user_features,

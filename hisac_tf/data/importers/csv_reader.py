@@ -28,6 +28,8 @@ from hisac_tf.behaviors import is_integer
 from hisac_tf.data.feature_spec import DataError
 from hisac_tf.data.importers.bad_rows import BadRows, BadValue
 from hisac_tf.data.importers.event_columns import EventColumns
+from hisac_tf.data.importers.feature_columns import (column_name,
+                                                     parse_feature_value)
 from hisac_tf.data.importers.field_values import LOG_COLUMNS, parse_log_row
 from hisac_tf.data.importers.gfile_stream import GFileStream
 from hisac_tf.data.importers.progress import progress
@@ -157,6 +159,7 @@ def csv_log_events(path: str, delimiter: str, header: str, bad: BadRows,
             index = ([names.index(c) for c in LOG_COLUMNS] if names
                      else list(range(width)))
             width = len(names) if names else width
+            extra = _feature_index(path, names, out.features)
         try:
             if len(row) != width:
                 missing = [c for c, i in zip(LOG_COLUMNS, index)
@@ -167,12 +170,36 @@ def csv_log_events(path: str, delimiter: str, header: str, bad: BadRows,
                         f"{len(row)} fields, expected {width})")
                 raise BadValue("(row)", row, f"has {len(row)} fields, "
                                f"expected {width}")
-            out.append(*parse_log_row([row[i] for i in index]))
+            values = parse_log_row([row[i] for i in index])
+            out.append(*values, extra=tuple(
+                parse_feature_value(f, row[i], f"{column_name(f)} (feature "
+                                    f"{f.name!r})")
+                for f, i in zip(out.features, extra)))
         except BadValue as b:
             bad.add(path, f"line {line}", b)
         if rows % progress_every == 0:
             progress(f"{path}: {rows} rows read")
     return rows
+
+
+def _feature_index(path: str, names: list[str] | None,
+                   features) -> list[int]:
+    """Column index of each event/context feature; DataError naming the
+    feature when the log has no header or lacks its column."""
+    if not features:
+        return []
+    if not names:
+        raise DataError(
+            f"{path}: features {[f.name for f in features]} are read from "
+            "log columns by name; the log needs a header row")
+    index = []
+    for f in features:
+        if column_name(f) not in names:
+            raise DataError(
+                f"{path}: header {names} lacks column {f.record_key!r} of "
+                f"feature {f.name!r} ({f.location})")
+        index.append(names.index(column_name(f)))
+    return index
 
 
 def csv_table_rows(path: str, delimiter: str, header: str,

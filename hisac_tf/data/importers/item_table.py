@@ -16,7 +16,13 @@ import os
 import re
 from typing import Any
 
-from hisac_tf.data.feature_spec import DataError, item_example
+from typing import Sequence
+
+from hisac_tf.data.feature_spec import (DataError, feature_values,
+                                        item_example)
+from hisac_tf.data.feature_stats import DenseStatistics
+from hisac_tf.data.importers.feature_columns import (column_name,
+                                                     parse_feature_value)
 from hisac_tf.data.importers.bad_rows import BadRows, BadValue
 from hisac_tf.data.importers.csv_reader import csv_table_rows
 from hisac_tf.data.importers.field_values import float_value, int_value
@@ -30,14 +36,22 @@ from hisac_tf.data.importers.parquet_reader import (
     parquet_table_rows,
 )
 from hisac_tf.data.shard_writer import ShardedWriter, shard_name
+from hisac_tf.feature_config import FeatureConfig
 
 EMBEDDING_LIST_COLUMNS = ("emb", "embedding", "content_embedding")
 _FLAT = re.compile(r"emb_(\d+)")
 
 
-def _parquet_columns(path: str) -> list[str]:
+def _parquet_columns(path: str, features=()) -> list[str]:
     """The columns to read; DataError when the embedding is not found."""
     schema = parquet_schema(path)
+    lower = {n.lower(): n for n in schema.names}
+    extra = []
+    for f in features:
+        if column_name(f) not in lower:
+            raise DataError(f"{path}: no column {f.record_key!r} of item "
+                            f"feature {f.name!r} (columns: {schema.names})")
+        extra.append(lower[column_name(f)])
     for name in ("item_id", "category_id"):
         check_column(path, schema, name, is_int, "an integer type")
     flat = sorted((int(m.group(1)), name) for name in schema.names
@@ -54,7 +68,7 @@ def _parquet_columns(path: str) -> list[str]:
     if lists:
         check_column(path, schema, lists[0], is_number, "numbers",
                      as_list=True)
-        return ["item_id", "category_id", lists[0]]
+        return ["item_id", "category_id", lists[0]] + extra
     if not flat:
         nested = [n for n in schema.names if is_list(schema.field(n).type)]
         raise DataError(
@@ -67,7 +81,7 @@ def _parquet_columns(path: str) -> list[str]:
                         "must be emb_0..emb_{d-1} without gaps")
     for _, name in flat:
         check_column(path, schema, name, is_number, "a number type")
-    return ["item_id", "category_id"] + [n for _, n in flat]
+    return ["item_id", "category_id"] + [n for _, n in flat] + extra
 
 
 def item_row(row: Any) -> tuple[int, int, list[float]]:
@@ -101,14 +115,23 @@ def item_row(row: Any) -> tuple[int, int, list[float]]:
 
 
 def write_items(path: str, out_dir: str, pattern: str, compression: str,
-                header: str, delimiter: str, skip_bad_rows: bool) -> dict:
+                header: str, delimiter: str, skip_bad_rows: bool,
+                features: Sequence[FeatureConfig] = ()) -> dict:
     """Writes the item table as one TFRecord shard; returns its counts.
 
-    Counts: `file`, `items`, `content_dim`, `skipped_rows`,
-    `skipped_by_reason`.
+    `features`: the declared item features, each read from the column of
+    its key (feature_columns.py; a CSV table then needs a header) and
+    written under its key. Counts: `file`, `items`, `content_dim`,
+    `skipped_rows`, `skipped_by_reason`, `dense_statistics` ({feature:
+    statistics (feature_stats.py)} of the dense item features).
     """
+    features = [f for f in features if f.location == "item"
+                and f.record_key not in ("content_embedding", "item_id",
+                                         "category_id")]
+    stats = {f.name: DenseStatistics() for f in features
+             if f.kind == "dense"}
     if format_of(path) == "parquet":
-        rows = parquet_table_rows(path, _parquet_columns(path))
+        rows = parquet_table_rows(path, _parquet_columns(path, features))
     else:
         rows = csv_table_rows(path, delimiter, header,
                               ("item_id", "category_id"))
@@ -118,7 +141,13 @@ def write_items(path: str, out_dir: str, pattern: str, compression: str,
     with ShardedWriter(out_dir, pattern, 1, 0, compression) as writer:
         for place, row in rows:
             try:
-                item, category, emb = item_row(row)
+                if features and not isinstance(row, (dict, BadValue)):
+                    raise DataError(
+                        f"{path}: item features {[f.name for f in features]}"
+                        " are read by column name; the table needs a header")
+                item, category, emb = item_row(_without(row, features))
+                values = {f: parse_feature_value(f, _cell(row, f))
+                          for f in features}
                 if dim is None:
                     dim = len(emb)
                 if len(emb) != dim:
@@ -130,7 +159,29 @@ def write_items(path: str, out_dir: str, pattern: str, compression: str,
                 bad.add(path, place, b)
                 continue
             seen.add(item)
-            writer.write(item_example(item, category, emb)
-                         .SerializeToString())
+            for f, value in values.items():
+                if f.name in stats:
+                    stats[f.name].add([value])
+            writer.write(item_example(item, category, emb, features={
+                f.record_key: feature_values(f, v)
+                for f, v in values.items()}).SerializeToString())
     return {"file": os.path.join(out_dir, shard_name(pattern, 0, 1)),
-            "items": len(seen), "content_dim": dim or 0, **bad.summary()}
+            "items": len(seen), "content_dim": dim or 0, **bad.summary(),
+            "dense_statistics": {k: v.to_dict() for k, v in stats.items()}}
+
+
+def _cell(row: dict, f: FeatureConfig):
+    if column_name(f) in row:
+        return row[column_name(f)]
+    for key, value in row.items():  # Parquet keeps the columns' case.
+        if key.lower() == column_name(f):
+            return value
+    raise BadValue(f.record_key, None, f"is missing (feature {f.name!r})")
+
+
+def _without(row, features):
+    """The row without the feature columns (they are not embeddings)."""
+    if not features or not isinstance(row, dict):
+        return row
+    drop = {column_name(f) for f in features}
+    return {k: v for k, v in row.items() if k.lower() not in drop}

@@ -120,8 +120,15 @@ from hisac_tf.data.importers.time_split import (
     split_boundaries,
     split_end,
 )
-from hisac_tf.data.importers.user_table import read_users
+from hisac_tf.data.feature_stats import (FEATURE_STATS_FILE,
+                                         DenseStatistics,
+                                         write_feature_stats)
+from hisac_tf.data.importers.event_columns import feature_column
+from hisac_tf.data.importers.feature_columns import log_features
+from hisac_tf.data.importers.user_table import (declared_user_features,
+                                                read_users)
 from hisac_tf.data.shard_writer import ShardedWriter, shard_name
+from hisac_tf.data.vocabulary import read_vocabulary
 
 SUMMARY_FILE = "summary.json"
 
@@ -136,7 +143,8 @@ def split_patterns(cfg: Config) -> dict[str, str]:
 def _existing_outputs(cfg: Config) -> list[str]:
     found = []
     patterns = list(split_patterns(cfg).values())
-    for pattern in patterns + [cfg.data.item_table_pattern, SUMMARY_FILE]:
+    for pattern in patterns + [cfg.data.item_table_pattern, SUMMARY_FILE,
+                               FEATURE_STATS_FILE]:
         found += tf.io.gfile.glob(os.path.join(cfg.data.data_dir, pattern))
     return sorted(found)
 
@@ -163,18 +171,27 @@ class _UserHistories:
         return items
 
 
-def prepare_import(cfg: Config) -> list[str]:
+def prepare_import(cfg: Config, engine: str = "local") -> list[str]:
     """What both engines do before reading: checks the input, N, C and the
     file patterns, prints the resolved settings, makes `data.data_dir`;
     returns the outputs already there (FileExistsError unless
-    `importer.overwrite`)."""
+    `importer.overwrite`). Declared features are imported by the local
+    engine only (ConfigError for another `engine`)."""
     imp, data = cfg.importer, cfg.data
+    if cfg.features and engine != "local":
+        raise ConfigError(
+            f"the {engine} engine does not import declared features yet "
+            f"({[f.name for f in cfg.features]}); use --engine=local")
     if not imp.input.strip():
         raise ConfigError(
             "importer.input must name at least one file or pattern "
             f"(--input), got {imp.input!r}")
     FeatureSpec(data.max_history, data.max_candidates,  # Checks them.
-                data.user_features, with_true_ctr=False)
+                with_true_ctr=False, features=cfg.all_features,
+                record_keys=tuple(data.record_keys))
+    for f in cfg.all_features:  # Missing or repeated vocabulary lines.
+        if f.vocabulary_file:
+            read_vocabulary(f)
     for pattern in list(split_patterns(cfg).values()) + [
             data.item_table_pattern]:
         shard_name(pattern, 0, imp.num_shards)  # Checks the pattern.
@@ -192,23 +209,62 @@ def prepare_import(cfg: Config) -> list[str]:
     return stale
 
 
+STAGING_DIR = ".hisac-import-staging"
+
+
 def import_logs(cfg: Config) -> dict:
     """Imports the logs of `cfg.importer`; returns (and writes) the summary.
+
+    Every output is written into a staging directory inside
+    `data.data_dir` and moved into place only once the import has
+    succeeded, so a failed import leaves no half-written split, item
+    table or statistics (and the outputs of an earlier import stay).
 
     Raises ConfigError for settings that cannot be used, FileExistsError
     when `data.data_dir` holds outputs and `importer.overwrite` is off,
     FileNotFoundError for a missing input, DataError (BadRowError) for bad
     input.
     """
+    stale = prepare_import(cfg)
+    final_dir = cfg.data.data_dir
+    staging = os.path.join(final_dir, STAGING_DIR)
+    if tf.io.gfile.exists(staging):  # Left by a killed import.
+        tf.io.gfile.rmtree(staging)
+    tf.io.gfile.makedirs(staging)
+    try:
+        summary = _import_into(cfg, staging)
+        for path in stale:  # Only once the whole import has succeeded.
+            tf.io.gfile.remove(path)
+        for name in sorted(tf.io.gfile.listdir(staging)):
+            tf.io.gfile.rename(os.path.join(staging, name),
+                               os.path.join(final_dir, name), overwrite=True)
+    finally:
+        if tf.io.gfile.exists(staging):
+            tf.io.gfile.rmtree(staging)
+    print(format_summary(summary), file=sys.stderr, flush=True)
+    return summary
+
+
+def _final_paths(files: dict, staging: str, final_dir: str) -> dict:
+    return {k: [os.path.join(final_dir, os.path.relpath(p, staging))
+                for p in v] for k, v in files.items()}
+
+
+def _import_into(cfg: Config, out_dir: str) -> dict:
+    """The import itself, every output into `out_dir` (the staging dir)."""
     imp, data = cfg.importer, cfg.data
     started = time.time()
-    stale = prepare_import(cfg)
     patterns = split_patterns(cfg)
-    out_dir = data.data_dir
+    if any(f.location == "item" for f in cfg.features) and not imp.items:
+        raise ConfigError(
+            "item features "
+            f"{[f.name for f in cfg.features if f.location == 'item']} are "
+            "read from the item table: give it (--items, importer.items)")
 
-    events, summary = read_events(imp)
+    events, summary = read_events(imp, cfg.all_features)
     users, user_counts = read_users(imp.users, data.user_features,
-                                    imp.delimiter, imp.skip_bad_rows)
+                                    imp.delimiter, imp.skip_bad_rows,
+                                    declared_user_features(cfg))
     if not len(events["user_id"]):
         raise DataError(f"no valid events in {imp.input!r}")
     ev, req = form_requests(events, imp.request_window_s)
@@ -241,17 +297,22 @@ def import_logs(cfg: Config) -> dict:
     check_planned(rows_of, configured, *window_labels(
         ev["item_id"], ev["behavior_type"], req.start, req.end,
         imp.positive_ids, data.max_candidates), imp, req.time)
-    for path in stale:  # Only once the input has been read and checked.
-        tf.io.gfile.remove(path)
     item_counts = (write_items(imp.items, out_dir, data.item_table_pattern,
                                data.compression, imp.header, imp.delimiter,
-                               imp.skip_bad_rows) if imp.items else None)
+                               imp.skip_bad_rows, cfg.all_features)
+                   if imp.items else None)
+    dense = item_counts.pop("dense_statistics") if item_counts else {}
+    dense.update(_log_statistics(cfg, ev, bounds, users))
+    if dense:
+        write_feature_stats(out_dir, dense, split="train")
 
     histories = _UserHistories(ev["item_id"], req.user[order])
     builder = RequestBuilder(cfg, sampler, users)
     splits: dict[str, dict] = {}
     files: dict[str, list[str]] = {}
     columns = {k: ev[k] for k in EVENT_FIELDS}
+    columns.update({feature_column(f): ev[feature_column(f)]
+                    for f in log_features(cfg.all_features)})
     starts, ends = req.start.tolist(), req.end.tolist()
     user_starts, times = req.user_start.tolist(), req.time.tolist()
     request_users = req.user.tolist()
@@ -285,6 +346,9 @@ def import_logs(cfg: Config) -> dict:
         raise
     if item_counts:
         files["items"] = [item_counts["file"]]
+    files = _final_paths(files, out_dir, data.data_dir)
+    if item_counts:
+        item_counts["file"] = files["items"][0]
     totals = {key: sum(s.get(key, 0) for s in splits.values())
               for key in ("requests", "impressions", "positives")}
     summary.update({
@@ -308,5 +372,26 @@ def import_logs(cfg: Config) -> dict:
     summary["seconds"] = round(time.time() - started, 3)
     json_io.write_json(os.path.join(out_dir, SUMMARY_FILE), summary,
                        sort_keys=True)
-    print(format_summary(summary), file=sys.stderr, flush=True)
     return summary
+
+
+def _log_statistics(cfg: Config, ev: dict, bounds, users: dict) -> dict:
+    """DenseStatistics of the dense event/context features over the train
+    period's events (before the valid or eval start) and of the dense
+    declared user features over the user table."""
+    out = {}
+    end = min([b for b in (bounds.valid_start, bounds.eval_start)
+               if b is not None], default=None)
+    train = (np.ones(len(ev["timestamp"]), bool) if end is None
+             else ev["timestamp"] < end)
+    for f in log_features(cfg.features):
+        if f.kind == "dense":
+            out[f.name] = DenseStatistics().add(
+                ev[feature_column(f)][train])
+    declared = declared_user_features(cfg)
+    offset = len(cfg.data.user_features)
+    for k, f in enumerate(declared):
+        if f.kind == "dense":
+            out[f.name] = DenseStatistics().add(
+                [row[offset + k] for row in users.values()])
+    return out

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Sequence
+
 import hisac_tf  # noqa: F401  (Keras 2 before TensorFlow)
 import numpy as np
 import tensorflow as tf
@@ -12,10 +14,12 @@ from hisac_tf.data.importers.bad_rows import BadRows
 from hisac_tf.data.importers.csv_reader import csv_log_events
 from hisac_tf.data.importers.duplicate_events import duplicate_mask
 from hisac_tf.data.importers.event_columns import EventColumns
+from hisac_tf.data.importers.feature_columns import log_features
 from hisac_tf.data.importers.field_values import LOG_COLUMNS
 from hisac_tf.data.importers.parquet_reader import parquet_log_events
 from hisac_tf.data.importers.progress import progress
 from hisac_tf.data.importers.timestamps import in_range, to_seconds
+from hisac_tf.feature_config import FeatureConfig
 
 PARQUET_SUFFIXES = (".parquet", ".parq", ".pq")
 
@@ -47,7 +51,8 @@ def expand_inputs(spec: str) -> list[str]:
     return sorted(dict.fromkeys(files))
 
 
-def read_events(cfg: ImporterConfig) -> tuple[dict[str, np.ndarray], dict]:
+def read_events(cfg: ImporterConfig, features: Sequence[FeatureConfig] = ()
+                ) -> tuple[dict[str, np.ndarray], dict]:
     """All valid events of `cfg.input` as [E] int64 columns, and counts.
 
     The columns are `LOG_COLUMNS` in input order (files in sorted order),
@@ -61,7 +66,7 @@ def read_events(cfg: ImporterConfig) -> tuple[dict[str, np.ndarray], dict]:
     """
     files = expand_inputs(cfg.input)
     bad = BadRows(cfg.skip_bad_rows, "log")
-    out = EventColumns()
+    out = EventColumns(log_features(features))
     rows = 0
     for path in files:
         fmt = format_of(path, cfg.format)

@@ -37,6 +37,8 @@ from hisac_tf.behaviors import behavior_id
 from hisac_tf.data.feature_spec import DataError
 from hisac_tf.data.importers.bad_rows import BadRows, BadValue
 from hisac_tf.data.importers.event_columns import EventColumns
+from hisac_tf.data.importers.feature_columns import (column_name,
+                                                     parse_feature_value)
 from hisac_tf.data.importers.gfile_stream import GFileStream
 from hisac_tf.data.importers.field_values import (
     INT64_MAX,
@@ -203,11 +205,15 @@ def _behavior_column(array: pa.Array
 
 def _check_events(columns: Mapping[str, pa.Array],
                   place: Callable[[int], tuple[tuple[int, int], str]],
-                  per_second: int
-                  ) -> tuple[dict[str, np.ndarray], list[_Problem]]:
-    """int64 columns of the valid events, and the bad ones' problems.
+                  per_second: int, also_bad: np.ndarray | None = None
+                  ) -> tuple[dict[str, np.ndarray], list[_Problem],
+                             np.ndarray]:
+    """int64 columns of the valid events, the bad ones' problems and the
+    kept mask.
 
-    `place(i)` gives event i's (row, element) and its name for messages.
+    `place(i)` gives event i's (row, element) and its name for messages;
+    `also_bad` [n] marks events dropped for another reason (their
+    problems are the caller's).
     """
     parsed = {}
     for name in LOG_COLUMNS:
@@ -230,8 +236,55 @@ def _check_events(columns: Mapping[str, pa.Array],
         problems.append((*place(int(i)),
                          BadValue(field, raw[int(i)].as_py(), reason)))
     keep = ~any_bad
+    if also_bad is not None:
+        keep &= ~also_bad
     events = {name: values[keep] for name, (values, _, _) in parsed.items()}
-    return events, problems
+    return events, problems, keep
+
+
+def _feature_names(path: str, schema: pa.Schema, features,
+                   as_lists: bool) -> list[str]:
+    """The Parquet columns of the event/context features (matched without
+    case); DataError naming the feature when one is missing."""
+    if not features:
+        return []
+    if as_lists:
+        raise DataError(
+            f"{path}: event and context features are read from a log with "
+            "one event per row; this one holds lists of events per row")
+    lower = {n.lower(): n for n in schema.names}
+    out = []
+    for f in features:
+        if column_name(f) not in lower:
+            raise DataError(
+                f"{path}: no column {f.record_key!r} of feature {f.name!r} "
+                f"({f.location}); columns: {schema.names}")
+        out.append(lower[column_name(f)])
+    return out
+
+
+def _feature_values(batch, names: list[str], features, place
+                    ) -> tuple[list[list], np.ndarray | None, list]:
+    """Per feature the parsed values of the batch's rows, the rows whose
+    value is bad, and their problems (feature_columns.py)."""
+    if not features:
+        return [], None, []
+    bad = np.zeros(batch.num_rows, bool)
+    problems = []
+    values = []
+    for f, name in zip(features, names):
+        column = []
+        for i, cell in enumerate(batch.column(name).to_pylist()):
+            try:
+                column.append(parse_feature_value(
+                    f, cell, f"{name} (feature {f.name!r})"))
+            except BadValue as b:
+                column.append(None)
+                if not bad[i]:
+                    problems.append((*place(i), b))
+                bad[i] = True
+        values.append(column)
+    return values, bad, problems
 
 
 def parquet_log_events(path: str, bad: BadRows, out: EventColumns,
@@ -252,10 +305,11 @@ def parquet_log_events(path: str, bad: BadRows, out: EventColumns,
             kinds[name] = check_column(path, schema, name, accepts, expected,
                                        as_list=as_lists and name != "user_id")
         unit = getattr(kinds["timestamp"], "unit", "s")
+        names = _feature_names(path, schema, out.features, as_lists)
         per_second = _PER_SECOND[unit]
         first_row = 0
-        for batch in parquet.iter_batches(batch_size=batch_rows,
-                                          columns=list(LOG_COLUMNS)):
+        for batch in parquet.iter_batches(
+                batch_size=batch_rows, columns=list(LOG_COLUMNS) + names):
             if as_lists:
                 columns, rows, element, problems = _flatten_lists(
                     batch, first_row)
@@ -269,11 +323,17 @@ def parquet_log_events(path: str, bad: BadRows, out: EventColumns,
 
                 def place(i, first_row=first_row):
                     return (first_row + i, 0), f"row {first_row + i + 1}"
-            events, more = _check_events(columns, place, per_second)
-            for _, where, value in sorted(problems + more,
-                                          key=lambda p: p[0]):
+            values, feature_bad, feature_problems = _feature_values(
+                batch, names, out.features, place)
+            events, more, keep = _check_events(columns, place, per_second,
+                                               feature_bad)
+            core_bad = {q[0] for q in more}
+            for _, where, value in sorted(problems + more + [
+                    p for p in feature_problems if p[0] not in core_bad],
+                    key=lambda p: p[0]):
                 bad.add(path, where, value)
-            out.extend(*(events[c] for c in LOG_COLUMNS))
+            out.extend(*(events[c] for c in LOG_COLUMNS), extra=tuple(
+                [v for v, k in zip(column, keep) if k] for column in values))
             n = batch.num_rows
             first_row += n
             if first_row // progress_every != (first_row - n) \

@@ -17,13 +17,16 @@ from typing import Mapping, NamedTuple
 import numpy as np
 
 from hisac_tf.config import Config
-from hisac_tf.data.feature_spec import FeatureSpec
+from hisac_tf.data.feature_spec import DataError, FeatureSpec
+from hisac_tf.data.importers.event_columns import feature_column
+from hisac_tf.data.importers.feature_columns import missing_value
 from hisac_tf.data.importers.negative_sampler import NegativeSampler
 from hisac_tf.data.importers.request_formation import (
     request_example,
     window_candidates,
 )
-from hisac_tf.data.importers.user_table import UNKNOWN_USER_FEATURE
+from hisac_tf.data.importers.user_table import (UNKNOWN_USER_FEATURE,
+                                                declared_user_features)
 
 # The loss counters every request adds to (the summary's keys).
 COUNTERS = ("histories_truncated", "window_candidates",
@@ -59,9 +62,22 @@ class RequestBuilder:
         self.imp, self.data = cfg.importer, cfg.data
         self.spec = FeatureSpec(self.data.max_history,
                                 self.data.max_candidates,
-                                self.data.user_features, with_true_ctr=False)
+                                with_true_ctr=False,
+                                features=cfg.all_features,
+                                record_keys=tuple(self.data.record_keys))
         self.sampler, self.users = sampler, users
-        self.unknown = (UNKNOWN_USER_FEATURE,) * len(self.data.user_features)
+        declared = declared_user_features(cfg)
+        # The user table's values: data.user_features, then the declared
+        # user features (user_table.read_users).
+        self.user_names = tuple(self.data.user_features) + tuple(
+            f.name for f in declared)
+        self.unknown = (UNKNOWN_USER_FEATURE,) * len(
+            self.data.user_features) + tuple(missing_value(f)
+                                             for f in declared)
+        self.event = [f for f in self.spec.request_features
+                      if f.location == "event"]
+        self.context = [f for f in self.spec.request_features
+                        if f.location == "context"]
         self.counters: collections.Counter = collections.Counter()
 
     def build(self, columns: Mapping[str, np.ndarray], s: int, e: int,
@@ -97,7 +113,7 @@ class RequestBuilder:
         request = {
             "user_id": user,
             "request_time": time,
-            **dict(zip(data.user_features,
+            **dict(zip(self.user_names,
                        self.users.get(user, self.unknown))),
             "hist_item_ids": columns["item_id"][h0:s].tolist(),
             "hist_category_ids": columns["category_id"][h0:s].tolist(),
@@ -107,6 +123,18 @@ class RequestBuilder:
             "cand_category_ids": cats + negatives.categories,
             "labels": labels + [0] * len(negatives.items),
         }
+        for f in self.event + self.context:
+            if feature_column(f) not in columns:
+                raise DataError(
+                    f"feature {f.name!r} ({f.location}) has no log column "
+                    "here: the Beam engine reads no event or context "
+                    "features in this version (use --engine=local)")
+        for f in self.event:  # One value per history event.
+            request[f.batch_key] = columns[feature_column(f)][h0:s].tolist()
+        for f in self.context:  # The request's first event's value.
+            value = columns[feature_column(f)][s]
+            request[f.batch_key] = (value.item() if isinstance(
+                value, np.generic) else value)
         record = request_example(self.spec, request).SerializeToString()
         return BuiltRequest(record, len(items) + len(negatives.items),
                             sum(labels))

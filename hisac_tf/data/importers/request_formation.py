@@ -24,7 +24,7 @@ import hisac_tf  # noqa: F401  (Keras 2 before TensorFlow)
 import numpy as np
 import tensorflow as tf
 
-from hisac_tf.data.feature_spec import FeatureSpec
+from hisac_tf.data.feature_spec import FeatureSpec, feature_values
 
 
 @dataclasses.dataclass
@@ -94,8 +94,17 @@ def request_example(spec: FeatureSpec, request: Mapping[str, Any]
     """
     example = tf.train.Example()
     feature = example.features.feature
-    for name in spec.scalar_features:
-        feature[name].int64_list.value.append(request[name])
+    for name in spec.scalar_features[:2]:
+        feature[spec.record_key(name)].int64_list.value.append(
+            request[name])
     for name in spec.list_features:
-        feature[name].int64_list.value.extend(request[name])
+        feature[spec.record_key(name)].int64_list.value.extend(
+            request[name])
+    for f in spec.request_features:  # Declared and default features.
+        value = request[f.batch_key]
+        if f.kind == "categorical" and f.dtype == "int64" and (
+                f.location != "event"):
+            feature[f.record_key].int64_list.value.append(value)
+        else:
+            feature[f.record_key].CopyFrom(feature_values(f, value))
     return example

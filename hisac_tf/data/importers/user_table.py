@@ -12,6 +12,8 @@ from typing import Sequence
 
 from hisac_tf.data.importers.bad_rows import BadRows, BadValue
 from hisac_tf.data.importers.csv_reader import csv_table_rows
+from hisac_tf.data.importers.feature_columns import (column_name,
+                                                     parse_feature_value)
 from hisac_tf.data.importers.field_values import int_value
 from hisac_tf.data.importers.log_reader import format_of
 from hisac_tf.data.importers.parquet_reader import (
@@ -20,25 +22,38 @@ from hisac_tf.data.importers.parquet_reader import (
     parquet_schema,
     parquet_table_rows,
 )
+from hisac_tf.feature_config import FeatureConfig
 
 UNKNOWN_USER_FEATURE = 1
 
 
+def declared_user_features(cfg) -> tuple[FeatureConfig, ...]:
+    """The user features of the `features` section (beyond
+    data.user_features), in declaration order."""
+    return tuple(f for f in cfg.features if f.location == "user")
+
+
 def read_users(path: str, user_features: Sequence[str], delimiter: str,
-               skip_bad_rows: bool) -> tuple[dict[int, tuple[int, ...]],
-                                             dict]:
-    """({user_id: feature values in `user_features` order}, counts).
+               skip_bad_rows: bool,
+               declared: Sequence[FeatureConfig] = ()
+               ) -> tuple[dict[int, tuple], dict]:
+    """({user_id: feature values in `user_features` order, then the
+    `declared` user features' values}, counts).
+
+    `declared`: user features of the `features` section, read from the
+    columns named by their keys (feature_columns.py).
 
     An empty `path` gives an empty table. Raises DataError for a missing
     column and BadRowError (unless skipping) for a bad or duplicate row.
     """
     if not path:
         return {}, {"users_in_table": 0, "skipped_rows": 0}
-    names = ("user_id",) + tuple(user_features)
+    names = ("user_id",) + tuple(user_features) + tuple(
+        column_name(f) for f in declared)
     bad = BadRows(skip_bad_rows, "user table")
     if format_of(path) == "parquet":
         schema = parquet_schema(path)
-        for name in names:
+        for name in names[:1 + len(user_features)]:
             check_column(path, schema, name, is_int, "an integer type")
         rows = parquet_table_rows(path, names)
     else:
@@ -52,7 +67,9 @@ def read_users(path: str, user_features: Sequence[str], delimiter: str,
             if user in table:
                 raise BadValue("user_id", row["user_id"], "is a duplicate")
             table[user] = tuple(
-                int_value(row[f], f, 1) for f in user_features)
+                int_value(row[f], f, 1) for f in user_features) + tuple(
+                parse_feature_value(f, row[column_name(f)])
+                for f in declared)
         except BadValue as b:
             bad.add(path, place, b)
     return table, {"users_in_table": len(table), **bad.summary()}

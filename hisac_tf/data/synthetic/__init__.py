@@ -17,6 +17,9 @@ resolved `config.json` into `cfg.data.data_dir` (or `output_dir`).
   records carry `true_ctr`, so the Bayes-optimal AUC is known.
 * `oracle.py`: the history-window oracle curve, the true click model
   re-estimated from only the newest W behaviours.
+* `side_features.py`: brand, price, tags, hour and device with their
+  click-model terms (brand affinity, price sensitivity, hour of day), and
+  the content-preference mode; written when declared in `features`.
 * `writer.py`: shards (train / valid / eval by time), item table, summary.
 * `raw_log.py`: the same world as a raw log (events.csv, items.csv,
   users.csv) for `hisac-import` (`hisac-generate --format=userbehavior`).

@@ -27,6 +27,10 @@ from hisac_tf.data.synthetic.requests import (UserSample, click_logits,
                                               history_features,
                                               share_half_life, sigmoid,
                                               true_ctr)
+from hisac_tf.data.synthetic.requests import side_world_for
+from hisac_tf.data.synthetic.side_features import (preference_estimates,
+                                                   side_logits,
+                                                   uses_side_world)
 from hisac_tf.data.synthetic.world import World
 
 DEFAULT_SHORT_TERM = 50
@@ -75,8 +79,19 @@ def window_logits(world: World, syn: SyntheticConfig, sample: UserSample,
     else:
         affinity = np.zeros(sample.cand_item_ids.shape)
         dominant = np.zeros(sample.cand_item_ids.shape, bool)
-    return click_logits(world, syn, sample.cand_item_ids, sample.user_bias,
-                        affinity, dominant, feats)
+    logits = click_logits(world, syn, sample.cand_item_ids,
+                          sample.user_bias, affinity, dominant, feats)
+    if uses_side_world(syn, False):
+        # Side terms read no history, except the content preference,
+        # estimated from the window's content (side_features.py).
+        side = side_world_for(world, syn)
+        estimate = (preference_estimates(side, sample.hist_item_ids,
+                                         sample.hist_end, window)
+                    if syn.content_weight else None)
+        logits = logits + side_logits(
+            side, world, syn, sample.features, sample.user_id,
+            sample.cand_item_ids, sample.request_time, estimate)
+    return logits
 
 
 def window_ctrs(world: World, syn: SyntheticConfig, sample: UserSample,

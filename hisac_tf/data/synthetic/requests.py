@@ -43,6 +43,10 @@ from typing import Iterator
 import numpy as np
 
 from hisac_tf.config import Config, SyntheticConfig
+from hisac_tf.data.synthetic.side_features import (SideWorld,
+                                                   build_side_world, engage,
+                                                   side_logits,
+                                                   uses_side_world)
 from hisac_tf.data.synthetic.users import (UserHistory, pick,
                                            simulate_history,
                                            strictly_increasing)
@@ -71,6 +75,8 @@ class UserSample:
     uniforms: np.ndarray  # [R, C] U[0, 1) draws for the labels
     user_bias: float = 0.0
     comeback_subtopic: np.ndarray | None = None  # [R] 0-based, -1: none
+    # [R, C] the side-feature terms inside `logits` (side_features.py).
+    side_logits: np.ndarray | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -164,6 +170,11 @@ def simulate_user(world: World, cfg: Config, user_id: int,
     rng = np.random.default_rng([syn.seed, 1, user_id])
     rng_long = np.random.default_rng([syn.seed, 3, user_id])
     user = simulate_history(world, cfg, user_id, rng, rng_long, params)
+    side = side_world_for(world, syn) if uses_side_world(syn, False) else (
+        None)
+    if side is not None and syn.content_engagements:
+        user = dataclasses.replace(
+            user, item_ids=engage(side, syn, user_id, user.item_ids))
     t = user.timestamps
     # Requests in the span, each after at least min_history behaviours.
     num_r = syn.requests_per_user
@@ -200,6 +211,11 @@ def simulate_user(world: World, cfg: Config, user_id: int,
                              cands, None, share_half_life(syn))
     logits = click_logits(world, syn, cands, user.user_bias, affinity,
                           is_dominant, feats)
+    side_part = np.zeros(logits.shape)
+    if side is not None:
+        side_part = side_logits(side, world, syn, user.features, user_id,
+                                cands, req_t)
+        logits = logits + side_part
     return UserSample(
         user_id=user_id,
         features=user.features,
@@ -215,7 +231,21 @@ def simulate_user(world: World, cfg: Config, user_id: int,
         uniforms=rng.random(cands.shape),
         user_bias=user.user_bias,
         comeback_subtopic=comeback,
+        side_logits=side_part,
     )
+
+
+_SIDE_CACHE: list = []
+
+
+def side_world_for(world: World, syn: SyntheticConfig) -> SideWorld:
+    """The side world of `world` (built once per world and seed)."""
+    for cached_world, key, side in _SIDE_CACHE:
+        if cached_world is world and key == (syn.seed, syn.content_dim):
+            return side
+    side = build_side_world(world, syn)
+    _SIDE_CACHE[:] = [(world, (syn.seed, syn.content_dim), side)]
+    return side
 
 
 def _comeback_requests(syn: SyntheticConfig, rng: np.random.Generator,

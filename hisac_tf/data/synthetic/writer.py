@@ -25,12 +25,19 @@ import tensorflow as tf  # This module never touches tf.keras.
 from hisac_tf import json_io, metrics
 from hisac_tf.config import Config, ConfigError, write_resolved
 from hisac_tf.data import filesystems
-from hisac_tf.data.feature_spec import FeatureSpec, item_example
+from hisac_tf.data.feature_spec import (FeatureSpec, feature_values,
+                                        item_example)
+from hisac_tf.data.feature_stats import DenseStatistics, write_feature_stats
 from hisac_tf.data.shard_writer import shard_name
 from hisac_tf.data.synthetic.oracle import (ALL, OracleCurve, oracle_windows,
                                             window_ctrs)
 from hisac_tf.data.synthetic.requests import (TARGET_CTR, calibrate_bias,
-                                              request_dicts, simulate_user)
+                                              request_dicts, side_world_for,
+                                              sigmoid, simulate_user)
+from hisac_tf.data.synthetic.side_features import (CONTEXT_SIDE_FEATURES,
+                                                   ITEM_SIDE_FEATURES,
+                                                   SideWorld, context,
+                                                   uses_side_world)
 from hisac_tf.data.synthetic.users import history_cap
 from hisac_tf.data.synthetic.world import (DAY_S, ITEM_CHUNK, PARAMS,
                                            START_TIME, World, build_world,
@@ -50,11 +57,14 @@ class _SplitStats:
         self.ctr_sum = 0.0
         self.log_loss_sum = 0.0
         self.auc = metrics.HistogramAUC()
+        self.auc_no_side = metrics.HistogramAUC()
+        self.with_side = False
         self.gauc = metrics.GroupedAUC()
         self.history_counts = np.zeros(max_len + 1, np.int64)
         self.oracle = OracleCurve(windows)
 
-    def add_request(self, labels, ctr, history_length: int) -> None:
+    def add_request(self, labels, ctr, history_length: int,
+                    ctr_no_side=None) -> None:
         self.requests += 1
         self.impressions += labels.size
         self.clicks += int(labels.sum())
@@ -63,6 +73,9 @@ class _SplitStats:
         self.log_loss_sum -= float(
             np.sum(np.where(labels == 1, np.log(p), np.log1p(-p))))
         self.auc.update(labels, ctr)
+        if ctr_no_side is not None:
+            self.with_side = True
+            self.auc_no_side.update(labels, ctr_no_side)
         self.history_counts[history_length] += 1
 
     def summary(self, max_history: int) -> dict:
@@ -84,6 +97,14 @@ class _SplitStats:
             "bayes_log_loss": self.log_loss_sum / n,
             "history_window_oracle": self.oracle.result(),
         }
+        if self.with_side:
+            try:
+                # The true model with the side-feature terms removed
+                # (side_features.py): what the side features are worth.
+                out["bayes_auc_without_side_features"] = (
+                    self.auc_no_side.result())
+            except ValueError:
+                pass
         out.update(_length_stats(self.history_counts, max_history))
         return out
 
@@ -159,6 +180,7 @@ def check_config(cfg: Config) -> None:
             "synthetic.valid_fraction > 0) data.valid_pattern must differ, "
             f"got {split_patterns!r}"
         )
+    _check_features(cfg)
     if syn.dominant_interests + syn.longtail_interests < 1:
         raise ConfigError(
             "synthetic.dominant_interests + synthetic.longtail_interests "
@@ -177,18 +199,82 @@ def _remove_stale(directory: str, pattern: str, keep: list[str],
             tf.io.gfile.remove(path)
 
 
-def _write_items(world: World, cfg: Config, path: str) -> None:
-    """The item table: id, category, content embedding, sub-topic id."""
+def _write_items(world: World, cfg: Config, path: str,
+                 side: SideWorld | None = None) -> None:
+    """The item table: id, category, content embedding (plus the style
+    of the content preference), sub-topic id and the declared item side
+    features under their record keys."""
     options = tf.io.TFRecordOptions(compression_type=cfg.data.compression)
+    syn = cfg.synthetic
+    declared = [f for f in cfg.all_features if f.location == "item"
+                and f.name != "content"]
+    styled = side is not None and bool(syn.content_weight
+                                       or syn.content_engagements)
     with tf.io.TFRecordWriter(path, options) as writer:
         for first in range(1, world.num_items + 1, ITEM_CHUNK):
             stop = min(first + ITEM_CHUNK, world.num_items + 1)
             emb = item_embeddings(world, cfg.synthetic, first, stop)
+            if styled:
+                emb = emb + side.content_offset(np.arange(first, stop))
             for k, item in enumerate(range(first, stop)):
+                feats = {f.record_key: feature_values(
+                    f, _item_value(side, f, item)) for f in declared}
                 writer.write(item_example(
                     item, int(world.item_category[item]), emb[k],
-                    int(world.item_subtopic[item]) + 1,
+                    int(world.item_subtopic[item]) + 1, features=feats,
                 ).SerializeToString())
+
+
+def _write_stats(cfg: Config, side: SideWorld | None, out_dir: str) -> None:
+    """feature_stats.json of the declared dense features: the synthetic
+    ones are item features, whose statistics are over the item table."""
+    dense = [f for f in cfg.all_features if f.kind == "dense"]
+    if not dense:
+        return
+    stats = {f.name: DenseStatistics().add(side.price[1:]) for f in dense}
+    write_feature_stats(out_dir, stats, split="train")
+
+
+def _item_value(side: SideWorld, f, item: int):
+    if f.name == "brand":
+        return (side.brand_name(item) if f.dtype == "string"
+                else int(side.brand[item]) + 1)
+    if f.name == "price":
+        return float(side.price[item])
+    return [int(t) for t in side.tags[item] if t]  # tags
+
+
+def _check_features(cfg: Config) -> None:
+    """The declared features the generator can write, or ConfigError."""
+    want = {
+        "brand": ("item", ("categorical",), None),
+        "price": ("item", ("dense",), None),
+        "tags": ("item", ("multi_categorical",), "int64"),
+        "content": ("item", ("vector",), None),
+        "hour": ("context", ("categorical",), "int64"),
+        "device": ("context", ("categorical",), "string"),
+    }
+    for f in cfg.features:
+        if f.name not in want:
+            raise ConfigError(
+                f"features[{f.name!r}]: the synthetic generator makes "
+                f"only {', '.join(ITEM_SIDE_FEATURES + CONTEXT_SIDE_FEATURES)}"
+                " (and data.user_features)")
+        location, kinds, dtype = want[f.name]
+        if f.location != location or f.kind not in kinds or (
+                dtype and f.dtype != dtype):
+            raise ConfigError(
+                f"features[{f.name!r}] must be a {location} "
+                f"{'/'.join(kinds)}{' ' + dtype if dtype else ''} feature "
+                "for the synthetic generator, got "
+                f"{f.location} {f.kind} {f.dtype}")
+        if f.name == "content" and (f.dim != cfg.synthetic.content_dim
+                                    or f.record_key != "content_embedding"):
+            raise ConfigError(
+                "features['content'] is the item table's content_embedding:"
+                f" key 'content_embedding', dim {cfg.synthetic.content_dim} "
+                f"(synthetic.content_dim), got key {f.record_key!r}, dim "
+                f"{f.dim}")
 
 
 def _jsonable(value: object) -> object:
@@ -236,9 +322,12 @@ def generate(cfg: Config, output_dir: str | None = None,
     spec = FeatureSpec(
         max_history=data.max_history,
         max_candidates=data.max_candidates,
-        user_features=tuple(data.user_features),
         with_true_ctr=True,
+        features=cfg.all_features,
+        record_keys=tuple(data.record_keys),
     )
+    context_names = [f.name for f in spec.request_features
+                     if f.location == "context"]
     num_shards = syn.num_shards
     patterns = {"train": data.train_pattern, "valid": data.valid_pattern,
                 "eval": data.eval_pattern, "items": data.item_table_pattern}
@@ -255,11 +344,14 @@ def generate(cfg: Config, output_dir: str | None = None,
         os.path.join(out_dir, shard_name(data.item_table_pattern, 0, 1))
     ]
     world = build_world(syn)
+    side = (side_world_for(world, syn) if uses_side_world(
+        syn, bool(cfg.features)) else None)
     tf.io.gfile.makedirs(out_dir)
     for split, pattern in patterns.items():
         _remove_stale(out_dir, pattern, files.get(split, []), progress)
     write_resolved(cfg, out_dir)
-    _write_items(world, cfg, files["items"][0])
+    _write_items(world, cfg, files["items"][0], side)
+    _write_stats(cfg, side, out_dir)
     bias = calibrate_bias(world, cfg)
     cap = history_cap(cfg)
     windows = oracle_windows(cfg)
@@ -278,17 +370,24 @@ def generate(cfg: Config, output_dir: str | None = None,
                 behaviours_max = max(behaviours_max,
                                      sample.hist_item_ids.size)
                 oracle = window_ctrs(world, syn, sample, bias, windows)
+                no_side = (sigmoid(sample.logits - sample.side_logits + bias)
+                           if side is not None else None)  # [R, C]
+                ctx = (context(syn, user_id, sample.request_time)
+                       if context_names else {})
                 per_split = {split: ([], [], []) for split in splits}
                 for r, (record, labels, ctr) in enumerate(
                         request_dicts(sample, bias)):
                     t = record["request_time"]
+                    for name in context_names:
+                        record[name] = ctx[name][r]
                     split = ("eval" if t >= split_time else
                              "valid" if t >= valid_time and syn.valid_fraction
                              else "train")
                     writers[split].write(
                         spec.to_example(record).SerializeToString())
                     stats[split].add_request(
-                        labels, ctr, record["hist_item_ids"].size)
+                        labels, ctr, record["hist_item_ids"].size,
+                        None if no_side is None else no_side[r])
                     per_split[split][0].append(labels)
                     per_split[split][1].append(ctr)
                     per_split[split][2].append(r)
