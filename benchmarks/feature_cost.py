@@ -15,13 +15,17 @@ declared features:
   variants run in a new random order each round, so a load spike hits
   them alike), and the median of the per-round ratios to the baseline;
 * memory of one call: peak TensorFlow allocator bytes above what was live
-  before it (intermediate tensors; weights excluded);
+  before it (intermediate tensors; weights excluded), the median of
+  `--peaks` calls (the allocator's reuse makes one call's peak vary by a
+  few hundred KiB). On a CPU the
+  allocator keeps statistics only as a BFC allocator, so the script sets
+  TF_CPU_ALLOCATOR_USE_BFC=true before TensorFlow loads;
 * the request's bytes (TensorProtos of every input) and the model's
   weight bytes (the item table's columns for item features).
 
 Writes benchmarks/results/feature_cost.json and prints a table.
 
-    python -m benchmarks.feature_cost [--rounds=3] [--calls=5]
+    python -m benchmarks.feature_cost [--rounds=5] [--calls=5] [--peaks=3]
 """
 
 from __future__ import annotations
@@ -29,11 +33,14 @@ from __future__ import annotations
 import argparse
 import os
 
-import hisac_tf  # noqa: F401  (Keras 2: before TensorFlow)
+# The CPU allocator's statistics (peak bytes) exist only with BFC.
+os.environ.setdefault("TF_CPU_ALLOCATOR_USE_BFC", "true")
+
+import hisac_tf  # noqa: E402,F401  (Keras 2: before TensorFlow)
 
 # isort: split
-import numpy as np
-import tensorflow as tf
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
 
 from benchmarks.bench_common import (
     environment,
@@ -158,8 +165,9 @@ def variant(cfg, tables, values, feature, rng) -> dict:
 
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--calls", type=int, default=5)
+    parser.add_argument("--peaks", type=int, default=3)
     parser.add_argument("--output", default=OUTPUT)
     args = parser.parse_args(argv)
     rng = np.random.default_rng(0)
@@ -176,21 +184,26 @@ def main(argv=None) -> dict:
         rounds=args.rounds, calls=args.calls)
     base = built["base"]
     base_ms = float(np.median(np.concatenate(rounds["base"])))
-    base_peak = peak_bytes(base["call"])
+
+    def peak(call) -> int:
+        return int(np.median([peak_bytes(call) for _ in range(args.peaks)]))
+
+    base_peak = peak(base["call"])
     rows, result = [], {"environment": environment(), "history": HISTORY,
                         "candidates": CANDIDATES, "num_items": NUM_ITEMS,
                         "rounds": args.rounds, "calls": args.calls,
+                        "peaks": args.peaks,
                         "variants": {}}
     for name, b in built.items():
         ms = float(np.median(np.concatenate(rounds[name])))
-        peak = base_peak if name == "base" else peak_bytes(b["call"])
+        peak_b = base_peak if name == "base" else peak(b["call"])
         ratio = round_ratios(rounds[name], rounds["base"])
         entry = {
             "median_ms": ms,
             "added_ms": ms - base_ms,
             "ratio_to_base": ratio,
-            "peak_bytes": peak,
-            "added_peak_bytes": peak - base_peak,
+            "peak_bytes": peak_b,
+            "added_peak_bytes": peak_b - base_peak,
             "request_bytes": b["request_bytes"],
             "added_request_bytes": b["request_bytes"]
             - base["request_bytes"],

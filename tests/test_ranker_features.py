@@ -1,8 +1,6 @@
 """The ranker with declared features: h_i, candidates, head, cache,
 serving inputs (docs/design.md §4.1)."""
 
-import dataclasses
-
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -17,14 +15,6 @@ from hisac_tf.models.build import build_model
 from tests.test_hisac_ranker import random_batch, random_tables
 
 NUM_ITEMS = 80  # random_batch draws item ids below 80
-
-
-@dataclasses.dataclass(frozen=True)
-class DeclaredSpec(FeatureSpec):
-    """A FeatureSpec carrying declared features (the contract's
-    `FeatureSpec.features`), for building models in these tests."""
-
-    features: tuple = ()
 
 
 def declared(tmp_path):
@@ -77,7 +67,7 @@ def feature_batch(b=3, n=20, c=6, seed=0):
 def make(tmp_path, overrides=(), item=True):
     cfg = config_lib.load_config("tiny", list(overrides))
     features = default_features(cfg.data.user_features) + declared(tmp_path)
-    spec = DeclaredSpec(max_history=20, max_candidates=6,
+    spec = FeatureSpec(max_history=20, max_candidates=6,
                         features=features)
     return build_model(cfg, spec, random_tables(),
                        item_values() if item else None)
@@ -151,7 +141,7 @@ def test_build_errors_name_the_feature(tmp_path):
     cfg = config_lib.load_config("tiny")
     missing = FeatureConfig("device", "user", dtype="string",
                             vocabulary_file=str(tmp_path / "nope.txt"))
-    spec = DeclaredSpec(max_history=20, max_candidates=6,
+    spec = FeatureSpec(max_history=20, max_candidates=6,
                         features=(missing,))
     with pytest.raises(ConfigError, match="device.*nope.txt"):
         build_model(cfg, spec, random_tables())

@@ -414,9 +414,10 @@ class FeatureSpec:
         """
         keys = self._core_keys()
         feats = {}
-        for name in ("user_id", "request_time"):
-            value = _get(request, name)
-            feats[keys[name]] = _int_feature(name, [value])
+        for name in self.scalar_features:  # In the order before features.
+            value = (_get(request, name) if name in CORE_FIELDS
+                     else _get_feature(request, self.feature(name)))
+            feats[self.record_key(name)] = _int_feature(name, [value])
         for name in self.list_features:
             feats[keys[name]] = _int_feature(name, _get(request, name))
         for name in self.float_list_features:
@@ -424,7 +425,7 @@ class FeatureSpec:
             feats[keys[name]] = tf.train.Feature(
                 float_list=tf.train.FloatList(value=values)
             )
-        for f in self.request_features:
+        for f in self.extra_features:
             feats[f.record_key] = feature_values(
                 f, _get_feature(request, f))
         return tf.train.Example(features=tf.train.Features(feature=feats))
@@ -541,13 +542,13 @@ class FeatureSpec:
                 f"{len(items)} candidates"
             )
         feats = {}
-        for name in ("user_id", "request_time"):
+        for name in self.scalar_features:
             feats[name] = _int_feature(name, [_get(request, name)])
         for name in HISTORY_FEATURES:
             feats[name] = _int_feature(name, _get(request, name))
         for name, values in zip(IMPRESSION_CANDIDATE_FEATURES, (items, cats)):
             feats[name] = _int_feature(name, values[candidate:candidate + 1])
-        for f in self.request_features:
+        for f in self.extra_features:
             feats[f.batch_key] = feature_values(f, _get_feature(request, f))
         return tf.train.Example(features=tf.train.Features(feature=feats))
 

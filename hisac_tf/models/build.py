@@ -19,7 +19,6 @@ from hisac_tf.data.item_feature_values import (
     ItemFeatureValues,
 )
 from hisac_tf.data.vocabulary import VocabularyError, read_vocabulary
-from hisac_tf.feature_config import FeatureConfig, default_features
 from hisac_tf.layers.item_feature_lookup import ItemFeatureLookup
 from hisac_tf.layers.semantic_id_lookup import SemanticIdLookup
 from hisac_tf.models.branch import Branch
@@ -112,16 +111,6 @@ def build_branches(cfg: Config, feature_spec: FeatureSpec,
     return branches
 
 
-def declared_features(feature_spec: FeatureSpec) -> tuple[FeatureConfig,
-                                                          ...]:
-    """The spec's declared features (its default user features when the
-    spec predates declared features)."""
-    features = getattr(feature_spec, "features", None)
-    if features is None:
-        return default_features(feature_spec.user_features)
-    return tuple(features)
-
-
 def build_model(cfg: Config, feature_spec: FeatureSpec, tables,
                 item_features: ItemFeatureValues | None = None
                 ) -> HiSACRanker:
@@ -140,7 +129,7 @@ def build_model(cfg: Config, feature_spec: FeatureSpec, tables,
     """
     check_compatible(cfg, tables)
     m = cfg.model
-    features = declared_features(feature_spec)
+    features = tuple(feature_spec.features)
     item = [f for f in features if f.location == "item"]
     lookup = None
     if item:

@@ -47,13 +47,11 @@ def build_state(cfg: Config, strategy: tf.distribute.Strategy | None = None,
     strategy = strategy or tf.distribute.get_strategy()
     spec = spec or FeatureSpec.from_config(cfg.data, features=cfg.all_features)
     tables = load_semantic_tables(cfg.tokenizer.output_dir)
-    # The item table's declared item features (empty when there are none),
-    # looked up in the graph for candidates and history items.
-    item_features = load_item_features(cfg.data, spec.features)
     # Under parameter_server the embedding tables are split across the PS
     # (strategy.TablePartitioner); elsewhere this changes nothing.
     with strategy.scope(), table_partitioning():
-        model = build_model(cfg, spec, tables, item_features)
+        model = build_model(cfg, spec, tables,
+                            load_item_features(cfg.data, spec.features))
         optimizer = build_optimizer(cfg, model)
         step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
         checkpoint = tf.train.Checkpoint(

@@ -122,8 +122,8 @@ def write_items(path: str, out_dir: str, pattern: str, compression: str,
     `features`: the declared item features, each read from the column of
     its key (feature_columns.py; a CSV table then needs a header) and
     written under its key. Counts: `file`, `items`, `content_dim`,
-    `skipped_rows`, `skipped_by_reason`, `dense_statistics` ({feature:
-    statistics (feature_stats.py)} of the dense item features).
+    `skipped_rows`, `skipped_by_reason` and, with dense item features,
+    `dense_statistics` ({feature: statistics (feature_stats.py)}).
     """
     features = [f for f in features if f.location == "item"
                 and f.record_key not in ("content_embedding", "item_id",
@@ -165,9 +165,12 @@ def write_items(path: str, out_dir: str, pattern: str, compression: str,
             writer.write(item_example(item, category, emb, features={
                 f.record_key: feature_values(f, v)
                 for f, v in values.items()}).SerializeToString())
-    return {"file": os.path.join(out_dir, shard_name(pattern, 0, 1)),
-            "items": len(seen), "content_dim": dim or 0, **bad.summary(),
-            "dense_statistics": {k: v.to_dict() for k, v in stats.items()}}
+    counts = {"file": os.path.join(out_dir, shard_name(pattern, 0, 1)),
+              "items": len(seen), "content_dim": dim or 0, **bad.summary()}
+    if stats:
+        counts["dense_statistics"] = {k: v.to_dict()
+                                      for k, v in stats.items()}
+    return counts
 
 
 def _cell(row: dict, f: FeatureConfig):

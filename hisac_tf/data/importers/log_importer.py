@@ -301,7 +301,8 @@ def _import_into(cfg: Config, out_dir: str) -> dict:
                                data.compression, imp.header, imp.delimiter,
                                imp.skip_bad_rows, cfg.all_features)
                    if imp.items else None)
-    dense = item_counts.pop("dense_statistics") if item_counts else {}
+    dense = (item_counts.pop("dense_statistics", {}) if item_counts
+             else {})
     dense.update(_log_statistics(cfg, ev, bounds, users))
     if dense:
         write_feature_stats(out_dir, dense, split="train")
