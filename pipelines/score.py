@@ -20,6 +20,7 @@ the scores of each request's candidates.
 from __future__ import annotations
 
 import json
+import sys
 import time
 
 from absl import flags
@@ -28,6 +29,7 @@ from hisac_tf.config import Config
 from hisac_tf.data.feature_spec import FeatureSpec
 from pipelines import cli
 from serving import grpc_client
+from serving.request_loading import read_json_request
 from serving.tfrecord_requests import load_request
 
 flags.DEFINE_string("client_target", "localhost:8500", "host:port.")
@@ -66,6 +68,14 @@ FLAGS = flags.FLAGS
 
 
 def main(cfg: Config) -> dict:
+    if FLAGS.client_request.endswith(".json"):
+        # A bad file is named before any connection is tried.
+        try:
+            read_json_request(FLAGS.client_request)
+        except (OSError, ValueError) as e:
+            print(f"hisac-score: --client_request {FLAGS.client_request}: "
+                  f"not valid JSON: {e}", file=sys.stderr, flush=True)
+            raise SystemExit(2) from None
     client = grpc_client.HisacClient(
         FLAGS.client_target, model_name=FLAGS.client_model_name,
         version=FLAGS.client_version,
@@ -90,8 +100,7 @@ def main(cfg: Config) -> dict:
         features = load_request(
             FLAGS.client_request, schema, FLAGS.client_max_requests,
             spec=FeatureSpec.from_config(
-                                    cfg.data, features=cfg.all_features,
-                                    statistics=False))
+                cfg.data, features=cfg.all_features, statistics=False))
         counts = features["cand_count"]
         start = time.perf_counter()
         if FLAGS.client_examples:

@@ -232,13 +232,15 @@ def _fill(out: np.ndarray, rows: list, index: tuple) -> None:
 
 
 # ------------------------------------------------------------------ files
-def request_from_json(path: str, schema) -> dict[str, np.ndarray]:
-    """The request(s) of a JSON file (one object or a list of them).
+def read_json_request(path: str) -> list:
+    """The request objects of a JSON file (one object or a list of them).
+
+    Needs no server: callers check a file before they connect.
 
     Raises:
       FileNotFoundError: naming the file.
       ValueError: naming the file: not valid JSON (truncated, not UTF-8),
-        not an object or a list of objects, or a bad field.
+        or not an object or a non-empty list of objects.
     """
     try:
         if "://" in path:  # gs://, s3://: TensorFlow's file systems.
@@ -267,6 +269,18 @@ def request_from_json(path: str, schema) -> dict[str, np.ndarray]:
         raise ValueError(
             f"{path}: expected one JSON object (a request) or a non-empty "
             f"list of them, got {type(request).__name__}")
+    return request
+
+
+def request_from_json(path: str, schema) -> dict[str, np.ndarray]:
+    """The request(s) of a JSON file (one object or a list of them).
+
+    Raises:
+      FileNotFoundError: naming the file.
+      ValueError: naming the file: not valid JSON (truncated, not UTF-8),
+        not an object or a list of objects, or a bad field.
+    """
+    request = read_json_request(path)
     try:
         return requests_from_dicts(request, schema)
     except ValueError as e:
