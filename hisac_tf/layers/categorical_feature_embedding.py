@@ -48,6 +48,11 @@ class CategoricalFeatureEmbedding(tf.keras.layers.Layer):
         or None with hash_buckets.
 
     References:
+      - [HiSAC](https://arxiv.org/abs/2602.21009): Yuan et al., "HiSAC:
+        Hierarchical Sparse Activation Compression for Ultra-long Sequence
+        Modeling in Recommenders", Taobao 2026, arXiv 2602.21009, section
+        "Experiments" (the ranking model's user, item and context
+        features beside the compressed history).
       - [keras-rs](https://keras.io/keras_rs/): `FeatureConfig` /
         `TableConfig`, one table shared by several features.
 

@@ -31,6 +31,13 @@ class DenseFeatureTransform(tf.keras.layers.Layer):
       default: the value of a NaN entry, or None (NaN passes through:
         the input pipeline and the serving signatures refuse it first).
 
+    References:
+      - [HiSAC](https://arxiv.org/abs/2602.21009): Yuan et al., "HiSAC:
+        Hierarchical Sparse Activation Compression for Ultra-long Sequence
+        Modeling in Recommenders", Taobao 2026, arXiv 2602.21009, section
+        "Experiments" (the ranking model's user, item and context
+        features beside the compressed history).
+
     Example:
 
     ```python

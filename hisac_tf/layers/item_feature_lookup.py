@@ -59,6 +59,9 @@ class ItemFeatureLookup(tf.keras.layers.Layer):
     Example:
 
     ```python
+    from hisac_tf.data.item_feature_values import ItemFeatureValues
+    from hisac_tf.feature_config import FeatureConfig
+
     values = ItemFeatureValues(
         item_ids=np.array([3, 8]),
         columns={"brand": np.array([b"acme", b"zeta"], object)})
