@@ -530,10 +530,15 @@ def test_chunked_equals_whole(chunk, tau):
     layer = SoftRoutingAttention(temperature=tau, chunk_size=chunk)
     eager = layer(**inputs)
     graph = tf.function(lambda x: layer(**x))(inputs)
+    # At tau = 1e-3 the logits are ||z - p||^2 / tau: float32 rounding of
+    # the distances (1e-7 relative) moves them by ~1e-4, and the chunks'
+    # different summation order shows up to ~1e-3 on a few weights (seen
+    # with AVX2/FMA kernels); at tau = 0.5 the sums agree to 1e-6.
+    tol = 1e-6 if tau >= 0.5 else 2e-3
     for got in (eager, graph):
         for key in ("states", "routing"):
             np.testing.assert_allclose(got[key], whole[key], rtol=1e-5,
-                                       atol=1e-6)
+                                       atol=tol)
 
 
 def test_chunked_gradient_equals_whole():
