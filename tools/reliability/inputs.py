@@ -1,9 +1,10 @@
 """Bad inputs, tried for real: CSV logs, data files, config, training.
 
 `run_input_probes()` runs each careless or hostile input of issue 12
-(items 8-11) in a temporary directory, the way a user would (the jobs as
-`python -m pipelines.<job>` subprocesses, each under a time limit; config
-values through `load_config`), and returns one row per input:
+(items 8-11) and issue 22 (items 9-13) in a temporary directory, the way
+a user would (the jobs as `python -m pipelines.<job>` subprocesses, each
+under a time limit; config values through `load_config`), and returns
+one row per input:
 
     {"area": "CSV", "input": "...", "observed": "exit 1: ...", "ok": True}
 
@@ -196,6 +197,18 @@ def _csv_probes(tmp: str) -> list[dict]:
                            if s else f"exit {rc}: {_error_line(err)}"),
         "ok": bool(s and base) and s["events"] == base["events"]})
 
+    items = os.path.join(tmp, "items.csv")
+    with open(items, "w") as f:
+        f.write("item_id,category_id,emb_0,emb_1\n" + "".join(
+            f"{i},{1 + i % 5},0.5,{'1e39' if i == 2 else '1.0'}\n"
+            for i in range(1, 41)))
+    rc, err, _ = _import(tmp, "items-1e39", good, f"--items={items}")
+    out.append(_failure(
+        "CSV", "item table whose line 3 has `emb_1` = 1e39 (finite in "
+        "float64, inf in float32; issue 22 item 12)", rc, err,
+        r"items.csv, line 3: field 'emb_1' does not fit in float32 .*"
+        r"got '1e39'"))
+
     path = _write_csv(os.path.join(tmp, "dups.csv"), rows + [rows[0]] * 200)
     rc, err, s = _import(tmp, "dups", path)
     rc2, err2, d = _import(tmp, "dups-dropped", path, "--drop_duplicates")
@@ -256,6 +269,18 @@ def _file_probes(tmp: str) -> list[dict]:
     out.append(_failure("files", "hisac-evaluate on an empty eval split",
                         rc, err, r"the eval split is empty"))
 
+    zero = "eval-00001-of-00002.tfrecord.gz"
+
+    def good_and_zero_byte(d: str) -> None:
+        _records(os.path.join(d, "eval-00000-of-00002.tfrecord.gz"),
+                 [_request(spec, [0, 1])] * 3, "GZIP")
+        open(os.path.join(d, zero), "wb").close()
+
+    rc, err = evaluate("zero-byte", good_and_zero_byte)
+    out.append(_failure("files", "hisac-evaluate on an eval split of a good"
+                        " shard and a 0-byte shard (issue 22 item 9)", rc,
+                        err, rf"{zero}: is 0 bytes: not a GZIP TFRecord"))
+
     data = os.path.join(tmp, "labels")
     os.makedirs(data)
     for split in ("train", "eval"):
@@ -278,7 +303,7 @@ CONFIG_PROBES = (
     "model.top_k=[100, 100]", "model.mlp_dims=[0, -3]",
     "tokenizer.hidden_dims=[-1]", "export.grpc_port=99999",
     'training.model_dir=""', 'export.model_name=""',
-    "export.model_name=../../etc",
+    "export.model_name=../../etc", "model.user_vocab_buckets=1",
 )
 
 
@@ -294,6 +319,38 @@ def _config_probes() -> list[dict]:
             ok = key in str(e)
         out.append({"area": "config", "input": f"`--set {override}`",
                     "observed": _short(observed), "ok": ok})
+    return out
+
+
+def _config_file_probes(tmp: str) -> list[dict]:
+    """`--config=<bad file>` to a job: exit 2, the file named, no
+    traceback (issue 22 item 11)."""
+    base = os.path.join(tmp, "config-files")
+    os.makedirs(base)
+    missing = os.path.join(base, "missing.json")
+    directory = os.path.join(base, "directory.json")
+    os.makedirs(directory)
+    a_list = os.path.join(base, "list.json")
+    with open(a_list, "w") as f:
+        json.dump([{"model": {}}], f)
+    latin1 = os.path.join(base, "latin1.json")
+    with open(latin1, "wb") as f:
+        f.write('{"name": "caf\xe9"}'.encode("latin-1"))
+    out = []
+    for what, path, pattern in (
+            ("a missing file", missing, "does not exist"),
+            ("a directory", directory, "is a directory, not a JSON file"),
+            ("a JSON list", a_list, "must hold a JSON object .*got a list"),
+            ("a Latin-1 (non-UTF-8) file", latin1, "is not UTF-8 text")):
+        rc, err = _job("evaluate", [f"--config={path}"])
+        line = _error_line(err)
+        out.append({
+            "area": "config", "input": f"hisac-evaluate --config= {what}",
+            "observed": _short(f"exit {rc}, traceback: "
+                               f"{'Traceback' in err}; {line}"),
+            "ok": rc == 2 and "Traceback" not in err and re.search(
+                rf"config error: config file {re.escape(path)} {pattern}",
+                line) is not None})
     return out
 
 
@@ -336,6 +393,33 @@ def _training_probes(tmp: str) -> list[dict]:
         f"{results}; exit {rc}: {_error_line(err)}", 300)
     row["ok"] = row["ok"] and not saved
     out.append(row)
+
+    # Learning rates of 1.0: the loss explodes but stays finite.
+    lr1 = f"{root}/model-lr1"
+    rc, err = _job("train", sets[:4] + [
+        f"--set=training.model_dir={lr1}", "--set=training.train_steps=30",
+        "--set=training.checkpoint_every=2", "--set=training.log_every=3",
+        "--set=training.mode=train", "--set=training.dense_learning_rate=1",
+        "--set=training.embedding_learning_rate=1"])
+    results = os.path.exists(os.path.join(lr1, "train_results.json"))
+    row = _failure("training", "hisac-train for 30 steps with learning "
+                   "rates 1.0 (loss huge but finite; issue 22 item 10), "
+                   "then hisac-export without --force", rc, err,
+                   r"DivergenceError: training stopped at step \d+: the "
+                   r"loss diverged")
+    rc2, err2 = _job("export", sets[:4] + [
+        f"--set=training.model_dir={lr1}",
+        f"--set=export.export_dir={root}/export-lr1"])
+    exported = [n for n in os.listdir(f"{root}/export-lr1")
+                if n.isdigit()] if os.path.isdir(f"{root}/export-lr1") else []
+    row["observed"] = _short(
+        f"train exit {rc}: {_error_line(err)}; train_results.json written: "
+        f"{results}; export exit {rc2}: {_error_line(err2)}", 400)
+    row["ok"] = (row["ok"] and not results and rc2 not in (0, 124)
+                 and not exported and re.search(
+                     r"is from a diverged run .*pass --force",
+                     _error_line(err2)) is not None)
+    out.append(row)
     return out
 
 
@@ -350,6 +434,7 @@ def run_input_probes() -> list[dict]:
         rows += _csv_probes(tmp)
         rows += _file_probes(tmp)
         rows += _config_probes()
+        rows += _config_file_probes(tmp)
         rows += _training_probes(tmp)
     for row in rows:
         row["ok"] = bool(row["ok"])
