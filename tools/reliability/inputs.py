@@ -345,7 +345,7 @@ def _config_file_probes(tmp: str) -> list[dict]:
         rc, err = _job("evaluate", [f"--config={path}"])
         line = _error_line(err)
         out.append({
-            "area": "config", "input": f"hisac-evaluate --config= {what}",
+            "area": "config", "input": f"hisac-evaluate --config=<{what}>",
             "observed": _short(f"exit {rc}, traceback: "
                                f"{'Traceback' in err}; {line}"),
             "ok": rc == 2 and "Traceback" not in err and re.search(
