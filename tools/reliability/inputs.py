@@ -413,8 +413,9 @@ def _training_probes(tmp: str) -> list[dict]:
     exported = [n for n in os.listdir(f"{root}/export-lr1")
                 if n.isdigit()] if os.path.isdir(f"{root}/export-lr1") else []
     row["observed"] = _short(
-        f"train exit {rc}: {_error_line(err)}; train_results.json written: "
-        f"{results}; export exit {rc2}: {_error_line(err2)}", 400)
+        f"train exit {rc}: {_short(_error_line(err), 150)}; "
+        f"train_results.json written: {results}; export exit {rc2}: "
+        f"{_short(_error_line(err2), 250)}", 500)
     row["ok"] = (row["ok"] and not results and rc2 not in (0, 124)
                  and not exported and re.search(
                      r"is from a diverged run .*pass --force",
