@@ -4,12 +4,12 @@ One `Config` holds nine sections (`data`, `synthetic`, `tokenizer`,
 `model`, `training`, `evaluation`, `cluster`, `export`, `importer`) and the
 declared `features` list. Named presets live as JSON files under `configs/`
 (`preset_names()` lists them: `tiny`, `demo`, `taobao_mm`, `taobao_mm_hour`,
-`longrange`, `longrange_10k`, `industrial`, `features`, `features_content`);
-a preset may name a `base` preset it extends. Overrides are dotted
-`key=value` strings, e.g. `model.num_agents=100`. Unknown keys and values of
-the wrong type are errors that name the key and the value (a key that moved
-to another section names its new place, `MOVED_KEYS`). Layers never see
-this module: config stops at
+`longrange`, `longrange_10k`, `industrial`, `features`, `features_no_side`,
+`features_content`, `features_content_no_content`); a preset may name a
+`base` preset it extends. Overrides are dotted `key=value` strings, e.g.
+`model.num_agents=100`. Unknown keys and values of the wrong type are errors
+that name the key and the value (a key that moved to another section names
+its new place, `MOVED_KEYS`). Layers never see this module: config stops at
 `build_model(cfg, feature_spec, tables, item_features)` and the job entry
 points.
 """
