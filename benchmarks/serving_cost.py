@@ -59,6 +59,7 @@ from hisac_tf.compressors import flops as flops_lib  # noqa: E402
 from hisac_tf.compressors.hisac_compressor import (  # noqa: E402
     HiSACCompressor,
 )
+from hisac_tf.models.branch import encode_groups  # noqa: E402
 from hisac_tf.export import signatures as sig  # noqa: E402
 from serving import grpc_client, load_test  # noqa: E402
 
@@ -202,8 +203,8 @@ def breakdown_parts(ranker: Ranker, request: dict) -> dict:
         parts["routing"] = (routing, "routing_floor")
     else:
         parts["compress"] = (compress, None)
-    encode = tf.function(
-        lambda: model._encode_groups(groups, model.attention))
+    encode = tf.function(lambda: encode_groups(
+        groups, model.attention, model.sid_embedding))
     state = encode()
     parts["encode"] = (encode, None)
     queries = _random([1, c, 3 * d])
