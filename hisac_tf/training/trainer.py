@@ -133,13 +133,15 @@ def train(cfg: Config, progress: bool = True,
             "its own model_dir and the chief's checkpoints (resume_from)")
     t = cfg.training
     check_model_dir(cfg)
+    # The strategy first: a multi-worker one must configure collective ops
+    # before any TensorFlow op runs, and the shard checks below read records.
+    strategy = make_strategy(settings)
     # Missing valid files fail here, before anything is built or trained.
     if t.valid_every:
         valid_files(cfg)
     files = split_files(cfg.data, "train")  # Missing data: fail, never make.
     write_resolved(cfg, t.model_dir)
     tf.random.set_seed(t.seed)
-    strategy = make_strategy(settings)
     spec, model, optimizer, step, checkpoint = build_state(cfg, strategy)
     with strategy.scope():
         compile_for_training(model, optimizer)
