@@ -115,16 +115,34 @@ def test_training_cost_of_a_baseline_keeps_its_compression_taped():
     assert step["stages"]["routing"] == {"macs": 0, "bytes": 0}
 
 
-def test_training_cost_taped_part_of_sparse_is_flat_in_n_but_embedding():
-    """With the plan in the pipeline the taped aggregation does not grow
-    with N; the ranking embedding of the N history items still does."""
+def test_training_cost_taped_part_of_sparse_is_flat_in_n():
+    """With the plan in the pipeline neither the taped aggregation nor
+    the ranking embedding (of at most A m routed items) grows with N;
+    without it the step embeds all N items."""
+    a = SHAPES["a"]
     costs = [flops_lib.training_cost(_sizes(n=n, routing_top_m=2), batch=1,
                                      routing_in_pipeline=True)
-             for n in (60, 600)]
-    assert (costs[0]["components"]["aggregation"]
-            == costs[1]["components"]["aggregation"])
-    assert (costs[1]["components"]["ranking_embedding"]["macs"]
-            == 10 * costs[0]["components"]["ranking_embedding"]["macs"])
+             for n in (10 * a, 100 * a)]
+    for part in ("aggregation", "ranking_embedding"):
+        assert costs[0]["components"][part] == costs[1]["components"][part]
+    d = SHAPES["d"]
+    assert (costs[0]["components"]["ranking_embedding"]["macs"]
+            == 3 * (2 * a) * d)  # 3 E D, E = A m
+    whole = [flops_lib.training_cost(_sizes(n=n, routing_top_m=2), batch=1)
+             for n in (10 * a, 100 * a)]
+    assert (whole[1]["components"]["ranking_embedding"]["macs"]
+            == 10 * whole[0]["components"]["ranking_embedding"]["macs"])
+
+
+@pytest.mark.parametrize("long_term,short,want", [
+    (True, 0, 50), (True, 8, 58), (False, 8, 8), (True, 80, 100)])
+def test_embedded_items(long_term, short, want):
+    """E = N for the long-term branch + min(S, N) for the short-term
+    window (N = 50; the S = 80 window is all 50 items)."""
+    sizes = flops_lib.RequestSizes(
+        "hisac" if long_term else "none",
+        **dict(SHAPES, n=50, short_term_length=short))
+    assert flops_lib.embedded_items(sizes) == want
 
 
 def test_predict_training_hand_count_and_errors():

@@ -13,7 +13,7 @@ reads (memory, not arithmetic). With dk = max(1, D // H), hk = H * dk
 (= D when H divides D), L levels, U user features, G groups
 (G = N for `full` and `sim_hard`, else A):
 
-user side = history embedding   3 N D        (h = item + cat + beh + gap)
+user side = history embedding   3 E D        (h = item + cat + beh + gap)
           + compression         (below)
           + group SID embedding (L - 1) G D  (sum of L level embeddings)
           + keys and values     2 G (2D) hk  (group state ++ SID emb.)
@@ -46,6 +46,13 @@ per candidate = candidate SID embedding (L - 1) D
 
 per request = user side + C x per candidate.
 
+E, the history items embedded (`embedded_items`): N with a long-term
+branch, + min(S, N) for the short-term branch's window (embedded on its
+own, hisac_tf/models/embedded_history.py; S alone without a long-term
+branch); in a training step whose sparse routing plan comes from the
+input pipeline, the long-term branch embeds only the routed items, at
+most min(N, A K) (`training_cost`).
+
 `RequestSizes.attention_mass` defaults to True, as
 `ModelConfig.attention_mass` does; `RequestSizes.from_config(cfg)` reads
 every size from a `Config`.
@@ -60,7 +67,7 @@ reduction 4 E; gathers count what they write and read):
   read from the cache instead)
     semantic_lookup       hashing ids, gathering SIDs and latents
                           32 N + 8 N (L + Ds) + N
-    ranking_embedding     four [N, D] gathers and three adds   68 N D
+    ranking_embedding     four [E, D] gathers and three adds   68 E D
     voting                (hisac*) L sort-like passes over N   8 N L (4 +
                           ceil log2 N)
     compression           the compressor's `cost(sizes).bytes` (hisac:
@@ -111,7 +118,7 @@ __all__ = [
     "calibrate", "component_seconds", "compression_cost", "config_cost",
     "config_flops", "default_num_bits", "graph_ops", "predict_latency",
     "predict_seconds", "predict_training", "request_cost", "request_flops",
-    "routed_items", "training_cost",
+    "routed_items", "training_cost", "embedded_items",
 ]
 
 FLOAT_BYTES = 4
@@ -272,6 +279,20 @@ def _branches(sizes: RequestSizes) -> tuple[Optional[CompressionCost],
     return compression, branches
 
 
+def embedded_items(sizes: RequestSizes, routed_only: bool = False) -> int:
+    """E, the history items one request embeds (module doc): N for a
+    long-term branch (min(N, A K) with `routed_only`, the training step
+    given a sparse routing plan), + min(S, N) for the short-term branch."""
+    long = 0
+    if sizes.long_term:
+        long = sizes.n
+        k = routed_items(sizes.n, sizes.routing_top_m)
+        if routed_only and k < sizes.n:
+            long = min(sizes.n, sizes.a * k)
+    short = min(sizes.short_term_length, sizes.n)
+    return long + short
+
+
 def _head_width(sizes: RequestSizes, branches: list) -> int:
     """F, the head's input width."""
     width = (1 + sizes.user_features) * sizes.d + 3 * sizes.d \
@@ -288,11 +309,11 @@ def request_flops(sizes: RequestSizes) -> dict:
     if not isinstance(sizes, RequestSizes):
         raise TypeError("request_flops takes a RequestSizes; received "
                         f"{type(sizes).__name__}")
-    n, d, h, levels = sizes.n, sizes.d, sizes.h, sizes.num_levels
+    d, h, levels = sizes.d, sizes.h, sizes.num_levels
     hk = sizes.hk
     compression, branches = _branches(sizes)
     macs = compression.macs if compression else 0
-    user = 3 * n * d + macs  # history embedding sum, compressor
+    user = 3 * embedded_items(sizes) * d + macs  # h sums, compressor
     per_candidate = (levels - 1) * d  # candidate SID embedding
     for groups in branches:
         user += (
@@ -327,13 +348,16 @@ def config_flops(cfg, name: Optional[str] = None, n: Optional[int] = None,
     return request_flops(RequestSizes.from_config(cfg, name, n, c))
 
 
-def request_cost(sizes: RequestSizes, cached: bool = False) -> dict:
+def request_cost(sizes: RequestSizes, cached: bool = False,
+                 routed_only: bool = False) -> dict:
     """Per-component multiply-adds and elementwise bytes of one request.
 
     Args:
       sizes: the request's `RequestSizes`.
       cached: the user side comes from a cached state
         (`score_with_state`), so only the candidate side counts.
+      routed_only: the long-term branch embeds only its routed items
+        (`embedded_items`; a training step with a sparse routing plan).
 
     Returns:
       dict(components={component: dict(side "user" or "candidate",
@@ -354,7 +378,8 @@ def request_cost(sizes: RequestSizes, cached: bool = False) -> dict:
 
     add("semantic_lookup", "user", 0,
         32 * n + 8 * n * (levels + ds) + n)
-    add("ranking_embedding", "user", 3 * n * d, 68 * n * d)
+    e = embedded_items(sizes, routed_only)
+    add("ranking_embedding", "user", 3 * e * d, 68 * e * d)
     if compression is not None and compression.voting:
         add("voting", "user", 0,
             8 * n * levels * (4 + max(1, (n - 1).bit_length())))
@@ -608,7 +633,9 @@ def training_cost(sizes: RequestSizes, batch: int,
                 not modelled);
       routing   the same work inside the step when not in the pipeline
                 (off the gradient tape either way);
-      forward   the taped forward: ranking embedding, the compressor's
+      forward   the taped forward: ranking embedding (of
+                `embedded_items`: with a sparse plan from the pipeline,
+                only the routed items), the compressor's
                 taped part (HiSAC: the aggregation A K D, K =
                 `routed_items`), group SID embeddings, keys / values, the
                 candidate side;
@@ -628,7 +655,7 @@ def training_cost(sizes: RequestSizes, batch: int,
     if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
         raise ValueError(f"training_cost: batch must be an int >= 1, got "
                          f"{batch!r}")
-    cost = request_cost(sizes)
+    cost = request_cost(sizes, routed_only=routing_in_pipeline)
     compression, branches = _branches(sizes)
     parts = {k: dict(v) for k, v in cost["components"].items()}
     off_tape = {"voting"}
@@ -661,7 +688,8 @@ def training_cost(sizes: RequestSizes, batch: int,
     d, hk = sizes.d, sizes.hk
     per_candidate = request_flops(sizes)["per_candidate"]
     dense_weights = per_candidate + len(branches) * 2 * (2 * d) * hk
-    rows = batch * (4 * sizes.n + 2 * sizes.c + 1 + sizes.user_features)
+    rows = batch * (4 * embedded_items(sizes, routing_in_pipeline)
+                    + 2 * sizes.c + 1 + sizes.user_features)
     opt_bytes = (4 * ADAM_FLOATS * dense_weights
                  + 4 * ADAGRAD_FLOATS * rows * d
                  + 8 * rows * max(1, (rows - 1).bit_length()))

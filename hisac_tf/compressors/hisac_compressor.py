@@ -38,12 +38,58 @@ import tensorflow as tf
 from hisac_tf.compressors.compressor_sizes import CompressionCost
 from hisac_tf.compressors.history_compressor import (
     ROUTING_PLAN_KEYS,
+    SPARSE_PLAN_KEYS,
     HistoryCompressor,
 )
 from hisac_tf.compressors.registry import register_compressor
 from hisac_tf.layers.hierarchical_voting import HierarchicalVoting
 from hisac_tf.layers.shape_checks import check_int
 from hisac_tf.layers.soft_routing_attention import SoftRoutingAttention
+
+
+def routed_positions(index, weights, n) -> dict:
+    """The history positions sparse routing reads, for embedding only
+    them (hisac_tf/models/embedded_history.py).
+
+    Args:
+      index: [B, A, K] int, each agent's routed positions in [0, N).
+      weights: [B, A, K] its routing weights; a position read only with
+        weight 0 (padding, an unused agent) is not routed.
+      n: N, the history length.
+    Returns:
+      routing_positions [B, U] int32: each row's distinct routed
+        positions, ascending, then unrouted positions as padding (U =
+        the batch's largest count of routed positions, >= 1 when N >= 1,
+        <= min(N, A K));
+      routing_position_mask [B, U] bool: True for a routed position;
+      routing_slots [B, A, K] int32: where index[b, a, k] is in
+        routing_positions[b] (0 for a weight-0 entry).
+    """
+    index = tf.cast(index, tf.int32)
+    routed = weights > 0  # [B, A, K]
+    shape = tf.shape(index)  # (B, A, K)
+    flat = tf.reshape(index, tf.stack([shape[0], -1]))  # [B, A K]
+    rows = tf.broadcast_to(tf.range(shape[0])[:, tf.newaxis],
+                           tf.shape(flat))  # [B, A K]
+    hits = tf.scatter_nd(
+        tf.stack([rows, flat], axis=-1),  # [B, A K, 2]
+        tf.reshape(tf.cast(routed, tf.int32), tf.shape(flat)),
+        tf.stack([shape[0], n]))  # [B, N] routed reads per position
+    used = tf.cast(hits > 0, tf.int32)  # [B, N]
+    count = tf.reduce_sum(used, axis=1)  # [B]
+    width = tf.maximum(tf.reduce_max(tf.concat([count, [0]], 0)),
+                       tf.minimum(1, n))  # U
+    # Routed positions first, each part ascending (a stable sort).
+    order = tf.argsort(1 - used, axis=1, stable=True)  # [B, N]
+    slot_of = tf.cumsum(used, axis=1, exclusive=True)  # [B, N]
+    return {
+        "routing_positions": order[:, :width],  # [B, U]
+        "routing_position_mask": (
+            tf.range(width)[tf.newaxis, :] < count[:, tf.newaxis]),  # [B, U]
+        "routing_slots": tf.where(
+            routed, tf.gather(slot_of, index, batch_dims=1),
+            0),  # [B, A, K]
+    }
 
 
 @register_compressor("hisac_no_voting", use_voting=False)
@@ -231,6 +277,8 @@ class HiSACCompressor(HistoryCompressor):
         }
         if route["index"] is not None:
             out["routing_index"] = route["index"]  # [B, A, K]
+            out.update(routed_positions(
+                route["index"], route["weights"], tf.shape(valid)[1]))
         return {k: tf.stop_gradient(v) for k, v in out.items()}
 
     def _groups(self, states, agent_mask, agent_weights, agent_sids,
@@ -250,7 +298,7 @@ class HiSACCompressor(HistoryCompressor):
 
     def _from_plan(self, values, plan) -> dict:
         """Groups from a precomputed `plan` (only u = alpha h here)."""
-        needed = [k for k in ROUTING_PLAN_KEYS if k != "routing_index"]
+        needed = [k for k in ROUTING_PLAN_KEYS if k not in SPARSE_PLAN_KEYS]
         missing = [k for k in needed if k not in plan]
         if missing:
             raise ValueError(

@@ -69,11 +69,19 @@ INPUT_NAMES = (
 # agent SIDs [B, A, L] int32, agent mask [B, A] bool, agent weights w_a
 # [B, A] float32, active agents [B] int32, routing weights [B, A, K]
 # float32 and, for sparse routing only, their item index [B, A, K] int32
-# (K = min(m, N); dense: K = N and no index).
+# (K = min(m, N); dense: K = N and no index), the routed positions
+# [B, U] int32 (the union of the index per row, ascending, U <= min(N,
+# A K) the batch's largest union), their mask [B, U] bool and the index
+# into them [B, A, K] int32 (`routing_slots`): the step then embeds only
+# the U routed items (hisac_tf/models/embedded_history.py).
 ROUTING_PLAN_KEYS = (
     "routing_agent_sids", "routing_agent_mask", "routing_agent_weights",
     "routing_num_active", "routing_weights", "routing_index",
+    "routing_positions", "routing_position_mask", "routing_slots",
 )
+# The keys only sparse routing's plan has.
+SPARSE_PLAN_KEYS = ("routing_index", "routing_positions",
+                    "routing_position_mask", "routing_slots")
 
 
 def check_positive_int(owner: str, name: str, value) -> int:
@@ -171,7 +179,9 @@ class HistoryCompressor(tf.keras.layers.Layer):
 
         routing_plan: precomputed routing (`ROUTING_PLAN_KEYS`, e.g. from
         the input pipeline) for a compressor that supports it
-        (`supports_routing_plan`); None: computed here."""
+        (`supports_routing_plan`); None: computed here. With a plan
+        only `values` (and `valid`) are read: `required_inputs` may be
+        None, and `values` may hold only the plan's routed items."""
         me = type(self).__name__
         values = tf.cast(tf.convert_to_tensor(values), self.compute_dtype)
         valid = tf.cast(valid, tf.bool)
@@ -182,13 +192,6 @@ class HistoryCompressor(tf.keras.layers.Layer):
             "timestamps": timestamps, "categories": categories,
             "codebooks": codebooks,
         }
-        for name in self.required_inputs:
-            if given[name] is None:
-                raise ValueError(
-                    f"{me} needs `{name}` (it reads "
-                    f"{', '.join(self.required_inputs)}); received "
-                    f"{name}=None"
-                )
         if has_sid is not None:
             has_sid = tf.cast(has_sid, tf.bool)
             _check_rank(me, "has_sid", has_sid, 2, "B, N")
@@ -199,7 +202,9 @@ class HistoryCompressor(tf.keras.layers.Layer):
             sids = tf.convert_to_tensor(sids)
             _check_rank(me, "sids", sids, 3, "B, N, L")
         extra = {}
-        if routing_plan is not None:
+        if routing_plan is None:
+            self._check_required(given)
+        else:
             if not self.supports_routing_plan:
                 raise ValueError(
                     f"{me} takes no precomputed routing; received "
@@ -225,6 +230,16 @@ class HistoryCompressor(tf.keras.layers.Layer):
         # Diagnostics pass through when a compressor provides them.
         return {k: out[k] for k in self.output_keys + DIAGNOSTIC_KEYS
                 if k in out}
+
+    def _check_required(self, given: dict) -> None:
+        """Without a routing plan, every input in `required_inputs`."""
+        for name in self.required_inputs:
+            if given[name] is None:
+                raise ValueError(
+                    f"{type(self).__name__} needs `{name}` (it reads "
+                    f"{', '.join(self.required_inputs)}); received "
+                    f"{name}=None"
+                )
 
     def compress(self, values, valid, latents, sids, has_sid, timestamps,
                  categories, codebooks, training) -> dict:

@@ -8,7 +8,10 @@ turns that state and the candidates into features for the head (`score`).
 `state_spec` says what the state holds, so that the serving signatures
 read it instead of probing the model.
 
-    history (built by the ranker, shared by every branch):
+    history (an `EmbeddedHistory` built by the ranker, shared by every
+    branch; each per-item field is computed when first read, and
+    `history.at(positions, mask)` / `history.newest(S)` give the same
+    fields for chosen positions only, embedded from the gathered inputs):
       h             [B, N, D]  ranking embeddings h_i (compute dtype)
       valid         [B, N] bool, True for a real history item
       sids          [B, N, L] int32 semantic IDs (0 when OOV)

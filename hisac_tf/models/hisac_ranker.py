@@ -43,6 +43,7 @@ from hisac_tf.layers.ranking_embedding import RankingEmbedding
 from hisac_tf.layers.semantic_id_lookup import SemanticIdLookup
 from hisac_tf.layers.sid_embedding import SidEmbedding
 from hisac_tf.models.branch import DIAGNOSTIC_KEYS, Branch
+from hisac_tf.models.embedded_history import EmbeddedHistory
 from hisac_tf.models.feature_embeddings import FeatureEmbeddings
 from hisac_tf.models.long_term_branch import LongTermBranch
 from hisac_tf.models.match_counts_branch import MatchCountsBranch
@@ -303,13 +304,36 @@ class HiSACRanker(tfrs.models.Model):
             return {}
         return self.item_feature_lookup(item_ids)
 
-    def embed_history(self, features: dict, training=None) -> dict:
-        """The embedded history every branch reads
-        (`hisac_tf.models.branch`)."""
+    def embed_history(self, features: dict,
+                      training=None) -> EmbeddedHistory:
+        """The history every branch reads (`hisac_tf.models.branch`),
+        each per-item field computed when a branch first reads it
+        (`EmbeddedHistory`)."""
         item_ids = features["hist_item_ids"]  # [B, N]
-        n = tf.shape(item_ids)[1]
-        valid = tf.sequence_mask(features["hist_length"], n)  # [B, N]
-        semantic = self.semantic_lookup(item_ids)
+        valid = tf.sequence_mask(features["hist_length"],
+                                 tf.shape(item_ids)[1])  # [B, N]
+        return EmbeddedHistory(
+            features, valid,
+            embed_items=lambda f, v: self._embed_items(f, v, training),
+            semantic_lookup=self.semantic_lookup,
+            shared={
+                "request_time": features["request_time"],  # [B]
+                "codebooks": tf.concat(
+                    self.semantic_lookup.codebooks,
+                    axis=0),  # [sum_l K_l, Ds]
+                "sid_embedding": self.sid_embedding,
+                # HiSAC's routing when the input pipeline computed it
+                # (models/routing_plan.py), else None.
+                "routing_plan": {k: features[k] for k in ROUTING_PLAN_KEYS
+                                 if k in features} or None,
+            })
+
+    def _embed_items(self, features: Mapping, valid,
+                     training=None) -> tf.Tensor:
+        """h_i of the hist_* items of `features` ([B, K] each, K = N or
+        the positions a branch chose), valid [B, K] -> [B, K, D]: the
+        ranking embedding plus the item's and the event's features."""
+        item_ids = features["hist_item_ids"]  # [B, K]
         h = self.ranking_embedding(
             item_ids,
             features["hist_category_ids"],
@@ -317,28 +341,12 @@ class HiSACRanker(tfrs.models.Model):
             features["hist_timestamps"],
             features["request_time"],
             training=training,
-        )  # [B, N, D]
+        )  # [B, K, D]
         embeddings = self.feature_embeddings
         parts = embeddings.item_parts(
-            self.item_feature_values(item_ids), mask=valid)  # [B, N, D] each
-        parts += embeddings.event_parts(features, valid)  # [B, N, D] each
-        return {
-            "h": embeddings.combine_history(h, parts),  # [B, N, D]
-            "valid": valid,
-            "sids": semantic["sids"],  # [B, N, L]
-            "latents": semantic["latents"],  # [B, N, Ds]
-            "has_sid": semantic["has_sid"],  # [B, N]
-            "timestamps": features["hist_timestamps"],
-            "categories": features["hist_category_ids"],
-            "request_time": features["request_time"],
-            "codebooks": tf.concat(
-                self.semantic_lookup.codebooks, axis=0),  # [sum_l K_l, Ds]
-            "sid_embedding": self.sid_embedding,
-            # HiSAC's routing when the input pipeline computed it
-            # (models/routing_plan.py), else None.
-            "routing_plan": {k: features[k] for k in ROUTING_PLAN_KEYS
-                             if k in features} or None,
-        }
+            self.item_feature_values(item_ids), mask=valid)  # [B, K, D] each
+        parts += embeddings.event_parts(features, valid)  # [B, K, D] each
+        return embeddings.combine_history(h, parts)  # [B, K, D]
 
     def compress_user(self, features: dict, training=None,
                       diagnostics: bool = False) -> dict:

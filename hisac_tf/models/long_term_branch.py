@@ -95,19 +95,34 @@ class LongTermBranch(Branch):
 
     def encode(self, history: Mapping, training=None,
                diagnostics: bool = False) -> dict:
-        groups = self.compressor(
-            history["h"],  # [B, N, D]
-            valid=history["valid"],  # [B, N]
-            latents=history["latents"],  # [B, N, Ds]
-            sids=history["sids"],  # [B, N, L]
-            has_sid=history["has_sid"],  # [B, N]
-            timestamps=history["timestamps"],
-            categories=history["categories"],
-            codebooks=history["codebooks"],  # [sum_l K_l, Ds]
-            training=training,
-            # Routing precomputed off the step (models/routing_plan.py).
-            routing_plan=history.get("routing_plan"),
-        )
+        plan = history.get("routing_plan")
+        if plan is not None and "routing_positions" in plan:
+            # Sparse routing precomputed off the step
+            # (models/routing_plan.py): only the U routed items are
+            # embedded, so this work does not grow with N.
+            routed = history.at(plan["routing_positions"],
+                                plan["routing_position_mask"])  # [B, U]
+            groups = self.compressor(
+                routed["h"],  # [B, U, D]
+                valid=routed["valid"],  # [B, U]
+                training=training,
+                routing_plan={**plan, "routing_index": plan[
+                    "routing_slots"]},  # [B, A, K] slots of the U items
+            )
+        else:
+            groups = self.compressor(
+                history["h"],  # [B, N, D]
+                valid=history["valid"],  # [B, N]
+                latents=history["latents"],  # [B, N, Ds]
+                sids=history["sids"],  # [B, N, L]
+                has_sid=history["has_sid"],  # [B, N]
+                timestamps=history["timestamps"],
+                categories=history["categories"],
+                codebooks=history["codebooks"],  # [sum_l K_l, Ds]
+                training=training,
+                # Dense routing precomputed off the step, or None.
+                routing_plan=plan,
+            )
         out = encode_groups(groups, self.attention,
                             history["sid_embedding"])
         if self.compressor.candidate_dependent:

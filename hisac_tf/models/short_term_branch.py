@@ -73,9 +73,12 @@ class ShortTermBranch(Branch):
     def encode(self, history: Mapping, training=None,
                diagnostics: bool = False) -> dict:
         del diagnostics
+        # Only the newest S positions are embedded (EmbeddedHistory):
+        # this branch's work does not grow with N.
+        window = history.newest(self.length)  # [B, S] positions
         recent = self.recent(
-            history["h"], valid=history["valid"], sids=history["sids"],
-            has_sid=history["has_sid"], training=training,
+            window["h"], valid=window["valid"], sids=window["sids"],
+            has_sid=window["has_sid"], training=training,
         )  # the newest S items, [B, S, ...]
         out = encode_groups(recent, self.attention,
                             history["sid_embedding"])
