@@ -13,6 +13,7 @@ from hisac_tf.data.feature_spec import FeatureSpec
 from hisac_tf.models.branch import encode_groups
 from hisac_tf.models.build import build_model
 from hisac_tf.models.embedded_history import EmbeddedHistory
+from hisac_tf.models.hisac_ranker import HISTORY_ITEM_KEYS
 from hisac_tf.models.routing_plan import add_routing_plan
 from tests.test_hisac_ranker import random_batch, random_tables
 
@@ -33,8 +34,8 @@ def test_fields_are_computed_on_first_read_only():
 
     batch = random_batch()
     history = model.embed_history(batch)
-    lazy = EmbeddedHistory(batch, history["valid"], embed,
-                           model.semantic_lookup,
+    lazy = EmbeddedHistory(batch, history["valid"], HISTORY_ITEM_KEYS,
+                           embed, model.semantic_lookup,
                            {"request_time": batch["request_time"]})
     assert lazy["valid"].shape == (3, 20) and calls == []
     lazy["sids"], lazy["timestamps"]
@@ -45,8 +46,21 @@ def test_fields_are_computed_on_first_read_only():
     with pytest.raises(KeyError):
         lazy["nothing"]
     with pytest.raises(ValueError, match="h"):
-        EmbeddedHistory(batch, history["valid"], embed,
+        EmbeddedHistory(batch, history["valid"], HISTORY_ITEM_KEYS, embed,
                         model.semantic_lookup, {"h": 1})
+    with pytest.raises(ValueError, match="hist_brand"):
+        EmbeddedHistory(batch, history["valid"], ("hist_brand",), embed,
+                        model.semantic_lookup, {})
+
+
+def test_at_leaves_per_request_features_alone():
+    """hist_raw_length [B] (the input pipeline's) is per request, not
+    per item: `at` gathers only the per-item inputs."""
+    model = _model()
+    batch = dict(random_batch(), hist_raw_length=tf.constant([8, 16, 0]))
+    history = model.embed_history(batch)
+    part = history.at(tf.zeros([3, 2], tf.int32))
+    assert part["h"].shape[:2] == (3, 2)
 
 
 def test_at_embeds_the_same_h_as_the_whole_history():

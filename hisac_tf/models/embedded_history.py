@@ -21,7 +21,7 @@ position is the same whether all N items or K of them are embedded.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import hisac_tf  # noqa: F401  (Keras 2 before TensorFlow)
 import tensorflow as tf
@@ -36,10 +36,11 @@ class EmbeddedHistory(Mapping):
     """The branches' history (a read-only mapping), computed lazily.
 
     Args:
-      features: the request features; the history's are hist_* [B, N,
-        ...] (hist_length [B] aside), the rest (request_time, ...) are
-        per request.
+      features: the request features: the per-item ones ([B, N, ...],
+        named in `item_keys`) and per-request ones (request_time, ...).
       valid: [B, N] bool, True for a real history item.
+      item_keys: the per-item features (hist_item_ids, ..., the event
+        features), gathered by `at`.
       embed_items: (features, valid [B, K]) -> h [B, K, D]: the ranking
         embedding of the hist_* items of `features` (any K).
       semantic_lookup: item ids [B, K] -> sids [B, K, L], latents [B, K,
@@ -52,6 +53,7 @@ class EmbeddedHistory(Mapping):
         self,
         features: Mapping[str, Any],
         valid: tf.Tensor,
+        item_keys: Sequence[str],
         embed_items: Callable[[Mapping, tf.Tensor], tf.Tensor],
         semantic_lookup: Callable[[tf.Tensor], Mapping],
         shared: Mapping[str, Any],
@@ -61,7 +63,13 @@ class EmbeddedHistory(Mapping):
             raise ValueError(
                 f"EmbeddedHistory: shared values {clash} would hide the "
                 f"per-item fields of the same names ({', '.join(ITEM_KEYS)})")
+        missing = [k for k in item_keys if k not in features]
+        if missing:
+            raise ValueError(
+                f"EmbeddedHistory: per-item features {missing} are not in "
+                f"the features (received {sorted(features)})")
         self._features = dict(features)
+        self._item_keys = tuple(item_keys)
         self._embed_items = embed_items
         self._semantic_lookup = semantic_lookup
         self._shared = dict(shared)
@@ -101,25 +109,25 @@ class EmbeddedHistory(Mapping):
         """The items at `positions` [B, K] (int, each in [0, N)) as a
         history of K items; `mask` [B, K] bool (default: all) marks the
         slots in use, and `valid` of the result is mask AND the item's
-        validity. Nothing of the N items is embedded: the raw hist_*
-        inputs are gathered, then embedded."""
+        validity. Nothing of the N items is embedded: the raw per-item
+        inputs (`item_keys`) are gathered, then embedded."""
         positions = tf.convert_to_tensor(positions)
         if positions.shape.rank not in (None, 2):
             raise ValueError(
                 "EmbeddedHistory.at: positions must be [B, K]; received "
                 f"shape {positions.shape.as_list()}")
         features = dict(self._features)
-        for key, value in self._features.items():
-            if key.startswith("hist_") and key != "hist_length":
-                features[key] = tf.gather(
-                    value, positions,
-                    batch_dims=1)  # [B, N, ...] -> [B, K, ...]
+        for key in self._item_keys:
+            features[key] = tf.gather(
+                self._features[key], positions,
+                batch_dims=1)  # [B, N, ...] -> [B, K, ...]
         valid = tf.gather(self._items["valid"], positions,
                           batch_dims=1)  # [B, K]
         if mask is not None:
             valid = tf.logical_and(valid, tf.cast(mask, tf.bool))  # [B, K]
-        return EmbeddedHistory(features, valid, self._embed_items,
-                               self._semantic_lookup, self._shared)
+        return EmbeddedHistory(features, valid, self._item_keys,
+                               self._embed_items, self._semantic_lookup,
+                               self._shared)
 
     def newest(self, count: int) -> "EmbeddedHistory":
         """The newest `count` = S positions of each row, oldest first

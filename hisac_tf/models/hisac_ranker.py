@@ -50,6 +50,10 @@ from hisac_tf.models.match_counts_branch import MatchCountsBranch
 from hisac_tf.models.short_term_branch import ShortTermBranch
 
 USER_EMBEDDING = "user_embedding"
+# The per-item history inputs every ranker reads (event features add
+# theirs), [B, N] each.
+HISTORY_ITEM_KEYS = ("hist_item_ids", "hist_category_ids", "hist_behaviors",
+                     "hist_timestamps")
 # The state of the default ranker (a long-term branch only): what exports
 # made before branches hold.
 STATE_KEYS = ("keys", "values", "bias", "mask", USER_EMBEDDING)
@@ -312,8 +316,10 @@ class HiSACRanker(tfrs.models.Model):
         item_ids = features["hist_item_ids"]  # [B, N]
         valid = tf.sequence_mask(features["hist_length"],
                                  tf.shape(item_ids)[1])  # [B, N]
+        item_keys = HISTORY_ITEM_KEYS + tuple(
+            f.batch_key for f in self.feature_embeddings.event_features)
         return EmbeddedHistory(
-            features, valid,
+            features, valid, item_keys,
             embed_items=lambda f, v: self._embed_items(f, v, training),
             semantic_lookup=self.semantic_lookup,
             shared={
