@@ -209,3 +209,20 @@ def test_valid_split_selects_the_checkpoint_evaluate_scores(prepared):
     # ranker too.
     assert all(p["effective_items_per_agent"] >= 1.0
                for p in curve["points"])
+
+
+@pytest.mark.slow
+def test_training_with_the_sparse_routing_plan_in_the_pipeline(prepared):
+    """`fit` on the real input pipeline with the routing plan as a
+    `tf.data` map and sparse routing: the step embeds only the routed
+    items (their positions from the plan), and the run trains, saves
+    and evaluates as any other."""
+    root, overrides = prepared
+    cfg = config_lib.load_config("tiny", overrides + [
+        f"training.model_dir={root}/model-routed",
+        "training.routing_in_input_pipeline=true",
+        "model.routing_top_m=3", "training.train_steps=4",
+        "training.checkpoint_every=4", "training.log_every=2"])
+    results = train.main(cfg, progress=False)
+    assert results["train"]["steps_run"] == 4
+    assert 0.0 < results["eval"]["auc"] < 1.0
