@@ -10,7 +10,7 @@ import tensorflow as tf
 
 from hisac_tf.layers.soft_routing_attention import SoftRoutingAttention
 from hisac_tf.testing import reference_routing as ref_dense
-from hisac_tf.testing import reference_sparse_routing as ref
+from hisac_tf.testing import reference_routing as ref
 from tests.layer_harness import check_layer
 
 
@@ -45,8 +45,8 @@ def test_matches_numpy_reference(seed, m, tau, s2):
     inputs = _inputs(seed)
     out = SoftRoutingAttention(temperature=tau, latent_variance=s2,
                                top_m=m)(**_tensors(inputs))
-    states, routing = ref.sparse_routing(**inputs, temperature=tau,
-                                         top_m=m, latent_variance=s2)
+    states, routing = ref.soft_routing(**inputs, temperature=tau,
+                                       top_m=m, latent_variance=s2)
     np.testing.assert_allclose(out["routing"], routing, atol=2e-5)
     np.testing.assert_allclose(out["states"], states, atol=5e-5)
     # At most m items per agent.

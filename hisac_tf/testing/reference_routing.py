@@ -25,6 +25,7 @@ def soft_routing(
     agent_mask: np.ndarray,
     temperature: float,
     latent_variance: Optional[float] = None,
+    top_m: int = 0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(states [B, A, D], routing [B, A, N]) by explicit loops.
 
@@ -32,7 +33,9 @@ def soft_routing(
     history_mask [B, N] bool, agent_mask [B, A] bool. Scores are
     -||z_i - p_a||^2 / (temperature * s2), s2 = latent_variance, or when
     None the average over the user's valid items and the Ds coordinates of
-    z_{i,d}^2 (1 when that is 0).
+    z_{i,d}^2 (1 when that is 0). top_m >= 1: sparse routing, each
+    agent keeps its top_m best-scored valid items (a full sort; ties: the
+    smaller index) and the softmax runs over those only.
     """
     latents = np.asarray(latents, np.float64)
     values = np.asarray(values, np.float64)
@@ -56,15 +59,17 @@ def soft_routing(
         for a in range(num_agents):
             if not agent_mask[b, a] or not items:
                 continue
-            scores = []
+            scored = []
             for i in items:
                 diff = latents[b, i] - prototypes[b, a]
-                scores.append(
-                    -float(np.sum(diff * diff)) / (temperature * s2))
-            top = max(scores)
-            exps = [math.exp(s - top) for s in scores]
+                scored.append(
+                    (-float(np.sum(diff * diff)) / (temperature * s2), i))
+            if top_m:
+                scored = sorted(scored, key=lambda t: (-t[0], t[1]))[:top_m]
+            top = max(s for s, _ in scored)
+            exps = [math.exp(s - top) for s, _ in scored]
             total = sum(exps)
-            for i, e in zip(items, exps):
+            for (_, i), e in zip(scored, exps):
                 routing[b, a, i] = e / total
                 states[b, a] += routing[b, a, i] * values[b, i]
     return states, routing
