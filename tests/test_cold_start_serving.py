@@ -45,6 +45,8 @@ BRANCHES = [
                  id="long_only"),
     pytest.param(["model.count_slots=0"], id="two_branch_no_counts",
                  marks=SLOW),
+    pytest.param(["model.routing_top_m=3"], id="two_branch_sparse",
+                 marks=SLOW),
 ]
 
 

@@ -172,3 +172,21 @@ def test_step_with_a_sparse_plan_reads_only_the_routed_items():
     # rows: B U routed items + B C candidates (the whole history: B N)
     c = batch["cand_item_ids"].shape[1]
     assert grads[0].indices.shape[0] == 3 * (positions.shape[1] + c)
+
+
+@pytest.mark.parametrize("override", [
+    pytest.param([], id="two_branch"),
+    pytest.param(["model.routing_top_m=3"], id="two_branch_sparse"),
+    pytest.param(['model.compressor="none"'], id="short_only"),
+])
+def test_a_width_zero_history_scores(override):
+    """[B, 0] histories (cold-start users, no padding column) give
+    finite logits: the newest-S window and the routed positions read a
+    padding item instead of gathering from nothing."""
+    model = _model(*override)
+    batch = random_batch()
+    for key in HISTORY_ITEM_KEYS:
+        batch[key] = tf.zeros([3, 0], batch[key].dtype)
+    batch["hist_length"] = tf.zeros([3], tf.int32)
+    logits = model(batch)
+    assert logits.shape == (3, 6) and np.isfinite(logits.numpy()).all()

@@ -57,7 +57,10 @@ def test_sparse_request_cost_adds_up():
     cost = flops_lib.request_cost(_sizes(routing_top_m=2))
     assert cost["request"]["macs"] == flops["request"]
     dense = flops_lib.request_flops(_sizes())
-    assert dense["request"] - flops["request"] == 2 * (6 - 2) * 4
+    # A (N - m) D fewer aggregation MACs, and the history embedding of
+    # the A m = 4 routed items instead of N = 6: 3 (N - A m) D.
+    assert dense["request"] - flops["request"] == (
+        2 * (6 - 2) * 4 + 3 * (6 - 4) * 4)
 
 
 def test_config_cost_reads_routing_top_m():
@@ -116,9 +119,9 @@ def test_training_cost_of_a_baseline_keeps_its_compression_taped():
 
 
 def test_training_cost_taped_part_of_sparse_is_flat_in_n():
-    """With the plan in the pipeline neither the taped aggregation nor
-    the ranking embedding (of at most A m routed items) grows with N;
-    without it the step embeds all N items."""
+    """With sparse routing neither the taped aggregation nor the ranking
+    embedding (of at most A m routed items) grows with N; dense routing
+    embeds all N items."""
     a = SHAPES["a"]
     costs = [flops_lib.training_cost(_sizes(n=n, routing_top_m=2), batch=1,
                                      routing_in_pipeline=True)
@@ -128,20 +131,23 @@ def test_training_cost_taped_part_of_sparse_is_flat_in_n():
     d = SHAPES["d"]
     assert (costs[0]["components"]["ranking_embedding"]["macs"]
             == 3 * (2 * a) * d)  # 3 E D, E = A m
-    whole = [flops_lib.training_cost(_sizes(n=n, routing_top_m=2), batch=1)
+    whole = [flops_lib.training_cost(_sizes(n=n), batch=1,
+                                     routing_in_pipeline=True)
              for n in (10 * a, 100 * a)]
     assert (whole[1]["components"]["ranking_embedding"]["macs"]
             == 10 * whole[0]["components"]["ranking_embedding"]["macs"])
 
 
-@pytest.mark.parametrize("long_term,short,want", [
-    (True, 0, 50), (True, 8, 58), (False, 8, 8), (True, 80, 100)])
-def test_embedded_items(long_term, short, want):
-    """E = N for the long-term branch + min(S, N) for the short-term
-    window (N = 50; the S = 80 window is all 50 items)."""
+@pytest.mark.parametrize("long_term,short,m,want", [
+    (True, 0, 0, 50), (True, 8, 0, 58), (False, 8, 0, 8),
+    (True, 80, 0, 100), (True, 0, 4, 8), (True, 8, 30, 58)])
+def test_embedded_items(long_term, short, m, want):
+    """E = N for the long-term branch (min(N, A m) = 2 m with sparse
+    routing, A = 2) + min(S, N) for the short-term window (N = 50; the
+    S = 80 window is all 50 items)."""
     sizes = flops_lib.RequestSizes(
         "hisac" if long_term else "none",
-        **dict(SHAPES, n=50, short_term_length=short))
+        **dict(SHAPES, n=50, short_term_length=short, routing_top_m=m))
     assert flops_lib.embedded_items(sizes) == want
 
 

@@ -190,6 +190,10 @@ BRANCHES = [
                  id="two_branch_sim_hard"),
     pytest.param(['model.compressor="kmeans"', "model.short_term_length=4"],
                  id="two_branch_kmeans"),
+    # Sparse routing: the long-term branch routes first and embeds only
+    # the routed items (models/embedded_history.py).
+    pytest.param(["model.short_term_length=4", "model.routing_top_m=3"],
+                 id="two_branch_sparse"),
 ]
 
 

@@ -47,11 +47,11 @@ per candidate = candidate SID embedding (L - 1) D
 per request = user side + C x per candidate.
 
 E, the history items embedded (`embedded_items`): N with a long-term
-branch, + min(S, N) for the short-term branch's window (embedded on its
-own, hisac_tf/models/embedded_history.py; S alone without a long-term
-branch); in a training step whose sparse routing plan comes from the
-input pipeline, the long-term branch embeds only the routed items, at
-most min(N, A K) (`training_cost`).
+branch (with sparse routing only the routed items, at most min(N, A K):
+it routes first, in the request or in the input pipeline), + min(S, N)
+for the short-term branch's window (embedded on its own,
+hisac_tf/models/embedded_history.py; S alone without a long-term
+branch).
 
 `RequestSizes.attention_mass` defaults to True, as
 `ModelConfig.attention_mass` does; `RequestSizes.from_config(cfg)` reads
@@ -279,16 +279,15 @@ def _branches(sizes: RequestSizes) -> tuple[Optional[CompressionCost],
     return compression, branches
 
 
-def embedded_items(sizes: RequestSizes, routed_only: bool = False) -> int:
+def embedded_items(sizes: RequestSizes) -> int:
     """E, the history items one request embeds (module doc): N for a
-    long-term branch (min(N, A K) with `routed_only`, the training step
-    given a sparse routing plan), + min(S, N) for the short-term branch."""
+    long-term branch (at most min(N, A K) with sparse routing, which
+    embeds only the routed items), + min(S, N) for the short-term
+    branch."""
     long = 0
     if sizes.long_term:
-        long = sizes.n
-        k = routed_items(sizes.n, sizes.routing_top_m)
-        if routed_only and k < sizes.n:
-            long = min(sizes.n, sizes.a * k)
+        long = min(sizes.n, sizes.a * routed_items(sizes.n,
+                                                   sizes.routing_top_m))
     short = min(sizes.short_term_length, sizes.n)
     return long + short
 
@@ -348,16 +347,13 @@ def config_flops(cfg, name: Optional[str] = None, n: Optional[int] = None,
     return request_flops(RequestSizes.from_config(cfg, name, n, c))
 
 
-def request_cost(sizes: RequestSizes, cached: bool = False,
-                 routed_only: bool = False) -> dict:
+def request_cost(sizes: RequestSizes, cached: bool = False) -> dict:
     """Per-component multiply-adds and elementwise bytes of one request.
 
     Args:
       sizes: the request's `RequestSizes`.
       cached: the user side comes from a cached state
         (`score_with_state`), so only the candidate side counts.
-      routed_only: the long-term branch embeds only its routed items
-        (`embedded_items`; a training step with a sparse routing plan).
 
     Returns:
       dict(components={component: dict(side "user" or "candidate",
@@ -378,7 +374,7 @@ def request_cost(sizes: RequestSizes, cached: bool = False,
 
     add("semantic_lookup", "user", 0,
         32 * n + 8 * n * (levels + ds) + n)
-    e = embedded_items(sizes, routed_only)
+    e = embedded_items(sizes)
     add("ranking_embedding", "user", 3 * e * d, 68 * e * d)
     if compression is not None and compression.voting:
         add("voting", "user", 0,
@@ -634,8 +630,8 @@ def training_cost(sizes: RequestSizes, batch: int,
       routing   the same work inside the step when not in the pipeline
                 (off the gradient tape either way);
       forward   the taped forward: ranking embedding (of
-                `embedded_items`: with a sparse plan from the pipeline,
-                only the routed items), the compressor's
+                `embedded_items`: with sparse routing only the routed
+                items), the compressor's
                 taped part (HiSAC: the aggregation A K D, K =
                 `routed_items`), group SID embeddings, keys / values, the
                 candidate side;
@@ -655,7 +651,7 @@ def training_cost(sizes: RequestSizes, batch: int,
     if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
         raise ValueError(f"training_cost: batch must be an int >= 1, got "
                          f"{batch!r}")
-    cost = request_cost(sizes, routed_only=routing_in_pipeline)
+    cost = request_cost(sizes)
     compression, branches = _branches(sizes)
     parts = {k: dict(v) for k, v in cost["components"].items()}
     off_tape = {"voting"}
@@ -688,7 +684,7 @@ def training_cost(sizes: RequestSizes, batch: int,
     d, hk = sizes.d, sizes.hk
     per_candidate = request_flops(sizes)["per_candidate"]
     dense_weights = per_candidate + len(branches) * 2 * (2 * d) * hk
-    rows = batch * (4 * embedded_items(sizes, routing_in_pipeline)
+    rows = batch * (4 * embedded_items(sizes)
                     + 2 * sizes.c + 1 + sizes.user_features)
     opt_bytes = (4 * ADAM_FLOATS * dense_weights
                  + 4 * ADAGRAD_FLOATS * rows * d

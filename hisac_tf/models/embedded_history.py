@@ -117,12 +117,11 @@ class EmbeddedHistory(Mapping):
                 "EmbeddedHistory.at: positions must be [B, K]; received "
                 f"shape {positions.shape.as_list()}")
         features = dict(self._features)
+        n = tf.shape(self._items["valid"])[1]
         for key in self._item_keys:
-            features[key] = tf.gather(
-                self._features[key], positions,
-                batch_dims=1)  # [B, N, ...] -> [B, K, ...]
-        valid = tf.gather(self._items["valid"], positions,
-                          batch_dims=1)  # [B, K]
+            features[key] = _gather_items(
+                self._features[key], positions, n)  # [B, K, ...]
+        valid = _gather_items(self._items["valid"], positions, n)  # [B, K]
         if mask is not None:
             valid = tf.logical_and(valid, tf.cast(mask, tf.bool))  # [B, K]
         return EmbeddedHistory(features, valid, self._item_keys,
@@ -138,3 +137,18 @@ class EmbeddedHistory(Mapping):
         positions = (length[:, tf.newaxis] - count
                      + tf.range(count)[tf.newaxis, :])  # [B, S]
         return self.at(tf.maximum(positions, 0), positions >= 0)
+
+
+def _gather_items(value, positions, n):
+    """value [B, N, ...] at positions [B, K] -> [B, K, ...]. An empty
+    history (N = 0, a cold-start user) has nothing to gather from, so it
+    reads one padding item (zeros, False) instead."""
+
+    def padding():
+        shape = tf.concat([tf.shape(value)[:1], [1], tf.shape(value)[2:]],
+                          axis=0)
+        return tf.zeros(shape, value.dtype)  # [B, 1, ...]
+
+    value = tf.convert_to_tensor(value)
+    source = tf.cond(n > 0, lambda: value, padding)  # [B, max(N, 1), ...]
+    return tf.gather(source, positions, batch_dims=1)  # [B, K, ...]
