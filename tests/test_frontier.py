@@ -83,9 +83,52 @@ def test_write_docs_replaces_the_marked_section(frontier, tmp_path):
         frontier.write_docs(str(doc), results, "", "f.png")
 
 
+def test_any_agent_count_and_sparse_m_is_a_method(frontier, capsys):
+    for name in ("hisac_sparse_m32", "hisac_sparse_m1", "hisac_a64"):
+        assert frontier.known_method(name)
+        assert frontier._methods(name) == (name,)
+    for name in ("hisac_sparse_m0", "hisac_sparse_m", "hisac_a0"):
+        assert not frontier.known_method(name)
+    cfg = config_lib.load_config("taobao_mm")
+    assert frontier.method_overrides("hisac_sparse_m32", cfg)[1][
+        "model.routing_top_m"] == 32
+
+
+def test_set_overrides_every_configuration(frontier):
+    sets = ("model.count_slots=0", "model.routing_top_m=8")
+    base, root = frontier.base_overrides("tiny", True, "/tmp/x", sets)
+    tag = frontier.set_tag(sets)
+    assert tag.startswith("_set-") and frontier.set_tag(()) == ""
+    assert frontier.set_tag(sets[:1]) != tag
+    assert f"training.model_dir={root}/models{tag}" in base
+    # Model-only overrides share the data and the tokenizer.
+    assert f"data.data_dir={root}/data" in base
+    assert f"tokenizer.output_dir={root}/tokenizer" in base
+    hisac = frontier.run_config("tiny", base, "hisac")
+    assert hisac.model.count_slots == 0 and hisac.model.routing_top_m == 8
+    # The method's own overrides come after --set.
+    sparse = frontier.run_config("tiny", base, "hisac_sparse_m16")
+    assert sparse.model.count_slots == 0
+    assert sparse.model.routing_top_m == 16
+    # Overrides of the generated inputs get their own data folders.
+    base, root = frontier.base_overrides(
+        "tiny", True, "/tmp/x", ("synthetic.num_users=70",))
+    tag = frontier.set_tag(("synthetic.num_users=70",))
+    assert f"data.data_dir={root}/data{tag}" in base
+    assert f"tokenizer.output_dir={root}/tokenizer{tag}" in base
+    assert frontier.run_config("tiny", base,
+                               "recent").synthetic.num_users == 70
+
+
 @pytest.mark.parametrize("argv,message", [
     (["--methods=nope"], "unknown method"),
+    (["--methods=hisac_sparse_m0"], "unknown method"),
     (["--seeds=-1"], "seeds"),
+    (["--presets=tiny", "--set", "model.nope=1"], "model.nope"),
+    (["--presets=tiny", "--set", "nope.key=1"], "nope"),
+    (["--presets=tiny", "--set", "model.num_agents"], "section.key=value"),
+    (["--presets=tiny", "--methods=recent",
+      "--set", "model.routing_top_m=8"], "routing_top_m"),
 ])
 def test_argument_errors(frontier, argv, message, capsys):
     with pytest.raises(SystemExit):
