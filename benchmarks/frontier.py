@@ -18,7 +18,9 @@ model per seed on the preset's data (generated when missing), and this
 script adds, per configuration:
 
   * AUC: mean over seeds, with a 95 % Student-t interval (none with one
-    seed);
+    seed), and GAUC; per seed too, and, when `hisac` ran, each other
+    configuration's paired difference to it (same seed, same data: per
+    seed, mean, std and interval over seeds, `vs_hisac`);
   * per-request cost: multiply-adds and bytes of one request at the
     preset's N and C, and at N = 10,000, C = 1,000
     (`flops.config_cost`), and the latency the cost model predicts at
@@ -217,15 +219,41 @@ def _value(v) -> str:
 
 
 def interval(values) -> dict:
-    """Mean and 95 % Student-t interval over seeds (None with one)."""
+    """Mean, std (ddof 1) and 95 % Student-t interval over seeds (None
+    with one)."""
     values = [float(v) for v in values]
     mean = float(np.mean(values))
     if len(values) < 2:
-        return {"mean": mean, "low": None, "high": None, "seeds": 1}
-    half = T95.get(len(values) - 1, 1.96) * float(
-        np.std(values, ddof=1)) / math.sqrt(len(values))
-    return {"mean": mean, "low": mean - half, "high": mean + half,
-            "seeds": len(values)}
+        return {"mean": mean, "std": None, "low": None, "high": None,
+                "seeds": 1}
+    std = float(np.std(values, ddof=1))
+    half = T95.get(len(values) - 1, 1.96) * std / math.sqrt(len(values))
+    return {"mean": mean, "std": std, "low": mean - half,
+            "high": mean + half, "seeds": len(values)}
+
+
+def paired_deltas(configurations: list[dict],
+                  reference: str = "hisac") -> None:
+    """Adds `vs_<reference>` to every other configuration: per metric
+    (auc, gauc), the per-seed difference configuration − reference on
+    the seeds both ran (same seed, same data) and their `interval`.
+    Nothing when the reference did not run."""
+    ref = next((c for c in configurations if c["method"] == reference),
+               None)
+    if ref is None:
+        return
+    ref_seeds = {r["seed"]: r for r in ref["per_seed"]}
+    for conf in configurations:
+        common = [r for r in conf["per_seed"] if r["seed"] in ref_seeds]
+        if conf is ref or not common:
+            continue
+        out = {}
+        for metric in ("auc", "gauc"):
+            deltas = [r[metric] - ref_seeds[r["seed"]][metric]
+                      for r in common]
+            out[metric] = {"per_seed": dict(zip(
+                [r["seed"] for r in common], deltas)), **interval(deltas)}
+        conf[f"vs_{reference}"] = out
 
 
 def cost_of(cfg, calibration: dict) -> dict:
@@ -253,6 +281,12 @@ def summarise(preset, base, methods, rows, calibration) -> list[dict]:
         batch = run_cfg.data.batch_size
         throughput = [r["step"] * batch / r["train_seconds"]
                       for r in mine if r.get("train_seconds")]
+        per_seed = [{
+            "seed": r["seed"], "auc": r["auc"], "gauc": r["gauc"],
+            "valid_auc": r.get("valid_auc"),
+            "train_requests_per_s": (r["step"] * batch / r["train_seconds"]
+                                     if r.get("train_seconds") else None),
+            "seconds": r.get("seconds")} for r in mine]
         out.append({
             "method": method,
             "compressor": run_cfg.model.compressor,
@@ -266,7 +300,9 @@ def summarise(preset, base, methods, rows, calibration) -> list[dict]:
             "train_requests_per_s": (float(np.median(throughput))
                                      if throughput else None),
             "seeds": [r["seed"] for r in mine],
+            "per_seed": per_seed,
         })
+    paired_deltas(out)
     return out
 
 
@@ -277,8 +313,13 @@ def table(results: dict) -> str:
             auc = s["auc"]
             ci = ("-" if auc["low"] is None
                   else f"{auc['low']:.4f}–{auc['high']:.4f}")
+            delta = s.get("vs_hisac", {}).get("auc")
             rows.append([
                 preset, s["method"], f"{auc['mean']:.4f}", ci,
+                f"{s['gauc']['mean']:.4f}",
+                "-" if delta is None else f"{delta['mean']:+.4f}" + (
+                    "" if delta["std"] is None
+                    else f" ± {delta['std']:.4f}"),
                 f"{s['active_agents_mean']:.3g}",
                 s["cost"]["preset"]["macs"],
                 s["cost"]["preset"]["predicted_ms"],
@@ -286,7 +327,8 @@ def table(results: dict) -> str:
                 s["cost"]["n10k_c1k"]["predicted_ms"],
                 s["train_requests_per_s"] or "-"])
     return bc.markdown_table(
-        ["preset", "configuration", "AUC", "95 % CI", "active groups",
+        ["preset", "configuration", "AUC", "95 % CI", "GAUC",
+         "Δ AUC vs hisac (paired, ± std)", "active groups",
          "request MACs", "predicted ms", "MACs at N=10k, C=1k",
          "predicted ms at 10k/1k", "train requests/s"], rows)
 

@@ -58,13 +58,45 @@ def test_run_config_is_valid(frontier):
 
 def test_interval(frontier):
     one = frontier.interval([0.7])
-    assert one == {"mean": 0.7, "low": None, "high": None, "seeds": 1}
+    assert one == {"mean": 0.7, "std": None, "low": None, "high": None,
+                   "seeds": 1}
     three = frontier.interval([0.70, 0.72, 0.74])
     # mean 0.72, std 0.02, t(2) = 4.303: half width 4.303 * 0.02 / sqrt 3
     half = 4.303 * 0.02 / math.sqrt(3)
     assert three["mean"] == pytest.approx(0.72)
+    assert three["std"] == pytest.approx(0.02)
     assert three["low"] == pytest.approx(0.72 - half)
     assert three["high"] == pytest.approx(0.72 + half)
+
+
+def test_paired_deltas_pair_seeds_with_hisac(frontier):
+    def conf(method, *rows):
+        return {"method": method, "per_seed": [
+            {"seed": seed, "auc": auc, "gauc": gauc}
+            for seed, auc, gauc in rows]}
+    confs = [conf("hisac", (0, 0.80, 0.70), (1, 0.82, 0.71), (2, 0.81, 0.7)),
+             conf("hisac_sparse_m16", (1, 0.81, 0.72), (0, 0.80, 0.69),
+                  (7, 0.5, 0.5)),
+             conf("recent", (5, 0.7, 0.6))]
+    frontier.paired_deltas(confs)
+    assert "vs_hisac" not in confs[0] and "vs_hisac" not in confs[2]
+    auc = confs[1]["vs_hisac"]["auc"]
+    assert auc["per_seed"] == pytest.approx({1: -0.01, 0: 0.0})
+    assert auc["mean"] == pytest.approx(-0.005) and auc["seeds"] == 2
+    assert auc["std"] == pytest.approx(0.01 / math.sqrt(2))
+    assert confs[1]["vs_hisac"]["gauc"]["per_seed"] == pytest.approx(
+        {1: 0.01, 0: -0.01})
+    cost = {"macs": 1, "bytes": 1, "predicted_ms": 1.0}
+    for c in confs:
+        c.update(auc=frontier.interval([r["auc"] for r in c["per_seed"]]),
+                 gauc=frontier.interval([r["gauc"] for r in c["per_seed"]]),
+                 active_agents_mean=3.0, train_requests_per_s=None,
+                 cost={"preset": cost, "n10k_c1k": cost})
+    md = frontier.table({"presets": {"p": {"configurations": confs}}})
+    assert "Δ AUC vs hisac" in md and "| -0.0050 ± 0.0071 |" in md
+    without = [conf("recent", (0, 0.7, 0.6))]
+    frontier.paired_deltas(without)
+    assert "vs_hisac" not in without[0]
 
 
 def test_write_docs_replaces_the_marked_section(frontier, tmp_path):
