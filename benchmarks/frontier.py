@@ -18,7 +18,9 @@ model per seed on the preset's data (generated when missing), and this
 script adds, per configuration:
 
   * AUC: mean over seeds, with a 95 % Student-t interval (none with one
-    seed);
+    seed), and GAUC; per seed too, and, when `hisac` ran, each other
+    configuration's paired difference to it (same seed, same data: per
+    seed, mean, std and interval over seeds, `vs_hisac`);
   * per-request cost: multiply-adds and bytes of one request at the
     preset's N and C, and at N = 10,000, C = 1,000
     (`flops.config_cost`), and the latency the cost model predicts at
@@ -39,8 +41,24 @@ budget; CI and this 2-core machine); a full-size run (presets' own
 sizes and budgets, 3 seeds, 16 configurations, 2 presets) takes GPU
 hours and is not what `--small` measures.
 
+`--set section.key=value` (repeatable) changes every configuration of
+every preset: applied after the preset (and --small), before each
+method's own overrides (so `--set model.routing_top_m=8` does not
+change `hisac_sparse_m16`), recorded in the JSON ("set") and printed
+with the table. Unknown sections or keys are errors before anything
+runs. The models (and the experiment tables) of a run with --set go to
+their own folders under the work dir (`models_set-<hash>`), so runs
+with other overrides never resume or reuse each other's checkpoints;
+the data and tokenizer are shared unless a --set key is in `data` or
+`synthetic` (both get their own folders) or `tokenizer` (the tokenizer
+does).
+
+Method names: the compressors, `hisac_a<A>` and `hisac_sparse_m<m>` for
+any A, m >= 1 (the defaults are the A and m above).
+
     python -m benchmarks.frontier [--small] [--presets=longrange,taobao_mm]
         [--methods=hisac,hisac_a50,...] [--seeds=0,1,2]
+        [--set section.key=value ...]
         [--work_dir=runs/frontier] [--output=PATH] [--plot=PATH]
         [--docs=docs/performance.md]
 """
@@ -48,6 +66,7 @@ hours and is not what `--small` measures.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import math
 import os
 import re
@@ -123,6 +142,14 @@ def method_overrides(method: str, cfg) -> tuple[str, dict]:
                      f"{', '.join(method_names())})")
 
 
+def known_method(method: str) -> bool:
+    """A compressor, `hisac_a<A>` or `hisac_sparse_m<m>` (A, m >= 1)."""
+    if method in COMPRESSOR_NAMES:
+        return True
+    found = re.fullmatch(r"hisac_(?:a|sparse_m)(\d+)", method)
+    return bool(found) and int(found.group(1)) >= 1
+
+
 def widened_top_k(cfg, agents: int) -> tuple[int, ...]:
     """The preset's top_k with k_1 widened until prod(top_k) >= A (each
     k_l <= K_l): voting can then keep A agents."""
@@ -133,13 +160,31 @@ def widened_top_k(cfg, agents: int) -> tuple[int, ...]:
     return tuple(top_k)
 
 
-def base_overrides(preset: str, small: bool, work_dir: str):
-    """(overrides of the preset, the preset's work folder)."""
+def set_tag(sets) -> str:
+    """The folder suffix of a run with `--set` overrides ("" without)."""
+    if not sets:
+        return ""
+    return "_set-" + hashlib.sha1(
+        "\n".join(sets).encode("utf-8")).hexdigest()[:8]
+
+
+def base_overrides(preset: str, small: bool, work_dir: str, sets=()):
+    """(overrides of the preset, the preset's work folder).
+
+    `sets` (`--set`) come last. The models and the experiment folder get
+    `set_tag(sets)`; the data too when a set key is in `data` or
+    `synthetic`, the tokenizer when one is in those or `tokenizer`.
+    """
     root = os.path.join(work_dir, preset + ("_small" if small else ""))
+    tag = set_tag(sets)
+    sections = {s.split("=", 1)[0].split(".", 1)[0].strip() for s in sets}
+    data_tag = tag if sections & {"data", "synthetic"} else ""
+    tok_tag = tag if sections & {"data", "synthetic", "tokenizer"} else ""
     return (*(SMALL if small else ()),
-            f"data.data_dir={root}/data",
-            f"tokenizer.output_dir={root}/tokenizer",
-            f"training.model_dir={root}/models"), root
+            f"data.data_dir={root}/data{data_tag}",
+            f"tokenizer.output_dir={root}/tokenizer{tok_tag}",
+            f"training.model_dir={root}/models{tag}",
+            *sets), root
 
 
 def plan_for(cfg, methods, seeds) -> dict:
@@ -174,15 +219,41 @@ def _value(v) -> str:
 
 
 def interval(values) -> dict:
-    """Mean and 95 % Student-t interval over seeds (None with one)."""
+    """Mean, std (ddof 1) and 95 % Student-t interval over seeds (None
+    with one)."""
     values = [float(v) for v in values]
     mean = float(np.mean(values))
     if len(values) < 2:
-        return {"mean": mean, "low": None, "high": None, "seeds": 1}
-    half = T95.get(len(values) - 1, 1.96) * float(
-        np.std(values, ddof=1)) / math.sqrt(len(values))
-    return {"mean": mean, "low": mean - half, "high": mean + half,
-            "seeds": len(values)}
+        return {"mean": mean, "std": None, "low": None, "high": None,
+                "seeds": 1}
+    std = float(np.std(values, ddof=1))
+    half = T95.get(len(values) - 1, 1.96) * std / math.sqrt(len(values))
+    return {"mean": mean, "std": std, "low": mean - half,
+            "high": mean + half, "seeds": len(values)}
+
+
+def paired_deltas(configurations: list[dict],
+                  reference: str = "hisac") -> None:
+    """Adds `vs_<reference>` to every other configuration: per metric
+    (auc, gauc), the per-seed difference configuration − reference on
+    the seeds both ran (same seed, same data) and their `interval`.
+    Nothing when the reference did not run."""
+    ref = next((c for c in configurations if c["method"] == reference),
+               None)
+    if ref is None:
+        return
+    ref_seeds = {r["seed"]: r for r in ref["per_seed"]}
+    for conf in configurations:
+        common = [r for r in conf["per_seed"] if r["seed"] in ref_seeds]
+        if conf is ref or not common:
+            continue
+        out = {}
+        for metric in ("auc", "gauc"):
+            deltas = [r[metric] - ref_seeds[r["seed"]][metric]
+                      for r in common]
+            out[metric] = {"per_seed": dict(zip(
+                [r["seed"] for r in common], deltas)), **interval(deltas)}
+        conf[f"vs_{reference}"] = out
 
 
 def cost_of(cfg, calibration: dict) -> dict:
@@ -210,6 +281,12 @@ def summarise(preset, base, methods, rows, calibration) -> list[dict]:
         batch = run_cfg.data.batch_size
         throughput = [r["step"] * batch / r["train_seconds"]
                       for r in mine if r.get("train_seconds")]
+        per_seed = [{
+            "seed": r["seed"], "auc": r["auc"], "gauc": r["gauc"],
+            "valid_auc": r.get("valid_auc"),
+            "train_requests_per_s": (r["step"] * batch / r["train_seconds"]
+                                     if r.get("train_seconds") else None),
+            "seconds": r.get("seconds")} for r in mine]
         out.append({
             "method": method,
             "compressor": run_cfg.model.compressor,
@@ -223,7 +300,9 @@ def summarise(preset, base, methods, rows, calibration) -> list[dict]:
             "train_requests_per_s": (float(np.median(throughput))
                                      if throughput else None),
             "seeds": [r["seed"] for r in mine],
+            "per_seed": per_seed,
         })
+    paired_deltas(out)
     return out
 
 
@@ -234,8 +313,13 @@ def table(results: dict) -> str:
             auc = s["auc"]
             ci = ("-" if auc["low"] is None
                   else f"{auc['low']:.4f}–{auc['high']:.4f}")
+            delta = s.get("vs_hisac", {}).get("auc")
             rows.append([
                 preset, s["method"], f"{auc['mean']:.4f}", ci,
+                f"{s['gauc']['mean']:.4f}",
+                "-" if delta is None else f"{delta['mean']:+.4f}" + (
+                    "" if delta["std"] is None
+                    else f" ± {delta['std']:.4f}"),
                 f"{s['active_agents_mean']:.3g}",
                 s["cost"]["preset"]["macs"],
                 s["cost"]["preset"]["predicted_ms"],
@@ -243,7 +327,8 @@ def table(results: dict) -> str:
                 s["cost"]["n10k_c1k"]["predicted_ms"],
                 s["train_requests_per_s"] or "-"])
     return bc.markdown_table(
-        ["preset", "configuration", "AUC", "95 % CI", "active groups",
+        ["preset", "configuration", "AUC", "95 % CI", "GAUC",
+         "Δ AUC vs hisac (paired, ± std)", "active groups",
          "request MACs", "predicted ms", "MACs at N=10k, C=1k",
          "predicted ms at 10k/1k", "train requests/s"], rows)
 
@@ -317,6 +402,11 @@ def main(argv=None) -> dict:
     parser.add_argument("--presets", type=_names, default=PRESETS)
     parser.add_argument("--methods", type=_methods, default=None)
     parser.add_argument("--seeds", type=_seeds, default=None)
+    parser.add_argument(
+        "--set", action="append", type=_override, default=[],
+        metavar="section.key=value",
+        help="override for every configuration of every preset (after "
+        "the preset, before the method's own); repeatable")
     parser.add_argument("--work_dir", default=os.path.join("runs",
                                                            "frontier"))
     parser.add_argument("--output",
@@ -330,15 +420,26 @@ def main(argv=None) -> dict:
     seeds = args.seeds or ((0, 1) if args.small else SEEDS)
     began = time.perf_counter()
     calibration = bc.calibrate(calls=3, size=0.05 if args.small else 1)
-    results = {"benchmark": "frontier", "small": args.small,
+    sets = tuple(args.set)
+    for preset in args.presets:  # Bad overrides fail before any run.
+        try:
+            for method in methods:
+                run_config(preset, base_overrides(
+                    preset, args.small, args.work_dir, sets)[0], method)
+        except (config_lib.ConfigError, ValueError) as e:
+            parser.error(f"--set {' '.join(sets)} on preset {preset!r}: "
+                         f"{e}")
+    results = {"benchmark": "frontier", "small": args.small, "set": sets,
                "command": "python -m benchmarks.frontier " + " ".join(
                    argv if argv is not None else sys.argv[1:]),
                "calibration": calibration, "presets": {}}
     for preset in args.presets:
-        base, root = base_overrides(preset, args.small, args.work_dir)
+        base, root = base_overrides(preset, args.small, args.work_dir,
+                                    sets)
         cfg = config_lib.load_config(preset, base)
         out = experiment.main(
-            cfg, output_dir=os.path.join(root, "experiment"),
+            cfg, output_dir=os.path.join(root,
+                                         "experiment" + set_tag(sets)),
             plan=plan_for(cfg, methods, seeds), generate_data=True)
         results["presets"][preset] = {
             "n": cfg.data.max_history, "c": cfg.data.max_candidates,
@@ -350,6 +451,8 @@ def main(argv=None) -> dict:
     results["environment"] = bc.environment()
     bc.write_json(args.output, results)
     table_md = table(results)
+    if sets:
+        print(f"overrides (--set): {', '.join(sets)}")
     print(table_md)
     if plot(results, args.plot):
         results["plot"] = args.plot
@@ -379,12 +482,24 @@ def _seeds(text: str) -> tuple[int, ...]:
 
 def _methods(text: str) -> tuple[str, ...]:
     names = _names(text)
-    unknown = [m for m in names if m not in method_names()]
+    unknown = [m for m in names if not known_method(m)]
     if unknown:
         raise argparse.ArgumentTypeError(
             f"unknown method(s) {unknown} (choose from "
-            f"{', '.join(method_names())})")
+            f"{', '.join(COMPRESSOR_NAMES)}, hisac_a<A>, "
+            "hisac_sparse_m<m> with A, m >= 1)")
     return names
+
+
+def _override(text: str) -> str:
+    """One `section.key=value` (checked against the config when the
+    presets are known)."""
+    try:
+        config_lib.parse_override(text)
+    except (config_lib.ConfigError, ValueError) as e:
+        raise argparse.ArgumentTypeError(
+            f"expected section.key=value, got {text!r}: {e}") from None
+    return text.strip()
 
 
 if __name__ == "__main__":

@@ -58,13 +58,45 @@ def test_run_config_is_valid(frontier):
 
 def test_interval(frontier):
     one = frontier.interval([0.7])
-    assert one == {"mean": 0.7, "low": None, "high": None, "seeds": 1}
+    assert one == {"mean": 0.7, "std": None, "low": None, "high": None,
+                   "seeds": 1}
     three = frontier.interval([0.70, 0.72, 0.74])
     # mean 0.72, std 0.02, t(2) = 4.303: half width 4.303 * 0.02 / sqrt 3
     half = 4.303 * 0.02 / math.sqrt(3)
     assert three["mean"] == pytest.approx(0.72)
+    assert three["std"] == pytest.approx(0.02)
     assert three["low"] == pytest.approx(0.72 - half)
     assert three["high"] == pytest.approx(0.72 + half)
+
+
+def test_paired_deltas_pair_seeds_with_hisac(frontier):
+    def conf(method, *rows):
+        return {"method": method, "per_seed": [
+            {"seed": seed, "auc": auc, "gauc": gauc}
+            for seed, auc, gauc in rows]}
+    confs = [conf("hisac", (0, 0.80, 0.70), (1, 0.82, 0.71), (2, 0.81, 0.7)),
+             conf("hisac_sparse_m16", (1, 0.81, 0.72), (0, 0.80, 0.69),
+                  (7, 0.5, 0.5)),
+             conf("recent", (5, 0.7, 0.6))]
+    frontier.paired_deltas(confs)
+    assert "vs_hisac" not in confs[0] and "vs_hisac" not in confs[2]
+    auc = confs[1]["vs_hisac"]["auc"]
+    assert auc["per_seed"] == pytest.approx({1: -0.01, 0: 0.0})
+    assert auc["mean"] == pytest.approx(-0.005) and auc["seeds"] == 2
+    assert auc["std"] == pytest.approx(0.01 / math.sqrt(2))
+    assert confs[1]["vs_hisac"]["gauc"]["per_seed"] == pytest.approx(
+        {1: 0.01, 0: -0.01})
+    cost = {"macs": 1, "bytes": 1, "predicted_ms": 1.0}
+    for c in confs:
+        c.update(auc=frontier.interval([r["auc"] for r in c["per_seed"]]),
+                 gauc=frontier.interval([r["gauc"] for r in c["per_seed"]]),
+                 active_agents_mean=3.0, train_requests_per_s=None,
+                 cost={"preset": cost, "n10k_c1k": cost})
+    md = frontier.table({"presets": {"p": {"configurations": confs}}})
+    assert "Δ AUC vs hisac" in md and "| -0.0050 ± 0.0071 |" in md
+    without = [conf("recent", (0, 0.7, 0.6))]
+    frontier.paired_deltas(without)
+    assert "vs_hisac" not in without[0]
 
 
 def test_write_docs_replaces_the_marked_section(frontier, tmp_path):
@@ -83,9 +115,52 @@ def test_write_docs_replaces_the_marked_section(frontier, tmp_path):
         frontier.write_docs(str(doc), results, "", "f.png")
 
 
+def test_any_agent_count_and_sparse_m_is_a_method(frontier, capsys):
+    for name in ("hisac_sparse_m32", "hisac_sparse_m1", "hisac_a64"):
+        assert frontier.known_method(name)
+        assert frontier._methods(name) == (name,)
+    for name in ("hisac_sparse_m0", "hisac_sparse_m", "hisac_a0"):
+        assert not frontier.known_method(name)
+    cfg = config_lib.load_config("taobao_mm")
+    assert frontier.method_overrides("hisac_sparse_m32", cfg)[1][
+        "model.routing_top_m"] == 32
+
+
+def test_set_overrides_every_configuration(frontier):
+    sets = ("model.count_slots=0", "model.routing_top_m=8")
+    base, root = frontier.base_overrides("tiny", True, "/tmp/x", sets)
+    tag = frontier.set_tag(sets)
+    assert tag.startswith("_set-") and frontier.set_tag(()) == ""
+    assert frontier.set_tag(sets[:1]) != tag
+    assert f"training.model_dir={root}/models{tag}" in base
+    # Model-only overrides share the data and the tokenizer.
+    assert f"data.data_dir={root}/data" in base
+    assert f"tokenizer.output_dir={root}/tokenizer" in base
+    hisac = frontier.run_config("tiny", base, "hisac")
+    assert hisac.model.count_slots == 0 and hisac.model.routing_top_m == 8
+    # The method's own overrides come after --set.
+    sparse = frontier.run_config("tiny", base, "hisac_sparse_m16")
+    assert sparse.model.count_slots == 0
+    assert sparse.model.routing_top_m == 16
+    # Overrides of the generated inputs get their own data folders.
+    base, root = frontier.base_overrides(
+        "tiny", True, "/tmp/x", ("synthetic.num_users=70",))
+    tag = frontier.set_tag(("synthetic.num_users=70",))
+    assert f"data.data_dir={root}/data{tag}" in base
+    assert f"tokenizer.output_dir={root}/tokenizer{tag}" in base
+    assert frontier.run_config("tiny", base,
+                               "recent").synthetic.num_users == 70
+
+
 @pytest.mark.parametrize("argv,message", [
     (["--methods=nope"], "unknown method"),
+    (["--methods=hisac_sparse_m0"], "unknown method"),
     (["--seeds=-1"], "seeds"),
+    (["--presets=tiny", "--set", "model.nope=1"], "model.nope"),
+    (["--presets=tiny", "--set", "nope.key=1"], "nope"),
+    (["--presets=tiny", "--set", "model.num_agents"], "section.key=value"),
+    (["--presets=tiny", "--methods=recent",
+      "--set", "model.routing_top_m=8"], "routing_top_m"),
 ])
 def test_argument_errors(frontier, argv, message, capsys):
     with pytest.raises(SystemExit):
