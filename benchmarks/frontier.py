@@ -1,9 +1,10 @@
 """Cost / quality frontier: AUC (with a CI over seeds) against the cost
 of a request and against training throughput, per configuration.
 
-For each preset (default `longrange` and `taobao_mm`, the real-shaped
-one: Taobao-MM's model and tokenizer sizes, here on synthetic data of
-its shape) and each configuration:
+For each preset (default `longrange`, `features`, the declared side
+features of docs/results.md "Declared features", and `taobao_mm`, the
+real-shaped one: Taobao-MM's model and tokenizer sizes, here on
+synthetic data of its shape) and each configuration:
 
   * every compressor (`hisac_tf.compressors.COMPRESSOR_NAMES`) with the
     preset's settings;
@@ -56,7 +57,8 @@ does).
 Method names: the compressors, `hisac_a<A>` and `hisac_sparse_m<m>` for
 any A, m >= 1 (the defaults are the A and m above).
 
-    python -m benchmarks.frontier [--small] [--presets=longrange,taobao_mm]
+    python -m benchmarks.frontier [--small]
+        [--presets=longrange,features,taobao_mm]
         [--methods=hisac,hisac_a50,...] [--seeds=0,1,2]
         [--set section.key=value ...]
         [--work_dir=runs/frontier] [--output=PATH] [--plot=PATH]
@@ -86,7 +88,7 @@ from pipelines import experiment  # noqa: E402
 
 RESULTS = os.path.join(bc.ROOT, "benchmarks", "results")
 PLOT = os.path.join(bc.ROOT, "docs", "img", "frontier.png")
-PRESETS = ("longrange", "taobao_mm")
+PRESETS = ("longrange", "features", "taobao_mm")
 AGENTS = (50, 100, 200, 400)
 SPARSE_M = (16, 64)
 SEEDS = (0, 1, 2)
@@ -419,7 +421,6 @@ def main(argv=None) -> dict:
     methods = args.methods or method_names()
     seeds = args.seeds or ((0, 1) if args.small else SEEDS)
     began = time.perf_counter()
-    calibration = bc.calibrate(calls=3, size=0.05 if args.small else 1)
     sets = tuple(args.set)
     for preset in args.presets:  # Bad overrides fail before any run.
         try:
@@ -429,6 +430,7 @@ def main(argv=None) -> dict:
         except (config_lib.ConfigError, ValueError) as e:
             parser.error(f"--set {' '.join(sets)} on preset {preset!r}: "
                          f"{e}")
+    calibration = bc.calibrate(calls=3, size=0.05 if args.small else 1)
     results = {"benchmark": "frontier", "small": args.small, "set": sets,
                "command": "python -m benchmarks.frontier " + " ".join(
                    argv if argv is not None else sys.argv[1:]),

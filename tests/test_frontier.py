@@ -56,6 +56,24 @@ def test_run_config_is_valid(frontier):
     assert cfg.data.max_history == 40
 
 
+@pytest.mark.parametrize("small", [True, False], ids=["small", "full"])
+def test_every_default_preset_and_method_makes_a_valid_config(
+        frontier, small):
+    """The three default presets (longrange, features, taobao_mm) with
+    every configuration load (the `features` preset's declared features
+    included), at --small and at full size."""
+    assert frontier.PRESETS == ("longrange", "features", "taobao_mm")
+    for preset in frontier.PRESETS:
+        base, _ = frontier.base_overrides(preset, small, "/tmp/x")
+        for method in frontier.method_names():
+            cfg = frontier.run_config(preset, base, method)
+            assert cfg.data.max_history == (40 if small else
+                                            config_lib.load_config(
+                                                preset).data.max_history)
+        if preset == "features":
+            assert cfg.features  # the declared side features stay
+
+
 def test_interval(frontier):
     one = frontier.interval([0.7])
     assert one == {"mean": 0.7, "std": None, "low": None, "high": None,
