@@ -180,3 +180,31 @@ def test_gpu_script_parses():
     done = subprocess.run(["bash", "-n", os.path.join(BENCH, "gpu.sh")],
                           capture_output=True, text=True, timeout=30)
     assert done.returncode == 0, done.stderr
+
+
+@pytest.mark.slow
+def test_training_end_to_end_runs_tiny(tmp_path):
+    out = tmp_path / "e2e.json"
+    _load("training_end_to_end").main([
+        "--tiny", "--methods=hisac_sparse_pipeline,full",
+        f"--output={out}"])
+    result = json.loads(out.read_text())
+    assert set(result["methods"]) == {"hisac_sparse_pipeline", "full"}
+    assert result["methods"]["hisac_sparse_pipeline"][
+        "routing_in_input_pipeline"]
+    for v in result["methods"].values():
+        assert v["requests_per_s"] > 0 and len(
+            v["requests_per_s_rounds"]) == 1
+    assert "hisac_sparse_pipeline_over_full_requests_per_s" in result[
+        "ratios"]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--tiny", "--steps=0"], "--steps"),
+    (["--tiny", "--plan_workers=-1"], "--plan_workers"),
+    (["--tiny", "--methods=nope"], "unknown methods"),
+], ids=["no-steps", "negative-workers", "unknown-method"])
+def test_training_end_to_end_refuses_bad_arguments(argv, message, capsys):
+    with pytest.raises(SystemExit):
+        _load("training_end_to_end").main(argv)
+    assert message in capsys.readouterr().err
