@@ -158,3 +158,18 @@ def test_step_with_a_sparse_plan_reads_only_the_routed_items():
     # rows: B U routed items + B C candidates (the whole history: B N)
     c = batch["cand_item_ids"].shape[1]
     assert grads[0].indices.shape[0] == 3 * (positions.shape[1] + c)
+
+
+def test_at_keeps_the_per_request_hist_lengths():
+    """hist_length and hist_raw_length ([B], added by the input
+    pipeline) are one value per request: `at` keeps them as they are."""
+    model = _model()
+    batch = random_batch()
+    batch["hist_raw_length"] = batch["hist_length"] + 5  # [B]
+    history = model.embed_history(batch)
+    part = history.at(tf.constant([[0, 1]] * 3))  # [B, K = 2]
+    assert part["h"].shape == (3, 2, model.embedding_dim)
+    kept = part._features
+    np.testing.assert_array_equal(kept["hist_raw_length"],
+                                  batch["hist_raw_length"])
+    np.testing.assert_array_equal(kept["hist_length"], batch["hist_length"])

@@ -30,6 +30,9 @@ import tensorflow as tf
 ITEM_KEYS = ("h", "valid", "sids", "latents", "has_sid", "timestamps",
              "categories")
 _SEMANTIC_KEYS = ("sids", "latents", "has_sid")
+# hist_* features of one value per request ([B]), not per item: `at`
+# keeps them as they are (the input pipeline adds hist_raw_length).
+PER_REQUEST_KEYS = ("hist_length", "hist_raw_length")
 
 
 class EmbeddedHistory(Mapping):
@@ -37,7 +40,8 @@ class EmbeddedHistory(Mapping):
 
     Args:
       features: the request features; the history's are hist_* [B, N,
-        ...] (hist_length [B] aside), the rest (request_time, ...) are
+        ...] (the per-request hist_length and hist_raw_length [B]
+        aside), the rest (request_time, ...) are
         per request.
       valid: [B, N] bool, True for a real history item.
       embed_items: (features, valid [B, K]) -> h [B, K, D]: the ranking
@@ -110,7 +114,7 @@ class EmbeddedHistory(Mapping):
                 f"shape {positions.shape.as_list()}")
         features = dict(self._features)
         for key, value in self._features.items():
-            if key.startswith("hist_") and key != "hist_length":
+            if key.startswith("hist_") and key not in PER_REQUEST_KEYS:
                 features[key] = tf.gather(
                     value, positions,
                     batch_dims=1)  # [B, N, ...] -> [B, K, ...]
