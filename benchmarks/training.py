@@ -105,6 +105,7 @@ class Trainer:
         self.optimizer = build_optimizer(self.cfg, self.model)
         compile_for_training(self.model, self.optimizer)
         self.pipeline = self.cfg.training.routing_in_input_pipeline
+        self.semantic_items = int(len(tables[preset].item_ids))  # V
 
     def functions(self, batch: dict) -> dict:
         """stage -> zero-argument callable on one batch."""
@@ -168,7 +169,9 @@ class Trainer:
 
         with tf.GradientTape() as tape:
             loss = model.compute_loss(batch, training=True)
-        grads = [tf.zeros_like(v) if g is None else tf.convert_to_tensor(g)
+        # The step's own gradients: IndexedSlices for the embedding
+        # gathers (rows read), dense tensors for the rest.
+        grads = [tf.zeros_like(v) if g is None else g
                  for g, v in zip(tape.gradient(loss, variables), variables)]
 
         @tf.function
@@ -176,6 +179,9 @@ class Trainer:
             self.optimizer.apply_gradients(zip(grads, variables))
             return tf.constant(0)
 
+        # The traced graphs, for their op counts (`count_ops`).
+        self._graphs = {"plan": (plan_fn, (raw,)), "forward": (forward, ()),
+                        "taped": (taped, ()), "optimiser": (optimiser, ())}
         return {"step": lambda: step(batch), "user": user,
                 "candidate": candidate, "head": head,
                 "optimiser": optimiser, "forward": forward,
@@ -183,15 +189,51 @@ class Trainer:
                 "plan": ((lambda: plan_fn(raw)) if plan_fn is not None
                          else (lambda: tf.constant(0)))}
 
-    def predicted_ms(self, batch_size: int, calibration: dict) -> dict:
-        """The cost model's ms per stage (`flops.training_cost`)."""
-        cost = flops_lib.training_cost(
-            flops_lib.RequestSizes.from_config(self.cfg), batch_size,
-            routing_in_pipeline=self.pipeline)
+    def count_ops(self) -> dict:
+        """Ops each timed graph runs (`flops.graph_ops`; call after the
+        functions ran once): the dispatch term of the cost model's
+        stages. 0 for a plan that is not in the input pipeline."""
+        return {stage: (flops_lib.graph_ops(fn.get_concrete_function(*args))
+                        if fn is not None else 0)
+                for stage, (fn, args) in self._graphs.items()}
+
+    def predicted_ms(self, batch_size: int, calibration: dict,
+                     ops: dict) -> dict:
+        """The cost model's ms per stage (`flops.training_cost` of the
+        random tables' V, `flops.predict_training` with each timed
+        graph's ops: the plan's as input, the forward's (routing
+        included when in the step), taped - forward as backward, the
+        optimiser's)."""
+        sizes = flops_lib.RequestSizes.from_config(
+            self.cfg, semantic_items=self.semantic_items)
+        cost = flops_lib.training_cost(sizes, batch_size,
+                                       routing_in_pipeline=self.pipeline)
         seconds = flops_lib.predict_training(
             cost, calibration["matmul_macs_per_s"] * 2.0,
-            calibration["elementwise_bytes_per_s"])
+            calibration["elementwise_bytes_per_s"], rates=calibration,
+            ops={"input": ops["plan"], "forward": ops["forward"],
+                 "backward": max(0, ops["taped"] - ops["forward"]),
+                 "optimizer": ops["optimiser"]})
         return {k: 1000.0 * v for k, v in seconds.items()}
+
+
+def measured_vs_predicted(stages_ms: dict, predicted: dict,
+                          pipeline: bool) -> dict:
+    """{stage: dict(measured_ms, predicted_ms, ratio = predicted /
+    measured)} for the plan (input pipeline methods only), the forward
+    (the routing's prediction added when it runs in the step), the
+    backward and the optimiser."""
+    pairs = {
+        "forward": (stages_ms["forward"],
+                    predicted["forward"] + predicted["routing"]),
+        "backward": (stages_ms["backward"], predicted["backward"]),
+        "optimizer": (stages_ms["optimiser"], predicted["optimizer"]),
+    }
+    if pipeline:
+        pairs = {"plan": (stages_ms["plan"], predicted["input"]), **pairs}
+    return {stage: {"measured_ms": m, "predicted_ms": p,
+                    "ratio": p / m if m > 0 else float("nan")}
+            for stage, (m, p) in pairs.items()}
 
 
 def run_n(methods, n: int, c: int, batch_size: int, preset: str,
@@ -209,6 +251,7 @@ def run_n(methods, n: int, c: int, batch_size: int, preset: str,
             fns[f"{m}/{stage}"] = fn
     for fn in fns.values():
         bc.time_ms(fn, 0, warmup=2)
+    ops = {m: trainer.count_ops() for m, trainer in trainers.items()}
     times = bc.interleaved_rounds(fns, rounds, calls, seed)
     out = {"n": n, "c": c, "batch": batch_size, "input_ms_per_batch":
            input_ms, "methods": {}, "ratios": {}}
@@ -216,7 +259,7 @@ def run_n(methods, n: int, c: int, batch_size: int, preset: str,
         med = {stage: float(np.median(np.concatenate(
             times[f"{m}/{stage}"]))) for stage in STAGES}
         plan = med["plan"] if trainer.pipeline else 0.0
-        predicted = trainer.predicted_ms(batch_size, calibration)
+        predicted = trainer.predicted_ms(batch_size, calibration, ops[m])
         out["methods"][m] = {
             "step_ms": med["step"],
             "steps_per_s": 1000.0 / med["step"],
@@ -224,6 +267,7 @@ def run_n(methods, n: int, c: int, batch_size: int, preset: str,
             "serial_requests_per_s": 1000.0 * batch_size / (
                 med["step"] + plan),
             "routing_in_input_pipeline": trainer.pipeline,
+            "graph_ops": ops[m],
             "taped_ms": med["taped"],
             "stages_ms": {
                 "input": input_ms,
@@ -239,6 +283,8 @@ def run_n(methods, n: int, c: int, batch_size: int, preset: str,
             # routing = the same work inside the step otherwise.
             "predicted_ms": predicted,
         }
+        out["methods"][m]["measured_vs_predicted"] = measured_vs_predicted(
+            out["methods"][m]["stages_ms"], predicted, trainer.pipeline)
     if "full" in trainers:
         for m in trainers:
             if m != "full":
@@ -317,29 +363,29 @@ def main(argv=None) -> dict:
     for row in rows:
         for m, v in row["methods"].items():
             s = v["stages_ms"]
-            p = v["predicted_ms"]
             ratio = row["ratios"].get(f"{m}_over_full_requests_per_s")
             table.append([row["n"], m, v["steps_per_s"],
                           v["requests_per_s"], v["serial_requests_per_s"],
                           ratio["median"] if ratio else "-",
                           s["input"], s["user"], s["candidate"], s["head"],
                           s["optimiser"]])
-            # measured ms (predicted ms) per stage.
-            in_step = p["routing"]
-            where.append([
-                row["n"], m, f"{s['plan']:.3g} ({p['input']:.3g})",
-                f"{s['forward']:.3g} ({p['forward'] + in_step:.3g})",
-                f"{s['backward']:.3g} ({p['backward']:.3g})",
-                f"{s['optimiser']:.3g} ({p['optimizer']:.3g})",
-                v["taped_ms"]])
+            # measured ms (predicted ms, predicted / measured) per stage.
+            cells = []
+            for stage in ("plan", "forward", "backward", "optimizer"):
+                q = v["measured_vs_predicted"].get(stage)
+                cells.append("-" if q is None else (
+                    f"{q['measured_ms']:.3g} ({q['predicted_ms']:.3g}, "
+                    f"{q['ratio']:.2f}x)"))
+            where.append([row["n"], m, *cells, v["taped_ms"]])
     print(bc.markdown_table(
         ["N", "method", "steps/s", "requests/s", "serial requests/s",
          "x full", "input ms", "user ms", "candidate ms", "head ms",
          "optimiser ms"], table))
     print()
     print(bc.markdown_table(
-        ["N", "method", "plan ms (pred.)", "forward ms (pred.)",
-         "backward ms (pred.)", "optimiser ms (pred.)", "taped ms"], where))
+        ["N", "method", "plan ms (pred., ratio)",
+         "forward ms (pred., ratio)", "backward ms (pred., ratio)",
+         "optimiser ms (pred., ratio)", "taped ms"], where))
     growth = result["taped_largest_over_smallest_n"]
     if growth:
         print("taped ms, largest N / smallest N: " + ", ".join(

@@ -101,6 +101,12 @@ class CompressionCost:
         reads frozen inputs only and can run off the gradient tape
         (HiSAC's routing logits and top-m selection, docs/design.md
         §2.3); the rest (the aggregation) is taped. 0: all taped.
+      select_elements: elements a top-k selection scans (HiSAC's sparse
+        routing: `tf.math.top_k` of the [A, N] logits, A N), off the tape;
+        timed at the calibrated selection rate, not as bytes.
+      sort_steps: element x ceil(log2 length) steps of full sorts
+        (HiSAC's sparse routing: the routed positions' argsort over N),
+        off the tape; timed at the calibrated sort rate.
 
     References:
       - [HiSAC](https://arxiv.org/abs/2602.21009): Yuan et al., "HiSAC:
@@ -123,10 +129,13 @@ class CompressionCost:
     voting: bool = False
     off_tape_macs: int = 0
     off_tape_bytes: int = 0
+    select_elements: int = 0
+    sort_steps: int = 0
 
     def __post_init__(self):
         _check_int(type(self).__name__, "groups", self.groups, 1)
-        for field in ("macs", "bytes", "off_tape_macs", "off_tape_bytes"):
+        for field in ("macs", "bytes", "off_tape_macs", "off_tape_bytes",
+                      "select_elements", "sort_steps"):
             _check_int(type(self).__name__, field, getattr(self, field), 0)
         for field in ("macs", "bytes"):
             if getattr(self, "off_tape_" + field) > getattr(self, field):

@@ -112,13 +112,15 @@ from hisac_tf.compressors.compressor_sizes import (
 )
 from hisac_tf.compressors.factory import compressor_names
 from hisac_tf.compressors.registry import NO_COMPRESSOR, lookup
+from hisac_tf.layers.ranking_embedding import NUM_BEHAVIORS
 
 __all__ = [
     "MAX_LSH_BITS", "CompressorSizes", "CompressionCost", "RequestSizes",
     "calibrate", "component_seconds", "compression_cost", "config_cost",
     "config_flops", "default_num_bits", "graph_ops", "predict_latency",
     "predict_seconds", "predict_training", "request_cost", "request_flops",
-    "routed_items", "training_cost", "embedded_items",
+    "routed_items", "training_cost", "embedded_items", "INTEGER_WORK",
+    "integer_rates", "table_reads",
 ]
 
 FLOAT_BYTES = 4
@@ -143,6 +145,14 @@ class RequestSizes:
         4 T + 1.
       routing_top_m: m of sparse routing (0: dense; `hisac`,
         `hisac_no_voting`), `model.routing_top_m`.
+      semantic_items: V, the ids in the semantic lookup's sorted id
+        column (its binary search takes ceil(log2 V) steps an item;
+        `training_cost`); 0: not counted.
+      table_rows: the rows of the item, category, behaviour, time-gap
+        and SID-level embedding tables (the SID levels' summed), in that
+        order, which bound the distinct rows a training step updates
+        (`table_reads`); () or a shorter tuple: the tables not named are
+        unbounded.
     Raises:
       ValueError: a size below its minimum, named.
 
@@ -181,16 +191,27 @@ class RequestSizes:
     short_term_length: int = 0
     count_types: int = 0
     routing_top_m: int = 0
+    semantic_items: int = 0
+    table_rows: tuple[int, ...] = ()
 
     def __post_init__(self):
         object.__setattr__(self, "mlp_dims", tuple(self.mlp_dims))
+        object.__setattr__(self, "table_rows", tuple(self.table_rows))
+        if len(self.table_rows) > 5 or any(
+                isinstance(r, bool) or not isinstance(r, int) or r < 1
+                for r in self.table_rows):
+            raise ValueError(
+                "RequestSizes: table_rows must be at most 5 ints >= 1 "
+                "(item, category, behaviour, time gap, SID levels), got "
+                f"{self.table_rows!r}")
         for field in ("n", "a", "c", "d", "ds", "h", "num_levels"):
             value = getattr(self, field)
             if value < 1:
                 raise ValueError(f"RequestSizes: {field} must be >= 1, got "
                                  f"{value!r}")
         for field in ("user_features", "kmeans_iterations", "lsh_bits",
-                      "short_term_length", "count_types", "routing_top_m"):
+                      "short_term_length", "count_types", "routing_top_m",
+                      "semantic_items"):
             value = getattr(self, field)
             if value < 0:
                 raise ValueError(f"RequestSizes: {field} must be >= 0, got "
@@ -221,9 +242,15 @@ class RequestSizes:
     @classmethod
     def from_config(cls, cfg, compressor: Optional[str] = None,
                     n: Optional[int] = None,
-                    c: Optional[int] = None) -> "RequestSizes":
+                    c: Optional[int] = None,
+                    semantic_items: Optional[int] = None
+                    ) -> "RequestSizes":
         """The sizes of a `Config` (defaults: its compressor, N =
-        data.max_history, C = data.max_candidates)."""
+        data.max_history, C = data.max_candidates, V = semantic_items =
+        synthetic.num_items, the catalogue the tokenizer's tables hold
+        for synthetic data; pass the tables' own size for other data).
+        table_rows: the model's item, category and time-gap buckets,
+        the behaviours and the codebook sizes summed."""
         m = cfg.model
         levels = len(cfg.tokenizer.codebook_sizes)
         return cls(
@@ -244,6 +271,11 @@ class RequestSizes:
             short_term_length=m.short_term_length,
             count_types=(1 + levels if m.count_slots else 0),
             routing_top_m=m.routing_top_m,
+            semantic_items=(cfg.synthetic.num_items if semantic_items is None
+                            else semantic_items),
+            table_rows=(m.item_vocab_buckets, m.category_vocab_buckets,
+                        NUM_BEHAVIORS, m.time_gap_buckets,
+                        sum(cfg.tokenizer.codebook_sizes)),
         )
 
 
@@ -494,7 +526,9 @@ def calibrate(calls: int = 5, size: int = 1) -> dict:
       (sin, where, cos, reduce_max, sub) on 8 floats inside one
       tf.function (the executor's per-op dispatch cost), less a chain of
       10;
-    * call_overhead_s: the rest of calling that short chain.
+    * call_overhead_s: the rest of calling that short chain;
+    * the integer kernels' rates (`integer_rates`): sort_s_per_step,
+      search_s_per_step, select_s_per_element, unique_s_per_element.
     `size` < 1 shrinks the shapes (CI).
     """
     n = max(64, int(10_000 * size))
@@ -560,7 +594,70 @@ def calibrate(calls: int = 5, size: int = 1) -> dict:
         "elementwise_rates": [float(b) for b in bandwidths],
         "op_overhead_s": float(per_op),
         "call_overhead_s": float(call),
+        **integer_rates(calls, size),
         "size": size,
+    }
+
+
+# Integer work: neither multiply-adds nor streaming bytes, each kind timed
+# at its own measured rate (`integer_rates`). Key in a cost -> the
+# calibration's seconds per unit.
+INTEGER_WORK = {
+    # element x ceil(log2 row length) of a full sort (tf.sort, tf.argsort:
+    # voting's row sort, the routed positions' argsort)
+    "sort_steps": "sort_s_per_step",
+    # query x ceil(log2 table rows) of a binary search (tf.searchsorted:
+    # the semantic lookup's item ids in its sorted id column)
+    "search_steps": "search_s_per_step",
+    # elements a top-k selection scans (tf.math.top_k, k = 32: sparse
+    # routing's top-m of the [A, N] logits)
+    "select_elements": "select_s_per_element",
+    # ids a deduplication hashes (tf.unique: the optimiser's embedding
+    # rows, before the sparse apply)
+    "unique_elements": "unique_s_per_element",
+}
+# The top-k that `integer_rates` times (sparse routing's usual m).
+CALIBRATION_TOP_K = 32
+
+
+def integer_rates(calls: int = 5, size: float = 1) -> dict:
+    """Seconds per unit of each `INTEGER_WORK` kind, the best of `calls`
+    calls, on shapes like the routing plan's at N = 10,000 * size:
+
+    * sort_s_per_step: tf.sort of [16, N] int64 rows / (16 N ceil(log2 N));
+    * search_s_per_step: tf.searchsorted of 16 N int64 queries in a sorted
+      column of V = 100,000 * size ids / (16 N ceil(log2 V));
+    * select_s_per_element: tf.math.top_k (k = 32) of [200, N] float32
+      rows / (200 N);
+    * unique_s_per_element: tf.unique of 16 N int64 ids drawn from V
+      / (16 N).
+    """
+    n = max(64, int(10_000 * size))
+    v = max(1024, int(100_000 * size))
+    rows, agents = 16, 200
+    gen = tf.random.Generator.from_seed(0)
+    keys = gen.uniform([rows, n], 0, 2**40, dtype=tf.int64)  # [16, N]
+    column = tf.sort(gen.uniform([v], 0, 2**40, dtype=tf.int64))  # [V]
+    queries = gen.uniform([rows * n], 0, v, dtype=tf.int64)  # [16 N]
+    logits = gen.normal([agents, n])  # [200, N]
+
+    def best(fn, *args):
+        return min(_milliseconds(lambda: fn(*args), calls, warmup=1)) / 1e3
+
+    steps_n = max(1, (n - 1).bit_length())
+    steps_v = max(1, (v - 1).bit_length())
+    sort = tf.function(lambda x: tf.sort(x, axis=1))
+    search = tf.function(lambda c, q: tf.searchsorted(c, q))
+    select = tf.function(
+        lambda x: tf.math.top_k(x, k=CALIBRATION_TOP_K, sorted=False))
+    unique = tf.function(lambda q: tf.unique(q))
+    return {
+        "sort_s_per_step": best(sort, keys) / (rows * n * steps_n),
+        "search_s_per_step": best(
+            search, column, tf.gather(column, queries)) / (
+                rows * n * steps_v),
+        "select_s_per_element": best(select, logits) / (agents * n),
+        "unique_s_per_element": best(unique, queries) / (rows * n),
     }
 
 
@@ -613,41 +710,105 @@ def predict_seconds(cost: dict, ops: int, calibration: dict,
 # Bytes an optimiser touches per parameter: Adam reads the parameter, its
 # gradient and two moments and writes three (7 floats); Adagrad on an
 # embedding row reads the row, its gradient and accumulator and writes
-# two (5 floats), after deduplicating the rows (a sort: 8 bytes a row a
-# pass, log2 rows passes).
+# two (5 floats), once per distinct row of the step.
 ADAM_FLOATS = 7
 ADAGRAD_FLOATS = 5
+# Multiply-adds of a contraction's backward per forward multiply-add: the
+# gradient of each operand (dX and dW) is one contraction of the same
+# size.
+BACKWARD_MACS = 2
+# Bytes of an elementwise pass's backward per forward byte: it reads the
+# upstream gradient and the pass's saved operands and writes one
+# gradient per operand.
+BACKWARD_BYTES = 2
 TRAINING_STAGES = ("input", "routing", "forward", "backward", "optimizer")
+# What a stage of `training_cost` counts: multiply-adds, elementwise
+# bytes, and the integer work of `INTEGER_WORK`.
+STAGE_KEYS = ("macs", "bytes") + tuple(INTEGER_WORK)
+# The ranking embedding's tables each history item reads (item,
+# category, behaviour, time gap): `RequestSizes.table_rows`' first four.
+HISTORY_TABLES = ("item", "category", "behavior", "time_gap")
+# Components of the forward that are embedding gathers (and sums of
+# gathered rows): their backward is the gathered rows' gradient, as
+# IndexedSlices, not a pass over the forward's bytes.
+GATHER_COMPONENTS = ("ranking_embedding", "candidate_embedding",
+                     "group_sid_embedding")
+
+
+def _part(side: str, macs: int = 0, nbytes: int = 0, **work) -> dict:
+    unknown = sorted(set(work) - set(INTEGER_WORK))
+    if unknown:
+        raise ValueError(f"training_cost: unknown integer work {unknown} "
+                         f"(choose from {', '.join(INTEGER_WORK)})")
+    return {"side": side, "macs": int(macs), "bytes": int(nbytes),
+            **{k: int(work.get(k, 0)) for k in INTEGER_WORK}}
+
+
+def table_reads(sizes: RequestSizes, batch: int,
+                routing_in_pipeline: bool = False) -> dict:
+    """Embedding rows one training step gathers, per table: {table:
+    (rows read, distinct rows at most)}. Rows read: item and category
+    B (E + C), behaviour and time gap B E (E = `embedded_items`), the
+    SID levels' tables B L (sum G + C) over the branches' groups,
+    user_id and each user feature B. Distinct rows: at most the rows
+    read and, where `sizes.table_rows` gives it, the table's rows."""
+    _, branches = _branches(sizes)
+    e = embedded_items(sizes, routing_in_pipeline)
+    c, levels = sizes.c, sizes.num_levels
+    reads = {"item": e + c, "category": e + c, "behavior": e,
+             "time_gap": e, "sid": levels * (sum(branches) + c)}
+    caps = dict(zip(HISTORY_TABLES + ("sid",), sizes.table_rows))
+    out = {t: (batch * r, min(batch * r, caps.get(t, batch * r)))
+           for t, r in reads.items()}
+    for i in range(1 + sizes.user_features):  # user_id, user features
+        out[f"user_{i}"] = (batch, batch)
+    return out
 
 
 def training_cost(sizes: RequestSizes, batch: int,
                   routing_in_pipeline: bool = False) -> dict:
-    """Per-stage multiply-adds and bytes of one training step of `batch`
-    requests, each of `sizes` (C = `sizes.c` candidates).
+    """Per-stage work of one training step of `batch` requests, each of
+    `sizes` (C = `sizes.c` candidates): multiply-adds, elementwise bytes
+    and integer work (`INTEGER_WORK`: sort steps, binary-search steps,
+    top-k selection and deduplication elements).
 
     Stages (components with side = the stage):
       input     the routing plan when `routing_in_pipeline` (the semantic
-                lookup, voting and the compressor's off-tape part, e.g.
-                HiSAC's routing logits / top-m selection: frozen inputs,
-                computed by the tf.data map), else nothing (parsing is
-                not modelled);
+                lookup: B N ceil(log2 V) search steps, V =
+                `sizes.semantic_items`, + its gathers' bytes; voting: the
+                row sort of N paths, B N ceil(log2 N) sort steps, + L
+                level passes of 4 int64 ops over N, 32 B N L bytes; the
+                compressor's off-tape part, e.g. HiSAC's routing logits,
+                with sparse routing its top-m selection over A N
+                elements and the routed positions' argsort), else
+                nothing (parsing is not modelled);
       routing   the same work inside the step when not in the pipeline
                 (off the gradient tape either way);
       forward   the taped forward: ranking embedding (of
                 `embedded_items`: with a sparse plan from the pipeline,
-                only the routed items), the compressor's
-                taped part (HiSAC: the aggregation A K D, K =
-                `routed_items`), group SID embeddings, keys / values, the
-                candidate side;
-      backward  twice the taped forward (gradients of inputs and
-                weights);
+                only the routed items), the compressor's taped part
+                (HiSAC: the aggregation A K D, K = `routed_items`),
+                group SID embeddings, keys / values, the candidate side;
+      backward  `BACKWARD_MACS` x the forward's multiply-adds and
+                `BACKWARD_BYTES` x its elementwise bytes, except the
+                embedding gathers (`GATHER_COMPONENTS`), whose gradient
+                is IndexedSlices of the rows read: 8 D bytes a row
+                (`table_reads`; one copy of each row's gradient);
       optimizer Adam over the dense weights (about one weight per
-                multiply-add of a per-candidate or per-group matmul) and
-                Adagrad over the embedding rows the step read.
+                multiply-add of a per-candidate or per-group matmul,
+                `ADAM_FLOATS` each) and, per embedding table, the sparse
+                Adagrad update: the rows read deduplicated (tf.unique,
+                `unique_elements`, and a segment sum of their gradients,
+                8 D bytes a row) and the update of the distinct rows
+                (`ADAGRAD_FLOATS` floats a value).
+    The per-op dispatch of each stage's graph is not in the cost (it
+    depends on the graph, not the sizes): `predict_training` adds it
+    from the stage's op count.
 
     Returns:
-      dict(components={component: dict(side, macs, bytes)},
-      stages={stage: dict(macs, bytes)}).
+      dict(components={component: dict(side, macs, bytes, sort_steps,
+      search_steps, select_elements, unique_elements)},
+      stages={stage: dict(the same keys but side)}).
     """
     if not isinstance(sizes, RequestSizes):
         raise TypeError("training_cost takes a RequestSizes; received "
@@ -657,53 +818,87 @@ def training_cost(sizes: RequestSizes, batch: int,
                          f"{batch!r}")
     cost = request_cost(sizes, routed_only=routing_in_pipeline)
     compression, branches = _branches(sizes)
-    parts = {k: dict(v) for k, v in cost["components"].items()}
+    n, d, levels = sizes.n, sizes.d, sizes.num_levels
+    parts = {k: _part("user", v["macs"], v["bytes"])
+             for k, v in cost["components"].items()}
+    if sizes.semantic_items:  # binary search of N ids in V sorted ids
+        parts["semantic_lookup"]["search_steps"] = n * max(
+            1, (sizes.semantic_items - 1).bit_length())
     off_tape = {"voting"}
     if compression is not None and compression.voting:
         off_tape.add("semantic_lookup")  # read by voting alone
+        # The row sort of the N paths, then L level passes of 4 int64
+        # ops (compare, cumsum, segment sum, gather) over at most N.
+        parts["voting"] = _part(
+            "user", 0, 32 * n * levels,
+            sort_steps=n * max(1, (n - 1).bit_length()))
     if compression is not None and (compression.off_tape_macs
                                     or compression.off_tape_bytes):
         comp = parts.pop("compression")
-        parts["routing_logits"] = {
-            "side": "user", "macs": compression.off_tape_macs,
-            "bytes": compression.off_tape_bytes}
-        parts["aggregation"] = {
-            "side": "user", "macs": comp["macs"] - compression.off_tape_macs,
-            "bytes": comp["bytes"] - compression.off_tape_bytes}
+        parts["routing_logits"] = _part(
+            "user", compression.off_tape_macs, compression.off_tape_bytes,
+            select_elements=compression.select_elements,
+            sort_steps=compression.sort_steps)
+        parts["aggregation"] = _part(
+            "user", comp["macs"] - compression.off_tape_macs,
+            comp["bytes"] - compression.off_tape_bytes)
         off_tape.add("routing_logits")
-    stages = {s: {"macs": 0, "bytes": 0} for s in TRAINING_STAGES}
+    stages = {s: dict.fromkeys(STAGE_KEYS, 0) for s in TRAINING_STAGES}
     components = {}
     for name, p in parts.items():
         if name in off_tape:
             stage = "input" if routing_in_pipeline else "routing"
         else:
             stage = "forward"
-        macs, nbytes = batch * p["macs"], batch * p["bytes"]
-        components[name] = {"side": stage, "macs": macs, "bytes": nbytes}
-        stages[stage]["macs"] += macs
-        stages[stage]["bytes"] += nbytes
-    fwd = stages["forward"]
-    components["backward"] = {"side": "backward", "macs": 2 * fwd["macs"],
-                              "bytes": 2 * fwd["bytes"]}
-    d, hk = sizes.d, sizes.hk
+        components[name] = {"side": stage, **{
+            k: batch * p[k] for k in STAGE_KEYS}}
+        for k in STAGE_KEYS:
+            stages[stage][k] += components[name][k]
+    reads = table_reads(sizes, batch, routing_in_pipeline)
+    rows_read = sum(r for r, _ in reads.values())
+    taped = [p for p in components.values() if p["side"] == "forward"]
+    components["backward"] = _part(
+        "backward", BACKWARD_MACS * sum(p["macs"] for p in taped),
+        BACKWARD_BYTES * sum(
+            p["bytes"] for name, p in components.items()
+            if p["side"] == "forward" and name not in GATHER_COMPONENTS)
+        + 8 * d * rows_read)
+    hk = sizes.hk
     per_candidate = request_flops(sizes)["per_candidate"]
     dense_weights = per_candidate + len(branches) * 2 * (2 * d) * hk
-    rows = batch * (4 * embedded_items(sizes, routing_in_pipeline)
-                    + 2 * sizes.c + 1 + sizes.user_features)
-    opt_bytes = (4 * ADAM_FLOATS * dense_weights
-                 + 4 * ADAGRAD_FLOATS * rows * d
-                 + 8 * rows * max(1, (rows - 1).bit_length()))
-    components["optimizer"] = {"side": "optimizer", "macs": 0,
-                               "bytes": opt_bytes}
+    distinct = sum(u for _, u in reads.values())
+    components["optimizer"] = _part(
+        "optimizer", 0,
+        FLOAT_BYTES * ADAM_FLOATS * dense_weights
+        + 8 * d * rows_read  # segment sum of the rows' gradients
+        + FLOAT_BYTES * ADAGRAD_FLOATS * d * distinct,
+        unique_elements=rows_read)
     for stage in ("backward", "optimizer"):
-        stages[stage] = {k: components[stage][k] for k in ("macs", "bytes")}
+        stages[stage] = {k: components[stage][k] for k in STAGE_KEYS}
     return {"components": components, "stages": stages}
 
 
 def predict_training(cost: dict, matmul_flops_per_s: float,
-                     bytes_per_s: float) -> dict:
-    """Seconds per stage of a `training_cost` (2 macs / matmul rate +
-    bytes / bandwidth, as `predict_latency`)."""
+                     bytes_per_s: float, rates: Optional[dict] = None,
+                     ops: Optional[dict] = None) -> dict:
+    """Seconds per stage of a `training_cost`: 2 macs / matmul rate +
+    bytes / bandwidth (as `predict_latency`), + each kind of integer
+    work at its rate (`INTEGER_WORK`, the `calibrate` keys), + the
+    stage's graph ops at the per-op dispatch cost.
+
+    Args:
+      cost: `training_cost`'s dict.
+      matmul_flops_per_s, bytes_per_s: the calibrated throughputs.
+      rates: `calibrate`'s dict (its `INTEGER_WORK` rates and
+        op_overhead_s); needed when the cost has integer work or `ops`
+        is given.
+      ops: {stage: ops of the graph that runs it} (`graph_ops`); a stage
+        not named has no dispatch term.
+    Raises:
+      ValueError: a throughput <= 0, a cost that is not
+        `training_cost`'s, a missing rate (named), ops for an unknown
+        stage or below 0.
+    """
     for field, value in (("matmul_flops_per_s", matmul_flops_per_s),
                          ("bytes_per_s", bytes_per_s)):
         if not value > 0:
@@ -712,6 +907,35 @@ def predict_training(cost: dict, matmul_flops_per_s: float,
     if not isinstance(cost, dict) or "stages" not in cost:
         raise ValueError("predict_training: `cost` must be the dict of "
                          f"training_cost; received {type(cost).__name__}")
-    return {stage: 2.0 * s["macs"] / matmul_flops_per_s
-            + s["bytes"] / bytes_per_s
-            for stage, s in cost["stages"].items()}
+    rates = dict(rates or {})
+    ops = dict(ops or {})
+    unknown = sorted(set(ops) - set(cost["stages"]))
+    if unknown:
+        raise ValueError(f"predict_training: ops for unknown stages "
+                         f"{unknown} (stages: {', '.join(cost['stages'])})")
+
+    def rate(key):
+        if key not in rates:
+            raise ValueError(f"predict_training: rates lacks {key!r} "
+                             "(pass calibrate()'s dict as `rates`)")
+        if not rates[key] >= 0:
+            raise ValueError(f"predict_training: rates[{key!r}] must be "
+                             f">= 0, got {rates[key]!r}")
+        return rates[key]
+
+    out = {}
+    for stage, s in cost["stages"].items():
+        seconds = (2.0 * s["macs"] / matmul_flops_per_s
+                   + s["bytes"] / bytes_per_s)
+        for work, key in INTEGER_WORK.items():
+            if s.get(work, 0):
+                seconds += s[work] * rate(key)
+        count = ops.get(stage, 0)
+        if isinstance(count, bool) or not isinstance(count, int) \
+                or count < 0:
+            raise ValueError(f"predict_training: ops[{stage!r}] must be an "
+                             f"int >= 0, got {count!r}")
+        if count:
+            seconds += count * rate("op_overhead_s")
+        out[stage] = seconds
+    return out
