@@ -117,6 +117,11 @@ class Trainer:
                    if self.pipeline else None)
         if plan_fn is not None:  # The step reads the pipeline's plan.
             batch = plan_fn(raw)
+        # U, the routed positions the step embeds (sparse plan; a
+        # property of the data the cost model takes as a size).
+        self.routed_positions = (
+            int(batch["routing_positions"].shape[1])
+            if "routing_positions" in batch else 0)
 
         @tf.function
         def forward():
@@ -205,7 +210,8 @@ class Trainer:
         included when in the step), taped - forward as backward, the
         optimiser's)."""
         sizes = flops_lib.RequestSizes.from_config(
-            self.cfg, semantic_items=self.semantic_items)
+            self.cfg, semantic_items=self.semantic_items).replace(
+                routed_positions=self.routed_positions)
         cost = flops_lib.training_cost(sizes, batch_size,
                                        routing_in_pipeline=self.pipeline)
         seconds = flops_lib.predict_training(
@@ -236,9 +242,18 @@ def measured_vs_predicted(stages_ms: dict, predicted: dict,
             for stage, (m, p) in pairs.items()}
 
 
+def median_calibration(calibrations: list) -> dict:
+    """Per key, the median of several `calibrate` results' numbers."""
+    keys = [k for k, v in calibrations[0].items()
+            if isinstance(v, (int, float))]
+    return {k: float(np.median([c[k] for c in calibrations]))
+            for k in keys}
+
+
 def run_n(methods, n: int, c: int, batch_size: int, preset: str,
           rounds: int, calls: int, seed: int, tables: dict,
-          tmp: str, calibration: dict) -> dict:
+          tmp: str, calibration_size: float = 1.0,
+          calibration_calls: int = 3) -> dict:
     trainers = {m: Trainer(m, n, c, preset, tables, seed) for m in methods}
     spec = next(iter(trainers.values())).spec
     batches, input_ms = input_batches(tmp, spec, batch_size,
@@ -249,12 +264,27 @@ def run_n(methods, n: int, c: int, batch_size: int, preset: str,
     for m, trainer in trainers.items():
         for stage, fn in trainer.functions(batch).items():
             fns[f"{m}/{stage}"] = fn
+    # The machine is shared: its throughputs are measured inside the
+    # rounds, at a random place in each (as if one more method), and the
+    # predictions use their median over the rounds.
+    calibrations = []
+
+    def calibrate_in_round():
+        calibrations.append(bc.calibrate(calls=calibration_calls,
+                                         size=calibration_size))
+        return tf.constant(0)
+
     for fn in fns.values():
         bc.time_ms(fn, 0, warmup=2)
     ops = {m: trainer.count_ops() for m, trainer in trainers.items()}
+    fns["calibration"] = calibrate_in_round
     times = bc.interleaved_rounds(fns, rounds, calls, seed)
+    del times["calibration"]
+    calibration = median_calibration(calibrations)
     out = {"n": n, "c": c, "batch": batch_size, "input_ms_per_batch":
-           input_ms, "methods": {}, "ratios": {}}
+           input_ms, "methods": {}, "ratios": {},
+           "calibration": calibration,
+           "calibrations_per_round": calibrations}
     for m, trainer in trainers.items():
         med = {stage: float(np.median(np.concatenate(
             times[f"{m}/{stage}"]))) for stage in STAGES}
@@ -336,11 +366,11 @@ def main(argv=None) -> dict:
     began = time.perf_counter()
     tables: dict = {}
     rows = []
-    calibration = bc.calibrate(calls=3, size=0.05 if args.tiny else 1)
     with tempfile.TemporaryDirectory(prefix="hisac-train-bench-") as tmp:
         for n in ns:
             rows.append(run_n(args.methods, n, c, batch, preset, rounds,
-                              calls, args.seed, tables, tmp, calibration))
+                              calls, args.seed, tables, tmp,
+                              calibration_size=0.05 if args.tiny else 1))
             print(f"N={n}: " + ", ".join(
                 f"{m} {v['steps_per_s']:.2f} steps/s"
                 for m, v in rows[-1]["methods"].items())
@@ -354,7 +384,6 @@ def main(argv=None) -> dict:
                   "calls_per_round": calls},
         "methods": {m: list(bc.METHODS[m]) for m in args.methods},
         "rows": rows,
-        "calibration": calibration,
         "taped_largest_over_smallest_n": taped_growth(rows),
         "seconds": time.perf_counter() - began,
     }

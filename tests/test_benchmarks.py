@@ -156,7 +156,19 @@ def test_training_runs_tiny(tmp_path):
             "head", "optimiser"}
         assert set(v["predicted_ms"]) == {
             "input", "routing", "forward", "backward", "optimizer"}
+        for q in v["measured_vs_predicted"].values():
+            assert q["ratio"] == pytest.approx(
+                q["predicted_ms"] / q["measured_ms"])
+        assert v["graph_ops"]["forward"] > 0
+        assert v["graph_ops"]["taped"] > v["graph_ops"]["forward"]
+    # Calibrated inside the rounds, with the integer kernels' rates.
+    assert row["calibration"]["sort_s_per_step"] > 0
+    assert len(row["calibrations_per_round"]) == result["sizes"]["rounds"]
     piped = row["methods"]["hisac_sparse_pipeline"]
+    assert set(piped["measured_vs_predicted"]) == {
+        "plan", "forward", "backward", "optimizer"}
+    assert set(row["methods"]["full"]["measured_vs_predicted"]) == {
+        "forward", "backward", "optimizer"}
     assert piped["routing_in_input_pipeline"]
     assert piped["stages_ms"]["plan"] > 0
     assert piped["serial_requests_per_s"] < piped["requests_per_s"]

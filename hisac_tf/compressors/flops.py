@@ -148,6 +148,11 @@ class RequestSizes:
       semantic_items: V, the ids in the semantic lookup's sorted id
         column (its binary search takes ceil(log2 V) steps an item;
         `training_cost`); 0: not counted.
+      routed_positions: U, the width of a sparse routing plan's routed
+        positions (`routing_positions` [B, U]: the batch's most distinct
+        positions a request routes, which the step embeds, padded),
+        a property of the data (agents that share items, unused agents);
+        0: its bound min(N, A m) (`embedded_items`).
       table_rows: the rows of the item, category, behaviour, time-gap
         and SID-level embedding tables (the SID levels' summed), in that
         order, which bound the distinct rows a training step updates
@@ -192,6 +197,7 @@ class RequestSizes:
     count_types: int = 0
     routing_top_m: int = 0
     semantic_items: int = 0
+    routed_positions: int = 0
     table_rows: tuple[int, ...] = ()
 
     def __post_init__(self):
@@ -211,7 +217,7 @@ class RequestSizes:
                                  f"{value!r}")
         for field in ("user_features", "kmeans_iterations", "lsh_bits",
                       "short_term_length", "count_types", "routing_top_m",
-                      "semantic_items"):
+                      "semantic_items", "routed_positions"):
             value = getattr(self, field)
             if value < 0:
                 raise ValueError(f"RequestSizes: {field} must be >= 0, got "
@@ -314,13 +320,17 @@ def _branches(sizes: RequestSizes) -> tuple[Optional[CompressionCost],
 def embedded_items(sizes: RequestSizes, routed_only: bool = False) -> int:
     """E, the history items one request embeds (module doc): N for a
     long-term branch (min(N, A K) with `routed_only`, the training step
-    given a sparse routing plan), + min(S, N) for the short-term branch."""
+    given a sparse routing plan; min(N, A K, U) when
+    `sizes.routed_positions` gives the plan's width U), + min(S, N) for
+    the short-term branch."""
     long = 0
     if sizes.long_term:
         long = sizes.n
         k = routed_items(sizes.n, sizes.routing_top_m)
         if routed_only and k < sizes.n:
             long = min(sizes.n, sizes.a * k)
+            if sizes.routed_positions:
+                long = min(long, sizes.routed_positions)
     short = min(sizes.short_term_length, sizes.n)
     return long + short
 
@@ -722,6 +732,12 @@ BACKWARD_MACS = 2
 # gradient per operand.
 BACKWARD_BYTES = 2
 TRAINING_STAGES = ("input", "routing", "forward", "backward", "optimizer")
+# Distinct ids whose hash set stays in a core's cache (16 bytes an entry:
+# 64 KiB): deduplicating a table of at most this many rows streams its
+# ids (16 bytes an id: read it, write its position), counted as bytes;
+# larger tables pay the calibrated tf.unique rate an id
+# (`unique_elements`, timed on 100,000 distinct ids).
+UNIQUE_CACHED_ROWS = 4096
 # What a stage of `training_cost` counts: multiply-adds, elementwise
 # bytes, and the integer work of `INTEGER_WORK`.
 STAGE_KEYS = ("macs", "bytes") + tuple(INTEGER_WORK)
@@ -730,9 +746,18 @@ STAGE_KEYS = ("macs", "bytes") + tuple(INTEGER_WORK)
 HISTORY_TABLES = ("item", "category", "behavior", "time_gap")
 # Components of the forward that are embedding gathers (and sums of
 # gathered rows): their backward is the gathered rows' gradient, as
-# IndexedSlices, not a pass over the forward's bytes.
+# IndexedSlices, not a pass over the forward's bytes (the sums' gradient
+# passes through).
 GATHER_COMPONENTS = ("ranking_embedding", "candidate_embedding",
                      "group_sid_embedding")
+# Taped components that read frozen inputs only (the semantic tables):
+# no gradient is computed for them.
+FROZEN_COMPONENTS = ("semantic_lookup",)
+# Taped contractions with one frozen operand (HiSAC's aggregation u =
+# alpha h: the routing weights alpha come from frozen inputs): the
+# backward is the one transposed product dh = alpha^T du, the forward's
+# multiply-adds and bytes once (not BACKWARD_MACS, BACKWARD_BYTES).
+ONE_SIDED_COMPONENTS = ("aggregation",)
 
 
 def _part(side: str, macs: int = 0, nbytes: int = 0, **work) -> dict:
@@ -790,17 +815,22 @@ def training_cost(sizes: RequestSizes, batch: int,
                 (HiSAC: the aggregation A K D, K = `routed_items`),
                 group SID embeddings, keys / values, the candidate side;
       backward  `BACKWARD_MACS` x the forward's multiply-adds and
-                `BACKWARD_BYTES` x its elementwise bytes, except the
+                `BACKWARD_BYTES` x its elementwise bytes (1 x both for
+                the aggregation, whose routing weights are frozen:
+                `ONE_SIDED_COMPONENTS`), except the
                 embedding gathers (`GATHER_COMPONENTS`), whose gradient
                 is IndexedSlices of the rows read: 8 D bytes a row
-                (`table_reads`; one copy of each row's gradient);
+                (`table_reads`; one copy of each row's gradient), and
+                the semantic lookup (frozen tables, no gradient);
       optimizer Adam over the dense weights (about one weight per
                 multiply-add of a per-candidate or per-group matmul,
                 `ADAM_FLOATS` each) and, per embedding table, the sparse
-                Adagrad update: the rows read deduplicated (tf.unique,
-                `unique_elements`, and a segment sum of their gradients,
-                8 D bytes a row) and the update of the distinct rows
-                (`ADAGRAD_FLOATS` floats a value).
+                Adagrad update: the rows read deduplicated (tf.unique:
+                `unique_elements` for tables of more than
+                `UNIQUE_CACHED_ROWS` rows, 16 bytes an id below; and a
+                segment sum of their gradients, 8 D bytes a row) and the
+                update of the distinct rows (`ADAGRAD_FLOATS` floats a
+                value).
     The per-op dispatch of each stage's graph is not in the cost (it
     depends on the graph, not the sizes): `predict_training` adds it
     from the stage's op count.
@@ -856,23 +886,29 @@ def training_cost(sizes: RequestSizes, batch: int,
             stages[stage][k] += components[name][k]
     reads = table_reads(sizes, batch, routing_in_pipeline)
     rows_read = sum(r for r, _ in reads.values())
-    taped = [p for p in components.values() if p["side"] == "forward"]
+    taped = {name: p for name, p in components.items()
+             if p["side"] == "forward" and name not in FROZEN_COMPONENTS}
+    passes = {name: p for name, p in taped.items()
+              if name not in GATHER_COMPONENTS}
     components["backward"] = _part(
-        "backward", BACKWARD_MACS * sum(p["macs"] for p in taped),
-        BACKWARD_BYTES * sum(
-            p["bytes"] for name, p in components.items()
-            if p["side"] == "forward" and name not in GATHER_COMPONENTS)
+        "backward",
+        sum((1 if name in ONE_SIDED_COMPONENTS else BACKWARD_MACS)
+            * p["macs"] for name, p in passes.items()),
+        sum((1 if name in ONE_SIDED_COMPONENTS else BACKWARD_BYTES)
+            * p["bytes"] for name, p in passes.items())
         + 8 * d * rows_read)
     hk = sizes.hk
     per_candidate = request_flops(sizes)["per_candidate"]
     dense_weights = per_candidate + len(branches) * 2 * (2 * d) * hk
     distinct = sum(u for _, u in reads.values())
+    cached = sum(r for r, u in reads.values() if u <= UNIQUE_CACHED_ROWS)
     components["optimizer"] = _part(
         "optimizer", 0,
         FLOAT_BYTES * ADAM_FLOATS * dense_weights
+        + 16 * cached  # tf.unique of the ids of small tables
         + 8 * d * rows_read  # segment sum of the rows' gradients
         + FLOAT_BYTES * ADAGRAD_FLOATS * d * distinct,
-        unique_elements=rows_read)
+        unique_elements=rows_read - cached)
     for stage in ("backward", "optimizer"):
         stages[stage] = {k: components[stage][k] for k in STAGE_KEYS}
     return {"components": components, "stages": stages}
