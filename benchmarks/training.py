@@ -21,11 +21,18 @@ Stages, each timed alone (forward + backward where it trains):
              attention, match counts, head), with its gradients, less
              the head;
   head       cross layer + MLP + logit on [B * C, F], with gradients;
-  optimiser  `apply_gradients` of precomputed gradients.
+  optimiser  `apply_gradients` of precomputed gradients, as the step has
+             them (IndexedSlices for the embedding tables: the sparse
+             Adagrad update of the rows read).
 And the step split where the time goes (issue 23), each against the cost
-model's prediction (`flops.training_cost` at the calibrated matmul rate
-and bandwidth, `bench_common.calibrate`: the "floor" the arithmetic and
-the bytes would take):
+model's prediction (`flops.training_cost` + `flops.predict_training`:
+multiply-adds at the calibrated matmul rate, bytes at the elementwise
+bandwidth, sorts, binary searches, top-k selection and deduplication at
+their measured rates, and the stage's graph ops (`graph_ops`) at the
+per-op dispatch cost; `flops.calibrate` runs once per round at a random
+place among the timed functions, so that it sees the same load, and the
+predictions use the median over the rounds; the sizes are the config's,
+with the random tables' V and the plan's routed width U):
   plan       the routing plan alone (semantic lookup, voting, routing
              weights; `models/routing_plan.py`): for the `*_pipeline`
              methods the input pipeline's map computes it, so it is
@@ -41,7 +48,10 @@ not add up to the step.
 
 Methods are interleaved per round (a new random order each round); the
 JSON has steps/s and requests/s (B x steps/s) from the median step, the
-per-round ratios to full, and each stage's median ms.
+per-round ratios to full, each stage's median ms, and per method
+`measured_vs_predicted` {stage: measured_ms, predicted_ms, ratio =
+predicted / measured} with the graphs' op counts (`graph_ops`) and the
+row's calibration.
 
     python -m benchmarks.training [--tiny] [--n=1000,10000] [--batch=32]
         [--rounds=3] [--calls=3] [--output=PATH]

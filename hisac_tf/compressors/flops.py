@@ -91,6 +91,16 @@ them on a large matmul and a large elementwise pass, with the per-op
 dispatch cost; `predict_seconds` adds the graph's ops (`graph_ops`) at
 that cost, and `component_seconds` splits a cost into seconds per
 component (benchmarks/serving_cost.py shows predicted against measured).
+
+Training: `training_cost(sizes, batch, routing_in_pipeline)` splits one
+training step into stages (input, routing, forward, backward, optimizer)
+of multiply-adds, bytes and integer work (`INTEGER_WORK`: sort steps,
+binary-search steps, top-k selection and deduplication elements, which
+are neither), and `predict_training` times them at the calibrated rates
+(`integer_rates` for the integer kernels) plus each stage's graph ops at
+the dispatch cost (benchmarks/training.py shows predicted against
+measured per stage; docs/performance.md "Training: where the time
+goes").
 """
 
 from __future__ import annotations
