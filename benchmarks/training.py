@@ -30,8 +30,9 @@ multiply-adds at the calibrated matmul rate, bytes at the elementwise
 bandwidth, sorts, binary searches, top-k selection and deduplication at
 their measured rates, and the stage's graph ops (`graph_ops`) at the
 per-op dispatch cost; `flops.calibrate` runs once per round at a random
-place among the timed functions, so that it sees the same load, and the
-predictions use the median over the rounds; the sizes are the config's,
+place among the timed functions, so that it sees the same load, with the
+median of its calls (as the stages' medians), and the predictions use
+the median over the rounds; the sizes are the config's,
 with the random tables' V and the plan's routed width U):
   plan       the routing plan alone (semantic lookup, voting, routing
              weights; `models/routing_plan.py`): for the `*_pipeline`
@@ -280,8 +281,9 @@ def run_n(methods, n: int, c: int, batch_size: int, preset: str,
     calibrations = []
 
     def calibrate_in_round():
-        calibrations.append(bc.calibrate(calls=calibration_calls,
-                                         size=calibration_size))
+        calibrations.append(bc.calibrate(
+            calls=calibration_calls, size=calibration_size,
+            statistic="median"))  # as the stages' median ms
         return tf.constant(0)
 
     for fn in fns.values():

@@ -176,3 +176,10 @@ def test_calibration_measures_positive_rates():
                 "call_overhead_s", *flops_lib.INTEGER_WORK.values()):
         assert calib[key] > 0, key
     assert calib["op_overhead_s"] >= 0
+
+
+def test_calibration_statistic_is_checked():
+    with pytest.raises(ValueError, match="statistic"):
+        flops_lib.calibrate(calls=1, size=0.01, statistic="mean")
+    with pytest.raises(ValueError, match="statistic"):
+        flops_lib.integer_rates(calls=1, size=0.01, statistic="best")

@@ -533,7 +533,22 @@ def _milliseconds(fn: Callable, calls: int, warmup: int = 0) -> list:
     return out
 
 
-def calibrate(calls: int = 5, size: int = 1) -> dict:
+# How calibrate summarises its timed calls: the fastest (the machine's
+# throughput when nothing else runs), or the median (its typical
+# throughput under the load of the moment, to compare with median
+# timings on a shared machine).
+STATISTICS = {"min": min, "median": lambda ms: float(np.median(ms))}
+
+
+def _statistic(name: str) -> Callable:
+    if name not in STATISTICS:
+        raise ValueError(f"calibrate: statistic must be one of "
+                         f"{', '.join(STATISTICS)}, got {name!r}")
+    return STATISTICS[name]
+
+
+def calibrate(calls: int = 5, size: int = 1,
+              statistic: str = "min") -> dict:
     """The machine's throughputs, measured once (the cost model's inputs).
 
     * matmul_macs_per_s: multiply-adds per second of float32 matmuls
@@ -549,13 +564,15 @@ def calibrate(calls: int = 5, size: int = 1) -> dict:
     * call_overhead_s: the rest of calling that short chain;
     * the integer kernels' rates (`integer_rates`): sort_s_per_step,
       search_s_per_step, select_s_per_element, unique_s_per_element.
-    `size` < 1 shrinks the shapes (CI).
+    `size` < 1 shrinks the shapes (CI). `statistic` ("min" or
+    "median", `STATISTICS`) summarises the throughputs' timed calls.
     """
+    pick = _statistic(statistic)
     n = max(64, int(10_000 * size))
     a, ds, c = 200, 32, max(8, int(1000 * size))
 
     def best(fn):
-        return min(_milliseconds(fn, calls, warmup=1)) / 1000.0  # seconds
+        return pick(_milliseconds(fn, calls, warmup=1)) / 1000.0  # seconds
 
     mm = tf.function(lambda x, y: tf.matmul(x, y))
     # Compute-bound shapes (long inner dimension): the head's dense layers
@@ -614,8 +631,9 @@ def calibrate(calls: int = 5, size: int = 1) -> dict:
         "elementwise_rates": [float(b) for b in bandwidths],
         "op_overhead_s": float(per_op),
         "call_overhead_s": float(call),
-        **integer_rates(calls, size),
+        **integer_rates(calls, size, statistic),
         "size": size,
+        "statistic": statistic,
     }
 
 
@@ -640,9 +658,11 @@ INTEGER_WORK = {
 CALIBRATION_TOP_K = 32
 
 
-def integer_rates(calls: int = 5, size: float = 1) -> dict:
-    """Seconds per unit of each `INTEGER_WORK` kind, the best of `calls`
-    calls, on shapes like the routing plan's at N = 10,000 * size:
+def integer_rates(calls: int = 5, size: float = 1,
+                  statistic: str = "min") -> dict:
+    """Seconds per unit of each `INTEGER_WORK` kind, the `statistic`
+    ("min" or "median") of `calls` calls, on shapes like the routing
+    plan's at N = 10,000 * size:
 
     * sort_s_per_step: tf.sort of [16, N] int64 rows / (16 N ceil(log2 N));
     * search_s_per_step: tf.searchsorted of 16 N int64 queries in a sorted
@@ -661,8 +681,11 @@ def integer_rates(calls: int = 5, size: float = 1) -> dict:
     queries = gen.uniform([rows * n], 0, v, dtype=tf.int64)  # [16 N]
     logits = gen.normal([agents, n])  # [200, N]
 
+    pick = _statistic(statistic)
+
     def best(fn, *args):
-        return min(_milliseconds(lambda: fn(*args), calls, warmup=1)) / 1e3
+        return pick(_milliseconds(lambda: fn(*args), calls,
+                                  warmup=1)) / 1e3
 
     steps_n = max(1, (n - 1).bit_length())
     steps_v = max(1, (v - 1).bit_length())
