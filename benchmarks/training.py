@@ -230,7 +230,9 @@ class Trainer:
             calibration["elementwise_bytes_per_s"], rates=calibration,
             ops={"input": ops["plan"], "forward": ops["forward"],
                  "backward": max(0, ops["taped"] - ops["forward"]),
-                 "optimizer": ops["optimiser"]})
+                 "optimizer": ops["optimiser"]},
+            calls={"input": int(self.pipeline), "forward": 1,
+                   "optimizer": 1})  # backward: taped - forward
         return {k: 1000.0 * v for k, v in seconds.items()}
 
 

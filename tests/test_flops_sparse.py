@@ -163,6 +163,17 @@ def test_predict_training_hand_count_and_errors():
                                      ops={"forward": 7})
     assert got == {"forward": pytest.approx(1 + 5 + 1.5 + 0.5 + 0.7),
                    "optimizer": pytest.approx(1 + 0.5)}
+    # 4 exp elements at 1.5 s each, less the 8 / 8 s their bytes took;
+    # two calls at 0.25 s.
+    exp = {"stages": {"forward": {"macs": 0, "bytes": 32,
+                                  "exp_elements": 4}}}
+    got = flops_lib.predict_training(
+        exp, 20.0, 8.0, calls={"forward": 2},
+        rates={"exp_s_per_element": 1.5, "call_overhead_s": 0.25})
+    assert got == {"forward": pytest.approx(4 + 4 * (1.5 - 1) + 0.5)}
+    with pytest.raises(ValueError, match="calls"):
+        flops_lib.predict_training(cost, 20.0, 8.0, rates=rates,
+                                   calls={"forward": 1.5})
     with pytest.raises(ValueError, match="select_s_per_element"):
         flops_lib.predict_training(
             work, 20.0, 8.0, rates={"sort_s_per_step": 0.5})
@@ -206,6 +217,10 @@ def test_training_cost_integer_work_of_the_plan_hand_count():
     # positions' argsort B N ceil(log2 N) = 90.
     assert parts["routing_logits"]["select_elements"] == 60
     assert parts["routing_logits"]["sort_steps"] == 90
+    # Exp passes: the routing softmax B A m = 5 * 2 * 2, the target
+    # attention's B H C G = 5 * 2 * 3 * 2.
+    assert parts["routing_logits"]["exp_elements"] == 20
+    assert parts["target_attention"]["exp_elements"] == 60
     plan = cost["stages"]["input"]
     assert (plan["sort_steps"], plan["search_steps"],
             plan["select_elements"]) == (180, 120, 60)

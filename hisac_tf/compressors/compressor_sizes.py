@@ -107,6 +107,10 @@ class CompressionCost:
       sort_steps: element x ceil(log2 length) steps of full sorts
         (HiSAC's sparse routing: the routed positions' argsort over N),
         off the tape; timed at the calibrated sort rate.
+      exp_elements: elements of its exp passes off the tape (HiSAC's
+        routing softmax: A N dense, A m sparse); their bytes are in
+        `bytes`, the exp's arithmetic beyond them is timed at the
+        calibrated exp rate (`flops.predict_training`).
 
     References:
       - [HiSAC](https://arxiv.org/abs/2602.21009): Yuan et al., "HiSAC:
@@ -131,11 +135,12 @@ class CompressionCost:
     off_tape_bytes: int = 0
     select_elements: int = 0
     sort_steps: int = 0
+    exp_elements: int = 0
 
     def __post_init__(self):
         _check_int(type(self).__name__, "groups", self.groups, 1)
         for field in ("macs", "bytes", "off_tape_macs", "off_tape_bytes",
-                      "select_elements", "sort_steps"):
+                      "select_elements", "sort_steps", "exp_elements"):
             _check_int(type(self).__name__, field, getattr(self, field), 0)
         for field in ("macs", "bytes"):
             if getattr(self, "off_tape_" + field) > getattr(self, field):

@@ -130,7 +130,7 @@ __all__ = [
     "config_flops", "default_num_bits", "graph_ops", "predict_latency",
     "predict_seconds", "predict_training", "request_cost", "request_flops",
     "routed_items", "training_cost", "embedded_items", "INTEGER_WORK",
-    "integer_rates", "table_reads",
+    "EXP_WORK", "integer_rates", "table_reads",
 ]
 
 FLOAT_BYTES = 4
@@ -562,6 +562,8 @@ def calibrate(calls: int = 5, size: int = 1,
       tf.function (the executor's per-op dispatch cost), less a chain of
       10;
     * call_overhead_s: the rest of calling that short chain;
+    * exp_s_per_element: seconds an element of the exp pass takes (a
+      transcendental: slower than a streaming pass of the same bytes);
     * the integer kernels' rates (`integer_rates`): sort_s_per_step,
       search_s_per_step, select_s_per_element, unique_s_per_element.
     `size` < 1 shrinks the shapes (CI). `statistic` ("min" or
@@ -631,6 +633,8 @@ def calibrate(calls: int = 5, size: int = 1,
         "elementwise_rates": [float(b) for b in bandwidths],
         "op_overhead_s": float(per_op),
         "call_overhead_s": float(call),
+        # One element of the exp pass (its 8 bytes at the exp rate).
+        "exp_s_per_element": 8.0 / bandwidths[0],
         **integer_rates(calls, size, statistic),
         "size": size,
         "statistic": statistic,
@@ -654,6 +658,10 @@ INTEGER_WORK = {
     # rows, before the sparse apply)
     "unique_elements": "unique_s_per_element",
 }
+# Elements of exp passes (the routing's and the target attention's
+# softmax): their bytes are counted as any pass's; the exp's arithmetic
+# beyond them is timed at the calibrated exp rate (`predict_training`).
+EXP_WORK = {"exp_elements": "exp_s_per_element"}
 # The top-k that `integer_rates` times (sparse routing's usual m).
 CALIBRATION_TOP_K = 32
 
@@ -773,7 +781,7 @@ TRAINING_STAGES = ("input", "routing", "forward", "backward", "optimizer")
 UNIQUE_CACHED_ROWS = 4096
 # What a stage of `training_cost` counts: multiply-adds, elementwise
 # bytes, and the integer work of `INTEGER_WORK`.
-STAGE_KEYS = ("macs", "bytes") + tuple(INTEGER_WORK)
+STAGE_KEYS = ("macs", "bytes") + tuple(INTEGER_WORK) + tuple(EXP_WORK)
 # The ranking embedding's tables each history item reads (item,
 # category, behaviour, time gap): `RequestSizes.table_rows`' first four.
 HISTORY_TABLES = ("item", "category", "behavior", "time_gap")
@@ -794,12 +802,13 @@ ONE_SIDED_COMPONENTS = ("aggregation",)
 
 
 def _part(side: str, macs: int = 0, nbytes: int = 0, **work) -> dict:
-    unknown = sorted(set(work) - set(INTEGER_WORK))
+    kinds = STAGE_KEYS[2:]
+    unknown = sorted(set(work) - set(kinds))
     if unknown:
-        raise ValueError(f"training_cost: unknown integer work {unknown} "
-                         f"(choose from {', '.join(INTEGER_WORK)})")
+        raise ValueError(f"training_cost: unknown work {unknown} "
+                         f"(choose from {', '.join(kinds)})")
     return {"side": side, "macs": int(macs), "bytes": int(nbytes),
-            **{k: int(work.get(k, 0)) for k in INTEGER_WORK}}
+            **{k: int(work.get(k, 0)) for k in kinds}}
 
 
 def table_reads(sizes: RequestSizes, batch: int,
@@ -884,6 +893,9 @@ def training_cost(sizes: RequestSizes, batch: int,
     n, d, levels = sizes.n, sizes.d, sizes.num_levels
     parts = {k: _part("user", v["macs"], v["bytes"])
              for k, v in cost["components"].items()}
+    # The target attention's softmax: one exp of [H, C, G] a branch.
+    parts["target_attention"]["exp_elements"] = sum(
+        sizes.h * sizes.c * g for g in branches)
     if sizes.semantic_items:  # binary search of N ids in V sorted ids
         parts["semantic_lookup"]["search_steps"] = n * max(
             1, (sizes.semantic_items - 1).bit_length())
@@ -901,7 +913,8 @@ def training_cost(sizes: RequestSizes, batch: int,
         parts["routing_logits"] = _part(
             "user", compression.off_tape_macs, compression.off_tape_bytes,
             select_elements=compression.select_elements,
-            sort_steps=compression.sort_steps)
+            sort_steps=compression.sort_steps,
+            exp_elements=compression.exp_elements)
         parts["aggregation"] = _part(
             "user", comp["macs"] - compression.off_tape_macs,
             comp["bytes"] - compression.off_tape_bytes)
@@ -949,11 +962,14 @@ def training_cost(sizes: RequestSizes, batch: int,
 
 def predict_training(cost: dict, matmul_flops_per_s: float,
                      bytes_per_s: float, rates: Optional[dict] = None,
-                     ops: Optional[dict] = None) -> dict:
+                     ops: Optional[dict] = None,
+                     calls: Optional[dict] = None) -> dict:
     """Seconds per stage of a `training_cost`: 2 macs / matmul rate +
     bytes / bandwidth (as `predict_latency`), + each kind of integer
-    work at its rate (`INTEGER_WORK`, the `calibrate` keys), + the
-    stage's graph ops at the per-op dispatch cost.
+    work at its rate (`INTEGER_WORK`, the `calibrate` keys), + the exp
+    elements at exp_s_per_element less the 8 bytes / bandwidth their
+    bytes already took (`EXP_WORK`), + the stage's graph ops at the
+    per-op dispatch cost and its tf.function calls at call_overhead_s.
 
     Args:
       cost: `training_cost`'s dict.
@@ -963,6 +979,8 @@ def predict_training(cost: dict, matmul_flops_per_s: float,
         is given.
       ops: {stage: ops of the graph that runs it} (`graph_ops`); a stage
         not named has no dispatch term.
+      calls: {stage: tf.function calls that run it} (0 for a stage
+        timed as the difference of two calls, as the backward).
     Raises:
       ValueError: a throughput <= 0, a cost that is not
         `training_cost`'s, a missing rate (named), ops for an unknown
@@ -978,10 +996,19 @@ def predict_training(cost: dict, matmul_flops_per_s: float,
                          f"training_cost; received {type(cost).__name__}")
     rates = dict(rates or {})
     ops = dict(ops or {})
-    unknown = sorted(set(ops) - set(cost["stages"]))
-    if unknown:
-        raise ValueError(f"predict_training: ops for unknown stages "
-                         f"{unknown} (stages: {', '.join(cost['stages'])})")
+    calls = dict(calls or {})
+    for field, counts in (("ops", ops), ("calls", calls)):
+        unknown = sorted(set(counts) - set(cost["stages"]))
+        if unknown:
+            raise ValueError(
+                f"predict_training: {field} for unknown stages {unknown} "
+                f"(stages: {', '.join(cost['stages'])})")
+        for stage, count in counts.items():
+            if isinstance(count, bool) or not isinstance(count, int) \
+                    or count < 0:
+                raise ValueError(
+                    f"predict_training: {field}[{stage!r}] must be an "
+                    f"int >= 0, got {count!r}")
 
     def rate(key):
         if key not in rates:
@@ -999,12 +1026,13 @@ def predict_training(cost: dict, matmul_flops_per_s: float,
         for work, key in INTEGER_WORK.items():
             if s.get(work, 0):
                 seconds += s[work] * rate(key)
-        count = ops.get(stage, 0)
-        if isinstance(count, bool) or not isinstance(count, int) \
-                or count < 0:
-            raise ValueError(f"predict_training: ops[{stage!r}] must be an "
-                             f"int >= 0, got {count!r}")
-        if count:
-            seconds += count * rate("op_overhead_s")
+        for work, key in EXP_WORK.items():
+            if s.get(work, 0):
+                seconds += s[work] * max(
+                    0.0, rate(key) - 8.0 / bytes_per_s)
+        if ops.get(stage, 0):
+            seconds += ops[stage] * rate("op_overhead_s")
+        if calls.get(stage, 0):
+            seconds += calls[stage] * rate("call_overhead_s")
         out[stage] = seconds
     return out

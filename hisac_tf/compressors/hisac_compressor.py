@@ -215,7 +215,8 @@ class HiSACCompressor(HistoryCompressor):
         reads frozen inputs (off the tape). Sparse routing's integer
         work: the top-m selection scans the A N logits
         (`select_elements`), and `routed_positions` argsorts the N
-        positions (N ceil(log2 N) `sort_steps`). Hard routing: a dense
+        positions (N ceil(log2 N) `sort_steps`); the softmax's exp over
+        [A, K] is `exp_elements`. Hard routing: a dense
         [A, N] x [N, D] product; bytes: the [A, N, L] compare, [A, N]
         hits and the divide. HierarchicalVoting runs in front either way
         (without voting it keeps every child)."""
@@ -240,7 +241,8 @@ class HiSACCompressor(HistoryCompressor):
             off_tape_macs=macs - a * k * d,
             off_tape_bytes=max(0, nbytes - aggregation_bytes),
             select_elements=a * n if sparse else 0,
-            sort_steps=n * max(1, (n - 1).bit_length()) if sparse else 0)
+            sort_steps=n * max(1, (n - 1).bit_length()) if sparse else 0,
+            exp_elements=a * k)  # the routing softmax's exp, [A, K]
 
     def prototypes(self, codebooks, agent_sids):
         """p_a = sum_l E^l[c_{a,l}]: [sum K, Ds], [B, A, L] -> [B, A, Ds]."""
