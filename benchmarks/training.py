@@ -31,8 +31,9 @@ bandwidth, sorts, binary searches, top-k selection and deduplication at
 their measured rates, and the stage's graph ops (`graph_ops`) at the
 per-op dispatch cost; `flops.calibrate` runs once per round at a random
 place among the timed functions, so that it sees the same load, with the
-median of its calls (as the stages' medians), and the predictions use
-the median over the rounds; the sizes are the config's,
+median of its calls (as the stages' medians; `calls` calibrations a
+round, as each stage), and the predictions use the median over all of
+them; the sizes are the config's,
 with the random tables' V and the plan's routed width U):
   plan       the routing plan alone (semantic lookup, voting, routing
              weights; `models/routing_plan.py`): for the `*_pipeline`

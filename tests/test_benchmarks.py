@@ -163,7 +163,9 @@ def test_training_runs_tiny(tmp_path):
         assert v["graph_ops"]["taped"] > v["graph_ops"]["forward"]
     # Calibrated inside the rounds, with the integer kernels' rates.
     assert row["calibration"]["sort_s_per_step"] > 0
-    assert len(row["calibrations_per_round"]) == result["sizes"]["rounds"]
+    sizes = result["sizes"]
+    assert len(row["calibrations_per_round"]) == (
+        sizes["rounds"] * sizes["calls_per_round"])
     piped = row["methods"]["hisac_sparse_pipeline"]
     assert set(piped["measured_vs_predicted"]) == {
         "plan", "forward", "backward", "optimizer"}
