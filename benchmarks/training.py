@@ -313,6 +313,9 @@ def run_n(methods, n: int, c: int, batch_size: int, preset: str,
                 med["step"] + plan),
             "routing_in_input_pipeline": trainer.pipeline,
             "graph_ops": ops[m],
+            # The sizes the prediction took from the run itself.
+            "semantic_items": trainer.semantic_items,
+            "routed_positions": trainer.routed_positions,
             "taped_ms": med["taped"],
             "stages_ms": {
                 "input": input_ms,

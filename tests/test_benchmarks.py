@@ -167,6 +167,8 @@ def test_training_runs_tiny(tmp_path):
     assert len(row["calibrations_per_round"]) == (
         sizes["rounds"] * sizes["calls_per_round"])
     piped = row["methods"]["hisac_sparse_pipeline"]
+    assert 1 <= piped["routed_positions"] <= 20  # U <= N
+    assert row["methods"]["hisac"]["routed_positions"] == 0
     assert set(piped["measured_vs_predicted"]) == {
         "plan", "forward", "backward", "optimizer"}
     assert set(row["methods"]["full"]["measured_vs_predicted"]) == {
