@@ -240,7 +240,7 @@ class Trainer:
 def measured_vs_predicted(stages_ms: dict, predicted: dict,
                           pipeline: bool) -> dict:
     """{stage: dict(measured_ms, predicted_ms, ratio = predicted /
-    measured)} for the plan (input pipeline methods only), the forward
+    measured, None when measured <= 0)} for the plan (input pipeline methods only), the forward
     (the routing's prediction added when it runs in the step), the
     backward and the optimiser."""
     pairs = {
@@ -252,7 +252,7 @@ def measured_vs_predicted(stages_ms: dict, predicted: dict,
     if pipeline:
         pairs = {"plan": (stages_ms["plan"], predicted["input"]), **pairs}
     return {stage: {"measured_ms": m, "predicted_ms": p,
-                    "ratio": p / m if m > 0 else float("nan")}
+                    "ratio": p / m if m > 0 else None}
             for stage, (m, p) in pairs.items()}
 
 
@@ -422,7 +422,8 @@ def main(argv=None) -> dict:
                 q = v["measured_vs_predicted"].get(stage)
                 cells.append("-" if q is None else (
                     f"{q['measured_ms']:.3g} ({q['predicted_ms']:.3g}, "
-                    f"{q['ratio']:.2f}x)"))
+                    + ("-)" if q["ratio"] is None
+                       else f"{q['ratio']:.2f}x)")))
             where.append([row["n"], m, *cells, v["taped_ms"]])
     print(bc.markdown_table(
         ["N", "method", "steps/s", "requests/s", "serial requests/s",
