@@ -240,9 +240,9 @@ class Trainer:
 def measured_vs_predicted(stages_ms: dict, predicted: dict,
                           pipeline: bool) -> dict:
     """{stage: dict(measured_ms, predicted_ms, ratio = predicted /
-    measured, None when measured <= 0)} for the plan (input pipeline methods only), the forward
-    (the routing's prediction added when it runs in the step), the
-    backward and the optimiser."""
+    measured, None when measured <= 0)} for the plan (input pipeline
+    methods only), the forward (the routing's prediction added when it
+    runs in the step), the backward and the optimiser."""
     pairs = {
         "forward": (stages_ms["forward"],
                     predicted["forward"] + predicted["routing"]),
