@@ -21,11 +21,20 @@ Stages, each timed alone (forward + backward where it trains):
              attention, match counts, head), with its gradients, less
              the head;
   head       cross layer + MLP + logit on [B * C, F], with gradients;
-  optimiser  `apply_gradients` of precomputed gradients.
+  optimiser  `apply_gradients` of precomputed gradients, as the step has
+             them (IndexedSlices for the embedding tables: the sparse
+             Adagrad update of the rows read).
 And the step split where the time goes (issue 23), each against the cost
-model's prediction (`flops.training_cost` at the calibrated matmul rate
-and bandwidth, `bench_common.calibrate`: the "floor" the arithmetic and
-the bytes would take):
+model's prediction (`flops.training_cost` + `flops.predict_training`:
+multiply-adds at the calibrated matmul rate, bytes at the elementwise
+bandwidth, sorts, binary searches, top-k selection and deduplication at
+their measured rates, and the stage's graph ops (`graph_ops`) at the
+per-op dispatch cost; `flops.calibrate` runs once per round at a random
+place among the timed functions, so that it sees the same load, with the
+median of its calls (as the stages' medians; `calls` calibrations a
+round, as each stage), and the predictions use the median over all of
+them; the sizes are the config's,
+with the random tables' V and the plan's routed width U):
   plan       the routing plan alone (semantic lookup, voting, routing
              weights; `models/routing_plan.py`): for the `*_pipeline`
              methods the input pipeline's map computes it, so it is
@@ -41,7 +50,10 @@ not add up to the step.
 
 Methods are interleaved per round (a new random order each round); the
 JSON has steps/s and requests/s (B x steps/s) from the median step, the
-per-round ratios to full, and each stage's median ms.
+per-round ratios to full, each stage's median ms, and per method
+`measured_vs_predicted` {stage: measured_ms, predicted_ms, ratio =
+predicted / measured} with the graphs' op counts (`graph_ops`) and the
+row's calibration.
 
     python -m benchmarks.training [--tiny] [--n=1000,10000] [--batch=32]
         [--rounds=3] [--calls=3] [--output=PATH]
@@ -105,6 +117,7 @@ class Trainer:
         self.optimizer = build_optimizer(self.cfg, self.model)
         compile_for_training(self.model, self.optimizer)
         self.pipeline = self.cfg.training.routing_in_input_pipeline
+        self.semantic_items = int(len(tables[preset].item_ids))  # V
 
     def functions(self, batch: dict) -> dict:
         """stage -> zero-argument callable on one batch."""
@@ -116,6 +129,11 @@ class Trainer:
                    if self.pipeline else None)
         if plan_fn is not None:  # The step reads the pipeline's plan.
             batch = plan_fn(raw)
+        # U, the routed positions the step embeds (sparse plan; a
+        # property of the data the cost model takes as a size).
+        self.routed_positions = (
+            int(batch["routing_positions"].shape[1])
+            if "routing_positions" in batch else 0)
 
         @tf.function
         def forward():
@@ -168,7 +186,9 @@ class Trainer:
 
         with tf.GradientTape() as tape:
             loss = model.compute_loss(batch, training=True)
-        grads = [tf.zeros_like(v) if g is None else tf.convert_to_tensor(g)
+        # The step's own gradients: IndexedSlices for the embedding
+        # gathers (rows read), dense tensors for the rest.
+        grads = [tf.zeros_like(v) if g is None else g
                  for g, v in zip(tape.gradient(loss, variables), variables)]
 
         @tf.function
@@ -176,6 +196,9 @@ class Trainer:
             self.optimizer.apply_gradients(zip(grads, variables))
             return tf.constant(0)
 
+        # The traced graphs, for their op counts (`count_ops`).
+        self._graphs = {"plan": (plan_fn, (raw,)), "forward": (forward, ()),
+                        "taped": (taped, ()), "optimiser": (optimiser, ())}
         return {"step": lambda: step(batch), "user": user,
                 "candidate": candidate, "head": head,
                 "optimiser": optimiser, "forward": forward,
@@ -183,20 +206,68 @@ class Trainer:
                 "plan": ((lambda: plan_fn(raw)) if plan_fn is not None
                          else (lambda: tf.constant(0)))}
 
-    def predicted_ms(self, batch_size: int, calibration: dict) -> dict:
-        """The cost model's ms per stage (`flops.training_cost`)."""
-        cost = flops_lib.training_cost(
-            flops_lib.RequestSizes.from_config(self.cfg), batch_size,
-            routing_in_pipeline=self.pipeline)
+    def count_ops(self) -> dict:
+        """Ops each timed graph runs (`flops.graph_ops`; call after the
+        functions ran once): the dispatch term of the cost model's
+        stages. 0 for a plan that is not in the input pipeline."""
+        return {stage: (flops_lib.graph_ops(fn.get_concrete_function(*args))
+                        if fn is not None else 0)
+                for stage, (fn, args) in self._graphs.items()}
+
+    def predicted_ms(self, batch_size: int, calibration: dict,
+                     ops: dict) -> dict:
+        """The cost model's ms per stage (`flops.training_cost` of the
+        random tables' V, `flops.predict_training` with each timed
+        graph's ops: the plan's as input, the forward's (routing
+        included when in the step), taped - forward as backward, the
+        optimiser's)."""
+        sizes = flops_lib.RequestSizes.from_config(
+            self.cfg, semantic_items=self.semantic_items).replace(
+                routed_positions=self.routed_positions)
+        cost = flops_lib.training_cost(sizes, batch_size,
+                                       routing_in_pipeline=self.pipeline)
         seconds = flops_lib.predict_training(
             cost, calibration["matmul_macs_per_s"] * 2.0,
-            calibration["elementwise_bytes_per_s"])
+            calibration["elementwise_bytes_per_s"], rates=calibration,
+            ops={"input": ops["plan"], "forward": ops["forward"],
+                 "backward": max(0, ops["taped"] - ops["forward"]),
+                 "optimizer": ops["optimiser"]},
+            calls={"input": int(self.pipeline), "forward": 1,
+                   "optimizer": 1})  # backward: taped - forward
         return {k: 1000.0 * v for k, v in seconds.items()}
+
+
+def measured_vs_predicted(stages_ms: dict, predicted: dict,
+                          pipeline: bool) -> dict:
+    """{stage: dict(measured_ms, predicted_ms, ratio = predicted /
+    measured, None when measured <= 0)} for the plan (input pipeline
+    methods only), the forward (the routing's prediction added when it
+    runs in the step), the backward and the optimiser."""
+    pairs = {
+        "forward": (stages_ms["forward"],
+                    predicted["forward"] + predicted["routing"]),
+        "backward": (stages_ms["backward"], predicted["backward"]),
+        "optimizer": (stages_ms["optimiser"], predicted["optimizer"]),
+    }
+    if pipeline:
+        pairs = {"plan": (stages_ms["plan"], predicted["input"]), **pairs}
+    return {stage: {"measured_ms": m, "predicted_ms": p,
+                    "ratio": p / m if m > 0 else None}
+            for stage, (m, p) in pairs.items()}
+
+
+def median_calibration(calibrations: list) -> dict:
+    """Per key, the median of several `calibrate` results' numbers."""
+    keys = [k for k, v in calibrations[0].items()
+            if isinstance(v, (int, float))]
+    return {k: float(np.median([c[k] for c in calibrations]))
+            for k in keys}
 
 
 def run_n(methods, n: int, c: int, batch_size: int, preset: str,
           rounds: int, calls: int, seed: int, tables: dict,
-          tmp: str, calibration: dict) -> dict:
+          tmp: str, calibration_size: float = 1.0,
+          calibration_calls: int = 3) -> dict:
     trainers = {m: Trainer(m, n, c, preset, tables, seed) for m in methods}
     spec = next(iter(trainers.values())).spec
     batches, input_ms = input_batches(tmp, spec, batch_size,
@@ -207,16 +278,33 @@ def run_n(methods, n: int, c: int, batch_size: int, preset: str,
     for m, trainer in trainers.items():
         for stage, fn in trainer.functions(batch).items():
             fns[f"{m}/{stage}"] = fn
+    # The machine is shared: its throughputs are measured inside the
+    # rounds, at a random place in each (as if one more method), and the
+    # predictions use their median over the rounds.
+    calibrations = []
+
+    def calibrate_in_round():
+        calibrations.append(bc.calibrate(
+            calls=calibration_calls, size=calibration_size,
+            statistic="median"))  # as the stages' median ms
+        return tf.constant(0)
+
     for fn in fns.values():
         bc.time_ms(fn, 0, warmup=2)
+    ops = {m: trainer.count_ops() for m, trainer in trainers.items()}
+    fns["calibration"] = calibrate_in_round
     times = bc.interleaved_rounds(fns, rounds, calls, seed)
+    del times["calibration"]
+    calibration = median_calibration(calibrations)
     out = {"n": n, "c": c, "batch": batch_size, "input_ms_per_batch":
-           input_ms, "methods": {}, "ratios": {}}
+           input_ms, "methods": {}, "ratios": {},
+           "calibration": calibration,
+           "calibrations_per_round": calibrations}
     for m, trainer in trainers.items():
         med = {stage: float(np.median(np.concatenate(
             times[f"{m}/{stage}"]))) for stage in STAGES}
         plan = med["plan"] if trainer.pipeline else 0.0
-        predicted = trainer.predicted_ms(batch_size, calibration)
+        predicted = trainer.predicted_ms(batch_size, calibration, ops[m])
         out["methods"][m] = {
             "step_ms": med["step"],
             "steps_per_s": 1000.0 / med["step"],
@@ -224,6 +312,10 @@ def run_n(methods, n: int, c: int, batch_size: int, preset: str,
             "serial_requests_per_s": 1000.0 * batch_size / (
                 med["step"] + plan),
             "routing_in_input_pipeline": trainer.pipeline,
+            "graph_ops": ops[m],
+            # The sizes the prediction took from the run itself.
+            "semantic_items": trainer.semantic_items,
+            "routed_positions": trainer.routed_positions,
             "taped_ms": med["taped"],
             "stages_ms": {
                 "input": input_ms,
@@ -239,6 +331,8 @@ def run_n(methods, n: int, c: int, batch_size: int, preset: str,
             # routing = the same work inside the step otherwise.
             "predicted_ms": predicted,
         }
+        out["methods"][m]["measured_vs_predicted"] = measured_vs_predicted(
+            out["methods"][m]["stages_ms"], predicted, trainer.pipeline)
     if "full" in trainers:
         for m in trainers:
             if m != "full":
@@ -290,11 +384,11 @@ def main(argv=None) -> dict:
     began = time.perf_counter()
     tables: dict = {}
     rows = []
-    calibration = bc.calibrate(calls=3, size=0.05 if args.tiny else 1)
     with tempfile.TemporaryDirectory(prefix="hisac-train-bench-") as tmp:
         for n in ns:
             rows.append(run_n(args.methods, n, c, batch, preset, rounds,
-                              calls, args.seed, tables, tmp, calibration))
+                              calls, args.seed, tables, tmp,
+                              calibration_size=0.05 if args.tiny else 1))
             print(f"N={n}: " + ", ".join(
                 f"{m} {v['steps_per_s']:.2f} steps/s"
                 for m, v in rows[-1]["methods"].items())
@@ -308,7 +402,6 @@ def main(argv=None) -> dict:
                   "calls_per_round": calls},
         "methods": {m: list(bc.METHODS[m]) for m in args.methods},
         "rows": rows,
-        "calibration": calibration,
         "taped_largest_over_smallest_n": taped_growth(rows),
         "seconds": time.perf_counter() - began,
     }
@@ -317,29 +410,30 @@ def main(argv=None) -> dict:
     for row in rows:
         for m, v in row["methods"].items():
             s = v["stages_ms"]
-            p = v["predicted_ms"]
             ratio = row["ratios"].get(f"{m}_over_full_requests_per_s")
             table.append([row["n"], m, v["steps_per_s"],
                           v["requests_per_s"], v["serial_requests_per_s"],
                           ratio["median"] if ratio else "-",
                           s["input"], s["user"], s["candidate"], s["head"],
                           s["optimiser"]])
-            # measured ms (predicted ms) per stage.
-            in_step = p["routing"]
-            where.append([
-                row["n"], m, f"{s['plan']:.3g} ({p['input']:.3g})",
-                f"{s['forward']:.3g} ({p['forward'] + in_step:.3g})",
-                f"{s['backward']:.3g} ({p['backward']:.3g})",
-                f"{s['optimiser']:.3g} ({p['optimizer']:.3g})",
-                v["taped_ms"]])
+            # measured ms (predicted ms, predicted / measured) per stage.
+            cells = []
+            for stage in ("plan", "forward", "backward", "optimizer"):
+                q = v["measured_vs_predicted"].get(stage)
+                cells.append("-" if q is None else (
+                    f"{q['measured_ms']:.3g} ({q['predicted_ms']:.3g}, "
+                    + ("-)" if q["ratio"] is None
+                       else f"{q['ratio']:.2f}x)")))
+            where.append([row["n"], m, *cells, v["taped_ms"]])
     print(bc.markdown_table(
         ["N", "method", "steps/s", "requests/s", "serial requests/s",
          "x full", "input ms", "user ms", "candidate ms", "head ms",
          "optimiser ms"], table))
     print()
     print(bc.markdown_table(
-        ["N", "method", "plan ms (pred.)", "forward ms (pred.)",
-         "backward ms (pred.)", "optimiser ms (pred.)", "taped ms"], where))
+        ["N", "method", "plan ms (pred., ratio)",
+         "forward ms (pred., ratio)", "backward ms (pred., ratio)",
+         "optimiser ms (pred., ratio)", "taped ms"], where))
     growth = result["taped_largest_over_smallest_n"]
     if growth:
         print("taped ms, largest N / smallest N: " + ", ".join(

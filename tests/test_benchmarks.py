@@ -156,7 +156,28 @@ def test_training_runs_tiny(tmp_path):
             "head", "optimiser"}
         assert set(v["predicted_ms"]) == {
             "input", "routing", "forward", "backward", "optimizer"}
+        for q in v["measured_vs_predicted"].values():
+            assert q["predicted_ms"] > 0
+            if q["measured_ms"] > 0:  # backward: taped - forward, noisy
+                assert q["ratio"] == pytest.approx(
+                    q["predicted_ms"] / q["measured_ms"])
+            else:
+                assert q["ratio"] is None
+        assert v["graph_ops"]["forward"] > 0
+        assert v["graph_ops"]["taped"] > v["graph_ops"]["forward"]
+    # Calibrated inside the rounds, with the integer kernels' rates.
+    assert row["calibration"]["sort_s_per_step"] > 0
+    sizes = result["sizes"]
+    assert len(row["calibrations_per_round"]) == (
+        sizes["rounds"] * sizes["calls_per_round"])
     piped = row["methods"]["hisac_sparse_pipeline"]
+    # m = 32 >= N = 20: the plan is dense, with no routed positions.
+    assert piped["routed_positions"] == 0
+    assert piped["semantic_items"] > 0
+    assert set(piped["measured_vs_predicted"]) == {
+        "plan", "forward", "backward", "optimizer"}
+    assert set(row["methods"]["full"]["measured_vs_predicted"]) == {
+        "forward", "backward", "optimizer"}
     assert piped["routing_in_input_pipeline"]
     assert piped["stages_ms"]["plan"] > 0
     assert piped["serial_requests_per_s"] < piped["requests_per_s"]

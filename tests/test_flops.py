@@ -173,6 +173,14 @@ def test_predict_seconds_adds_its_terms():
 def test_calibration_measures_positive_rates():
     calib = flops_lib.calibrate(calls=1, size=0.01)
     for key in ("matmul_macs_per_s", "elementwise_bytes_per_s",
-                "call_overhead_s"):
+                "call_overhead_s", *flops_lib.INTEGER_WORK.values(),
+                *flops_lib.EXP_WORK.values()):
         assert calib[key] > 0, key
     assert calib["op_overhead_s"] >= 0
+
+
+def test_calibration_statistic_is_checked():
+    with pytest.raises(ValueError, match="statistic"):
+        flops_lib.calibrate(calls=1, size=0.01, statistic="mean")
+    with pytest.raises(ValueError, match="statistic"):
+        flops_lib.integer_rates(calls=1, size=0.01, statistic="best")

@@ -101,6 +101,16 @@ class CompressionCost:
         reads frozen inputs only and can run off the gradient tape
         (HiSAC's routing logits and top-m selection, docs/design.md
         §2.3); the rest (the aggregation) is taped. 0: all taped.
+      select_elements: elements a top-k selection scans (HiSAC's sparse
+        routing: `tf.math.top_k` of the [A, N] logits, A N), off the tape;
+        timed at the calibrated selection rate, not as bytes.
+      sort_steps: element x ceil(log2 length) steps of full sorts
+        (HiSAC's sparse routing: the routed positions' argsort over N),
+        off the tape; timed at the calibrated sort rate.
+      exp_elements: elements of its exp passes off the tape (HiSAC's
+        routing softmax: A N dense, A m sparse); their bytes are in
+        `bytes`, the exp's arithmetic beyond them is timed at the
+        calibrated exp rate (`flops.predict_training`).
 
     References:
       - [HiSAC](https://arxiv.org/abs/2602.21009): Yuan et al., "HiSAC:
@@ -123,10 +133,14 @@ class CompressionCost:
     voting: bool = False
     off_tape_macs: int = 0
     off_tape_bytes: int = 0
+    select_elements: int = 0
+    sort_steps: int = 0
+    exp_elements: int = 0
 
     def __post_init__(self):
         _check_int(type(self).__name__, "groups", self.groups, 1)
-        for field in ("macs", "bytes", "off_tape_macs", "off_tape_bytes"):
+        for field in ("macs", "bytes", "off_tape_macs", "off_tape_bytes",
+                      "select_elements", "sort_steps", "exp_elements"):
             _check_int(type(self).__name__, field, getattr(self, field), 0)
         for field in ("macs", "bytes"):
             if getattr(self, "off_tape_" + field) > getattr(self, field):

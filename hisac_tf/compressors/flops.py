@@ -91,6 +91,16 @@ them on a large matmul and a large elementwise pass, with the per-op
 dispatch cost; `predict_seconds` adds the graph's ops (`graph_ops`) at
 that cost, and `component_seconds` splits a cost into seconds per
 component (benchmarks/serving_cost.py shows predicted against measured).
+
+Training: `training_cost(sizes, batch, routing_in_pipeline)` splits one
+training step into stages (input, routing, forward, backward, optimizer)
+of multiply-adds, bytes and integer work (`INTEGER_WORK`: sort steps,
+binary-search steps, top-k selection and deduplication elements, which
+are neither), and `predict_training` times them at the calibrated rates
+(`integer_rates` for the integer kernels) plus each stage's graph ops at
+the dispatch cost (benchmarks/training.py shows predicted against
+measured per stage; docs/performance.md "Training: where the time
+goes").
 """
 
 from __future__ import annotations
@@ -112,13 +122,15 @@ from hisac_tf.compressors.compressor_sizes import (
 )
 from hisac_tf.compressors.factory import compressor_names
 from hisac_tf.compressors.registry import NO_COMPRESSOR, lookup
+from hisac_tf.layers.ranking_embedding import NUM_BEHAVIORS
 
 __all__ = [
     "MAX_LSH_BITS", "CompressorSizes", "CompressionCost", "RequestSizes",
     "calibrate", "component_seconds", "compression_cost", "config_cost",
     "config_flops", "default_num_bits", "graph_ops", "predict_latency",
     "predict_seconds", "predict_training", "request_cost", "request_flops",
-    "routed_items", "training_cost", "embedded_items",
+    "routed_items", "training_cost", "embedded_items", "INTEGER_WORK",
+    "EXP_WORK", "integer_rates", "table_reads",
 ]
 
 FLOAT_BYTES = 4
@@ -143,6 +155,19 @@ class RequestSizes:
         4 T + 1.
       routing_top_m: m of sparse routing (0: dense; `hisac`,
         `hisac_no_voting`), `model.routing_top_m`.
+      semantic_items: V, the ids in the semantic lookup's sorted id
+        column (its binary search takes ceil(log2 V) steps an item;
+        `training_cost`); 0: not counted.
+      routed_positions: U, the width of a sparse routing plan's routed
+        positions (`routing_positions` [B, U]: the batch's most distinct
+        positions a request routes, which the step embeds, padded),
+        a property of the data (agents that share items, unused agents);
+        0: its bound min(N, A m) (`embedded_items`).
+      table_rows: the rows of the item, category, behaviour, time-gap
+        and SID-level embedding tables (the SID levels' summed), in that
+        order, which bound the distinct rows a training step updates
+        (`table_reads`); () or a shorter tuple: the tables not named are
+        unbounded.
     Raises:
       ValueError: a size below its minimum, named.
 
@@ -181,16 +206,28 @@ class RequestSizes:
     short_term_length: int = 0
     count_types: int = 0
     routing_top_m: int = 0
+    semantic_items: int = 0
+    routed_positions: int = 0
+    table_rows: tuple[int, ...] = ()
 
     def __post_init__(self):
         object.__setattr__(self, "mlp_dims", tuple(self.mlp_dims))
+        object.__setattr__(self, "table_rows", tuple(self.table_rows))
+        if len(self.table_rows) > 5 or any(
+                isinstance(r, bool) or not isinstance(r, int) or r < 1
+                for r in self.table_rows):
+            raise ValueError(
+                "RequestSizes: table_rows must be at most 5 ints >= 1 "
+                "(item, category, behaviour, time gap, SID levels), got "
+                f"{self.table_rows!r}")
         for field in ("n", "a", "c", "d", "ds", "h", "num_levels"):
             value = getattr(self, field)
             if value < 1:
                 raise ValueError(f"RequestSizes: {field} must be >= 1, got "
                                  f"{value!r}")
         for field in ("user_features", "kmeans_iterations", "lsh_bits",
-                      "short_term_length", "count_types", "routing_top_m"):
+                      "short_term_length", "count_types", "routing_top_m",
+                      "semantic_items", "routed_positions"):
             value = getattr(self, field)
             if value < 0:
                 raise ValueError(f"RequestSizes: {field} must be >= 0, got "
@@ -221,9 +258,15 @@ class RequestSizes:
     @classmethod
     def from_config(cls, cfg, compressor: Optional[str] = None,
                     n: Optional[int] = None,
-                    c: Optional[int] = None) -> "RequestSizes":
+                    c: Optional[int] = None,
+                    semantic_items: Optional[int] = None
+                    ) -> "RequestSizes":
         """The sizes of a `Config` (defaults: its compressor, N =
-        data.max_history, C = data.max_candidates)."""
+        data.max_history, C = data.max_candidates, V = semantic_items =
+        synthetic.num_items, the catalogue the tokenizer's tables hold
+        for synthetic data; pass the tables' own size for other data).
+        table_rows: the model's item, category and time-gap buckets,
+        the behaviours and the codebook sizes summed."""
         m = cfg.model
         levels = len(cfg.tokenizer.codebook_sizes)
         return cls(
@@ -244,6 +287,11 @@ class RequestSizes:
             short_term_length=m.short_term_length,
             count_types=(1 + levels if m.count_slots else 0),
             routing_top_m=m.routing_top_m,
+            semantic_items=(cfg.synthetic.num_items if semantic_items is None
+                            else semantic_items),
+            table_rows=(m.item_vocab_buckets, m.category_vocab_buckets,
+                        NUM_BEHAVIORS, m.time_gap_buckets,
+                        sum(cfg.tokenizer.codebook_sizes)),
         )
 
 
@@ -282,12 +330,15 @@ def _branches(sizes: RequestSizes) -> tuple[Optional[CompressionCost],
 def embedded_items(sizes: RequestSizes) -> int:
     """E, the history items one request embeds (module doc): N for a
     long-term branch (at most min(N, A K) with sparse routing, which
-    embeds only the routed items), + min(S, N) for the short-term
-    branch."""
+    embeds only the routed items; min(N, A K, U) when
+    `sizes.routed_positions` gives the plan's measured width U), +
+    min(S, N) for the short-term branch."""
     long = 0
     if sizes.long_term:
         long = min(sizes.n, sizes.a * routed_items(sizes.n,
                                                    sizes.routing_top_m))
+        if long < sizes.n and sizes.routed_positions:
+            long = min(long, sizes.routed_positions)
     short = min(sizes.short_term_length, sizes.n)
     return long + short
 
@@ -477,7 +528,22 @@ def _milliseconds(fn: Callable, calls: int, warmup: int = 0) -> list:
     return out
 
 
-def calibrate(calls: int = 5, size: int = 1) -> dict:
+# How calibrate summarises its timed calls: the fastest (the machine's
+# throughput when nothing else runs), or the median (its typical
+# throughput under the load of the moment, to compare with median
+# timings on a shared machine).
+STATISTICS = {"min": min, "median": lambda ms: float(np.median(ms))}
+
+
+def _statistic(name: str) -> Callable:
+    if name not in STATISTICS:
+        raise ValueError(f"calibrate: statistic must be one of "
+                         f"{', '.join(STATISTICS)}, got {name!r}")
+    return STATISTICS[name]
+
+
+def calibrate(calls: int = 5, size: int = 1,
+              statistic: str = "min") -> dict:
     """The machine's throughputs, measured once (the cost model's inputs).
 
     * matmul_macs_per_s: multiply-adds per second of float32 matmuls
@@ -490,14 +556,22 @@ def calibrate(calls: int = 5, size: int = 1) -> dict:
       (sin, where, cos, reduce_max, sub) on 8 floats inside one
       tf.function (the executor's per-op dispatch cost), less a chain of
       10;
-    * call_overhead_s: the rest of calling that short chain.
-    `size` < 1 shrinks the shapes (CI).
+    * call_overhead_s: calling a one-op tf.function (an identity on 8
+      floats): its dispatch and return, measured directly (the short
+      chain less its ops' share could come out below 0 under load);
+    * exp_s_per_element: seconds an element of the exp pass takes (a
+      transcendental: slower than a streaming pass of the same bytes);
+    * the integer kernels' rates (`integer_rates`): sort_s_per_step,
+      search_s_per_step, select_s_per_element, unique_s_per_element.
+    `size` < 1 shrinks the shapes (CI). `statistic` ("min" or
+    "median", `STATISTICS`) summarises the throughputs' timed calls.
     """
+    pick = _statistic(statistic)
     n = max(64, int(10_000 * size))
     a, ds, c = 200, 32, max(8, int(1000 * size))
 
     def best(fn):
-        return min(_milliseconds(fn, calls, warmup=1)) / 1000.0  # seconds
+        return pick(_milliseconds(fn, calls, warmup=1)) / 1000.0  # seconds
 
     mm = tf.function(lambda x, y: tf.matmul(x, y))
     # Compute-bound shapes (long inner dimension): the head's dense layers
@@ -548,7 +622,8 @@ def calibrate(calls: int = 5, size: int = 1) -> dict:
     ops_short = graph_ops(short.get_concrete_function(small))
     per_op = max(0.0, median_s(lambda: long_(small)) - t_short) / max(
         1, ops_long - ops_short)
-    call = median_s(lambda: short(small)) - ops_short * per_op
+    trivial = tf.function(tf.identity)
+    call = median_s(lambda: trivial(small))  # > 0: a measured time
     return {
         "matmul_macs_per_s": float(np.median(rates)),
         "matmul_rates": [float(r) for r in rates],
@@ -556,7 +631,82 @@ def calibrate(calls: int = 5, size: int = 1) -> dict:
         "elementwise_rates": [float(b) for b in bandwidths],
         "op_overhead_s": float(per_op),
         "call_overhead_s": float(call),
+        # One element of the exp pass (its 8 bytes at the exp rate).
+        "exp_s_per_element": 8.0 / bandwidths[0],
+        **integer_rates(calls, size, statistic),
         "size": size,
+        "statistic": statistic,
+    }
+
+
+# Integer work: neither multiply-adds nor streaming bytes, each kind timed
+# at its own measured rate (`integer_rates`). Key in a cost -> the
+# calibration's seconds per unit.
+INTEGER_WORK = {
+    # element x ceil(log2 row length) of a full sort (tf.sort, tf.argsort:
+    # voting's row sort, the routed positions' argsort)
+    "sort_steps": "sort_s_per_step",
+    # query x ceil(log2 table rows) of a binary search (tf.searchsorted:
+    # the semantic lookup's item ids in its sorted id column)
+    "search_steps": "search_s_per_step",
+    # elements a top-k selection scans (tf.math.top_k, k = 32: sparse
+    # routing's top-m of the [A, N] logits)
+    "select_elements": "select_s_per_element",
+    # ids a deduplication hashes (tf.unique: the optimiser's embedding
+    # rows, before the sparse apply)
+    "unique_elements": "unique_s_per_element",
+}
+# Elements of exp passes (the routing's and the target attention's
+# softmax): their bytes are counted as any pass's; the exp's arithmetic
+# beyond them is timed at the calibrated exp rate (`predict_training`).
+EXP_WORK = {"exp_elements": "exp_s_per_element"}
+# The top-k that `integer_rates` times (sparse routing's usual m).
+CALIBRATION_TOP_K = 32
+
+
+def integer_rates(calls: int = 5, size: float = 1,
+                  statistic: str = "min") -> dict:
+    """Seconds per unit of each `INTEGER_WORK` kind, the `statistic`
+    ("min" or "median") of `calls` calls, on shapes like the routing
+    plan's at N = 10,000 * size:
+
+    * sort_s_per_step: tf.sort of [16, N] int64 rows / (16 N ceil(log2 N));
+    * search_s_per_step: tf.searchsorted of 16 N int64 queries in a sorted
+      column of V = 100,000 * size ids / (16 N ceil(log2 V));
+    * select_s_per_element: tf.math.top_k (k = 32) of [200, N] float32
+      rows / (200 N);
+    * unique_s_per_element: tf.unique of 16 N int64 ids drawn from V
+      / (16 N).
+    """
+    n = max(64, int(10_000 * size))
+    v = max(1024, int(100_000 * size))
+    rows, agents = 16, 200
+    gen = tf.random.Generator.from_seed(0)
+    keys = gen.uniform([rows, n], 0, 2**40, dtype=tf.int64)  # [16, N]
+    column = tf.sort(gen.uniform([v], 0, 2**40, dtype=tf.int64))  # [V]
+    queries = gen.uniform([rows * n], 0, v, dtype=tf.int64)  # [16 N]
+    logits = gen.normal([agents, n])  # [200, N]
+
+    pick = _statistic(statistic)
+
+    def best(fn, *args):
+        return pick(_milliseconds(lambda: fn(*args), calls,
+                                  warmup=1)) / 1e3
+
+    steps_n = max(1, (n - 1).bit_length())
+    steps_v = max(1, (v - 1).bit_length())
+    sort = tf.function(lambda x: tf.sort(x, axis=1))
+    search = tf.function(lambda c, q: tf.searchsorted(c, q))
+    select = tf.function(
+        lambda x: tf.math.top_k(x, k=CALIBRATION_TOP_K, sorted=False))
+    unique = tf.function(lambda q: tf.unique(q))
+    return {
+        "sort_s_per_step": best(sort, keys) / (rows * n * steps_n),
+        "search_s_per_step": best(
+            search, column, tf.gather(column, queries)) / (
+                rows * n * steps_v),
+        "select_s_per_element": best(select, logits) / (agents * n),
+        "unique_s_per_element": best(unique, queries) / (rows * n),
     }
 
 
@@ -609,41 +759,127 @@ def predict_seconds(cost: dict, ops: int, calibration: dict,
 # Bytes an optimiser touches per parameter: Adam reads the parameter, its
 # gradient and two moments and writes three (7 floats); Adagrad on an
 # embedding row reads the row, its gradient and accumulator and writes
-# two (5 floats), after deduplicating the rows (a sort: 8 bytes a row a
-# pass, log2 rows passes).
+# two (5 floats), once per distinct row of the step.
 ADAM_FLOATS = 7
 ADAGRAD_FLOATS = 5
+# Multiply-adds of a contraction's backward per forward multiply-add: the
+# gradient of each operand (dX and dW) is one contraction of the same
+# size.
+BACKWARD_MACS = 2
+# Bytes of an elementwise pass's backward per forward byte: it reads the
+# upstream gradient and the pass's saved operands and writes one
+# gradient per operand.
+BACKWARD_BYTES = 2
 TRAINING_STAGES = ("input", "routing", "forward", "backward", "optimizer")
+# Distinct ids whose hash set stays in a core's cache (16 bytes an entry:
+# 64 KiB): deduplicating a table of at most this many rows streams its
+# ids (16 bytes an id: read it, write its position), counted as bytes;
+# larger tables pay the calibrated tf.unique rate an id
+# (`unique_elements`, timed on 100,000 distinct ids).
+UNIQUE_CACHED_ROWS = 4096
+# What a stage of `training_cost` counts: multiply-adds, elementwise
+# bytes, and the integer work of `INTEGER_WORK`.
+STAGE_KEYS = ("macs", "bytes") + tuple(INTEGER_WORK) + tuple(EXP_WORK)
+# The ranking embedding's tables each history item reads (item,
+# category, behaviour, time gap): `RequestSizes.table_rows`' first four.
+HISTORY_TABLES = ("item", "category", "behavior", "time_gap")
+# Components of the forward that are embedding gathers (and sums of
+# gathered rows): their backward is the gathered rows' gradient, as
+# IndexedSlices, not a pass over the forward's bytes (the sums' gradient
+# passes through).
+GATHER_COMPONENTS = ("ranking_embedding", "candidate_embedding",
+                     "group_sid_embedding")
+# Taped components that read frozen inputs only (the semantic tables):
+# no gradient is computed for them.
+FROZEN_COMPONENTS = ("semantic_lookup",)
+# Taped contractions with one frozen operand (HiSAC's aggregation u =
+# alpha h: the routing weights alpha come from frozen inputs): the
+# backward is the one transposed product dh = alpha^T du, the forward's
+# multiply-adds and bytes once (not BACKWARD_MACS, BACKWARD_BYTES).
+ONE_SIDED_COMPONENTS = ("aggregation",)
+
+
+def _part(side: str, macs: int = 0, nbytes: int = 0, **work) -> dict:
+    kinds = STAGE_KEYS[2:]
+    unknown = sorted(set(work) - set(kinds))
+    if unknown:
+        raise ValueError(f"training_cost: unknown work {unknown} "
+                         f"(choose from {', '.join(kinds)})")
+    return {"side": side, "macs": int(macs), "bytes": int(nbytes),
+            **{k: int(work.get(k, 0)) for k in kinds}}
+
+
+def table_reads(sizes: RequestSizes, batch: int,
+                routing_in_pipeline: bool = False) -> dict:
+    """Embedding rows one training step gathers, per table: {table:
+    (rows read, distinct rows at most)}. Rows read: item and category
+    B (E + C), behaviour and time gap B E (E = `embedded_items`), the
+    SID levels' tables B L (sum G + C) over the branches' groups,
+    user_id and each user feature B. Distinct rows: at most the rows
+    read and, where `sizes.table_rows` gives it, the table's rows."""
+    _, branches = _branches(sizes)
+    del routing_in_pipeline  # sparse routing embeds the routed items
+    e = embedded_items(sizes)  # either way (embedded_items)
+    c, levels = sizes.c, sizes.num_levels
+    reads = {"item": e + c, "category": e + c, "behavior": e,
+             "time_gap": e, "sid": levels * (sum(branches) + c)}
+    caps = dict(zip(HISTORY_TABLES + ("sid",), sizes.table_rows))
+    out = {t: (batch * r, min(batch * r, caps.get(t, batch * r)))
+           for t, r in reads.items()}
+    for i in range(1 + sizes.user_features):  # user_id, user features
+        out[f"user_{i}"] = (batch, batch)
+    return out
 
 
 def training_cost(sizes: RequestSizes, batch: int,
                   routing_in_pipeline: bool = False) -> dict:
-    """Per-stage multiply-adds and bytes of one training step of `batch`
-    requests, each of `sizes` (C = `sizes.c` candidates).
+    """Per-stage work of one training step of `batch` requests, each of
+    `sizes` (C = `sizes.c` candidates): multiply-adds, elementwise bytes
+    and integer work (`INTEGER_WORK`: sort steps, binary-search steps,
+    top-k selection and deduplication elements).
 
     Stages (components with side = the stage):
       input     the routing plan when `routing_in_pipeline` (the semantic
-                lookup, voting and the compressor's off-tape part, e.g.
-                HiSAC's routing logits / top-m selection: frozen inputs,
-                computed by the tf.data map), else nothing (parsing is
-                not modelled);
+                lookup: B N ceil(log2 V) search steps, V =
+                `sizes.semantic_items`, + its gathers' bytes; voting: the
+                row sort of N paths, B N ceil(log2 N) sort steps, + L
+                level passes of 4 int64 ops over N, 32 B N L bytes; the
+                compressor's off-tape part, e.g. HiSAC's routing logits,
+                with sparse routing its top-m selection over A N
+                elements and the routed positions' argsort), else
+                nothing (parsing is not modelled);
       routing   the same work inside the step when not in the pipeline
                 (off the gradient tape either way);
       forward   the taped forward: ranking embedding (of
                 `embedded_items`: with sparse routing only the routed
-                items), the compressor's
-                taped part (HiSAC: the aggregation A K D, K =
-                `routed_items`), group SID embeddings, keys / values, the
-                candidate side;
-      backward  twice the taped forward (gradients of inputs and
-                weights);
+                items), the compressor's taped part (HiSAC: the
+                aggregation A K D, K = `routed_items`), group SID
+                embeddings, keys / values, the candidate side;
+      backward  `BACKWARD_MACS` x the forward's multiply-adds and
+                `BACKWARD_BYTES` x its elementwise bytes (1 x both for
+                the aggregation, whose routing weights are frozen:
+                `ONE_SIDED_COMPONENTS`), except the
+                embedding gathers (`GATHER_COMPONENTS`), whose gradient
+                is IndexedSlices of the rows read: 8 D bytes a row
+                (`table_reads`; one copy of each row's gradient), and
+                the semantic lookup (frozen tables, no gradient);
       optimizer Adam over the dense weights (about one weight per
-                multiply-add of a per-candidate or per-group matmul) and
-                Adagrad over the embedding rows the step read.
+                multiply-add of a per-candidate or per-group matmul,
+                `ADAM_FLOATS` each) and, per embedding table, the sparse
+                Adagrad update: the rows read deduplicated (tf.unique:
+                `unique_elements` for tables of more than
+                `UNIQUE_CACHED_ROWS` rows, 16 bytes an id below; and a
+                segment sum of their gradients, 8 D bytes a row) and the
+                update of the distinct rows (`ADAGRAD_FLOATS` floats a
+                value).
+    The per-op dispatch of each stage's graph is not in the cost (it
+    depends on the graph, not the sizes): `predict_training` adds it
+    from the stage's op count.
 
     Returns:
-      dict(components={component: dict(side, macs, bytes)},
-      stages={stage: dict(macs, bytes)}).
+      dict(components={component: dict(side, macs, bytes, sort_steps,
+      search_steps, select_elements, unique_elements)},
+      stages={stage: dict(the same keys but side)}).
     """
     if not isinstance(sizes, RequestSizes):
         raise TypeError("training_cost takes a RequestSizes; received "
@@ -653,53 +889,102 @@ def training_cost(sizes: RequestSizes, batch: int,
                          f"{batch!r}")
     cost = request_cost(sizes)
     compression, branches = _branches(sizes)
-    parts = {k: dict(v) for k, v in cost["components"].items()}
+    n, d, levels = sizes.n, sizes.d, sizes.num_levels
+    parts = {k: _part("user", v["macs"], v["bytes"])
+             for k, v in cost["components"].items()}
+    # The target attention's softmax: one exp of [H, C, G] a branch.
+    parts["target_attention"]["exp_elements"] = sum(
+        sizes.h * sizes.c * g for g in branches)
+    if sizes.semantic_items:  # binary search of N ids in V sorted ids
+        parts["semantic_lookup"]["search_steps"] = n * max(
+            1, (sizes.semantic_items - 1).bit_length())
     off_tape = {"voting"}
     if compression is not None and compression.voting:
         off_tape.add("semantic_lookup")  # read by voting alone
+        # The row sort of the N paths, then L level passes of 4 int64
+        # ops (compare, cumsum, segment sum, gather) over at most N.
+        parts["voting"] = _part(
+            "user", 0, 32 * n * levels,
+            sort_steps=n * max(1, (n - 1).bit_length()))
     if compression is not None and (compression.off_tape_macs
                                     or compression.off_tape_bytes):
         comp = parts.pop("compression")
-        parts["routing_logits"] = {
-            "side": "user", "macs": compression.off_tape_macs,
-            "bytes": compression.off_tape_bytes}
-        parts["aggregation"] = {
-            "side": "user", "macs": comp["macs"] - compression.off_tape_macs,
-            "bytes": comp["bytes"] - compression.off_tape_bytes}
+        parts["routing_logits"] = _part(
+            "user", compression.off_tape_macs, compression.off_tape_bytes,
+            select_elements=compression.select_elements,
+            sort_steps=compression.sort_steps,
+            exp_elements=compression.exp_elements)
+        parts["aggregation"] = _part(
+            "user", comp["macs"] - compression.off_tape_macs,
+            comp["bytes"] - compression.off_tape_bytes)
         off_tape.add("routing_logits")
-    stages = {s: {"macs": 0, "bytes": 0} for s in TRAINING_STAGES}
+    stages = {s: dict.fromkeys(STAGE_KEYS, 0) for s in TRAINING_STAGES}
     components = {}
     for name, p in parts.items():
         if name in off_tape:
             stage = "input" if routing_in_pipeline else "routing"
         else:
             stage = "forward"
-        macs, nbytes = batch * p["macs"], batch * p["bytes"]
-        components[name] = {"side": stage, "macs": macs, "bytes": nbytes}
-        stages[stage]["macs"] += macs
-        stages[stage]["bytes"] += nbytes
-    fwd = stages["forward"]
-    components["backward"] = {"side": "backward", "macs": 2 * fwd["macs"],
-                              "bytes": 2 * fwd["bytes"]}
-    d, hk = sizes.d, sizes.hk
+        components[name] = {"side": stage, **{
+            k: batch * p[k] for k in STAGE_KEYS}}
+        for k in STAGE_KEYS:
+            stages[stage][k] += components[name][k]
+    reads = table_reads(sizes, batch, routing_in_pipeline)
+    rows_read = sum(r for r, _ in reads.values())
+    taped = {name: p for name, p in components.items()
+             if p["side"] == "forward" and name not in FROZEN_COMPONENTS}
+    passes = {name: p for name, p in taped.items()
+              if name not in GATHER_COMPONENTS}
+    components["backward"] = _part(
+        "backward",
+        sum((1 if name in ONE_SIDED_COMPONENTS else BACKWARD_MACS)
+            * p["macs"] for name, p in passes.items()),
+        sum((1 if name in ONE_SIDED_COMPONENTS else BACKWARD_BYTES)
+            * p["bytes"] for name, p in passes.items())
+        + 8 * d * rows_read)
+    hk = sizes.hk
     per_candidate = request_flops(sizes)["per_candidate"]
     dense_weights = per_candidate + len(branches) * 2 * (2 * d) * hk
-    rows = batch * (4 * embedded_items(sizes)
-                    + 2 * sizes.c + 1 + sizes.user_features)
-    opt_bytes = (4 * ADAM_FLOATS * dense_weights
-                 + 4 * ADAGRAD_FLOATS * rows * d
-                 + 8 * rows * max(1, (rows - 1).bit_length()))
-    components["optimizer"] = {"side": "optimizer", "macs": 0,
-                               "bytes": opt_bytes}
+    distinct = sum(u for _, u in reads.values())
+    cached = sum(r for r, u in reads.values() if u <= UNIQUE_CACHED_ROWS)
+    components["optimizer"] = _part(
+        "optimizer", 0,
+        FLOAT_BYTES * ADAM_FLOATS * dense_weights
+        + 16 * cached  # tf.unique of the ids of small tables
+        + 8 * d * rows_read  # segment sum of the rows' gradients
+        + FLOAT_BYTES * ADAGRAD_FLOATS * d * distinct,
+        unique_elements=rows_read - cached)
     for stage in ("backward", "optimizer"):
-        stages[stage] = {k: components[stage][k] for k in ("macs", "bytes")}
+        stages[stage] = {k: components[stage][k] for k in STAGE_KEYS}
     return {"components": components, "stages": stages}
 
 
 def predict_training(cost: dict, matmul_flops_per_s: float,
-                     bytes_per_s: float) -> dict:
-    """Seconds per stage of a `training_cost` (2 macs / matmul rate +
-    bytes / bandwidth, as `predict_latency`)."""
+                     bytes_per_s: float, rates: Optional[dict] = None,
+                     ops: Optional[dict] = None,
+                     calls: Optional[dict] = None) -> dict:
+    """Seconds per stage of a `training_cost`: 2 macs / matmul rate +
+    bytes / bandwidth (as `predict_latency`), + each kind of integer
+    work at its rate (`INTEGER_WORK`, the `calibrate` keys), + the exp
+    elements at exp_s_per_element less the 8 bytes / bandwidth their
+    bytes already took (`EXP_WORK`), + the stage's graph ops at the
+    per-op dispatch cost and its tf.function calls at call_overhead_s.
+
+    Args:
+      cost: `training_cost`'s dict.
+      matmul_flops_per_s, bytes_per_s: the calibrated throughputs.
+      rates: `calibrate`'s dict (its `INTEGER_WORK` rates and
+        op_overhead_s); needed when the cost has integer work or `ops`
+        is given.
+      ops: {stage: ops of the graph that runs it} (`graph_ops`); a stage
+        not named has no dispatch term.
+      calls: {stage: tf.function calls that run it} (0 for a stage
+        timed as the difference of two calls, as the backward).
+    Raises:
+      ValueError: a throughput <= 0, a cost that is not
+        `training_cost`'s, a missing rate (named), ops for an unknown
+        stage or below 0.
+    """
     for field, value in (("matmul_flops_per_s", matmul_flops_per_s),
                          ("bytes_per_s", bytes_per_s)):
         if not value > 0:
@@ -708,6 +993,45 @@ def predict_training(cost: dict, matmul_flops_per_s: float,
     if not isinstance(cost, dict) or "stages" not in cost:
         raise ValueError("predict_training: `cost` must be the dict of "
                          f"training_cost; received {type(cost).__name__}")
-    return {stage: 2.0 * s["macs"] / matmul_flops_per_s
-            + s["bytes"] / bytes_per_s
-            for stage, s in cost["stages"].items()}
+    rates = dict(rates or {})
+    ops = dict(ops or {})
+    calls = dict(calls or {})
+    for field, counts in (("ops", ops), ("calls", calls)):
+        unknown = sorted(set(counts) - set(cost["stages"]))
+        if unknown:
+            raise ValueError(
+                f"predict_training: {field} for unknown stages {unknown} "
+                f"(stages: {', '.join(cost['stages'])})")
+        for stage, count in counts.items():
+            if isinstance(count, bool) or not isinstance(count, int) \
+                    or count < 0:
+                raise ValueError(
+                    f"predict_training: {field}[{stage!r}] must be an "
+                    f"int >= 0, got {count!r}")
+
+    def rate(key):
+        if key not in rates:
+            raise ValueError(f"predict_training: rates lacks {key!r} "
+                             "(pass calibrate()'s dict as `rates`)")
+        if not rates[key] >= 0:
+            raise ValueError(f"predict_training: rates[{key!r}] must be "
+                             f">= 0, got {rates[key]!r}")
+        return rates[key]
+
+    out = {}
+    for stage, s in cost["stages"].items():
+        seconds = (2.0 * s["macs"] / matmul_flops_per_s
+                   + s["bytes"] / bytes_per_s)
+        for work, key in INTEGER_WORK.items():
+            if s.get(work, 0):
+                seconds += s[work] * rate(key)
+        for work, key in EXP_WORK.items():
+            if s.get(work, 0):
+                seconds += s[work] * max(
+                    0.0, rate(key) - 8.0 / bytes_per_s)
+        if ops.get(stage, 0):
+            seconds += ops[stage] * rate("op_overhead_s")
+        if calls.get(stage, 0):
+            seconds += calls[stage] * rate("call_overhead_s")
+        out[stage] = seconds
+    return out

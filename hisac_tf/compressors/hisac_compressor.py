@@ -212,7 +212,11 @@ class HiSACCompressor(HistoryCompressor):
         [N, D + 1], exp [A, N]; sparse: the operands, the top-m selection
         reading the [A, N] logits, the sparse product reading m rows of h
         per agent and the [A, m] softmax. All but the aggregation (A K D)
-        reads frozen inputs (off the tape). Hard routing: a dense
+        reads frozen inputs (off the tape). Sparse routing's integer
+        work: the top-m selection scans the A N logits
+        (`select_elements`), and `routed_positions` argsorts the N
+        positions (N ceil(log2 N) `sort_steps`); the softmax's exp over
+        [A, K] is `exp_elements`. Hard routing: a dense
         [A, N] x [N, D] product; bytes: the [A, N, L] compare, [A, N]
         hits and the divide. HierarchicalVoting runs in front either way
         (without voting it keeps every child)."""
@@ -231,10 +235,14 @@ class HiSACCompressor(HistoryCompressor):
             nbytes = (8 * n * (ds + 3) + 4 * n * ds + 8 * n * (d + 1)
                       + 8 * a * n)
             aggregation_bytes = 4 * a * n + 8 * n * (d + 1)
+        sparse = k < n
         return CompressionCost(
             groups=a, macs=macs, bytes=nbytes, voting=True,
             off_tape_macs=macs - a * k * d,
-            off_tape_bytes=max(0, nbytes - aggregation_bytes))
+            off_tape_bytes=max(0, nbytes - aggregation_bytes),
+            select_elements=a * n if sparse else 0,
+            sort_steps=n * max(1, (n - 1).bit_length()) if sparse else 0,
+            exp_elements=a * k)  # the routing softmax's exp, [A, K]
 
     def prototypes(self, codebooks, agent_sids):
         """p_a = sum_l E^l[c_{a,l}]: [sum K, Ds], [B, A, L] -> [B, A, Ds]."""
