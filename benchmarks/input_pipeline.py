@@ -29,7 +29,12 @@ from hisac_tf.data import input_pipeline  # noqa: E402
 RESULTS = os.path.join(os.path.dirname(__file__), "results")
 
 
-def write_records(path, spec, requests, candidates, rng):
+def write_records(path, spec, requests, candidates, rng,
+                  num_items: int = 10**7):
+    """`requests` random full-length requests; item ids in [1,
+    num_items) (the training benchmarks pass the semantic tables' size,
+    so that histories have SIDs and HiSAC routes them, as in a log whose
+    catalogue the tokenizer covers)."""
     n = spec.max_history
     with tf.io.TFRecordWriter(path, "GZIP") as writer:
         for r in range(requests):
@@ -39,11 +44,11 @@ def write_records(path, spec, requests, candidates, rng):
                 "request_time": int(ts[-1]) + 1,
                 "gender": 1,
                 "age_bucket": 2,
-                "hist_item_ids": rng.integers(1, 10**7, n),
+                "hist_item_ids": rng.integers(1, num_items, n),
                 "hist_category_ids": rng.integers(1, 10**4, n),
                 "hist_behaviors": rng.integers(1, 5, n),
                 "hist_timestamps": ts,
-                "cand_item_ids": rng.integers(1, 10**7, candidates),
+                "cand_item_ids": rng.integers(1, num_items, candidates),
                 "cand_category_ids": rng.integers(1, 10**4, candidates),
                 "labels": rng.integers(0, 2, candidates),
             }

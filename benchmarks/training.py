@@ -95,7 +95,8 @@ def input_batches(tmp: str, spec, batch: int, batches: int,
     batch of a warm, repeating pipeline)."""
     path = os.path.join(tmp, f"n{spec.max_history}.tfrecord.gz")
     pipeline_bench.write_records(path, spec, batch * batches,
-                                 spec.max_candidates, rng)
+                                 spec.max_candidates, rng,
+                                 num_items=bc.NUM_ITEMS)  # ids with SIDs
     ds = input_pipeline.request_dataset(
         [path], spec, batch, num_parallel_reads=1, drop_remainder=True,
         repeat=True)

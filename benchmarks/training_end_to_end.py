@@ -129,7 +129,8 @@ def main(argv=None) -> dict:
         cfg = bc.method_config(args.methods[0], n, c, preset)
         pipeline_bench.write_records(
             path, FeatureSpec.from_config(cfg.data), batch * (steps + 2),
-            c, np.random.default_rng(args.seed))
+            c, np.random.default_rng(args.seed),
+            num_items=bc.NUM_ITEMS)  # ids the semantic tables know
         jobs = {m: Job(m, n, c, preset, tables, [path], batch,
                        args.plan_workers, args.seed) for m in args.methods}
         for job in jobs.values():
