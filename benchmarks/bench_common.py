@@ -81,6 +81,13 @@ METHODS = {
                               "model.count_slots=0",
                               "model.routing_top_m=32",
                               "training.routing_in_input_pipeline=true"),
+    # The same with m = 8: A m = 1,600 routed items at most, so the
+    # taped part stops growing from N ~ 1,600 (docs/performance.md).
+    "hisac_sparse8_pipeline": ("model.compressor=hisac",
+                               "model.short_term_length=0",
+                               "model.count_slots=0",
+                               "model.routing_top_m=8",
+                               "training.routing_in_input_pipeline=true"),
 }
 PRESET = "taobao_mm"
 NUM_ITEMS = 100_000

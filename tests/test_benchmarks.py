@@ -70,8 +70,10 @@ def test_method_configs_differ_only_in_the_long_term_branch(bc):
         "hisac": "hisac", "full": "full", "recent": "recent",
         "short_only": "none", "two_branch": "hisac",
         "two_branch_no_counts": "hisac", "hisac_sparse": "hisac",
-        "hisac_pipeline": "hisac", "hisac_sparse_pipeline": "hisac"}
+        "hisac_pipeline": "hisac", "hisac_sparse_pipeline": "hisac",
+        "hisac_sparse8_pipeline": "hisac"}
     assert cfgs["hisac_sparse"].model.routing_top_m > 0
+    assert cfgs["hisac_sparse8_pipeline"].model.routing_top_m == 8
     assert cfgs["hisac_pipeline"].training.routing_in_input_pipeline
     assert cfgs["hisac"].model.routing_top_m == 0
     assert cfgs["two_branch_no_counts"].model.count_slots == 0
