@@ -450,6 +450,11 @@ def main(argv=None) -> dict:
                                         out["rows"], calibration),
         }
     results["seconds"] = time.perf_counter() - began
+    # The runs' own seconds (a row reused from an earlier invocation
+    # keeps the seconds it took, so this is the whole cost).
+    results["runs_seconds"] = sum(
+        r["seconds"] or 0.0 for p in results["presets"].values()
+        for c in p["configurations"] for r in c["per_seed"])
     results["environment"] = bc.environment()
     bc.write_json(args.output, results)
     table_md = table(results)
