@@ -190,3 +190,20 @@ def test_a_width_zero_history_scores(override):
     batch["hist_length"] = tf.zeros([3], tf.int32)
     logits = model(batch)
     assert logits.shape == (3, 6) and np.isfinite(logits.numpy()).all()
+
+
+def test_sparse_routing_without_a_plan_embeds_only_the_routed_items():
+    """A request (or a step without the pipeline's plan) routes first
+    and embeds only the routed items too: the item table's gradient has
+    B (U + C) rows, the same U as the pipeline's plan, not B (N + C)."""
+    model = _model("model.routing_top_m=2", "model.count_slots=0",
+                   "model.short_term_length=0")
+    batch = random_batch()
+    width = add_routing_plan(model)(batch)["routing_positions"].shape[1]
+    assert width < batch["hist_item_ids"].shape[1]
+    model(batch)
+    with tf.GradientTape() as tape:
+        loss = model.compute_loss(batch, training=True)
+    grad = tape.gradient(loss, model.ranking_embedding.item_table.embeddings)
+    c = batch["cand_item_ids"].shape[1]
+    assert grad.indices.shape[0] == 3 * (width + c)

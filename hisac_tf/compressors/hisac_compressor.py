@@ -267,6 +267,9 @@ class HiSACCompressor(HistoryCompressor):
             )  # [B, A, Ds]
         return routable, agents, prototypes
 
+    def routes_sparsely(self, length) -> bool:
+        return not self.hard_routing and self.routing.is_sparse(length)
+
     def plan(self, valid, latents, sids, has_sid, codebooks) -> dict:
         """The routing alone, from frozen inputs: `ROUTING_PLAN_KEYS`
         (`routing_index` only for sparse routing). valid, has_sid [B, N];

@@ -231,6 +231,13 @@ class HistoryCompressor(tf.keras.layers.Layer):
         return {k: out[k] for k in self.output_keys + DIAGNOSTIC_KEYS
                 if k in out}
 
+    def routes_sparsely(self, length) -> bool:
+        """True when `plan(...)` for a history of `length` items (None:
+        unknown) reads only some of them (its plan then has the
+        `SPARSE_PLAN_KEYS`), so that only those need embedding."""
+        del length
+        return False
+
     def _check_required(self, given: dict) -> None:
         """Without a routing plan, every input in `required_inputs`."""
         for name in self.required_inputs:

@@ -96,10 +96,18 @@ class LongTermBranch(Branch):
     def encode(self, history: Mapping, training=None,
                diagnostics: bool = False) -> dict:
         plan = history.get("routing_plan")
+        if plan is None and not diagnostics and (
+                self.compressor.routes_sparsely(history["valid"].shape[1])):
+            # Sparse routing in a request (or a step without the input
+            # pipeline's plan): route first, from the frozen inputs.
+            plan = self.compressor.plan(
+                history["valid"], history["latents"], history["sids"],
+                history["has_sid"], history["codebooks"])
         if plan is not None and "routing_positions" in plan:
-            # Sparse routing precomputed off the step
-            # (models/routing_plan.py): only the U routed items are
-            # embedded, so this work does not grow with N.
+            # Sparse routing: only the U routed items are embedded
+            # (U <= min(N, A m)), so this work does not grow with N; the
+            # plan comes from the input pipeline (models/routing_plan.py)
+            # or from the lines above.
             routed = history.at(plan["routing_positions"],
                                 plan["routing_position_mask"])  # [B, U]
             groups = self.compressor(
