@@ -9,11 +9,10 @@ import tensorflow as tf
 
 from hisac_tf import config as config_lib
 from hisac_tf.compressors.hisac_compressor import routed_positions
-from hisac_tf.data.feature_spec import FeatureSpec
+from hisac_tf.data.feature_spec import HISTORY_FEATURES, FeatureSpec
 from hisac_tf.models.branch import encode_groups
 from hisac_tf.models.build import build_model
 from hisac_tf.models.embedded_history import EmbeddedHistory
-from hisac_tf.models.hisac_ranker import HISTORY_ITEM_KEYS
 from hisac_tf.models.routing_plan import add_routing_plan
 from tests.test_hisac_ranker import random_batch, random_tables
 
@@ -34,7 +33,7 @@ def test_fields_are_computed_on_first_read_only():
 
     batch = random_batch()
     history = model.embed_history(batch)
-    lazy = EmbeddedHistory(batch, history["valid"], HISTORY_ITEM_KEYS,
+    lazy = EmbeddedHistory(batch, history["valid"], HISTORY_FEATURES,
                            embed, model.semantic_lookup,
                            {"request_time": batch["request_time"]})
     assert lazy["valid"].shape == (3, 20) and calls == []
@@ -46,7 +45,7 @@ def test_fields_are_computed_on_first_read_only():
     with pytest.raises(KeyError):
         lazy["nothing"]
     with pytest.raises(ValueError, match="h"):
-        EmbeddedHistory(batch, history["valid"], HISTORY_ITEM_KEYS, embed,
+        EmbeddedHistory(batch, history["valid"], HISTORY_FEATURES, embed,
                         model.semantic_lookup, {"h": 1})
     with pytest.raises(ValueError, match="hist_brand"):
         EmbeddedHistory(batch, history["valid"], ("hist_brand",), embed,
@@ -185,7 +184,7 @@ def test_a_width_zero_history_scores(override):
     padding item instead of gathering from nothing."""
     model = _model(*override)
     batch = random_batch()
-    for key in HISTORY_ITEM_KEYS:
+    for key in HISTORY_FEATURES:
         batch[key] = tf.zeros([3, 0], batch[key].dtype)
     batch["hist_length"] = tf.zeros([3], tf.int32)
     logits = model(batch)

@@ -33,6 +33,7 @@ import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
 from hisac_tf.compressors.history_compressor import ROUTING_PLAN_KEYS
+from hisac_tf.data.feature_spec import HISTORY_FEATURES
 from hisac_tf.feature_config import FeatureConfig
 from hisac_tf.layers.categorical_feature_embedding import (
     CategoricalFeatureEmbedding,
@@ -50,10 +51,6 @@ from hisac_tf.models.match_counts_branch import MatchCountsBranch
 from hisac_tf.models.short_term_branch import ShortTermBranch
 
 USER_EMBEDDING = "user_embedding"
-# The per-item history inputs every ranker reads (event features add
-# theirs), [B, N] each.
-HISTORY_ITEM_KEYS = ("hist_item_ids", "hist_category_ids", "hist_behaviors",
-                     "hist_timestamps")
 # The state of the default ranker (a long-term branch only): what exports
 # made before branches hold.
 STATE_KEYS = ("keys", "values", "bias", "mask", USER_EMBEDDING)
@@ -316,7 +313,9 @@ class HiSACRanker(tfrs.models.Model):
         item_ids = features["hist_item_ids"]  # [B, N]
         valid = tf.sequence_mask(features["hist_length"],
                                  tf.shape(item_ids)[1])  # [B, N]
-        item_keys = HISTORY_ITEM_KEYS + tuple(
+        # The per-item inputs: the core history lists, then the event
+        # features' (each [B, N, ...]).
+        item_keys = HISTORY_FEATURES + tuple(
             f.batch_key for f in self.feature_embeddings.event_features)
         return EmbeddedHistory(
             features, valid, item_keys,
