@@ -528,6 +528,12 @@ def _milliseconds(fn: Callable, calls: int, warmup: int = 0) -> list:
     return out
 
 
+def _seconds(fn: Callable, calls: int, statistic: str) -> float:
+    """The `statistic` ("min" or "median") of `calls` timed calls of fn
+    after one warm-up call, in seconds (calibrate's measurements)."""
+    return _statistic(statistic)(_milliseconds(fn, calls, warmup=1)) / 1e3
+
+
 # How calibrate summarises its timed calls: the fastest (the machine's
 # throughput when nothing else runs), or the median (its typical
 # throughput under the load of the moment, to compare with median
@@ -566,12 +572,12 @@ def calibrate(calls: int = 5, size: int = 1,
     `size` < 1 shrinks the shapes (CI). `statistic` ("min" or
     "median", `STATISTICS`) summarises the throughputs' timed calls.
     """
-    pick = _statistic(statistic)
+    _statistic(statistic)  # a bad name fails before any timing
     n = max(64, int(10_000 * size))
     a, ds, c = 200, 32, max(8, int(1000 * size))
 
     def best(fn):
-        return pick(_milliseconds(fn, calls, warmup=1)) / 1000.0  # seconds
+        return _seconds(fn, calls, statistic)
 
     mm = tf.function(lambda x, y: tf.matmul(x, y))
     # Compute-bound shapes (long inner dimension): the head's dense layers
@@ -615,7 +621,7 @@ def calibrate(calls: int = 5, size: int = 1,
     long_ = chain_fn(10 + max(200, int(2000 * min(1.0, 10 * size))))
 
     def median_s(fn):
-        return float(np.median(_milliseconds(fn, calls, warmup=1))) / 1000.0
+        return _seconds(fn, calls, "median")
 
     t_short = median_s(lambda: short(small))
     ops_long = graph_ops(long_.get_concrete_function(small))
@@ -687,11 +693,8 @@ def integer_rates(calls: int = 5, size: float = 1,
     queries = gen.uniform([rows * n], 0, v, dtype=tf.int64)  # [16 N]
     logits = gen.normal([agents, n])  # [200, N]
 
-    pick = _statistic(statistic)
-
     def best(fn, *args):
-        return pick(_milliseconds(lambda: fn(*args), calls,
-                                  warmup=1)) / 1e3
+        return _seconds(lambda: fn(*args), calls, statistic)
 
     steps_n = max(1, (n - 1).bit_length())
     steps_v = max(1, (v - 1).bit_length())
